@@ -1,8 +1,39 @@
 // Package dnsres is moat's one DNS resolver: the interface every part
 // (gateway, policy, relay) looks names up through, and its implementation
-// over github.com/miekg/dns.
+// over github.com/miekg/dns (Client, made by New).
 //
-// The implementation is being written; this file is the contract.
+// The Client is a stub resolver (RFC 1035 §7) that asks the configured
+// recursive servers in order:
+//   - queries go over UDP with an EDNS0 OPT record advertising 1232 octets
+//     (RFC 6891 §6.2.5, the DNS flag day 2020 size), and a truncated (TC=1)
+//     answer is asked again over TCP (RFC 7766 §5, RFC 1035 §4.2.2);
+//   - a timeout, SERVFAIL, REFUSED or network error moves on to the next
+//     server; when no server answered at all the list is tried again, up
+//     to Config.Attempts rounds; the context deadline bounds the whole
+//     lookup, Config.Timeout each attempt; ids are random (RFC 5452 §9.2)
+//     and an answer to another question is discarded;
+//   - CNAME chains in answers are followed, asking again when the chain's
+//     target is not answered in the same message (RFC 1034 §5.3.3), at most
+//     MaxCNAMEChain links;
+//   - answers are cached in a bounded LRU for the minimum TTL of the answer
+//     RRs (RFC 1035 §7.4, capped at MaxCacheTTL); NXDOMAIN and no-data
+//     answers are cached per RFC 2308 §5 for min(SOA TTL, SOA MINIMUM) of
+//     the authority section, DefaultNegativeTTL when it has no SOA; SERVFAIL
+//     and timeouts are never cached (RFC 2308 §7 allows it; we leave that to
+//     the recursive server so a retry really retries).
+//
+// Errors are *net.DNSError values (so libraries that type-assert, such as
+// blitiri.com.ar/go/spf and go-msgauth, classify them) whose UnwrapErr is a
+// *Error carrying the Kind; see Error.
+//
+// Names are made fully qualified; an invalid name (empty, an empty label,
+// a label over 63 octets or a name over 255, RFC 1035 §2.3.4) fails with
+// a permanent error without a query.
+//
+// In tests, serve records with moat/internal/dnstest and point a Client at
+// it: ForTest(srv.Addr()) (no cache, one attempt, 500 ms), or
+// New(Config{Servers: []string{srv.Addr()}, Timeout: 500 * time.Millisecond})
+// to test caching.
 package dnsres
 
 import (
