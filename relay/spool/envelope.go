@@ -1,0 +1,188 @@
+package spool
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Status is the delivery state of one recipient.
+type Status string
+
+// Recipient states.
+const (
+	StatusPending   Status = "pending"
+	StatusDelivered Status = "delivered"
+	StatusFailed    Status = "failed"
+)
+
+// Recipient is one envelope recipient and its delivery state.
+type Recipient struct {
+	Address     string    `json:"address"`
+	Route       string    `json:"route"` // "local", a route name, or "mx"
+	Status      Status    `json:"status"`
+	Attempts    int       `json:"attempts,omitempty"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+	// Bounced is set once a failure notice for this failed recipient has
+	// been durably queued (or was not due: null sender). The queue manager
+	// keeps a message until every failed recipient is Bounced.
+	Bounced bool `json:"bounced,omitempty"`
+}
+
+// Envelope is the spooled state of one message.
+type Envelope struct {
+	ID         string      `json:"id"`
+	Sender     string      `json:"sender"` // "" = null sender (RFC 5321 §4.5.5)
+	Recipients []Recipient `json:"recipients"`
+	Received   time.Time   `json:"received"`
+	Size       int64       `json:"size"`
+	UTF8       bool        `json:"utf8,omitempty"`
+	// About the original client, for Received and XFORWARD.
+	ClientIP   string `json:"client_ip,omitempty"`
+	ClientName string `json:"client_name,omitempty"`
+	HELO       string `json:"helo,omitempty"`
+	Protocol   string `json:"protocol,omitempty"`
+
+	Attempts    int       `json:"attempts,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	Held        bool      `json:"held,omitempty"`
+	DelayWarned bool      `json:"delay_warned,omitempty"`
+}
+
+// Clone returns a deep copy.
+func (e *Envelope) Clone() *Envelope {
+	c := *e
+	c.Recipients = append([]Recipient(nil), e.Recipients...)
+	return &c
+}
+
+// Pending reports whether any recipient is still pending.
+func (e *Envelope) Pending() bool {
+	for _, r := range e.Recipients {
+		if r.Status == StatusPending {
+			return true
+		}
+	}
+	return false
+}
+
+// Limits on a record read back from disk: a record over these is set
+// aside, never trusted.
+const (
+	MaxEnvelopeSize = 4 << 20 // bytes of one .env file
+	MaxRecipients   = 10000   // per message
+	maxField        = 4096    // bytes of one string field
+	recordVersion   = 1
+)
+
+// record is the on-disk form: a version number and the envelope.
+type record struct {
+	V int `json:"v"`
+	*Envelope
+}
+
+func encodeEnvelope(env *Envelope) ([]byte, error) {
+	// Error texts come from remote servers: cut them rather than refuse
+	// the record.
+	env = env.Clone()
+	env.LastError = truncate(env.LastError, maxField)
+	for i := range env.Recipients {
+		env.Recipients[i].LastError = truncate(env.Recipients[i].LastError, maxField)
+	}
+	if err := checkEnvelope(env); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(record{V: recordVersion, Envelope: env})
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("spool: envelope of %s is %d bytes, limit %d", env.ID, len(b), MaxEnvelopeSize)
+	}
+	return append(b, '\n'), nil
+}
+
+// ParseEnvelope decodes and checks an envelope record. It never panics;
+// any record over the limits, of an unknown version or with an unknown
+// field is an error.
+func ParseEnvelope(b []byte) (*Envelope, error) {
+	if len(b) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("spool: envelope record of %d bytes exceeds %d", len(b), MaxEnvelopeSize)
+	}
+	env := &Envelope{}
+	rec := record{Envelope: env}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rec); err != nil {
+		return nil, fmt.Errorf("spool: envelope record: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("spool: envelope record: trailing data")
+	}
+	if rec.V != recordVersion {
+		return nil, fmt.Errorf("spool: envelope record version %d, want %d", rec.V, recordVersion)
+	}
+	if err := checkEnvelope(env); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+func checkEnvelope(env *Envelope) error {
+	if !ValidID(env.ID) {
+		return fmt.Errorf("spool: bad queue id %q", env.ID)
+	}
+	if len(env.Recipients) == 0 {
+		return fmt.Errorf("spool: %s: no recipients", env.ID)
+	}
+	if len(env.Recipients) > MaxRecipients {
+		return fmt.Errorf("spool: %s: %d recipients, limit %d", env.ID, len(env.Recipients), MaxRecipients)
+	}
+	if env.Size < 0 {
+		return fmt.Errorf("spool: %s: negative size", env.ID)
+	}
+	strs := []string{env.Sender, env.ClientIP, env.ClientName, env.HELO, env.Protocol, env.LastError}
+	for _, r := range env.Recipients {
+		if r.Address == "" {
+			return fmt.Errorf("spool: %s: empty recipient address", env.ID)
+		}
+		switch r.Status {
+		case StatusPending, StatusDelivered, StatusFailed:
+		default:
+			return fmt.Errorf("spool: %s: recipient %q has unknown status %q", env.ID, r.Address, r.Status)
+		}
+		strs = append(strs, r.Address, r.Route, r.LastError)
+	}
+	for _, s := range strs {
+		if len(s) > maxField {
+			return fmt.Errorf("spool: %s: field of %d bytes exceeds %d", env.ID, len(s), maxField)
+		}
+	}
+	return nil
+}
+
+// ValidID reports whether id is a queue id this package could have made:
+// 1 to 64 characters of [0-9A-Za-z]. Nothing else reaches a file name.
+func ValidID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z') {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
