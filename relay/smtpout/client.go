@@ -1,0 +1,254 @@
+package smtpout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"moat/internal/reply"
+	"moat/relay/route"
+	"moat/relay/transport"
+)
+
+type kind int
+
+const (
+	kindSMTP kind = iota
+	kindLMTP
+	kindMX
+)
+
+// Client is an SMTP, LMTP or MX transport. It is safe for concurrent use;
+// Close releases its idle connections.
+type Client struct {
+	kind kind
+	lmtp bool
+	o    Options
+	lim  *limiter
+	pool *pool
+}
+
+var _ transport.Transport = (*Client)(nil)
+
+func newClient(k kind, o Options) *Client {
+	o = o.withDefaults(k == kindLMTP)
+	return &Client{
+		kind: k,
+		lmtp: k == kindLMTP,
+		o:    o,
+		lim:  newLimiter(o.MaxConns, o.MaxConnsPerDest),
+		pool: newPool(o.MaxIdle, o.IdleTimeout),
+	}
+}
+
+// NewSMTP returns a transport that sends every message to o.Address
+// over SMTP (a backend or smarthost route).
+func NewSMTP(o Options) *Client { return newClient(kindSMTP, o) }
+
+// NewLMTP returns a transport that sends every message to o.Address
+// over LMTP (RFC 2033).
+func NewLMTP(o Options) *Client { return newClient(kindLMTP, o) }
+
+// NewMX returns a transport that sends each message to the mail
+// exchangers of the recipients' domain (RFC 5321 §5.1), looked up with
+// o.Resolver.
+func NewMX(o Options) *Client { return newClient(kindMX, o) }
+
+// ForRoute returns the transport for a configured route; o supplies
+// what the route does not (hostname, resolver, limits).
+func ForRoute(r route.Route, o Options) transport.Transport {
+	o.Address = r.Address
+	o.TLS = r.TLSMode()
+	o.TLSSkipVerify = r.TLSSkipVerify
+	o.Username = r.Username
+	o.PasswordFile = r.PasswordFile
+	switch r.Type {
+	case route.TypeLMTP:
+		return NewLMTP(o)
+	case route.TypeMX:
+		o.Address = ""
+		return NewMX(o)
+	default:
+		return NewSMTP(o)
+	}
+}
+
+// Close closes the idle connections; deliveries in flight finish.
+func (c *Client) Close() error {
+	c.pool.close()
+	return nil
+}
+
+// Deliver sends msg to rcpts and returns one result per recipient.
+func (c *Client) Deliver(ctx context.Context, msg *transport.Message, rcpts []string) []transport.Result {
+	res := make(map[string]error, len(rcpts))
+	var uniq []string
+	for _, r := range rcpts {
+		if _, ok := res[r]; !ok {
+			res[r] = nil
+			uniq = append(uniq, r)
+		}
+	}
+	if c.kind == kindMX {
+		// Group by domain: each domain has its own exchangers.
+		var order []string
+		groups := map[string][]string{}
+		for _, r := range uniq {
+			d, err := route.Domain(r)
+			if err != nil {
+				res[r] = reply.BadRcptSyntax.With(err)
+				continue
+			}
+			if _, ok := groups[d]; !ok {
+				order = append(order, d)
+			}
+			groups[d] = append(groups[d], r)
+		}
+		for _, d := range order {
+			c.deliverMX(ctx, msg, d, groups[d], res)
+		}
+	} else {
+		dests, err := c.fixedDests(ctx)
+		if err != nil {
+			for _, r := range uniq {
+				res[r] = err
+			}
+		} else {
+			c.deliverDests(ctx, dests, msg, uniq, res)
+		}
+	}
+	out := make([]transport.Result, len(rcpts))
+	for i, r := range rcpts {
+		out[i] = transport.Result{Recipient: r, Err: res[r]}
+	}
+	return out
+}
+
+// fixedDests resolves the route address of an SMTP or LMTP client.
+func (c *Client) fixedDests(ctx context.Context) ([]dest, error) {
+	addr := c.o.Address
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return []dest{{key: addr, network: "unix", addr: p, host: "localhost"}}, nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, transport.Permanent(fmt.Errorf("route address %q: %w", addr, err))
+	}
+	if _, err := netip.ParseAddr(host); err == nil || c.o.Resolver == nil {
+		return []dest{{key: addr, network: "tcp", addr: addr, host: host}}, nil
+	}
+	ips, err := c.o.Resolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		// A route host that does not resolve is our configuration
+		// problem or a DNS failure: keep the mail queued.
+		return nil, fmt.Errorf("resolving route host %s: %w", host, err)
+	}
+	var out []dest
+	for _, ip := range ips {
+		a, ok := netip.AddrFromSlice(ip.IP)
+		if !ok {
+			continue
+		}
+		hp := net.JoinHostPort(a.Unmap().String(), port)
+		out = append(out, dest{key: addr + "|" + hp, network: "tcp", addr: hp, host: host})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("route host %s has no address", host)
+	}
+	return out, nil
+}
+
+func (c *Client) deliverMX(ctx context.Context, msg *transport.Message, domain string, rcpts []string, res map[string]error) {
+	set := func(err error) {
+		for _, r := range rcpts {
+			res[r] = err
+		}
+	}
+	if c.o.Resolver == nil {
+		set(errors.New("MX delivery without a DNS resolver"))
+		return
+	}
+	self := c.o.Self
+	self.Hostnames = append(slices.Clone(self.Hostnames), c.o.Hostname)
+	hosts, err := c.o.MX.Lookup(ctx, c.o.Resolver, domain, self)
+	if err != nil {
+		set(err)
+		return
+	}
+	var dests []dest
+	for _, h := range hosts {
+		for _, a := range h.Addrs {
+			hp := net.JoinHostPort(a.String(), c.o.Port)
+			dests = append(dests, dest{key: "mx|" + h.Name + "|" + hp, network: "tcp", addr: hp, host: h.Name})
+		}
+	}
+	c.deliverDests(ctx, dests, msg, rcpts, res)
+}
+
+// deliverDests sends in transactions of at most MaxRcptsPerTxn
+// recipients.
+func (c *Client) deliverDests(ctx context.Context, dests []dest, msg *transport.Message, rcpts []string, res map[string]error) {
+	for chunk := range slices.Chunk(rcpts, c.o.MaxRcptsPerTxn) {
+		c.deliverChunk(ctx, dests, msg, chunk, res)
+	}
+}
+
+// deliverChunk tries the destinations in order until one takes a mail
+// transaction; what that host says then stands (RFC 5321 §5.1).
+func (c *Client) deliverChunk(ctx context.Context, dests []dest, msg *transport.Message, rcpts []string, res map[string]error) {
+	var lastErr error = errors.New("no destination to try")
+	for i, d := range dests {
+		if i >= c.o.MaxAttempts {
+			break
+		}
+		if err := c.lim.acquire(ctx, d.key); err != nil {
+			lastErr = fmt.Errorf("waiting for a connection slot to %s: %w", d, err)
+			break
+		}
+		s, err := c.session(ctx, d)
+		if err != nil {
+			c.lim.release(d.key)
+			lastErr = err
+			if transport.IsPermanent(err) && !isReply(err) || ctx.Err() != nil {
+				break // a configuration error, or out of time
+			}
+			continue
+		}
+		keep := s.transact(ctx, msg, rcpts, res)
+		if keep && ctx.Err() == nil && s.used < c.o.MaxMessagesPerConn {
+			c.pool.put(s)
+		} else if keep {
+			s.quit()
+		} else {
+			s.close()
+		}
+		c.lim.release(d.key)
+		return
+	}
+	if ctx.Err() != nil {
+		lastErr = fmt.Errorf("%w (%w)", lastErr, ctx.Err())
+	}
+	for _, r := range rcpts {
+		res[r] = lastErr
+	}
+}
+
+func isReply(err error) bool {
+	var r *reply.Reply
+	return errors.As(err, &r)
+}
+
+// session returns a pooled session to d that answers RSET, or a new one.
+func (c *Client) session(ctx context.Context, d dest) (*session, error) {
+	for s := c.pool.get(d.key); s != nil; s = c.pool.get(d.key) {
+		if err := s.reset(ctx); err == nil {
+			return s, nil
+		}
+		s.close()
+	}
+	return c.dial(ctx, d, c.o.TLS)
+}

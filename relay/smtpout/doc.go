@@ -1,0 +1,65 @@
+// Package smtpout hands messages on over the network: SMTP to a fixed
+// next hop (a backend or smarthost route), LMTP to a local delivery
+// agent, and SMTP to the recipient domain's mail exchangers. The wire
+// protocol is github.com/emersion/go-smtp's client; this package owns
+// the session around it: connecting, STARTTLS, AUTH, XFORWARD, timeouts,
+// connection reuse, concurrency limits and turning every outcome into one
+// result per recipient (relay/transport).
+//
+// Decisions, with the RFC sections they follow:
+//
+//   - Timeouts are those of RFC 5321 §4.5.3.2: connect 30 s (ours), the
+//     greeting 5 min, MAIL 5 min, RCPT 5 min, the DATA command 2 min, each
+//     data block 3 min, the reply to the final dot 10 min. All are
+//     configurable (Timeouts). The context of Deliver also bounds the
+//     whole delivery: when it ends the connection is closed.
+//   - MX delivery (RFC 5321 §5.1, RFC 7505) resolves with relay/mx and
+//     tries the exchangers in order. A connection failure or a failure
+//     before the mail transaction starts (a 4yz or 5yz greeting, a failed
+//     EHLO, STARTTLS or AUTH) moves on to the next address, at most
+//     Options.MaxAttempts of them; once MAIL was sent, the replies of that
+//     host stand: a reply to MAIL or DATA applies to every recipient, a
+//     reply to RCPT to that recipient only (RFC 5321 §3.3).
+//   - TLS (RFC 3207). "opportunistic" uses STARTTLS when offered and does
+//     not verify the certificate (RFC 7435: encryption against passive
+//     listeners only); if the handshake fails, the message goes in clear
+//     on a new connection, as Postfix does. "required" never sends the
+//     message in clear: no STARTTLS, or a failed handshake, is a
+//     temporary failure. On a route with tls: required the certificate is
+//     verified against the host name of the route address unless
+//     tls_skip_verify is set. For MX delivery the exchanger names come
+//     from unauthenticated DNS, so verifying them proves little: without
+//     MTA-STS (RFC 8461) or DANE (RFC 7672), which moat does not implement
+//     yet, MX delivery is opportunistic and an active attacker can strip
+//     or intercept TLS. After STARTTLS the client says EHLO again and
+//     forgets what it knew (RFC 3207 §4.2); a server that sends anything
+//     after its 220 reply to STARTTLS before the handshake is refused (the
+//     STARTTLS command injection of CVE-2011-0411).
+//   - AUTH PLAIN (RFC 4954, RFC 4616) is sent only over TLS; a route with
+//     credentials and no TLS is a permanent configuration error, never a
+//     password in clear (RFC 4954 §4 and §14). A refused AUTH is
+//     temporary, like Postfix's smtp_sasl_auth_soft_bounce: a wrong
+//     password should not bounce the queue.
+//   - SIZE (RFC 1870): a message larger than the server's declared limit
+//     fails at once for every recipient with 552 5.3.4, without sending.
+//   - SMTPUTF8 (RFC 6531 §3.2): a message that needs it is not sent to a
+//     server that does not offer it; it fails permanently with 5.6.7.
+//   - XFORWARD (Postfix's XFORWARD_README): when the server offers it, the
+//     original client's NAME, ADDR, PROTO and HELO are sent after EHLO and
+//     before each MAIL, only the attributes the server lists, values
+//     xtext-encoded (RFC 3461 §4); a refused XFORWARD is ignored.
+//   - LMTP (RFC 2033 §4.2): after the final dot there is one reply per
+//     accepted recipient, and each one is that recipient's result.
+//   - Connection reuse: after a transaction a connection goes back to a
+//     bounded pool keyed by destination; the next message to the same
+//     destination sends RSET (RFC 5321 §4.1.1.5) and reuses it. Idle
+//     connections are closed after Options.IdleTimeout, and a connection
+//     is retired after Options.MaxMessagesPerConn messages.
+//   - Concurrency: at most Options.MaxConns sessions in use at once, and
+//     at most Options.MaxConnsPerDest to one destination.
+//
+// Every error in a Result is a *reply.Reply carrying the remote reply
+// (code and enhanced code as received, the host in the text), a
+// transport.Permanent error, or a plain error, which the queue treats as
+// temporary.
+package smtpout

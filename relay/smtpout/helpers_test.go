@@ -1,0 +1,339 @@
+package smtpout
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"moat/relay/transport"
+)
+
+// received is one message a test server took.
+type received struct {
+	from  string
+	rcpts []string
+	data  string
+	tls   bool
+}
+
+// backend is a go-smtp test backend whose replies a test chooses.
+type backend struct {
+	mailErr  func(from string) error
+	rcptErr  func(to string) error
+	dataErr  func() error
+	lmtpErr  func(rcpt string) error
+	onData   func(c *smtp.Conn, r io.Reader) // instead of reading all
+	authPass string                          // non-empty: offer AUTH PLAIN for user "u"
+
+	mu     sync.Mutex
+	msgs   []received
+	mails  int
+	authed int
+}
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &testSession{b: b, c: c}, nil
+}
+
+func (b *backend) received() []received {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]received(nil), b.msgs...)
+}
+
+type testSession struct {
+	b     *backend
+	c     *smtp.Conn
+	from  string
+	rcpts []string
+}
+
+func (s *testSession) Reset()        { s.from, s.rcpts = "", nil }
+func (s *testSession) Logout() error { return nil }
+func (s *testSession) Mail(from string, _ *smtp.MailOptions) error {
+	s.b.mu.Lock()
+	s.b.mails++
+	s.b.mu.Unlock()
+	if s.b.mailErr != nil {
+		if err := s.b.mailErr(from); err != nil {
+			return err
+		}
+	}
+	s.from = from
+	return nil
+}
+func (s *testSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.b.rcptErr != nil {
+		if err := s.b.rcptErr(to); err != nil {
+			return err
+		}
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+func (s *testSession) read(r io.Reader) (string, error) {
+	if s.b.onData != nil {
+		s.b.onData(s.c, r)
+		return "", errors.New("dropped")
+	}
+	data, err := io.ReadAll(r)
+	return string(data), err
+}
+func (s *testSession) Data(r io.Reader) error {
+	data, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	if s.b.dataErr != nil {
+		if err := s.b.dataErr(); err != nil {
+			return err
+		}
+	}
+	_, isTLS := s.c.TLSConnectionState()
+	s.b.mu.Lock()
+	s.b.msgs = append(s.b.msgs, received{from: s.from, rcpts: s.rcpts, data: data, tls: isTLS})
+	s.b.mu.Unlock()
+	return nil
+}
+func (s *testSession) LMTPData(r io.Reader, st smtp.StatusCollector) error {
+	data, err := s.read(r)
+	if err != nil {
+		return err
+	}
+	var ok []string
+	for _, rc := range s.rcpts {
+		var e error
+		if s.b.lmtpErr != nil {
+			e = s.b.lmtpErr(rc)
+		}
+		if e == nil {
+			ok = append(ok, rc)
+		}
+		st.SetStatus(rc, e)
+	}
+	s.b.mu.Lock()
+	s.b.msgs = append(s.b.msgs, received{from: s.from, rcpts: ok, data: data})
+	s.b.mu.Unlock()
+	return nil
+}
+func (s *testSession) AuthMechanisms() []string {
+	if s.b.authPass == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+func (s *testSession) Auth(mech string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(identity, user, pass string) error {
+		if user != "u" || pass != s.b.authPass {
+			return smtp.ErrAuthFailed
+		}
+		s.b.mu.Lock()
+		s.b.authed++
+		s.b.mu.Unlock()
+		return nil
+	}), nil
+}
+
+// countingListener counts accepted connections.
+type countingListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// startServer runs a go-smtp server for b on 127.0.0.1:0.
+func startServer(t testing.TB, b *backend, mod func(*smtp.Server)) (string, *countingListener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	s := smtp.NewServer(b)
+	s.Domain = "sink.test"
+	s.ReadTimeout = 30 * time.Second
+	s.WriteTimeout = 30 * time.Second
+	s.MaxMessageBytes = 10 << 20
+	s.EnableSMTPUTF8 = true
+	s.AllowInsecureAuth = false
+	if mod != nil {
+		mod(s)
+	}
+	go s.Serve(cl)
+	t.Cleanup(func() { s.Close() })
+	return ln.Addr().String(), cl
+}
+
+// testCert makes a self-signed certificate for 127.0.0.1 and localhost.
+func testCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "sink.test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost", "mx1.test"},
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// scripted is a tiny SMTP server for what go-smtp's server lacks
+// (XFORWARD) and for misbehaving peers. It records every command line.
+type scripted struct {
+	ehlo  []string // extension lines after the first EHLO line
+	greet string   // default "220 scripted ESMTP"
+	hang  bool     // accept and never answer
+
+	mu    sync.Mutex
+	lines []string
+}
+
+func (s *scripted) commands() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.lines...)
+}
+
+func startScripted(t testing.TB, s *scripted) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				go func() { <-done; c.Close() }()
+				s.serve(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func (s *scripted) serve(c net.Conn) {
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if s.hang {
+		io.Copy(io.Discard, c)
+		return
+	}
+	br := bufio.NewReader(c)
+	greet := s.greet
+	if greet == "" {
+		greet = "220 scripted ESMTP"
+	}
+	io.WriteString(c, greet+"\r\n")
+	if !strings.HasPrefix(greet, "220") {
+		return
+	}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		s.mu.Lock()
+		s.lines = append(s.lines, line)
+		s.mu.Unlock()
+		verb := strings.ToUpper(strings.SplitN(line, " ", 2)[0])
+		switch verb {
+		case "EHLO":
+			var b strings.Builder
+			lines := append([]string{"scripted"}, s.ehlo...)
+			for i, l := range lines {
+				sep := "-"
+				if i == len(lines)-1 {
+					sep = " "
+				}
+				b.WriteString("250" + sep + l + "\r\n")
+			}
+			io.WriteString(c, b.String())
+		case "DATA":
+			io.WriteString(c, "354 go on\r\n")
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+			}
+			io.WriteString(c, "250 2.0.0 queued\r\n")
+		case "QUIT":
+			io.WriteString(c, "221 2.0.0 bye\r\n")
+			return
+		default:
+			io.WriteString(c, "250 2.0.0 ok\r\n")
+		}
+	}
+}
+
+const testBody = "From: a@example.org\r\nTo: b@example.net\r\nSubject: test\r\n\r\nHello.\r\n.leading dot\r\n"
+
+func testMsg(body string) *transport.Message {
+	return &transport.Message{
+		ID:     "Q1",
+		Sender: "a@example.org",
+		Size:   int64(len(body)),
+		Open:   func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil },
+	}
+}
+
+// short are timeouts for tests that expect one to fire.
+var short = Timeouts{Connect: 2 * time.Second, Greeting: 300 * time.Millisecond, Mail: 2 * time.Second, Rcpt: 2 * time.Second,
+	DataInit: 2 * time.Second, DataBlock: 2 * time.Second, DataFinal: 300 * time.Millisecond}

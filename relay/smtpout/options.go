@@ -1,0 +1,127 @@
+package smtpout
+
+import (
+	"crypto/tls"
+	"time"
+
+	"moat/internal/dnsres"
+	"moat/relay/mx"
+	"moat/relay/route"
+)
+
+// Timeouts bound each step of a session (RFC 5321 §4.5.3.2). Zero fields
+// take the defaults below.
+type Timeouts struct {
+	Connect   time.Duration // TCP connect and TLS handshake; default 30 s
+	Greeting  time.Duration // §4.5.3.2.1, default 5 min
+	Mail      time.Duration // §4.5.3.2.2, also EHLO, STARTTLS, AUTH, RSET, XFORWARD; default 5 min
+	Rcpt      time.Duration // §4.5.3.2.3, default 5 min
+	DataInit  time.Duration // §4.5.3.2.4, default 2 min
+	DataBlock time.Duration // §4.5.3.2.5, each write; default 3 min
+	DataFinal time.Duration // §4.5.3.2.6, default 10 min
+}
+
+func (t Timeouts) withDefaults() Timeouts {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&t.Connect, 30*time.Second)
+	def(&t.Greeting, 5*time.Minute)
+	def(&t.Mail, 5*time.Minute)
+	def(&t.Rcpt, 5*time.Minute)
+	def(&t.DataInit, 2*time.Minute)
+	def(&t.DataBlock, 3*time.Minute)
+	def(&t.DataFinal, 10*time.Minute)
+	return t
+}
+
+// Defaults for Options.
+const (
+	DefaultMaxConns           = 20
+	DefaultMaxConnsPerDest    = 5
+	DefaultMaxIdle            = 20
+	DefaultIdleTimeout        = 30 * time.Second
+	DefaultMaxMessagesPerConn = 100
+	DefaultMaxAttempts        = 5
+	// DefaultMaxRcptsPerTxn is the number of recipients per transaction:
+	// RFC 5321 §4.5.3.1.8 makes servers take at least 100.
+	DefaultMaxRcptsPerTxn = 100
+)
+
+// Options configure a client. Only Hostname is needed for the defaults;
+// NewSMTP and NewLMTP need Address, NewMX needs Resolver.
+type Options struct {
+	// Hostname is our name in EHLO/LHLO (RFC 5321 §4.1.1.1) and one of
+	// the names mx loop detection calls ours. Default "localhost".
+	Hostname string
+	// Address is host:port of the next hop (smtp, lmtp) or
+	// "unix:/path" (lmtp). A host name is resolved with Resolver when it
+	// is set.
+	Address string
+	// TLS is route.TLSNone, route.TLSOpportunistic or route.TLSRequired;
+	// default opportunistic for SMTP and MX, none for LMTP.
+	TLS string
+	// TLSConfig is the base TLS configuration (RootCAs, client
+	// certificates); nil is the system defaults.
+	TLSConfig *tls.Config
+	// TLSSkipVerify turns off certificate verification with TLS required.
+	TLSSkipVerify bool
+	// Username with Password (or PasswordFile, read at each connection)
+	// enables AUTH PLAIN over TLS.
+	Username     string
+	Password     string
+	PasswordFile string
+
+	Timeouts Timeouts
+
+	// Resolver is used for MX lookups and for host names in Address.
+	Resolver dnsres.Resolver
+	// Self is who we are, for mx loop detection; Hostname is added.
+	Self mx.Self
+	// MX tunes the MX lookup.
+	MX mx.Options
+	// Port is the port MX delivery connects to; default "25".
+	Port string
+	// MaxAttempts bounds the addresses tried for one delivery; default 5.
+	MaxAttempts int
+
+	MaxConns           int           // sessions in use at once; default 20
+	MaxConnsPerDest    int           // sessions in use to one destination; default 5
+	MaxIdle            int           // idle sessions kept; default 20
+	IdleTimeout        time.Duration // default 30 s
+	MaxMessagesPerConn int           // default 100
+	MaxRcptsPerTxn     int           // default 100
+}
+
+func (o Options) withDefaults(lmtp bool) Options {
+	if o.Hostname == "" {
+		o.Hostname = "localhost"
+	}
+	if o.TLS == "" {
+		o.TLS = route.TLSOpportunistic
+		if lmtp {
+			o.TLS = route.TLSNone
+		}
+	}
+	o.Timeouts = o.Timeouts.withDefaults()
+	if o.Port == "" {
+		o.Port = "25"
+	}
+	intDef := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	intDef(&o.MaxAttempts, DefaultMaxAttempts)
+	intDef(&o.MaxConns, DefaultMaxConns)
+	intDef(&o.MaxConnsPerDest, DefaultMaxConnsPerDest)
+	intDef(&o.MaxIdle, DefaultMaxIdle)
+	intDef(&o.MaxMessagesPerConn, DefaultMaxMessagesPerConn)
+	intDef(&o.MaxRcptsPerTxn, DefaultMaxRcptsPerTxn)
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	return o
+}

@@ -1,0 +1,457 @@
+package smtpout
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"moat/internal/reply"
+	"moat/relay/route"
+	"moat/relay/transport"
+)
+
+// dest is one place to connect to.
+type dest struct {
+	key     string // pool and limiter key
+	network string // "tcp" or "unix"
+	addr    string // what is dialled
+	host    string // the name: TLS server name, messages
+}
+
+func (d dest) String() string {
+	if h, _, err := net.SplitHostPort(d.addr); d.network == "unix" || d.host == d.addr || err == nil && h == d.host {
+		return d.addr
+	}
+	return d.host + "[" + d.addr + "]"
+}
+
+// session is one open SMTP or LMTP session, ready for MAIL.
+type session struct {
+	key       string
+	name      string // "host[addr]" for messages
+	raw       net.Conn
+	wc        *wireConn
+	c         *smtp.Client
+	t         Timeouts
+	lmtp      bool
+	tls       bool
+	maxSize   int64 // SIZE (RFC 1870); 0: none announced
+	utf8      bool
+	xforward  map[string]bool
+	used      int
+	idleTimer *time.Timer
+}
+
+// errTLSHandshake marks a failed TLS handshake: with opportunistic TLS
+// the delivery is retried in clear on a new connection.
+var errTLSHandshake = errors.New("TLS handshake failed")
+
+// dial opens a session to d in TLS mode.
+func (c *Client) dial(ctx context.Context, d dest, mode string) (*session, error) {
+	dctx, cancel := context.WithTimeout(ctx, c.o.Timeouts.Connect)
+	raw, err := (&net.Dialer{}).DialContext(dctx, d.network, d.addr)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", d, err)
+	}
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	s, err := c.setup(raw, d, mode)
+	stop()
+	if err != nil {
+		raw.Close()
+		if mode == route.TLSOpportunistic && errors.Is(err, errTLSHandshake) && ctx.Err() == nil {
+			// RFC 7435 §3: opportunistic security falls back to clear
+			// text rather than not delivering.
+			return c.dial(ctx, d, route.TLSNone)
+		}
+		return nil, err
+	}
+	return s, nil
+}
+
+// setup reads the greeting, does STARTTLS and AUTH as configured and
+// leaves the session after EHLO.
+func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
+	t := c.o.Timeouts
+	wc := newWireConn(raw, t.DataBlock)
+	r, err := wc.reply(t.Greeting) // RFC 5321 §4.5.3.2.1
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading the greeting: %w", d, err)
+	}
+	if r.Code != 220 {
+		return nil, wireErr(r, d.String(), "the initial greeting")
+	}
+	hello := "EHLO"
+	if c.lmtp {
+		hello = "LHLO" // RFC 2033 §4.1
+	}
+	tlsOn := false
+	if mode != route.TLSNone {
+		er, err := wc.cmd(t.Mail, hello+" "+c.o.Hostname)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", d, hello, err)
+		}
+		var ext map[string]string
+		if er.Code == 250 {
+			ext = ehloKeywords(er)
+		} else if mode == route.TLSRequired || c.lmtp {
+			return nil, wireErr(er, d.String(), hello)
+		}
+		_, offered := ext["STARTTLS"]
+		switch {
+		case offered:
+			sr, err := wc.cmd(t.Mail, "STARTTLS")
+			if err != nil {
+				return nil, fmt.Errorf("%s: STARTTLS: %w", d, err)
+			}
+			if sr.Code != 220 {
+				if mode == route.TLSRequired {
+					return nil, fmt.Errorf("%s: STARTTLS refused and TLS is required: %w", d, wireErr(sr, d.String(), "STARTTLS"))
+				}
+				break // opportunistic: carry on in clear
+			}
+			if wc.br.Buffered() > 0 {
+				// Bytes before the handshake would be taken as if they
+				// came over TLS (CVE-2011-0411).
+				return nil, fmt.Errorf("%s: server sent data after its STARTTLS reply", d)
+			}
+			tc := tls.Client(raw, c.tlsConfig(d.host))
+			raw.SetDeadline(time.Now().Add(t.Connect))
+			err = tc.Handshake()
+			raw.SetDeadline(time.Time{})
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w: %w", d, errTLSHandshake, err)
+			}
+			wc = newWireConn(tc, t.DataBlock)
+			tlsOn = true
+		case mode == route.TLSRequired:
+			// RFC 3207 §4: the client decides; with TLS required it
+			// does not send the message in clear.
+			return nil, fmt.Errorf("%s: STARTTLS not offered and TLS is required: not sending in clear", d)
+		}
+	}
+	// go-smtp reads a greeting first: we read the real one already (and
+	// after STARTTLS there is none, RFC 3207 §4.2), so it gets this one.
+	wc.prefix = []byte("220 greeting already read\r\n")
+	var cl *smtp.Client
+	if c.lmtp {
+		cl = smtp.NewClientLMTP(wc)
+	} else {
+		cl = smtp.NewClient(wc)
+	}
+	cl.CommandTimeout = t.Mail
+	cl.SubmissionTimeout = t.DataFinal
+	if err := cl.Hello(c.o.Hostname); err != nil {
+		return nil, remoteErr(err, d.String(), hello)
+	}
+	s := &session{key: d.key, name: d.String(), raw: raw, wc: wc, c: cl, t: t, lmtp: c.lmtp, tls: tlsOn}
+	if c.o.Username != "" {
+		if err := c.auth(s); err != nil {
+			return nil, err
+		}
+	}
+	if size, ok := cl.MaxMessageSize(); ok && size > 0 {
+		s.maxSize = int64(size)
+	}
+	s.utf8, _ = cl.Extension("SMTPUTF8")
+	if ok, params := cl.Extension("XFORWARD"); ok {
+		s.xforward = map[string]bool{}
+		for _, p := range strings.Fields(params) {
+			s.xforward[strings.ToUpper(p)] = true
+		}
+	}
+	return s, nil
+}
+
+// auth runs AUTH PLAIN (RFC 4954, RFC 4616), only over TLS.
+func (c *Client) auth(s *session) error {
+	if !s.tls {
+		// RFC 4954 §4 and §14: never a password in clear text.
+		return transport.Permanent(fmt.Errorf("%s: the route has credentials but the session is not encrypted: refusing to send them in clear", s.name))
+	}
+	pass := c.o.Password
+	if pass == "" && c.o.PasswordFile != "" {
+		p, err := route.ReadPassword(c.o.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("reading the password file: %w", err)
+		}
+		pass = p
+	}
+	if !s.c.SupportsAuth(sasl.Plain) {
+		return fmt.Errorf("%s: AUTH PLAIN not offered", s.name)
+	}
+	if err := s.c.Auth(sasl.NewPlainClient("", c.o.Username, pass)); err != nil {
+		// Soft: a wrong password should not bounce mail. The remote
+		// reply is kept as the cause.
+		return reply.New(454, 7, 0, "Authentication failed: "+remoteErr(err, s.name, "AUTH").Error())
+	}
+	return nil
+}
+
+func (c *Client) tlsConfig(host string) *tls.Config {
+	var cfg *tls.Config
+	if c.o.TLSConfig != nil {
+		cfg = c.o.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = host
+	}
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	if c.o.TLS == route.TLSOpportunistic || c.o.TLSSkipVerify {
+		// Opportunistic TLS protects against passive listeners only
+		// (RFC 7435); verifying would make it fail closed for no gain,
+		// since MX names come from unauthenticated DNS (no MTA-STS or
+		// DANE yet).
+		cfg.InsecureSkipVerify = true
+	}
+	return cfg
+}
+
+// reset sends RSET (RFC 5321 §4.1.1.5) on a pooled session: the reply
+// proves it is alive and the server state is clean.
+func (s *session) reset(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
+	defer stop()
+	r, err := s.wc.cmd(s.t.Mail, "RSET")
+	if err != nil {
+		return err
+	}
+	if r.Code != 250 {
+		return wireErr(r, s.name, "RSET")
+	}
+	return nil
+}
+
+// quit ends the session politely and closes it.
+func (s *session) quit() {
+	s.c.CommandTimeout = min(s.t.Mail, 10*time.Second)
+	if err := s.c.Quit(); err != nil {
+		s.close()
+	}
+}
+
+func (s *session) close() {
+	s.raw.Close()
+	s.c.Close()
+}
+
+// sendXForward sends the original client's attributes the server asked
+// for (Postfix XFORWARD_README), before MAIL.
+func (s *session) sendXForward(msg *transport.Message) error {
+	if len(s.xforward) == 0 {
+		return nil
+	}
+	addr := msg.ClientIP
+	if a, err := netip.ParseAddr(addr); err == nil {
+		a = a.Unmap()
+		addr = a.String()
+		if a.Is6() {
+			addr = "IPV6:" + addr
+		}
+	}
+	attrs := []struct{ name, val string }{
+		{"NAME", msg.ClientName}, {"ADDR", addr}, {"PROTO", msg.Protocol}, {"HELO", msg.HELO},
+	}
+	var lines []string
+	line := "XFORWARD"
+	for _, a := range attrs {
+		if a.val == "" || !s.xforward[a.name] {
+			continue
+		}
+		v := a.val
+		if len(v) > 255 {
+			v = v[:255]
+		}
+		part := a.name + "=" + xtext(v)
+		// RFC 5321 §4.5.3.1.4: command lines of at most 512 octets.
+		if len(line)+1+len(part) > 500 && line != "XFORWARD" {
+			lines = append(lines, line)
+			line = "XFORWARD"
+		}
+		line += " " + part
+	}
+	if line != "XFORWARD" {
+		lines = append(lines, line)
+	}
+	for _, l := range lines {
+		if _, err := s.wc.cmd(s.t.Mail, l); err != nil {
+			return err
+		}
+		// A refusal is not a reason not to deliver.
+	}
+	return nil
+}
+
+// broken reports whether err leaves the session unusable: anything but
+// an SMTP reply, or 421 (RFC 5321 §3.8: the server is closing).
+func broken(err error) bool {
+	var se *smtp.SMTPError
+	return !errors.As(err, &se) || se.Code == 421
+}
+
+// transact runs one mail transaction (RFC 5321 §3.3) and records a
+// result for each recipient. It reports whether the session may be
+// reused.
+func (s *session) transact(ctx context.Context, msg *transport.Message, rcpts []string, res map[string]error) bool {
+	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
+	defer stop()
+	s.used++
+	all := func(rs []string, err error) {
+		for _, r := range rs {
+			res[r] = err
+		}
+	}
+	if s.maxSize > 0 && msg.Size > s.maxSize {
+		// RFC 1870 §6.2: do not send what the server said it refuses.
+		all(rcpts, reply.New(552, 3, 4, fmt.Sprintf("Message size %d exceeds the limit of %d of %s", msg.Size, s.maxSize, s.name)))
+		return true
+	}
+	if msg.UTF8 && !s.utf8 {
+		// RFC 6531 §3.2: no SMTPUTF8 at the next hop, so no delivery.
+		all(rcpts, reply.New(550, 6, 7, fmt.Sprintf("%s does not support SMTPUTF8, which the message needs", s.name)))
+		return true
+	}
+	if err := s.sendXForward(msg); err != nil {
+		all(rcpts, fmt.Errorf("%s: XFORWARD: %w", s.name, err))
+		return false
+	}
+	s.c.CommandTimeout = s.t.Mail
+	if err := s.c.Mail(msg.Sender, &smtp.MailOptions{Size: msg.Size, UTF8: msg.UTF8}); err != nil {
+		all(rcpts, remoteErr(err, s.name, "MAIL FROM"))
+		return !broken(err)
+	}
+	s.c.CommandTimeout = s.t.Rcpt
+	var accepted []string
+	for i, r := range rcpts {
+		err := s.c.Rcpt(r, nil)
+		if err == nil {
+			accepted = append(accepted, r)
+			continue
+		}
+		e := remoteErr(err, s.name, "RCPT TO")
+		if broken(err) {
+			all(accepted, e)
+			all(rcpts[i:], e)
+			return false
+		}
+		res[r] = e
+	}
+	if len(accepted) == 0 {
+		return true // the next use sends RSET
+	}
+	s.c.CommandTimeout = s.t.DataInit
+	w, err := s.c.Data()
+	if err != nil {
+		all(accepted, remoteErr(err, s.name, "DATA"))
+		return !broken(err)
+	}
+	body, err := msg.Open()
+	if err != nil {
+		// We cannot end the data without sending the final dot, which
+		// would deliver a truncated message: drop the connection.
+		all(accepted, fmt.Errorf("opening message %s: %w", msg.ID, err))
+		return false
+	}
+	_, err = io.Copy(w, body)
+	body.Close()
+	if err != nil {
+		all(accepted, fmt.Errorf("%s: sending the message: %w", s.name, err))
+		return false
+	}
+	if !s.lmtp {
+		_, err := w.CloseWithResponse()
+		if err != nil {
+			all(accepted, remoteErr(err, s.name, "end of DATA"))
+			return !broken(err)
+		}
+		all(accepted, nil)
+		return true
+	}
+	// RFC 2033 §4.2: one reply per accepted recipient.
+	resp, err := w.CloseWithLMTPResponse()
+	var lerr smtp.LMTPDataError
+	errors.As(err, &lerr)
+	_, onlyReplies := err.(smtp.LMTPDataError)
+	keep := err == nil || onlyReplies
+	for _, r := range accepted {
+		switch {
+		case resp[r] != nil:
+			res[r] = nil
+		case lerr[r] != nil:
+			res[r] = remoteErr(lerr[r], s.name, "end of DATA")
+		default:
+			keep = false
+			res[r] = fmt.Errorf("%s: no LMTP reply for <%s>: %w", s.name, r, err)
+		}
+	}
+	return keep
+}
+
+// remoteErr turns a go-smtp error into a result error: a *reply.Reply
+// for a 4yz/5yz reply, a plain (temporary) error otherwise.
+func remoteErr(err error, host, stage string) error {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return fmt.Errorf("%s: %s: %w", host, stage, err)
+	}
+	return replyErr(se.Code, reply.Enhanced(se.EnhancedCode), se.Message, host, stage)
+}
+
+// wireErr does the same for a reply this package read.
+func wireErr(r *wireReply, host, stage string) error {
+	text := strings.Join(r.Lines, "\n")
+	var enh reply.Enhanced
+	if w, rest, ok := strings.Cut(text, " "); ok {
+		if e, err := reply.ParseEnhanced(w); err == nil {
+			enh, text = e, rest
+		}
+	}
+	return replyErr(r.Code, enh, text, host, stage)
+}
+
+func replyErr(code int, enh reply.Enhanced, text, host, stage string) error {
+	if code/100 != 4 && code/100 != 5 {
+		return fmt.Errorf("%s: unexpected reply %d to %s: %s", host, code, stage, cleanText(text))
+	}
+	if enh[0] != code/100 || enh[1] < 0 || enh[1] > 999 || enh[2] < 0 || enh[2] > 999 {
+		// RFC 3463 §2: the class must agree with the code.
+		enh = reply.Enhanced{code / 100, 0, 0}
+	}
+	return &reply.Reply{
+		Code:     code,
+		Enhanced: enh,
+		Text:     fmt.Sprintf("host %s said: %s (in reply to %s)", host, cleanText(text), stage),
+	}
+}
+
+// cleanText makes remote text one printable line of bounded length.
+func cleanText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= 400 {
+			b.WriteString("…")
+			break
+		}
+		switch {
+		case r == '\n':
+			b.WriteString(" / ")
+		case r < 0x20 || r == 0x7f:
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,124 @@
+package smtpout
+
+import (
+	"bufio"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"moat/relay/route"
+)
+
+func TestReadReply(t *testing.T) {
+	tests := []struct {
+		in    string
+		code  int
+		lines int
+		bad   bool
+	}{
+		{in: "220 hi\r\n", code: 220, lines: 1},
+		{in: "250-a\r\n250-b\r\n250 c\r\n", code: 250, lines: 3},
+		{in: "250\r\n", code: 250, lines: 1},
+		{in: "250-a\r\n251 b\r\n", bad: true},
+		{in: "25\r\n", bad: true},
+		{in: "abc def\r\n", bad: true},
+		{in: "250xabc\r\n", bad: true},
+		{in: "+50 x\r\n", bad: true},
+		{in: "250-a\r\n", bad: true},
+		{in: strings.Repeat("250-x\r\n", 200) + "250 y\r\n", bad: true},
+		{in: "250 " + strings.Repeat("x", 5000) + "\r\n", bad: true},
+	}
+	for _, tt := range tests {
+		r, err := readReply(bufio.NewReaderSize(strings.NewReader(tt.in), 4096))
+		if tt.bad {
+			if err == nil {
+				t.Errorf("%.20q: got %+v, want error", tt.in, r)
+			}
+			continue
+		}
+		if err != nil || r.Code != tt.code || len(r.Lines) != tt.lines {
+			t.Errorf("%.20q: %+v %v", tt.in, r, err)
+		}
+	}
+}
+
+func TestXtext(t *testing.T) {
+	for in, want := range map[string]string{"abc": "abc", "a b": "a+20b", "a+b=c": "a+2Bb+3Dc", "é": "+C3+A9", "\x00": "+00"} {
+		if got := xtext(in); got != want {
+			t.Errorf("xtext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzReadReply(f *testing.F) {
+	for _, s := range []string{"220 hi\r\n", "250-a\r\n250 b\r\n", "5", "250-\n250 \n", "999 x\r\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		r, err := readReply(bufio.NewReaderSize(strings.NewReader(in), 4096))
+		if err != nil {
+			return
+		}
+		if r.Code < 100 || r.Code > 599 || len(r.Lines) == 0 || len(r.Lines) > maxReplyLines {
+			t.Fatalf("bad reply %+v from %q", r, in)
+		}
+		// Whatever the peer says becomes a valid reply or a plain error.
+		if err := wireErr(r, "h", "x"); err != nil {
+			if rp, ok := err.(interface{ Validate() error }); ok {
+				if verr := rp.Validate(); verr != nil {
+					t.Fatalf("invalid reply from %q: %v", in, verr)
+				}
+			}
+		}
+		_ = ehloKeywords(r)
+	})
+}
+
+func FuzzXtext(f *testing.F) {
+	f.Add("a b+c=d")
+	f.Fuzz(func(t *testing.T, in string) {
+		out := xtext(in)
+		for i := 0; i < len(out); i++ {
+			if out[i] < '!' || out[i] > '~' || out[i] == '=' {
+				t.Fatalf("xtext(%q) = %q", in, out)
+			}
+		}
+	})
+}
+
+// BenchmarkSMTP sends 2 KB messages through NewSMTP to a local go-smtp
+// sink from 20 goroutines; reports msgs/s.
+func BenchmarkSMTP(b *testing.B) {
+	be := &backend{}
+	addr, _ := startServer(b, be, nil)
+	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, MaxConns: 20, MaxConnsPerDest: 20, MaxIdle: 20})
+	defer c.Close()
+	body := testBody + strings.Repeat(strings.Repeat("x", 78)+"\r\n", 2048/80)
+	msg := testMsg(body)
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	work := make(chan struct{})
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				if r := c.Deliver(context.Background(), msg, []string{"a@example.net"})[0]; r.Err != nil {
+					b.Error(r.Err)
+				}
+			}
+		}()
+	}
+	for i := 0; i < b.N; i++ {
+		work <- struct{}{}
+	}
+	close(work)
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	// Keep memory flat: the sink drops what it stored.
+	be.mu.Lock()
+	be.msgs = nil
+	be.mu.Unlock()
+}
