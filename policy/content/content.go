@@ -1,0 +1,460 @@
+// Package content turns the raw bytes of a message into the facts that
+// rules read: header fields, the decoded Subject, From and To addresses,
+// the decoded body text and the list of attachments.
+//
+// The header section is parsed once, in Parse (RFC 5322 §2.2, bounded in
+// size and field count). Body facts (text and attachments) are computed
+// lazily, the first time a rule asks for them, by one bounded walk of the
+// MIME tree (RFC 2045, RFC 2046 §5.1) with github.com/emersion/go-message.
+// Encoded words in headers are decoded (RFC 2047 §6); text parts are decoded
+// from their transfer encoding (RFC 2045 §6) and charset (RFC 2046 §4.1.2)
+// to UTF-8, and text/html is stripped of its tags.
+//
+// Broken MIME never fails the parse: the facts hold what could be read and
+// Malformed reports that something could not.
+package content
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/mail"
+	"github.com/emersion/go-message/textproto"
+	"golang.org/x/text/encoding/htmlindex"
+)
+
+// Options bounds the work done on one message. Zero fields take the
+// documented defaults.
+type Options struct {
+	MaxHeaderBytes  int   // header section size; default 256 KiB
+	MaxHeaderFields int   // header fields kept; default 1000
+	MaxText         int   // decoded body text kept; default 256 KiB
+	MaxParts        int   // MIME parts visited; default 200
+	MaxDepth        int   // multipart nesting; default 10
+	MaxAttachments  int   // attachments listed; default 100
+	MaxPartBytes    int64 // bytes decoded per attachment to learn its size; default 32 MiB
+}
+
+// DefaultOptions returns the defaults documented on Options.
+func DefaultOptions() Options {
+	return Options{
+		MaxHeaderBytes:  256 << 10,
+		MaxHeaderFields: 1000,
+		MaxText:         256 << 10,
+		MaxParts:        200,
+		MaxDepth:        10,
+		MaxAttachments:  100,
+		MaxPartBytes:    32 << 20,
+	}
+}
+
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	if o.MaxHeaderFields <= 0 {
+		o.MaxHeaderFields = d.MaxHeaderFields
+	}
+	if o.MaxText <= 0 {
+		o.MaxText = d.MaxText
+	}
+	if o.MaxParts <= 0 {
+		o.MaxParts = d.MaxParts
+	}
+	if o.MaxDepth <= 0 {
+		o.MaxDepth = d.MaxDepth
+	}
+	if o.MaxAttachments <= 0 {
+		o.MaxAttachments = d.MaxAttachments
+	}
+	if o.MaxPartBytes <= 0 {
+		o.MaxPartBytes = d.MaxPartBytes
+	}
+	return o
+}
+
+// Attachment is one MIME part that is an attachment: it has
+// Content-Disposition: attachment, or a file name (RFC 2183 §2.3), or is a
+// non-text leaf part.
+type Attachment struct {
+	Name        string // decoded file name, "" if none
+	ContentType string // lower-case media type, e.g. application/pdf
+	Size        int64  // decoded size in bytes (capped at Options.MaxPartBytes)
+}
+
+// Message holds the facts of one message. It is safe for concurrent use.
+type Message struct {
+	raw    []byte
+	opt    Options
+	header textproto.Header
+
+	headerMalformed bool
+	subject         string
+	from            string
+	to              []string
+
+	once          sync.Once
+	text          string
+	attachments   []Attachment
+	bodyMalformed bool
+}
+
+// ErrHeaderTooBig is returned when the header section exceeds
+// Options.MaxHeaderBytes; the message is then not parsed at all.
+var ErrHeaderTooBig = errors.New("content: header section too big")
+
+// Parse reads the header section of raw and prepares lazy body facts. raw
+// is kept (not copied) and must not change afterwards. Parse fails only
+// when the header section is too big; any other defect sets Malformed.
+func Parse(raw []byte, opt Options) (*Message, error) {
+	opt = opt.withDefaults()
+	m := &Message{raw: raw, opt: opt}
+	end := headerEnd(raw, opt.MaxHeaderBytes)
+	if end < 0 {
+		return nil, ErrHeaderTooBig
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw[:end])))
+	if err != nil {
+		// RFC 5322 §2.2: keep what parsed before the broken line.
+		m.headerMalformed = true
+	}
+	if h.Len() > opt.MaxHeaderFields {
+		m.headerMalformed = true
+		h = truncateHeader(h, opt.MaxHeaderFields)
+	}
+	m.header = h
+	m.subject = decodeWords(h.Get("Subject"))
+	m.from = firstAddress(h, "From")
+	m.to = addresses(h, "To", "Cc")
+	return m, nil
+}
+
+// headerEnd returns the offset just after the blank line ending the header
+// section (or len(raw) when there is no body), or -1 when the header
+// section is longer than max.
+func headerEnd(raw []byte, max int) int {
+	limit := raw
+	if len(limit) > max {
+		limit = limit[:max]
+	}
+	if bytes.HasPrefix(limit, []byte("\r\n")) {
+		return 2
+	}
+	if bytes.HasPrefix(limit, []byte("\n")) {
+		return 1
+	}
+	if i := bytes.Index(limit, []byte("\n\r\n")); i >= 0 {
+		if j := bytes.Index(limit[:i+1], []byte("\n\n")); j >= 0 {
+			return j + 2
+		}
+		return i + 3
+	}
+	if i := bytes.Index(limit, []byte("\n\n")); i >= 0 {
+		return i + 2
+	}
+	if len(raw) > max {
+		return -1
+	}
+	return len(raw)
+}
+
+func truncateHeader(h textproto.Header, n int) textproto.Header {
+	var out textproto.Header
+	var kept []struct{ k, v string }
+	fs := h.Fields()
+	for fs.Next() && len(kept) < n {
+		kept = append(kept, struct{ k, v string }{fs.Key(), fs.Value()})
+	}
+	// Header.Add prepends; add in reverse to keep the order.
+	for i := len(kept) - 1; i >= 0; i-- {
+		out.Add(kept[i].k, kept[i].v)
+	}
+	return out
+}
+
+// Header returns the first field named name (case-insensitive), unfolded and
+// with encoded words decoded (RFC 2047 §6.1), or "".
+func (m *Message) Header(name string) string {
+	return decodeWords(m.header.Get(name))
+}
+
+// HeaderValues returns every field named name, top to bottom, decoded.
+func (m *Message) HeaderValues(name string) []string {
+	vs := m.header.Values(name)
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = decodeWords(v)
+	}
+	return out
+}
+
+// HasHeader reports whether a field named name is present.
+func (m *Message) HasHeader(name string) bool { return m.header.Has(name) }
+
+// Subject returns the decoded Subject.
+func (m *Message) Subject() string { return m.subject }
+
+// From returns the first RFC5322.From address, lower-cased, or "".
+func (m *Message) From() string { return m.from }
+
+// To returns the To and Cc addresses, lower-cased.
+func (m *Message) To() []string { return m.to }
+
+// Size returns the size of the raw message in bytes.
+func (m *Message) Size() int64 { return int64(len(m.raw)) }
+
+// Text returns the decoded text of the text/plain and text/html parts that
+// are not attachments, joined by newlines, at most Options.MaxText bytes.
+func (m *Message) Text() string {
+	m.once.Do(m.walkBody)
+	return m.text
+}
+
+// Attachments returns the attachments, at most Options.MaxAttachments.
+func (m *Message) Attachments() []Attachment {
+	m.once.Do(m.walkBody)
+	return m.attachments
+}
+
+// Malformed reports whether any part of the message could not be parsed.
+// It walks the body on first use.
+func (m *Message) Malformed() bool {
+	m.once.Do(m.walkBody)
+	return m.headerMalformed || m.bodyMalformed
+}
+
+// HeaderMalformed reports a defect in the top-level header section only,
+// without walking the body.
+func (m *Message) HeaderMalformed() bool { return m.headerMalformed }
+
+// walker carries the budgets of one body walk.
+type walker struct {
+	m     *Message
+	text  strings.Builder
+	parts int
+}
+
+func (m *Message) walkBody() {
+	w := &walker{m: m}
+	end := headerEnd(m.raw, m.opt.MaxHeaderBytes)
+	e, err := message.New(message.Header{Header: m.header}, bytes.NewReader(m.raw[end:]))
+	if e == nil {
+		m.bodyMalformed = true
+		return
+	}
+	if err != nil && !message.IsUnknownCharset(err) {
+		m.bodyMalformed = true
+	}
+	w.entity(e, 0, err)
+	m.text = w.text.String()
+}
+
+// entity visits one MIME entity; errors mark the message malformed and end
+// the branch, never the walk.
+func (w *walker) entity(e *message.Entity, depth int, newErr error) {
+	w.parts++
+	if w.parts > w.m.opt.MaxParts {
+		w.m.bodyMalformed = true
+		return
+	}
+	mediaType, params, ctErr := e.Header.ContentType()
+	if ctErr != nil && e.Header.Has("Content-Type") {
+		w.m.bodyMalformed = true
+	}
+	if mediaType == "" {
+		mediaType = "text/plain" // RFC 2045 §5.2
+	}
+	mediaType = strings.ToLower(mediaType)
+	if mr := e.MultipartReader(); mr != nil {
+		if depth >= w.m.opt.MaxDepth {
+			w.m.bodyMalformed = true
+			return
+		}
+		if params["boundary"] == "" { // RFC 2046 §5.1.1: boundary is required
+			w.m.bodyMalformed = true
+			return
+		}
+		for {
+			p, err := mr.NextPart()
+			if errors.Is(err, io.EOF) {
+				return
+			}
+			if p == nil {
+				w.m.bodyMalformed = true
+				return
+			}
+			if err != nil && !message.IsUnknownCharset(err) {
+				w.m.bodyMalformed = true
+			}
+			w.entity(p, depth+1, err)
+			if w.parts > w.m.opt.MaxParts {
+				return
+			}
+		}
+	}
+	disp, dparams, _ := e.Header.ContentDisposition()
+	name := decodeWords(dparams["filename"])
+	if name == "" {
+		name = decodeWords(params["name"])
+	}
+	isText := mediaType == "text/plain" || mediaType == "text/html"
+	if strings.EqualFold(disp, "attachment") || name != "" || !isText {
+		w.attachment(e, mediaType, name)
+		return
+	}
+	body := e.Body
+	if message.IsUnknownCharset(newErr) {
+		body = charsetReader(params["charset"], body)
+	}
+	room := w.m.opt.MaxText - w.text.Len()
+	if room <= 0 {
+		return
+	}
+	buf, err := io.ReadAll(io.LimitReader(body, int64(room)))
+	if err != nil {
+		w.m.bodyMalformed = true
+	}
+	s := string(buf)
+	if mediaType == "text/html" {
+		s = stripTags(s)
+	}
+	if w.text.Len() > 0 && s != "" {
+		w.text.WriteByte('\n')
+	}
+	if len(s) > w.m.opt.MaxText-w.text.Len() {
+		s = s[:max(0, w.m.opt.MaxText-w.text.Len())]
+	}
+	w.text.WriteString(s)
+}
+
+func (w *walker) attachment(e *message.Entity, mediaType, name string) {
+	if len(w.m.attachments) >= w.m.opt.MaxAttachments {
+		return
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(e.Body, w.m.opt.MaxPartBytes))
+	if err != nil {
+		w.m.bodyMalformed = true
+	}
+	w.m.attachments = append(w.m.attachments, Attachment{Name: name, ContentType: mediaType, Size: n})
+}
+
+// charsetReader converts from a charset go-message does not know by itself
+// (RFC 2046 §4.1.2); unknown names leave the bytes as they are.
+func charsetReader(label string, r io.Reader) io.Reader {
+	enc, err := htmlindex.Get(strings.TrimSpace(label))
+	if err != nil {
+		return r
+	}
+	return enc.NewDecoder().Reader(r)
+}
+
+var wordDecoder = &mime.WordDecoder{CharsetReader: func(label string, r io.Reader) (io.Reader, error) {
+	enc, err := htmlindex.Get(label)
+	if err != nil {
+		return nil, err
+	}
+	return enc.NewDecoder().Reader(r), nil
+}}
+
+// decodeWords decodes RFC 2047 encoded words; on error it returns s as is.
+func decodeWords(s string) string {
+	if !strings.Contains(s, "=?") {
+		return s
+	}
+	d, err := wordDecoder.DecodeHeader(s)
+	if err != nil {
+		return s
+	}
+	return d
+}
+
+func firstAddress(h textproto.Header, key string) string {
+	if as := addresses(h, key); len(as) > 0 {
+		return as[0]
+	}
+	return ""
+}
+
+// addresses returns the addr-specs of address-list fields (RFC 5322 §3.4),
+// lower-cased. A field that does not parse contributes nothing.
+func addresses(h textproto.Header, keys ...string) []string {
+	var out []string
+	mh := mail.Header{Header: message.Header{Header: h}}
+	for _, k := range keys {
+		if !h.Has(k) {
+			continue
+		}
+		list, err := mh.AddressList(k)
+		if err != nil {
+			continue
+		}
+		for _, a := range list {
+			if len(out) >= 100 {
+				return out
+			}
+			out = append(out, strings.ToLower(a.Address))
+		}
+	}
+	return out
+}
+
+// stripTags removes HTML tags, comments, and the content of script and
+// style elements, and decodes the few common entities. It is a fact
+// extractor, not an HTML parser: its output is for matching only.
+func stripTags(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	lower := strings.ToLower(s)
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '<' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		switch {
+		case strings.HasPrefix(lower[i:], "<!--"):
+			j := strings.Index(lower[i+4:], "-->")
+			if j < 0 {
+				i = len(s)
+			} else {
+				i += 4 + j + 3
+			}
+		case strings.HasPrefix(lower[i:], "<script"), strings.HasPrefix(lower[i:], "<style"):
+			tag := "</script"
+			if strings.HasPrefix(lower[i:], "<style") {
+				tag = "</style"
+			}
+			j := strings.Index(lower[i:], tag)
+			if j < 0 {
+				i = len(s)
+				continue
+			}
+			i += j
+			k := strings.IndexByte(s[i:], '>')
+			if k < 0 {
+				i = len(s)
+			} else {
+				i += k + 1
+			}
+		default:
+			j := strings.IndexByte(s[i:], '>')
+			if j < 0 {
+				i = len(s)
+				continue
+			}
+			b.WriteByte(' ')
+			i += j + 1
+		}
+	}
+	return htmlEntities.Replace(b.String())
+}
+
+var htmlEntities = strings.NewReplacer("&nbsp;", " ", "&amp;", "&", "&lt;", "<", "&gt;", ">", "&quot;", `"`, "&#39;", "'")
