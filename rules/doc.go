@@ -1,0 +1,32 @@
+// Package rules owns moat's rule-file language: it loads YAML rule files,
+// compiles and type-checks their conditions (github.com/expr-lang/expr
+// against a typed environment of facts), evaluates them into a Verdict at
+// each SMTP stage, applies the built-in authentication policy (RFC 7489
+// §6.6.2) and score thresholds, and reloads rule sets atomically.
+//
+// Evaluation semantics (rules/README.md is the user-facing version):
+//
+//   - Files matched by rules.paths run in file-name order, rules top to
+//     bottom; only the rules of the current stage run.
+//   - Each fact is available from a stage on (rcpt only at the rcpt
+//     stage); a condition that reads a fact not yet known is a load error.
+//   - The first terminal action wins (accept, reject, tempfail, greylist,
+//     discard, quarantine) and ends the stage. accept also skips the auth
+//     policy and thresholds, and the gateway carries it to later stages
+//     (Facts.Accepted). A greylist whose triplet already waited long enough
+//     does not stop: evaluation continues.
+//   - Non-terminal actions accumulate: score adds to the running score
+//     (later conditions see it), add_header appends, route and redirect:
+//     the last match wins, log only records the hit.
+//   - dry_run rules that match are recorded in Verdict.DryRunHits and
+//     Explain and counted by the Observer, but never act (no score either).
+//   - After the data-stage rules, when none decided: the auth policy
+//     (DMARC reject/quarantine/temperror, SPF fail score), then the
+//     thresholds: rules.score.reject (checked after every stage),
+//     .greylist and .tag (after DATA).
+//   - A rule that fails at run time (a division by zero, a limiter error)
+//     turns the stage into 451 4.3.0 with an incident id and Verdict.Err;
+//     it never accepts silently.
+//   - Every reply made here carries "[incident XXXXXXXXXX]"; the same id is
+//     in Verdict.IncidentID for the log line (Explain).
+package rules
