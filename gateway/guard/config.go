@@ -1,0 +1,185 @@
+package guard
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"moat/policy/dnsbl"
+)
+
+// Config is the `guard:` section. A zero numeric limit turns that limit
+// off; DefaultConfig holds the documented defaults.
+type Config struct {
+	// MaxConnections caps the connections of all listeners together,
+	// those still being screened and those handed to the SMTP server.
+	// Default 1000.
+	MaxConnections int `mapstructure:"max_connections"`
+	// PerIP limits one client address. Defaults: 60 connections a minute,
+	// burst 20, 10 at once.
+	PerIP Limit `mapstructure:"per_ip"`
+	// PerPrefix limits one network (IPv4 /24, IPv6 /64 by default).
+	// Defaults: 300 a minute, burst 60, 50 at once.
+	PerPrefix PrefixLimit `mapstructure:"per_prefix"`
+	// TrackedClients bounds the LRU of per-IP state, and separately of
+	// per-prefix state. Default 65536 each.
+	TrackedClients int `mapstructure:"tracked_clients"`
+
+	// Allow and Deny are CIDR prefixes or addresses, inline or in files
+	// (one per line, '#' comments). Deny wins over allow. An allow-listed
+	// client skips the rate and concurrency limits, the DNS lists and the
+	// pregreet test (it still counts toward max_connections).
+	Allow      []string `mapstructure:"allow"`
+	AllowFiles []string `mapstructure:"allow_files"`
+	Deny       []string `mapstructure:"deny"`
+	DenyFiles  []string `mapstructure:"deny_files"`
+
+	// TrustedProxies may (and on a proxy_protocol listener must) send a
+	// PROXY protocol v1/v2 header; nobody else may.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// ProxyHeaderTimeout bounds the read of the PROXY header. Default 5s.
+	ProxyHeaderTimeout time.Duration `mapstructure:"proxy_header_timeout"`
+
+	DNSBL    DNSBL    `mapstructure:"dnsbl"`
+	Pregreet Pregreet `mapstructure:"pregreet"`
+
+	// MaxErrors closes a session after this many 5xx replies (Postfix's
+	// smtpd_hard_error_limit). Default 10.
+	MaxErrors int `mapstructure:"max_errors"`
+	// MaxCommandLoops closes a session after this many RSET, NOOP, HELO
+	// and EHLO commands. Default 50.
+	MaxCommandLoops int    `mapstructure:"max_command_loops"`
+	Tarpit          Tarpit `mapstructure:"tarpit"`
+}
+
+// Limit is a token bucket (RatePerMinute, Burst) plus a concurrency cap.
+type Limit struct {
+	RatePerMinute float64 `mapstructure:"rate_per_minute"`
+	Burst         int     `mapstructure:"burst"`
+	MaxConcurrent int     `mapstructure:"max_concurrent"`
+}
+
+// PrefixLimit is a Limit applied to the network of the client.
+type PrefixLimit struct {
+	IPv4Prefix int `mapstructure:"ipv4_prefix"`
+	IPv6Prefix int `mapstructure:"ipv6_prefix"`
+	Limit      `mapstructure:",squash"`
+}
+
+// DNSBL is `guard.dnsbl:`: the lists (see package policy/dnsbl) plus what
+// the guard does with the score.
+type DNSBL struct {
+	dnsbl.Config `mapstructure:",squash"`
+	// Threshold: a total score at or above it is rejected. Default 1.
+	Threshold float64 `mapstructure:"threshold"`
+	// Reply is 550 (550 5.7.1, default) or 421 (421 4.7.1, try later).
+	Reply int `mapstructure:"reply"`
+}
+
+// Pregreet is `guard.pregreet:`. The greet delay itself is per listener.
+type Pregreet struct {
+	// PassTTL is how long a client that passed is remembered and skips
+	// the delay. Default 24h.
+	PassTTL time.Duration `mapstructure:"pass_ttl"`
+	// CacheSize bounds the pass cache. Default 100000.
+	CacheSize int `mapstructure:"cache_size"`
+}
+
+// Tarpit delays each 5xx reply after the first After errors by
+// min((errors-After)·Base, Max). Defaults: after 3, base 1s, max 10s.
+type Tarpit struct {
+	After int           `mapstructure:"after"`
+	Base  time.Duration `mapstructure:"base"`
+	Max   time.Duration `mapstructure:"max"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxConnections:     1000,
+		PerIP:              Limit{RatePerMinute: 60, Burst: 20, MaxConcurrent: 10},
+		PerPrefix:          PrefixLimit{IPv4Prefix: 24, IPv6Prefix: 64, Limit: Limit{RatePerMinute: 300, Burst: 60, MaxConcurrent: 50}},
+		TrackedClients:     65536,
+		ProxyHeaderTimeout: 5 * time.Second,
+		DNSBL:              DNSBL{Config: dnsbl.DefaultConfig(), Threshold: 1, Reply: 550},
+		Pregreet:           Pregreet{PassTTL: 24 * time.Hour, CacheSize: 100000},
+		MaxErrors:          10,
+		MaxCommandLoops:    50,
+		Tarpit:             Tarpit{After: 3, Base: time.Second, Max: 10 * time.Second},
+	}
+}
+
+// Validate checks the values; errors name the full key (guard.…). It
+// does not read allow/deny files: New and Reload do, and report their
+// errors with the file name and line.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.MaxConnections < 1 {
+		add("guard.max_connections: must be at least 1")
+	}
+	checkLimit := func(key string, l Limit) {
+		if l.RatePerMinute < 0 {
+			add("%s.rate_per_minute: must not be negative", key)
+		}
+		if l.Burst < 0 {
+			add("%s.burst: must not be negative", key)
+		}
+		if l.RatePerMinute > 0 && l.Burst < 1 {
+			add("%s.burst: must be at least 1 when rate_per_minute is set", key)
+		}
+		if l.MaxConcurrent < 0 {
+			add("%s.max_concurrent: must not be negative", key)
+		}
+	}
+	checkLimit("guard.per_ip", c.PerIP)
+	checkLimit("guard.per_prefix", c.PerPrefix.Limit)
+	if c.PerPrefix.IPv4Prefix < 8 || c.PerPrefix.IPv4Prefix > 32 {
+		add("guard.per_prefix.ipv4_prefix: %d is outside 8 to 32", c.PerPrefix.IPv4Prefix)
+	}
+	if c.PerPrefix.IPv6Prefix < 16 || c.PerPrefix.IPv6Prefix > 128 {
+		add("guard.per_prefix.ipv6_prefix: %d is outside 16 to 128", c.PerPrefix.IPv6Prefix)
+	}
+	if c.TrackedClients < 16 {
+		add("guard.tracked_clients: %d is below 16", c.TrackedClients)
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"guard.allow", c.Allow}, {"guard.deny", c.Deny}, {"guard.trusted_proxies", c.TrustedProxies}} {
+		if _, err := parseInline(l.key, l.list); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.ProxyHeaderTimeout <= 0 || c.ProxyHeaderTimeout > time.Minute {
+		add("guard.proxy_header_timeout: %s is outside (0, 1m]", c.ProxyHeaderTimeout)
+	}
+	if err := c.DNSBL.Config.Validate("guard.dnsbl"); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.DNSBL.Zones) > 0 && c.DNSBL.Threshold <= 0 {
+		add("guard.dnsbl.threshold: must be positive")
+	}
+	if c.DNSBL.Reply != 550 && c.DNSBL.Reply != 421 {
+		add("guard.dnsbl.reply: %d is not 550 or 421", c.DNSBL.Reply)
+	}
+	if c.Pregreet.PassTTL < 0 {
+		add("guard.pregreet.pass_ttl: must not be negative")
+	}
+	if c.Pregreet.CacheSize < 1 {
+		add("guard.pregreet.cache_size: must be at least 1")
+	}
+	if c.MaxErrors < 0 {
+		add("guard.max_errors: must not be negative")
+	}
+	if c.MaxCommandLoops < 0 {
+		add("guard.max_command_loops: must not be negative")
+	}
+	if c.Tarpit.After < 0 {
+		add("guard.tarpit.after: must not be negative")
+	}
+	if c.Tarpit.Base < 0 || c.Tarpit.Max < 0 || c.Tarpit.Max > time.Minute {
+		add("guard.tarpit: base and max must be within 0 to 1m")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,37 @@
+// Package guard is moat's connection guard: it stands in front of the
+// SMTP server (go-smtp) as a net.Listener wrapper and admits only the
+// connections that pass, in the spirit of Postfix's postscreen. In order,
+// for each connection:
+//
+//  1. the global cap guard.max_connections, counted over connections
+//     being screened and connections being served;
+//  2. a PROXY protocol v1/v2 header, read under a deadline and required
+//     from guard.trusted_proxies on a proxy_protocol listener; the address
+//     it carries becomes the client for everything below and for the
+//     session (Conn.RemoteAddr);
+//  3. the static deny list (554 5.7.1, RFC 5321 §3.1) and allow list;
+//  4. per-IP and per-prefix (IPv4 /24, IPv6 /64) connection rate (token
+//     buckets) and concurrency, kept in bounded LRUs (421 4.7.0,
+//     RFC 5321 §3.8);
+//  5. DNS block and allow lists (package policy/dnsbl), run in parallel
+//     with
+//  6. the pregreet test: "220-<host> ESMTP" is written, and a client that
+//     talks before the server's final "220 " line is hung up on with 521
+//     (RFC 5321 §4.3.1: the client waits for the greeting; RFC 7504 §3).
+//     Clients that pass are remembered for guard.pregreet.pass_ttl.
+//
+// Screening runs in a goroutine per connection; Accept only hands over
+// connections that passed, so slow or silent clients never hold it up.
+//
+// An admitted connection is a *Conn. It keeps watching the bytes of both
+// sides with a small fixed state (the first 32 bytes of the current
+// command line): HTTP requests or a TLS ClientHello where SMTP commands
+// belong, too many RSET/NOOP/HELO/EHLO, and too many 5xx replies (with a
+// growing delay, the tarpit, before each 5xx reply past tarpit.after). It
+// follows DATA (RFC 5321 §4.1.1.4) and BDAT (RFC 3030 §2) so that message
+// content is never taken for commands, and stops inspecting after
+// STARTTLS (RFC 3207 §4).
+//
+// Every rejection is counted by reason (Stats, Options.OnReject) and
+// logged once.
+package guard
