@@ -1,0 +1,222 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"moat/gateway"
+	"moat/internal/dnsres"
+	"moat/mailbox"
+	"moat/relay/queue"
+	"moat/relay/route"
+)
+
+// Config is the whole configuration file. Each part owns its section's
+// type and validation; this struct only composes them. Keys are the
+// contract of DESIGN.md: extend, never rename.
+type Config struct {
+	Hostname        string                 `mapstructure:"hostname"`
+	DataDir         string                 `mapstructure:"data_dir"`
+	Log             LogConfig              `mapstructure:"log"`
+	TLS             gateway.TLSFiles       `mapstructure:"tls"`
+	Listeners       []gateway.Listener     `mapstructure:"listeners"`
+	TrustedNetworks []string               `mapstructure:"trusted_networks"`
+	SMTP            gateway.SMTP           `mapstructure:"smtp"`
+	Domains         Domains                `mapstructure:"domains"`
+	Routes          map[string]route.Route `mapstructure:"routes"`
+	DNS             dnsres.Config          `mapstructure:"dns"`
+	Mailboxes       mailbox.Config         `mapstructure:"mailboxes"`
+	Queue           queue.Config           `mapstructure:"queue"`
+	Admin           AdminConfig            `mapstructure:"admin"`
+}
+
+// LogConfig is `log:`.
+type LogConfig struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // console or json
+}
+
+// Domains is `domains:`.
+type Domains struct {
+	Local []string          `mapstructure:"local"`
+	Relay map[string]string `mapstructure:"relay"` // domain -> route name
+}
+
+// AdminConfig is `admin:`.
+type AdminConfig struct {
+	Address   string `mapstructure:"address"`
+	TokenFile string `mapstructure:"token_file"`
+}
+
+// keyDelim replaces viper's "." so that keys such as
+// mailboxes.users.alice@example.org stay whole.
+const keyDelim = "::"
+
+// defaults returns the configuration every file starts from.
+func defaults() Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return Config{
+		Hostname: host,
+		DataDir:  "./moat-data",
+		Log:      LogConfig{Level: "info", Format: "console"},
+		Listeners: []gateway.Listener{
+			{Name: "mx", Address: "127.0.0.1:2525", Mode: "mx", TLS: "none"},
+		},
+		TrustedNetworks: []string{"127.0.0.0/8", "::1/128"},
+		SMTP:            gateway.DefaultSMTP(),
+		Domains:         Domains{Local: []string{"localhost"}, Relay: map[string]string{}},
+		Routes:          map[string]route.Route{},
+		DNS:             dnsres.DefaultConfig(),
+		Queue:           queue.DefaultConfig(),
+		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
+	}
+}
+
+// builtinDefault is what `moat serve` runs with no --config: the default
+// above plus one mailbox, so that a first message has somewhere to go.
+const builtinDefault = `
+mailboxes:
+  users:
+    postmaster@localhost: {}
+`
+
+// loadConfig reads path (or the built-in default when path is ""), then
+// MOAT_* environment variables, and validates. The error lists every
+// problem, each naming its key.
+func loadConfig(path string) (*Config, error) {
+	v := viper.NewWithOptions(viper.KeyDelimiter(keyDelim))
+	setDefaults(v, "", reflect.ValueOf(defaults()))
+	v.SetConfigType("yaml")
+	if path == "" {
+		if err := v.MergeConfig(strings.NewReader(builtinDefault)); err != nil {
+			return nil, err
+		}
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := v.MergeConfig(f); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	// MOAT_DATA_DIR, MOAT_LOG_LEVEL, MOAT_DNS_TIMEOUT ... (viper: "." → "_").
+	v.SetEnvPrefix("MOAT")
+	v.SetEnvKeyReplacer(strings.NewReplacer(keyDelim, "_"))
+	v.AutomaticEnv()
+
+	var cfg Config
+	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)))
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg.Mailboxes.SetDefaults(cfg.DataDir)
+	if err := cfg.Validate(); err != nil {
+		return &cfg, err
+	}
+	return &cfg, nil
+}
+
+// setDefaults registers every leaf key of the default config, so that
+// AutomaticEnv can override keys the file does not mention.
+func setDefaults(v *viper.Viper, prefix string, rv reflect.Value) {
+	rt := rv.Type()
+	for i := 0; i < rt.NumField(); i++ {
+		f := rt.Field(i)
+		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		if tag == "" || tag == "-" || !f.IsExported() {
+			continue
+		}
+		key := prefix + tag
+		fv := rv.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
+			setDefaults(v, key+keyDelim, fv)
+			continue
+		}
+		v.SetDefault(key, fv.Interface())
+	}
+}
+
+// Validate checks the whole configuration; every error names its key.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Hostname == "" || strings.ContainsAny(c.Hostname, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("hostname: %q is not a host name", c.Hostname))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: must be set"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: %q is not debug, info, warn or error", c.Log.Level))
+	}
+	if c.Log.Format != "console" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log.format: %q is not console or json", c.Log.Format))
+	}
+	errs = append(errs, c.TLS.Validate())
+	errs = append(errs, gateway.ValidateListeners(c.Listeners, c.TLS.Configured()))
+	if _, err := gateway.ParsePrefixes("trusted_networks", c.TrustedNetworks); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.SMTP.Validate())
+	if len(c.Domains.Local) == 0 && len(c.Domains.Relay) == 0 {
+		errs = append(errs, errors.New("domains: at least one local or relay domain is needed"))
+	}
+	errs = append(errs, c.routeConfig().Validate())
+	errs = append(errs, c.DNS.Validate())
+	errs = append(errs, c.Mailboxes.Validate(c.Domains.Local))
+	errs = append(errs, c.Queue.Validate())
+	if c.Admin.Address != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
+			errs = append(errs, fmt.Errorf("admin.address: %q is not host:port", c.Admin.Address))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) routeConfig() route.Config {
+	return route.Config{
+		LocalDomains: c.Domains.Local,
+		RelayDomains: c.Domains.Relay,
+		Routes:       c.Routes,
+	}
+}
+
+// errorLines splits a joined error into one line per problem.
+func errorLines(err error) []string {
+	var out []string
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		for _, l := range strings.Split(e.Error(), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				out = append(out, l)
+			}
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}

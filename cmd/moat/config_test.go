@@ -1,0 +1,108 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "moat.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBuiltinDefault(t *testing.T) {
+	cfg, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listeners[0].Address != "127.0.0.1:2525" || cfg.Domains.Local[0] != "localhost" || cfg.DataDir != "./moat-data" {
+		t.Fatalf("default %+v", cfg)
+	}
+	if cfg.SMTP.MaxMessageSize != 25<<20 {
+		t.Errorf("max size %d", cfg.SMTP.MaxMessageSize)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	p := writeFile(t, `
+hostname: mx.example.org
+listeners:
+  - {name: mx, address: "nonsense", mode: relay, tls: starttls}
+trusted_networks: [10.0.0.0/8, "not-a-net"]
+smtp: {max_recipients: 0, bare_line_endings: maybe}
+log: {level: loud}
+domains:
+  local: [example.org]
+  relay: {corp.example: nowhere}
+`)
+	_, err := loadConfig(p)
+	if err == nil {
+		t.Fatal("config with errors accepted")
+	}
+	msg := strings.Join(errorLines(err), "\n")
+	for _, key := range []string{
+		"listeners[0].address", "listeners[0].mode", "listeners[0].tls",
+		"trusted_networks[1]", "smtp.max_recipients", "smtp.bare_line_endings", "log.level",
+		"corp.example",
+	} {
+		if !strings.Contains(msg, key) {
+			t.Errorf("no error names %s; got:\n%s", key, msg)
+		}
+	}
+}
+
+func TestUnknownKeyRefused(t *testing.T) {
+	p := writeFile(t, "hostname: mx.example.org\nlistners: []\n")
+	_, err := loadConfig(p)
+	if err == nil || !strings.Contains(err.Error(), "listners") {
+		t.Fatalf("typo not reported: %v", err)
+	}
+}
+
+func TestEnvironmentOverrides(t *testing.T) {
+	p := writeFile(t, "hostname: mx.example.org\ndomains: {local: [example.org]}\n")
+	t.Setenv("MOAT_HOSTNAME", "other.example.org")
+	t.Setenv("MOAT_DATA_DIR", "/tmp/moat-env")
+	t.Setenv("MOAT_DNS_TIMEOUT", "3s")
+	t.Setenv("MOAT_SMTP_MAX_RECIPIENTS", "7")
+	cfg, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Hostname != "other.example.org" || cfg.DataDir != "/tmp/moat-env" || cfg.DNS.Timeout != 3*time.Second || cfg.SMTP.MaxRecipients != 7 {
+		t.Fatalf("env not applied: %+v", cfg)
+	}
+}
+
+func TestCheckConfigCommand(t *testing.T) {
+	bad := writeFile(t, "hostname: mx.example.org\nsmtp: {max_line_length: 10}\n")
+	root := rootCommand()
+	var out, errOut strings.Builder
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"check-config", bad})
+	err := root.Execute()
+	if ee, ok := err.(exitError); !ok || ee.code != 1 {
+		t.Fatalf("exit: %v", err)
+	}
+	if !strings.Contains(errOut.String(), "smtp.max_line_length") {
+		t.Fatalf("stderr: %s", errOut.String())
+	}
+}
+
+// Every example configuration shipped in deploy/ parses and validates.
+func TestDeployExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob("../../deploy/*.yaml")
+	for _, f := range files {
+		if _, err := loadConfig(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}

@@ -1,0 +1,84 @@
+// Command moat is the edge SMTP gateway: `moat serve` runs it, the other
+// commands validate configuration and inspect state. This package is the
+// composition root: it loads the configuration and wires the parts
+// (gateway, policy, rules, relay, mailbox); none of them knows the others'
+// construction.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitError carries an exit code through cobra.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func main() {
+	root := rootCommand()
+	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "moat:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "moat",
+		Short:         "moat is an edge SMTP gateway",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(serveCommand(), checkConfigCommand(), versionCommand())
+	return root
+}
+
+func versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v := version
+			if bi, ok := debug.ReadBuildInfo(); ok && v == "dev" {
+				for _, s := range bi.Settings {
+					if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+						v = "dev-" + s.Value[:12]
+					}
+				}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "moat", v)
+		},
+	}
+}
+
+func checkConfigCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "check-config FILE",
+		Short: "Validate a configuration file and print every error with its key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := loadConfig(args[0])
+			if err != nil {
+				for _, l := range errorLines(err) {
+					fmt.Fprintln(cmd.ErrOrStderr(), l)
+				}
+				return exitError{1}
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), args[0]+": ok")
+			return nil
+		},
+	}
+}

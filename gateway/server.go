@@ -1,0 +1,295 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+
+	"moat/relay/route"
+	"moat/relay/spool"
+)
+
+// Spool is the durable queue that accepted mail is written into.
+type Spool interface {
+	NewID() string
+	// Put returns nil only when the message and its envelope are durable.
+	Put(ctx context.Context, env *spool.Envelope, msg io.Reader) error
+}
+
+// Router picks the route of a recipient (relay/route.Router).
+type Router interface {
+	Route(rcpt string) route.Decision
+}
+
+// Directory knows the local recipients (mailbox.Directory).
+type Directory interface {
+	Exists(addr string) bool
+	Expand(addr string) ([]string, error)
+}
+
+// State is the part of the configuration that a reload swaps at once.
+// A session reads it once, at its start, and keeps that snapshot.
+type State struct {
+	Router          Router
+	Directory       Directory
+	TrustedNetworks []netip.Prefix
+}
+
+// Options wires a Server. Spool, Router and Directory are required.
+type Options struct {
+	Hostname  string
+	Listeners []Listener
+	SMTP      SMTP
+	// TLS is used by starttls and implicit listeners; nil disables them.
+	TLS    *tls.Config
+	State  *State
+	Spool  Spool
+	Notify func(id string) // called after each durable Put (the queue manager)
+	Logger *zap.Logger
+	// Wrap, when set, wraps each listening socket (the connection guard);
+	// the wrapped listener yields only admitted connections.
+	Wrap func(l net.Listener, cfg Listener) net.Listener
+	Now  func() time.Time
+}
+
+// Server runs the SMTP listeners.
+type Server struct {
+	opt   Options
+	log   *zap.Logger
+	state atomic.Pointer[State]
+
+	mu        sync.Mutex
+	listeners []*listener
+	conns     map[net.Conn]struct{}
+	closing   bool
+
+	idPrefix string
+	idSeq    atomic.Uint64
+}
+
+type listener struct {
+	cfg  Listener
+	ln   net.Listener
+	smtp *smtp.Server
+	done chan struct{}
+}
+
+// New checks the options; it binds nothing.
+func New(opt Options) (*Server, error) {
+	if opt.Spool == nil || opt.State == nil || opt.State.Router == nil || opt.State.Directory == nil {
+		return nil, errors.New("gateway: Spool, State.Router and State.Directory are required")
+	}
+	if err := opt.SMTP.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ValidateListeners(opt.Listeners, opt.TLS != nil); err != nil {
+		return nil, err
+	}
+	if opt.Logger == nil {
+		opt.Logger = zap.NewNop()
+	}
+	if opt.Notify == nil {
+		opt.Notify = func(string) {}
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	var b [5]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opt:      opt,
+		log:      opt.Logger,
+		conns:    map[net.Conn]struct{}{},
+		idPrefix: base32.StdEncoding.EncodeToString(b[:])[:6],
+	}
+	s.state.Store(opt.State)
+	return s, nil
+}
+
+// Update swaps the reloadable state; sessions already running keep theirs.
+func (s *Server) Update(st *State) { s.state.Store(st) }
+
+// Start binds every listener and serves in the background.
+func (s *Server) Start() error {
+	for _, cfg := range s.opt.Listeners {
+		ln, err := net.Listen("tcp", cfg.Address)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("listener %s: %w", cfg.Name, err)
+		}
+		s.serve(cfg, ln)
+	}
+	return nil
+}
+
+// Serve serves one already bound listener (tests, socket activation).
+func (s *Server) Serve(cfg Listener, ln net.Listener) {
+	s.serve(cfg, ln)
+}
+
+func (s *Server) serve(cfg Listener, ln net.Listener) {
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return s.newSession(cfg, c)
+	}))
+	srv.Domain = s.opt.Hostname
+	srv.MaxMessageBytes = s.opt.SMTP.MaxMessageSize
+	srv.MaxRecipients = s.opt.SMTP.MaxRecipients
+	srv.MaxLineLength = s.opt.SMTP.MaxLineLength
+	srv.ReadTimeout = s.opt.SMTP.ReadTimeout
+	srv.WriteTimeout = s.opt.SMTP.WriteTimeout
+	srv.EnableSMTPUTF8 = true // RFC 6531: we store and forward UTF-8 envelopes as they are
+	srv.ErrorLog = zapPrintf{s.log.Named("smtp")}
+	if cfg.TLS != "none" && s.opt.TLS != nil {
+		srv.TLSConfig = s.opt.TLS
+	}
+	// The guard sees the raw socket (PROXY header, pregreet), so it sits
+	// below implicit TLS.
+	if s.opt.Wrap != nil {
+		ln = s.opt.Wrap(ln, cfg)
+	}
+	if cfg.TLS == "implicit" && s.opt.TLS != nil {
+		ln = tls.NewListener(ln, s.opt.TLS)
+	}
+	ln = trackListener{Listener: ln, s: s}
+	l := &listener{cfg: cfg, ln: ln, smtp: srv, done: make(chan struct{})}
+	s.mu.Lock()
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	s.log.Info("listening", zap.String("listener", cfg.Name), zap.String("address", ln.Addr().String()),
+		zap.String("mode", cfg.Mode), zap.String("tls", cfg.TLS))
+	go func() {
+		defer close(l.done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			s.log.Error("listener stopped", zap.String("listener", cfg.Name), zap.Error(err))
+		}
+	}()
+}
+
+// Addr returns the bound address of the named listener, or nil.
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		if l.cfg.Name == name {
+			return l.ln.Addr()
+		}
+	}
+	return nil
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for _, l := range s.listeners {
+		l.ln.Close()
+	}
+}
+
+// Shutdown stops accepting, lets sessions finish until ctx is done, then
+// tells every remaining client 421 4.3.2 and closes it (RFC 5321 §3.8).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	ls := append([]*listener(nil), s.listeners...)
+	s.mu.Unlock()
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() { errc <- l.smtp.Shutdown(ctx) }()
+	}
+	var err error
+	for range ls {
+		if e := <-errc; e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
+			err = e
+		}
+	}
+	if ctx.Err() != nil {
+		s.mu.Lock()
+		conns := make([]net.Conn, 0, len(s.conns))
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		for _, c := range conns {
+			abort(c, s.opt.Hostname)
+		}
+	}
+	for _, l := range ls {
+		<-l.done
+	}
+	return err
+}
+
+// abort tells the client we are going away and closes the connection.
+func abort(c net.Conn, hostname string) {
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	io.WriteString(c, "421 4.3.2 "+hostname+" Service shutting down, closing transmission channel\r\n")
+	c.Close()
+}
+
+// trackListener records every open connection, so Shutdown can reach
+// clients that have not said EHLO yet.
+type trackListener struct {
+	net.Listener
+	s *Server
+}
+
+func (t trackListener) Accept() (net.Conn, error) {
+	c, err := t.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, s: t.s}
+	t.s.mu.Lock()
+	t.s.conns[tc] = struct{}{}
+	t.s.mu.Unlock()
+	return tc, nil
+}
+
+type trackedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// Unwrap gives the connection below (the guard's, for its facts).
+func (c *trackedConn) Unwrap() net.Conn { return c.Conn }
+
+func (s *Server) newConnID() string {
+	return fmt.Sprintf("%s%06X", s.idPrefix, s.idSeq.Add(1))
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// zapPrintf adapts zap to go-smtp's Logger.
+type zapPrintf struct{ l *zap.Logger }
+
+func (z zapPrintf) Printf(format string, v ...any) { z.l.Debug(fmt.Sprintf(format, v...)) }
+func (z zapPrintf) Println(v ...any)               { z.l.Debug(fmt.Sprint(v...)) }

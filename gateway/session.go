@@ -1,0 +1,309 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+
+	"moat/internal/reply"
+	"moat/policy"
+	"moat/relay/route"
+	"moat/relay/spool"
+)
+
+// session is one SMTP connection. go-smtp calls its methods from the
+// connection's goroutine only, so it needs no lock.
+type session struct {
+	srv   *Server
+	c     *smtp.Conn
+	cfg   Listener
+	state *State
+	log   *zap.Logger
+	start time.Time
+
+	// connection state
+	conn     policy.Conn
+	messages int
+	rejected int
+
+	// envelope state, reset by Reset
+	env envelope
+}
+
+type envelope struct {
+	active bool
+	sender string
+	utf8   bool
+	size   int64
+	rcpts  []acceptedRcpt
+}
+
+type acceptedRcpt struct {
+	addr  string
+	route string // "local", a route name or "mx"
+}
+
+var _ smtp.Session = (*session)(nil)
+
+func (s *Server) newSession(cfg Listener, c *smtp.Conn) (smtp.Session, error) {
+	st := s.state.Load()
+	sess := &session{srv: s, c: c, cfg: cfg, state: st, start: s.opt.Now()}
+	sess.conn = policy.Conn{
+		ID:       s.newConnID(),
+		HELO:     c.Hostname(),
+		Listener: cfg.Name,
+		Mode:     cfg.Mode,
+	}
+	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
+		sess.conn.IP = ap.Addr().Unmap()
+		sess.conn.Port = int(ap.Port())
+	}
+	sess.conn.Trusted = inPrefixes(sess.conn.IP, st.TrustedNetworks)
+	sess.updateTLS()
+	sess.log = s.log.With(zap.String("conn_id", sess.conn.ID))
+	if s.isClosing() {
+		return nil, wire(reply.ShuttingDown, sess.conn.ID)
+	}
+	return sess, nil
+}
+
+// updateTLS refreshes the TLS facts (after STARTTLS).
+func (s *session) updateTLS() {
+	if cs, ok := s.c.TLSConnectionState(); ok {
+		s.conn.TLS = true
+		s.conn.TLSVersion = tlsVersionName(cs.Version)
+		s.conn.TLSCipher = tlsCipherName(cs.CipherSuite)
+	}
+}
+
+// Reset discards the envelope (RSET, EHLO again, end of DATA).
+func (s *session) Reset() { s.env = envelope{} }
+
+// Logout ends the session: one log line per connection.
+func (s *session) Logout() error {
+	s.log.Info("connection closed",
+		zap.String("client", s.conn.IP.String()),
+		zap.String("helo", s.conn.HELO),
+		zap.Bool("tls", s.conn.TLS),
+		zap.String("listener", s.cfg.Name),
+		zap.Int("messages", s.messages),
+		zap.Int("rejected", s.rejected),
+		zap.Duration("duration", s.srv.opt.Now().Sub(s.start)))
+	return nil
+}
+
+// fail logs a refused command and returns its wire form.
+func (s *session) fail(stage string, err error, fields ...zap.Field) error {
+	r := reply.From(err, s.conn.ID)
+	s.rejected++
+	fields = append(fields, zap.String("stage", stage), zap.Int("code", r.Code),
+		zap.String("enhanced", r.Enhanced.String()), zap.String("reply", r.Text))
+	if r.Cause != nil {
+		fields = append(fields, zap.NamedError("cause", r.Cause))
+	}
+	s.log.Info("refused", fields...)
+	return wire(r, s.conn.ID)
+}
+
+// Mail starts a transaction (RFC 5321 §4.1.1.2).
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	s.Reset()
+	s.conn.HELO = s.c.Hostname()
+	s.updateTLS()
+	if s.cfg.RequireTLS && !s.conn.TLS {
+		return s.fail("mail", reply.NeedTLS)
+	}
+	if from != "" {
+		if _, err := route.Domain(from); err != nil && !isIPLiteralSender(from) {
+			return s.fail("mail", reply.BadSenderSyntax.With(err), zap.String("sender", from))
+		}
+	}
+	if opts != nil && opts.Size > s.srv.opt.SMTP.MaxMessageSize {
+		// RFC 1870 §6.
+		return s.fail("mail", reply.MessageTooBig, zap.String("sender", from), zap.Int64("size", opts.Size))
+	}
+	s.env = envelope{active: true, sender: from}
+	if opts != nil {
+		s.env.utf8 = opts.UTF8
+		s.env.size = opts.Size
+	}
+	return nil
+}
+
+// isIPLiteralSender accepts user@[192.0.2.1] as a reverse path (RFC 5321
+// §4.1.3); such senders can still not relay.
+func isIPLiteralSender(addr string) bool {
+	at := strings.LastIndexByte(addr, '@')
+	if at <= 0 {
+		return false
+	}
+	d := addr[at+1:]
+	if len(d) < 3 || d[0] != '[' || d[len(d)-1] != ']' {
+		return false
+	}
+	lit := strings.TrimPrefix(d[1:len(d)-1], "IPv6:")
+	_, err := netip.ParseAddr(lit)
+	return err == nil
+}
+
+// Rcpt adds a recipient. This is where moat refuses to be an open relay.
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if !s.env.active {
+		return s.fail("rcpt", reply.BadSequence)
+	}
+	may := s.conn.Trusted || s.conn.AuthUser != ""
+	dom, err := route.Domain(to)
+	if err != nil {
+		if may {
+			return s.fail("rcpt", reply.BadRcptSyntax.With(err), zap.String("rcpt", to))
+		}
+		// Source routes, IP literals and the like from an untrusted
+		// client are relay attempts (RFC 5321 §3.6.2, §4.1.1.3).
+		return s.fail("rcpt", reply.RelayDenied.With(err), zap.String("rcpt", to))
+	}
+	local, _, _ := strings.Cut(to, "@")
+	if !may && strings.ContainsAny(local, "%!@") {
+		// The percent hack and bang paths (RFC 1123 §5.2.16 era
+		// tricks) would let a backend relay for us: never for outsiders.
+		return s.fail("rcpt", reply.RelayDenied.Withf("Relay access denied: %q is not a plain mailbox", local), zap.String("rcpt", to))
+	}
+	d := s.state.Router.Route(to)
+	switch {
+	case d.Route == "local":
+		if !s.state.Directory.Exists(to) {
+			return s.fail("rcpt", reply.NoSuchUser, zap.String("rcpt", to))
+		}
+	case d.Relay && !may:
+		return s.fail("rcpt", reply.RelayDenied, zap.String("rcpt", to), zap.String("domain", dom))
+	}
+	s.env.rcpts = append(s.env.rcpts, acceptedRcpt{addr: to, route: d.Route})
+	return nil
+}
+
+// Data receives the message (DATA, or the BDAT chunks of RFC 3030
+// joined by go-smtp), checks it and spools it durably before 250.
+func (s *session) Data(r io.Reader) error {
+	if !s.env.active || len(s.env.rcpts) == 0 {
+		return s.fail("data", reply.BadSequence)
+	}
+	start := s.srv.opt.Now()
+	er := newEOLReader(r, s.srv.opt.SMTP.BareLineEndings == "normalize")
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(er); err != nil {
+		var se *smtp.SMTPError
+		switch {
+		case errors.Is(err, errBareEOL):
+			return s.fail("data", reply.BareLineEnding, zap.String("sender", s.env.sender))
+		case errors.As(err, &se):
+			s.rejected++
+			return se // go-smtp's own, e.g. 552 5.3.4 size exceeded
+		default:
+			return s.fail("data", reply.TempLocal.With(err))
+		}
+	}
+	rcpts, err := s.expand()
+	if err != nil {
+		return s.fail("data", err)
+	}
+	id := s.srv.opt.Spool.NewID()
+	var head bytes.Buffer
+	writeReceived(&head, receivedInfo{
+		conn:     s.conn,
+		hostname: s.srv.opt.Hostname,
+		id:       id,
+		protocol: s.protocol(),
+		rcpts:    s.env.rcpts,
+		when:     start,
+	})
+	env := &spool.Envelope{
+		ID:         id,
+		Sender:     s.env.sender,
+		Recipients: rcpts,
+		Received:   start,
+		Size:       int64(head.Len() + body.Len()),
+		UTF8:       s.env.utf8,
+		ClientIP:   s.conn.IP.String(),
+		ClientName: s.conn.PTR,
+		HELO:       s.conn.HELO,
+		Protocol:   s.protocol(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
+	defer cancel()
+	if err := s.srv.opt.Spool.Put(ctx, env, io.MultiReader(&head, &body)); err != nil {
+		if errors.Is(err, spool.ErrNoSpace) {
+			return s.fail("data", reply.StorageFull.With(err), zap.String("queue_id", id))
+		}
+		return s.fail("data", reply.TempLocal.With(err), zap.String("queue_id", id))
+	}
+	s.srv.opt.Notify(id)
+	s.messages++
+	s.log.Info("accepted",
+		zap.String("queue_id", id),
+		zap.String("client", s.conn.IP.String()),
+		zap.String("sender", s.env.sender),
+		zap.Strings("recipients", rcptAddrs(s.env.rcpts)),
+		zap.Int64("size", env.Size),
+		zap.Duration("took", s.srv.opt.Now().Sub(start)))
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+}
+
+// expand turns accepted recipients into the spool's per-recipient list:
+// local recipients become their final mailboxes (aliases expanded, each
+// routed again: an alias may point off-site), duplicates removed.
+func (s *session) expand() ([]spool.Recipient, error) {
+	seen := map[string]bool{}
+	var out []spool.Recipient
+	add := func(addr, rt string) {
+		k := strings.ToLower(addr)
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		out = append(out, spool.Recipient{Address: addr, Route: rt, Status: spool.StatusPending})
+	}
+	for _, r := range s.env.rcpts {
+		if r.route != "local" {
+			add(r.addr, r.route)
+			continue
+		}
+		targets, err := s.state.Directory.Expand(r.addr)
+		if err != nil {
+			return nil, reply.TempLocal.With(fmt.Errorf("expanding %s: %w", r.addr, err))
+		}
+		for _, t := range targets {
+			add(t, s.state.Router.Route(t).Route)
+		}
+	}
+	if len(out) == 0 {
+		return nil, reply.TempLocal.With(errors.New("no recipient left after alias expansion"))
+	}
+	return out, nil
+}
+
+// protocol is the "with" value of RFC 5321 §4.4 / RFC 3848.
+func (s *session) protocol() string {
+	p := "ESMTP"
+	if s.conn.TLS {
+		p += "S"
+	}
+	if s.conn.AuthUser != "" {
+		p += "A"
+	}
+	return p
+}
+
+func rcptAddrs(rs []acceptedRcpt) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.addr
+	}
+	return out
+}

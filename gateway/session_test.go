@@ -1,0 +1,394 @@
+package gateway
+
+import (
+	"errors"
+	"net/smtp"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	gosmtp "github.com/emersion/go-smtp"
+
+	"moat/relay/spool"
+)
+
+const simpleMsg = "From: sender@far.example\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
+
+func TestAcceptLocalWithGoSMTPClient(t *testing.T) {
+	ts := startServer(t, nil)
+	c, err := gosmtp.Dial(ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.far.example"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ext := range []string{"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING"} {
+		if ok, _ := c.Extension(ext); !ok {
+			t.Errorf("extension %s not advertised", ext)
+		}
+	}
+	if _, p := c.Extension("SIZE"); p != "65536" {
+		t.Errorf("SIZE %q, want 65536", p)
+	}
+	if err := c.Mail("sender@far.example", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("Alice@Example.ORG", nil); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(simpleMsg))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	msgs := ts.spool.all()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages spooled", len(msgs))
+	}
+	m := msgs[0]
+	if m.env.Sender != "sender@far.example" || len(m.env.Recipients) != 1 ||
+		m.env.Recipients[0].Address != "alice@example.org" || m.env.Recipients[0].Route != "local" {
+		t.Errorf("envelope %+v", m.env)
+	}
+	if !strings.HasPrefix(string(m.data), "Received: from client.far.example (unknown [127.0.0.1])\r\n\tby mx.example.org (moat) with ESMTP\r\n\tid TEST0001\r\n\tfor <Alice@Example.ORG>;\r\n\t") {
+		t.Errorf("Received header:\n%s", m.data)
+	}
+	if !strings.HasSuffix(string(m.data), "\r\n"+simpleMsg) {
+		t.Errorf("body changed:\n%q", m.data)
+	}
+	if m.env.Size != int64(len(m.data)) {
+		t.Errorf("size %d, want %d", m.env.Size, len(m.data))
+	}
+}
+
+func TestQueuedReplyNamesID(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<bob@example.org>", 250, "")
+	rc.expect("DATA", 354, "")
+	rc.send(simpleMsg)
+	rc.expect(".", 250, "2.0.0 Ok: queued as TEST0001")
+}
+
+func TestNetSMTPClientAndAliasFanOut(t *testing.T) {
+	ts := startServer(t, nil)
+	err := smtp.SendMail(ts.addr, nil, "s@far.example", []string{"team@example.org"}, []byte(simpleMsg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ts.spool.all()[0]
+	var got []string
+	for _, r := range m.env.Recipients {
+		got = append(got, r.Address+"/"+r.Route)
+	}
+	if strings.Join(got, ",") != "alice@example.org/local,bob@example.org/local" {
+		t.Errorf("recipients %v", got)
+	}
+}
+
+func TestRelayRules(t *testing.T) {
+	cases := []struct {
+		name    string
+		trusted bool
+		rcpt    string
+		code    int
+		enh     string
+		route   string
+	}{
+		{"untrusted to elsewhere", false, "someone@far.example", 554, "5.7.1", ""},
+		{"trusted to elsewhere", true, "someone@far.example", 250, "", "mx"},
+		{"untrusted to relay domain", false, "x@corp.example", 250, "", "backend"},
+		{"relay domain case and trailing dot", false, "x@CORP.Example.", 250, "", "backend"},
+		{"unknown local", false, "nobody@example.org", 550, "5.1.1", ""},
+		{"unknown local trusted", true, "nobody@example.org", 550, "5.1.1", ""},
+		{"percent hack", false, "user%far.example@example.org", 554, "5.7.1", ""},
+		{"bang path", false, "far.example!user@example.org", 554, "5.7.1", ""},
+		{"quoted at", false, `"user@far.example"@example.org`, 554, "5.7.1", ""},
+		{"ip literal", false, "user@[192.0.2.1]", 554, "5.7.1", ""},
+		{"source route", false, "@example.org:user@far.example", 554, "5.7.1", ""},
+		{"our domain as prefix", false, "user@example.org.far.example", 554, "5.7.1", ""},
+		{"subdomain of relay domain", false, "user@sub.corp.example", 554, "5.7.1", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mut func(*Options)
+			if tc.trusted {
+				mut = trusted
+			}
+			ts := startServer(t, mut)
+			rc := dialRaw(t, ts.addr)
+			rc.expect("EHLO c.example", 250, "")
+			rc.expect("MAIL FROM:<s@far.example>", 250, "")
+			code, text := rc.cmd("RCPT TO:<" + tc.rcpt + ">")
+			if code != tc.code || (tc.enh != "" && !strings.Contains(text, tc.enh)) {
+				t.Fatalf("RCPT %s: %q, want %d %s", tc.rcpt, text, tc.code, tc.enh)
+			}
+			if code != 250 {
+				return
+			}
+			rc.expect("DATA", 354, "")
+			rc.send(simpleMsg)
+			rc.expect(".", 250, "")
+			env := ts.spool.all()[0].env
+			if env.Recipients[0].Route != tc.route {
+				t.Errorf("route %q, want %q", env.Recipients[0].Route, tc.route)
+			}
+		})
+	}
+}
+
+func TestOversize(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("MAIL FROM:<s@far.example> SIZE=1000000", 552, "5.3.4")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.expect("DATA", 354, "")
+	line := strings.Repeat("x", 998) + "\r\n"
+	for i := 0; i < 80; i++ { // 80 KB > 64 KiB
+		rc.send(line)
+	}
+	rc.expect(".", 552, "5.3.4")
+	if n := len(ts.spool.all()); n != 0 {
+		t.Fatalf("%d messages spooled", n)
+	}
+	// The session goes on.
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+}
+
+func TestBareLineEndings(t *testing.T) {
+	for _, body := range []string{"a\nb\r\n", "a\rb\r\n", "a\r\r\n"} {
+		ts := startServer(t, nil)
+		rc := dialRaw(t, ts.addr)
+		rc.expect("EHLO c.example", 250, "")
+		rc.expect("MAIL FROM:<s@far.example>", 250, "")
+		rc.expect("RCPT TO:<alice@example.org>", 250, "")
+		rc.expect("DATA", 354, "")
+		rc.send("Subject: x\r\n\r\n" + body)
+		rc.expect(".", 550, "5.5.2")
+		if n := len(ts.spool.all()); n != 0 {
+			t.Fatalf("%q: %d messages spooled", body, n)
+		}
+	}
+	ts := startServer(t, func(o *Options) { o.SMTP.BareLineEndings = "normalize" })
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.expect("DATA", 354, "")
+	rc.send("Subject: x\r\n\r\na\nb\rc\r\n")
+	rc.expect(".", 250, "")
+	if got := ts.spool.all()[0].data; !has(got, "\r\n\r\na\r\nb\r\nc\r\n") {
+		t.Errorf("not normalized: %q", got)
+	}
+}
+
+// Every smuggling payload yields exactly one message or a rejection,
+// never a message from the smuggled envelope.
+func TestSmugglingPayloads(t *testing.T) {
+	files, _ := filepath.Glob("testdata/smuggling/*.raw")
+	if len(files) < 14 {
+		t.Fatalf("only %d payloads", len(files))
+	}
+	for _, mode := range []string{"reject", "normalize"} {
+		for _, f := range files {
+			name := strings.TrimSuffix(filepath.Base(f), ".raw")
+			t.Run(mode+"/"+name, func(t *testing.T) {
+				payload, err := os.ReadFile(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ts := startServer(t, func(o *Options) { o.SMTP.BareLineEndings = mode })
+				rc := dialRaw(t, ts.addr)
+				rc.expect("EHLO c.example", 250, "")
+				rc.expect("MAIL FROM:<sender@attacker.example>", 250, "")
+				rc.expect("RCPT TO:<alice@example.org>", 250, "")
+				rc.expect("DATA", 354, "")
+				rc.send(string(payload))
+				code, text := rc.reply()
+				if name == "pipelined-after-eod" {
+					// Commands after a valid end of data are commands.
+					for code == 250 || code == 354 {
+						code, text = rc.reply()
+						if strings.HasPrefix(text, "ERR") {
+							break
+						}
+					}
+				} else if code != 250 && code != 550 {
+					t.Fatalf("end of data: %q", text)
+				}
+				rc.cmd("QUIT")
+				msgs := ts.spool.all()
+				for _, m := range msgs {
+					if m.env.Sender == "admin@spoofed.example" {
+						t.Fatalf("smuggled envelope accepted: %+v", m.env)
+					}
+				}
+				// go-smtp's dot-unstuffing drops a CR that directly follows
+				// a line-leading dot, so in these two the bare CR never
+				// reaches us: the message arrives with CRLF only and the
+				// smuggled commands are plain body lines (checked below).
+				dotCR := name == "crlf-dot-cr" || name == "crlf-dot-crcrlf"
+				bare := !strings.HasPrefix(name, "control") && name != "pipelined-after-eod" && !strings.Contains(name, "nul") && !dotCR
+				switch {
+				case name == "pipelined-after-eod":
+					// The commands after the real end of data are a
+					// second, legitimate transaction at most.
+				case strings.HasPrefix(name, "control"):
+					if len(msgs) != 1 {
+						t.Fatalf("%d messages from a valid message", len(msgs))
+					}
+				case mode == "reject" && bare:
+					if code != 550 || len(msgs) != 0 {
+						t.Fatalf("bare CR/LF payload: reply %q, %d messages; want 550 and none", text, len(msgs))
+					}
+				default:
+					if len(msgs) > 1 {
+						t.Fatalf("%d messages", len(msgs))
+					}
+				}
+				if len(msgs) == 1 && !strings.HasPrefix(name, "control") && name != "pipelined-after-eod" {
+					// The smuggled text is body text now, with only CRLF
+					// line endings, so no later hop can split it.
+					if eolErr := checkCRLF(msgs[0].data); eolErr != nil {
+						t.Fatal(eolErr)
+					}
+				}
+			})
+		}
+	}
+}
+
+func checkCRLF(b []byte) error {
+	for i, c := range b {
+		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+			return errors.New("bare LF left")
+		}
+		if c == '\r' && (i+1 == len(b) || b[i+1] != '\n') {
+			return errors.New("bare CR left")
+		}
+	}
+	return nil
+}
+
+func TestMalformedCommands(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("FOOO bar", 500, "5.5.")
+	rc.expect("FOO bar", 501, "5.5.2")
+	rc.expect("MAIL FROM:<a@b.example>", 502, "5.5.1") // before EHLO
+	rc.expect("EHLO", 501, "5.5.")
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("RCPT TO:<alice@example.org>", 502, "5.5.1")
+	rc.expect("MAIL TO:<a@b.example>", 501, "5.5.2")
+	rc.expect("MAIL FROM:<not an address>", 501, "")
+	rc.expect("MAIL FROM:<s@far.example> SIZE=abc", 501, "")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<>", 501, "")
+	rc.expect("DATA", 502, "5.5.1")
+	rc.expect("DATA extra", 501, "5.5.4")
+	rc.expect("VRFY alice@example.org", 252, "")
+	rc.expect("NOOP", 250, "")
+	rc.expect("RSET", 250, "")
+	rc.expect("QUIT", 221, "")
+}
+
+func TestLongLineRefusedWithoutBuffering(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	// 10 MB without a line end: the server must give up long before.
+	chunk := strings.Repeat("A", 64<<10)
+	var werr error
+	rc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < 160 && werr == nil; i++ {
+		_, werr = rc.c.Write([]byte(chunk))
+	}
+	code, text := rc.reply()
+	if code != 500 || !strings.Contains(text, "5.4.0") {
+		if werr == nil || !(errors.Is(werr, syscall.ECONNRESET) || errors.Is(werr, syscall.EPIPE)) {
+			t.Fatalf("got %q (write error %v), want 500 5.4.0", text, werr)
+		}
+	}
+}
+
+func TestIdleClientTimesOut(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.SMTP.ReadTimeout = 300 * time.Millisecond })
+	rc := dialRaw(t, ts.addr)
+	code, text := rc.reply()
+	if code != 421 {
+		t.Fatalf("got %q, want 421 after idle timeout", text)
+	}
+}
+
+func TestSpoolFailureIsTemporary(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code int
+		enh  string
+	}{
+		{spool.ErrNoSpace, 452, "4.3.1"},
+		{errors.New("disk exploded"), 451, "4.3.0"},
+	} {
+		ts := startServer(t, nil)
+		ts.spool.fail = tc.err
+		rc := dialRaw(t, ts.addr)
+		rc.expect("EHLO c.example", 250, "")
+		rc.expect("MAIL FROM:<s@far.example>", 250, "")
+		rc.expect("RCPT TO:<alice@example.org>", 250, "")
+		rc.expect("DATA", 354, "")
+		rc.send(simpleMsg)
+		text := rc.expect(".", tc.code, tc.enh)
+		if strings.Contains(text, "exploded") {
+			t.Errorf("internal text leaked: %q", text)
+		}
+	}
+}
+
+func TestShutdownTellsIdleClients421(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ts.srv.Shutdown(ctx) }()
+	code, text := rc.reply()
+	if code != 421 || !strings.Contains(text, "4.3.2") {
+		t.Fatalf("got %q, want 421 4.3.2", text)
+	}
+	<-done
+}
+
+func TestShutdownLetsSessionFinish(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	ctx, cancel := contextWithTimeout(5 * time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ts.srv.Shutdown(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	rc.expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.expect("DATA", 354, "")
+	rc.send(simpleMsg)
+	rc.expect(".", 250, "")
+	rc.expect("QUIT", 221, "")
+	if err := <-done; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if len(ts.spool.all()) != 1 {
+		t.Fatal("message lost")
+	}
+}
