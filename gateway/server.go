@@ -57,6 +57,8 @@ type Options struct {
 	State  *State
 	Spool  Spool
 	Notify func(id string) // called after each durable Put (the queue manager)
+	// Checks are the authentication checks and rules; nil: relay rules only.
+	Checks *Checks
 	Logger *zap.Logger
 	// Wrap, when set, wraps each listening socket (the connection guard);
 	// the wrapped listener yields only admitted connections.
@@ -275,8 +277,8 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// Unwrap gives the connection below (the guard's, for its facts).
-func (c *trackedConn) Unwrap() net.Conn { return c.Conn }
+// NetConn gives the connection below (the guard's, for its facts).
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
 func (s *Server) newConnID() string {
 	return fmt.Sprintf("%s%06X", s.idPrefix, s.idSeq.Add(1))

@@ -13,24 +13,32 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"moat/gateway/guard"
 	"moat/internal/reply"
 	"moat/policy"
+	"moat/policy/iprev"
 	"moat/relay/route"
 	"moat/relay/spool"
+	"moat/rules"
 )
 
 // session is one SMTP connection. go-smtp calls its methods from the
 // connection's goroutine only, so it needs no lock.
 type session struct {
-	srv   *Server
-	c     *smtp.Conn
-	cfg   Listener
-	state *State
-	log   *zap.Logger
-	start time.Time
+	srv    *Server
+	c      *smtp.Conn
+	cfg    Listener
+	state  *State
+	checks *Checks
+	log    *zap.Logger
+	start  time.Time
 
-	// connection state
-	conn     policy.Conn
+	// connection state: facts.Conn, facts.DNSBL, facts.IPRev, and the
+	// score and headers that connect/helo rules produced.
+	facts    rules.Facts
+	iprev    *iprev.Pending
+	connHead []rules.Header
+	connAcc  bool // a connect/helo rule said accept
 	messages int
 	rejected int
 
@@ -39,11 +47,17 @@ type session struct {
 }
 
 type envelope struct {
-	active bool
-	sender string
-	utf8   bool
-	size   int64
-	rcpts  []acceptedRcpt
+	active     bool
+	sender     string
+	utf8       bool
+	size       int64
+	rcpts      []acceptedRcpt
+	score      float64        // running score after the last rule stage
+	headers    []rules.Header // added by rules so far
+	accepted   bool           // a rule said accept: later rules skipped
+	discard    bool           // a rule said discard
+	quarantine string         // the rule that quarantined, if any
+	spf        policy.SPF
 }
 
 type acceptedRcpt struct {
@@ -55,32 +69,58 @@ var _ smtp.Session = (*session)(nil)
 
 func (s *Server) newSession(cfg Listener, c *smtp.Conn) (smtp.Session, error) {
 	st := s.state.Load()
-	sess := &session{srv: s, c: c, cfg: cfg, state: st, start: s.opt.Now()}
-	sess.conn = policy.Conn{
-		ID:       s.newConnID(),
-		HELO:     c.Hostname(),
-		Listener: cfg.Name,
-		Mode:     cfg.Mode,
-	}
+	sess := &session{srv: s, c: c, cfg: cfg, state: st, checks: s.opt.Checks, start: s.opt.Now()}
+	conn := &sess.facts.Conn
+	conn.ID = s.newConnID()
+	conn.HELO = c.Hostname()
+	conn.Listener = cfg.Name
+	conn.Mode = cfg.Mode
 	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
-		sess.conn.IP = ap.Addr().Unmap()
-		sess.conn.Port = int(ap.Port())
+		conn.IP = ap.Addr().Unmap()
+		conn.Port = int(ap.Port())
 	}
-	sess.conn.Trusted = inPrefixes(sess.conn.IP, st.TrustedNetworks)
+	conn.Trusted = inPrefixes(conn.IP, st.TrustedNetworks)
+	if gf, ok := guard.FactsOf(c.Conn()); ok {
+		sess.facts.DNSBL = gf.DNSBL
+	}
 	sess.updateTLS()
-	sess.log = s.log.With(zap.String("conn_id", sess.conn.ID))
+	sess.log = s.log.With(zap.String("conn_id", conn.ID))
 	if s.isClosing() {
-		return nil, wire(reply.ShuttingDown, sess.conn.ID)
+		return nil, wire(reply.ShuttingDown, conn.ID)
+	}
+	if r := sess.checks; r != nil && r.Resolver != nil && conn.IP.IsValid() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
+		sess.iprev = iprev.Start(ctx, r.Resolver, conn.IP)
+		go func() { sess.iprev.Wait(); cancel() }()
+	}
+	// go-smtp creates the session at the first EHLO/HELO, so the connect
+	// and helo stages are decided here.
+	for _, stage := range []rules.Stage{rules.StageConnect, rules.StageHelo} {
+		if err := sess.evaluate(stage, nil); err != nil {
+			return nil, err
+		}
 	}
 	return sess, nil
+}
+
+// waitIPRev makes the iprev result and the PTR name available.
+func (s *session) waitIPRev() {
+	if s.iprev == nil {
+		return
+	}
+	s.facts.IPRev = s.iprev.Wait()
+	s.iprev = nil
+	if s.facts.IPRev.Result == policy.ResultPass && len(s.facts.IPRev.Names) > 0 {
+		s.facts.Conn.PTR = strings.TrimSuffix(s.facts.IPRev.Names[0], ".")
+	}
 }
 
 // updateTLS refreshes the TLS facts (after STARTTLS).
 func (s *session) updateTLS() {
 	if cs, ok := s.c.TLSConnectionState(); ok {
-		s.conn.TLS = true
-		s.conn.TLSVersion = tlsVersionName(cs.Version)
-		s.conn.TLSCipher = tlsCipherName(cs.CipherSuite)
+		s.facts.Conn.TLS = true
+		s.facts.Conn.TLSVersion = tlsVersionName(cs.Version)
+		s.facts.Conn.TLSCipher = tlsCipherName(cs.CipherSuite)
 	}
 }
 
@@ -89,10 +129,12 @@ func (s *session) Reset() { s.env = envelope{} }
 
 // Logout ends the session: one log line per connection.
 func (s *session) Logout() error {
+	c := s.facts.Conn
 	s.log.Info("connection closed",
-		zap.String("client", s.conn.IP.String()),
-		zap.String("helo", s.conn.HELO),
-		zap.Bool("tls", s.conn.TLS),
+		zap.String("client", c.IP.String()),
+		zap.String("ptr", c.PTR),
+		zap.String("helo", c.HELO),
+		zap.Bool("tls", c.TLS),
 		zap.String("listener", s.cfg.Name),
 		zap.Int("messages", s.messages),
 		zap.Int("rejected", s.rejected),
@@ -102,23 +144,32 @@ func (s *session) Logout() error {
 
 // fail logs a refused command and returns its wire form.
 func (s *session) fail(stage string, err error, fields ...zap.Field) error {
-	r := reply.From(err, s.conn.ID)
+	r := reply.From(err, s.facts.Conn.ID)
 	s.rejected++
-	fields = append(fields, zap.String("stage", stage), zap.Int("code", r.Code),
-		zap.String("enhanced", r.Enhanced.String()), zap.String("reply", r.Text))
+	fields = append(fields, zap.String("stage", stage), zap.String("client", s.facts.Conn.IP.String()),
+		zap.Int("code", r.Code), zap.String("enhanced", r.Enhanced.String()), zap.String("reply", r.Text))
 	if r.Cause != nil {
 		fields = append(fields, zap.NamedError("cause", r.Cause))
 	}
 	s.log.Info("refused", fields...)
-	return wire(r, s.conn.ID)
+	return wire(r, s.facts.Conn.ID)
+}
+
+// may reports whether the client may relay: trusted network or AUTH.
+func (s *session) may() bool { return s.facts.Conn.Trusted || s.facts.Conn.AuthUser != "" }
+
+// inbound reports whether the inbound authentication checks apply: not
+// for our own users and networks, whose mail we sign instead.
+func (s *session) inbound() bool {
+	return s.checks != nil && s.checks.Resolver != nil && !s.may()
 }
 
 // Mail starts a transaction (RFC 5321 §4.1.1.2).
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
-	s.conn.HELO = s.c.Hostname()
+	s.facts.Conn.HELO = s.c.Hostname()
 	s.updateTLS()
-	if s.cfg.RequireTLS && !s.conn.TLS {
+	if s.cfg.RequireTLS && !s.facts.Conn.TLS {
 		return s.fail("mail", reply.NeedTLS)
 	}
 	if from != "" {
@@ -130,10 +181,21 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		// RFC 1870 §6.
 		return s.fail("mail", reply.MessageTooBig, zap.String("sender", from), zap.Int64("size", opts.Size))
 	}
-	s.env = envelope{active: true, sender: from}
+	s.env = envelope{active: true, sender: from, score: s.facts.Score, accepted: s.connAcc}
+	s.env.headers = append(s.env.headers, s.connHead...)
 	if opts != nil {
 		s.env.utf8 = opts.UTF8
 		s.env.size = opts.Size
+	}
+	if s.inbound() {
+		// RFC 7208 §2.4: the MAIL FROM identity, or HELO for <>.
+		s.checks.timed("spf", func(ctx context.Context) {
+			s.env.spf = policyspf(ctx, s.checks.Resolver, s.facts.Conn.IP, s.facts.Conn.HELO, from)
+		})
+	}
+	if err := s.evaluate(rules.StageMail, nil); err != nil {
+		s.env.active = false
+		return err
 	}
 	return nil
 }
@@ -154,12 +216,13 @@ func isIPLiteralSender(addr string) bool {
 	return err == nil
 }
 
-// Rcpt adds a recipient. This is where moat refuses to be an open relay.
+// Rcpt adds a recipient. This is where moat refuses to be an open relay:
+// the relay decision comes first and no rule can overturn it.
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.env.active {
 		return s.fail("rcpt", reply.BadSequence)
 	}
-	may := s.conn.Trusted || s.conn.AuthUser != ""
+	may := s.may()
 	dom, err := route.Domain(to)
 	if err != nil {
 		if may {
@@ -184,7 +247,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	case d.Relay && !may:
 		return s.fail("rcpt", reply.RelayDenied, zap.String("rcpt", to), zap.String("domain", dom))
 	}
-	s.env.rcpts = append(s.env.rcpts, acceptedRcpt{addr: to, route: d.Route})
+	rc := acceptedRcpt{addr: to, route: d.Route}
+	if err := s.evaluate(rules.StageRcpt, &rc); err != nil {
+		return err
+	}
+	s.env.rcpts = append(s.env.rcpts, rc)
 	return nil
 }
 
@@ -209,50 +276,76 @@ func (s *session) Data(r io.Reader) error {
 			return s.fail("data", reply.TempLocal.With(err))
 		}
 	}
+	raw := body.Bytes()
+	if s.checks != nil && s.checks.AuthservID != "" {
+		// RFC 8601 §5: nobody else may speak in our name.
+		raw = stripOwnAuthResults(raw, s.checks.AuthservID)
+	}
+	msg := s.analyze(raw)
+	if err := s.evaluate(rules.StageData, nil); err != nil {
+		return err
+	}
+	if s.env.discard {
+		s.messages++
+		s.log.Info("discarded", zap.String("sender", s.env.sender), zap.Strings("recipients", rcptAddrs(s.env.rcpts)))
+		return s.queued("discarded")
+	}
 	rcpts, err := s.expand()
 	if err != nil {
 		return s.fail("data", err)
 	}
-	id := s.srv.opt.Spool.NewID()
+	dst := s.srv.opt.Spool
+	if s.env.quarantine != "" && s.checks.Quarantine != nil {
+		dst = s.checks.Quarantine
+	}
+	id := dst.NewID()
 	var head bytes.Buffer
-	writeReceived(&head, receivedInfo{
-		conn:     s.conn,
-		hostname: s.srv.opt.Hostname,
-		id:       id,
-		protocol: s.protocol(),
-		rcpts:    s.env.rcpts,
-		when:     start,
-	})
+	s.writeAddedHeaders(&head, raw, msg, id, start)
 	env := &spool.Envelope{
 		ID:         id,
 		Sender:     s.env.sender,
 		Recipients: rcpts,
 		Received:   start,
-		Size:       int64(head.Len() + body.Len()),
+		Size:       int64(head.Len() + len(raw)),
 		UTF8:       s.env.utf8,
-		ClientIP:   s.conn.IP.String(),
-		ClientName: s.conn.PTR,
-		HELO:       s.conn.HELO,
+		ClientIP:   s.facts.Conn.IP.String(),
+		ClientName: s.facts.Conn.PTR,
+		HELO:       s.facts.Conn.HELO,
 		Protocol:   s.protocol(),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
 	defer cancel()
-	if err := s.srv.opt.Spool.Put(ctx, env, io.MultiReader(&head, &body)); err != nil {
+	if err := dst.Put(ctx, env, io.MultiReader(&head, bytes.NewReader(raw))); err != nil {
 		if errors.Is(err, spool.ErrNoSpace) {
 			return s.fail("data", reply.StorageFull.With(err), zap.String("queue_id", id))
 		}
 		return s.fail("data", reply.TempLocal.With(err), zap.String("queue_id", id))
 	}
-	s.srv.opt.Notify(id)
+	kind := "accepted"
+	if dst == s.srv.opt.Spool {
+		s.srv.opt.Notify(id)
+	} else {
+		kind = "quarantined"
+	}
 	s.messages++
-	s.log.Info("accepted",
+	s.log.Info(kind,
 		zap.String("queue_id", id),
-		zap.String("client", s.conn.IP.String()),
+		zap.String("client", s.facts.Conn.IP.String()),
 		zap.String("sender", s.env.sender),
 		zap.Strings("recipients", rcptAddrs(s.env.rcpts)),
 		zap.Int64("size", env.Size),
+		zap.String("spf", string(s.env.spf.Result)),
+		zap.String("dkim", string(s.facts.DKIM.Result)),
+		zap.String("dmarc", string(s.facts.DMARC.Result)),
+		zap.Float64("score", s.env.score),
 		zap.Duration("took", s.srv.opt.Now().Sub(start)))
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + id}
+	return s.queued("queued as " + id)
+}
+
+// queued is the 250 after DATA. It travels as an *smtp.SMTPError
+// because that is how go-smtp lets a backend choose the text.
+func (s *session) queued(what string) error {
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: " + what}
 }
 
 // expand turns accepted recipients into the spool's per-recipient list:
@@ -291,10 +384,10 @@ func (s *session) expand() ([]spool.Recipient, error) {
 // protocol is the "with" value of RFC 5321 §4.4 / RFC 3848.
 func (s *session) protocol() string {
 	p := "ESMTP"
-	if s.conn.TLS {
+	if s.facts.Conn.TLS {
 		p += "S"
 	}
-	if s.conn.AuthUser != "" {
+	if s.facts.Conn.AuthUser != "" {
 		p += "A"
 	}
 	return p

@@ -21,8 +21,10 @@ type Config struct {
 	// Greylist configures the greylist action.
 	Greylist GreylistConfig `mapstructure:"greylist"`
 	// Auth is the built-in authentication policy applied after the user
-	// rules (rules.auth.*).
-	Auth AuthPolicy `mapstructure:"auth"`
+	// rules.
+	// It is configured under the top-level `auth:` key (the composer
+	// copies it here), not under `rules:`.
+	Auth AuthPolicy `mapstructure:"-"`
 }
 
 // ScoreConfig holds score thresholds; 0 disables a threshold.
@@ -124,13 +126,13 @@ func (a *AuthPolicy) Validate() error {
 				return
 			}
 		}
-		errs = append(errs, fmt.Errorf("rules.auth.%s: %q is not one of %q", key, v, allowed))
+		errs = append(errs, fmt.Errorf("auth.%s: %q is not one of %q", key, v, allowed))
 	}
 	check("dmarc_reject", a.DMARCReject, "reject", "quarantine", "ignore")
 	check("dmarc_quarantine", a.DMARCQuarantine, "quarantine", "tag", "ignore")
 	check("temperror", a.TempError, "tempfail", "ignore")
 	if a.SPFFailScore < 0 {
-		errs = append(errs, fmt.Errorf("rules.auth.spf_fail_score: %v must not be negative", a.SPFFailScore))
+		errs = append(errs, fmt.Errorf("auth.spf_fail_score: %v must not be negative", a.SPFFailScore))
 	}
 	return errors.Join(errs...)
 }

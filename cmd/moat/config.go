@@ -13,10 +13,13 @@ import (
 	"github.com/spf13/viper"
 
 	"moat/gateway"
+	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/mailbox"
+	"moat/policy/dkimsign"
 	"moat/relay/queue"
 	"moat/relay/route"
+	"moat/rules"
 )
 
 // Config is the whole configuration file. Each part owns its section's
@@ -35,7 +38,32 @@ type Config struct {
 	DNS             dnsres.Config          `mapstructure:"dns"`
 	Mailboxes       mailbox.Config         `mapstructure:"mailboxes"`
 	Queue           queue.Config           `mapstructure:"queue"`
+	Guard           guard.Config           `mapstructure:"guard"`
+	Auth            AuthConfig             `mapstructure:"auth"`
+	DKIM            DKIMConfig             `mapstructure:"dkim"`
+	Rules           rules.Config           `mapstructure:"rules"`
 	Admin           AdminConfig            `mapstructure:"admin"`
+}
+
+// AuthConfig is `auth:`: the sender authentication checks (SPF, DKIM,
+// DMARC, iprev), the Authentication-Results header and the default policy
+// applied when no rule decided.
+type AuthConfig struct {
+	// Enabled runs the checks for mail from untrusted, unauthenticated
+	// clients.
+	Enabled bool `mapstructure:"enabled"`
+	// AuthservID names this gateway in Authentication-Results; default
+	// the hostname.
+	AuthservID string `mapstructure:"authserv_id"`
+	// Timeout bounds each check.
+	Timeout          time.Duration `mapstructure:"timeout"`
+	rules.AuthPolicy `mapstructure:",squash"`
+}
+
+// DKIMConfig is `dkim:`.
+type DKIMConfig struct {
+	// Sign lists the domains whose outgoing mail is signed.
+	Sign []dkimsign.Key `mapstructure:"sign"`
 }
 
 // LogConfig is `log:`.
@@ -79,6 +107,9 @@ func defaults() Config {
 		Routes:          map[string]route.Route{},
 		DNS:             dnsres.DefaultConfig(),
 		Queue:           queue.DefaultConfig(),
+		Guard:           guard.DefaultConfig(),
+		Auth:            AuthConfig{Enabled: true, Timeout: 20 * time.Second, AuthPolicy: rules.DefaultAuthPolicy()},
+		Rules:           rules.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 	}
 }
@@ -126,6 +157,10 @@ func loadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	cfg.Mailboxes.SetDefaults(cfg.DataDir)
+	if cfg.Auth.AuthservID == "" {
+		cfg.Auth.AuthservID = cfg.Hostname
+	}
+	cfg.Rules.Auth = cfg.Auth.AuthPolicy
 	if err := cfg.Validate(); err != nil {
 		return &cfg, err
 	}
@@ -139,11 +174,15 @@ func setDefaults(v *viper.Viper, prefix string, rv reflect.Value) {
 	for i := 0; i < rt.NumField(); i++ {
 		f := rt.Field(i)
 		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
-		if tag == "" || tag == "-" || !f.IsExported() {
+		if tag == "-" || !f.IsExported() || (tag == "" && !strings.Contains(f.Tag.Get("mapstructure"), "squash")) {
+			continue
+		}
+		fv := rv.Field(i)
+		if tag == "" && strings.Contains(f.Tag.Get("mapstructure"), "squash") {
+			setDefaults(v, prefix, fv)
 			continue
 		}
 		key := prefix + tag
-		fv := rv.Field(i)
 		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Time{}) {
 			setDefaults(v, key+keyDelim, fv)
 			continue
@@ -182,12 +221,38 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.DNS.Validate())
 	errs = append(errs, c.Mailboxes.Validate(c.Domains.Local))
 	errs = append(errs, c.Queue.Validate())
+	errs = append(errs, c.Guard.Validate())
+	errs = append(errs, c.Auth.AuthPolicy.Validate())
+	if c.Auth.Timeout <= 0 {
+		errs = append(errs, errors.New("auth.timeout: must be positive"))
+	}
+	errs = append(errs, dkimsign.ValidateKeys("dkim.sign", c.DKIM.Sign))
+	if err := c.Rules.Validate(); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, e := range rules.CheckConfig(c.Rules, c.ruleLoadOptions()) {
+			errs = append(errs, e)
+		}
+	}
 	if c.Admin.Address != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.Address); err != nil {
 			errs = append(errs, fmt.Errorf("admin.address: %q is not host:port", c.Admin.Address))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ruleLoadOptions checks what rules refer to outside themselves.
+func (c *Config) ruleLoadOptions() rules.LoadOptions {
+	return rules.LoadOptions{ValidateRoute: func(name string) error {
+		if name == route.Local || name == route.MX {
+			return nil
+		}
+		if _, ok := c.Routes[name]; !ok {
+			return fmt.Errorf("route %q is not defined in routes", name)
+		}
+		return nil
+	}}
 }
 
 func (c *Config) routeConfig() route.Config {

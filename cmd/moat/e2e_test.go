@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"moat/internal/dnstest"
 	"moat/relay/spool"
 )
 
@@ -21,6 +22,7 @@ import (
 func testConfig(t *testing.T, extra string) (string, string) {
 	t.Helper()
 	dir := t.TempDir()
+	dnsAddr := dnstest.NewServer(t).Addr()
 	cfg := `
 hostname: mx.example.org
 data_dir: ` + dir + `
@@ -31,8 +33,8 @@ trusted_networks: []
 domains:
   local: [example.org]
 dns:
-  servers: ["127.0.0.1:1"]
-  timeout: 200ms
+  servers: ["` + dnsAddr + `"]
+  timeout: 500ms
 mailboxes:
   users:
     alice@example.org: {}

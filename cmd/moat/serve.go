@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,13 +17,16 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"moat/gateway"
+	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/mailbox"
+	"moat/policy/dkimsign"
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
 	"moat/relay/spool"
 	"moat/relay/transport"
+	"moat/rules"
 )
 
 func serveCommand() *cobra.Command {
@@ -80,13 +84,16 @@ func run(cfg *Config, path string, log *zap.Logger) error {
 
 // app is the running gateway: every part, wired.
 type app struct {
-	cfg      *Config
-	log      *zap.Logger
-	resolver *dnsres.Client
-	spool    *spool.Spool
-	queue    *queue.Manager
-	gw       *gateway.Server
-	certs    *gateway.Certificates
+	cfg        *Config
+	log        *zap.Logger
+	resolver   *dnsres.Client
+	spool      *spool.Spool
+	quarantine *spool.Spool
+	queue      *queue.Manager
+	gw         *gateway.Server
+	guard      *guard.Guard
+	rules      *rules.Engine
+	certs      *gateway.Certificates
 
 	queueCtx    context.Context
 	queueCancel context.CancelFunc
@@ -144,13 +151,30 @@ func newApp(cfg *Config, log *zap.Logger) (*app, error) {
 		a.spool.Close()
 		return nil, err
 	}
+	if a.quarantine, err = spool.Open(filepath.Join(cfg.DataDir, "quarantine"), spool.Options{}); err != nil {
+		a.close()
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
 	var tlsConf *tls.Config
 	if cfg.TLS.Configured() {
 		if a.certs, err = gateway.LoadCertificates(cfg.TLS); err != nil {
-			a.spool.Close()
+			a.close()
 			return nil, err
 		}
 		tlsConf = a.certs.ServerConfig()
+	}
+	checks, err := a.buildChecks()
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.guard, err = guard.New(guardConfig(cfg), guard.Options{
+		Hostname: cfg.Hostname,
+		Resolver: a.resolver,
+		Logger:   log.Named("guard"),
+	}); err != nil {
+		a.close()
+		return nil, err
 	}
 	dir := st.Directory.(*mailbox.Directory)
 	qopt := queue.Options{
@@ -169,13 +193,55 @@ func newApp(cfg *Config, log *zap.Logger) (*app, error) {
 		State:     st,
 		Spool:     a.spool,
 		Notify:    a.queue.Notify,
+		Checks:    checks,
 		Logger:    log.Named("smtp"),
+		Wrap: func(l net.Listener, c gateway.Listener) net.Listener {
+			return a.guard.Listen(l, guard.ListenerOptions{
+				Name:          c.Name,
+				GreetDelay:    c.GreetDelay,
+				ProxyProtocol: c.ProxyProtocol,
+				ImplicitTLS:   c.TLS == "implicit",
+			})
+		},
 	})
 	if err != nil {
-		a.spool.Close()
+		a.close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// guardConfig is the guard section with trusted_networks added to its
+// allow list: our own networks are never rate-limited or DNSBL-checked.
+func guardConfig(cfg *Config) guard.Config {
+	g := cfg.Guard
+	g.Allow = append(append([]string(nil), g.Allow...), cfg.TrustedNetworks...)
+	return g
+}
+
+// buildChecks loads the rules and DKIM keys and assembles the checks.
+func (a *app) buildChecks() (*gateway.Checks, error) {
+	cfg := a.cfg
+	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions())
+	if err != nil {
+		return nil, err
+	}
+	a.rules = rules.NewEngine(set, rules.EngineOptions{})
+	c := &gateway.Checks{
+		Rules:      a.rules,
+		AuthservID: cfg.Auth.AuthservID,
+		Timeout:    cfg.Auth.Timeout,
+		Quarantine: a.quarantine,
+	}
+	if cfg.Auth.Enabled {
+		c.Resolver = a.resolver
+	}
+	if len(cfg.DKIM.Sign) > 0 {
+		if c.Signer, err = dkimsign.NewSigner(cfg.DKIM.Sign); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // transports maps route names to how mail on that route is handed on.
@@ -221,6 +287,15 @@ func (a *app) start() error {
 	if err := a.gw.Start(); err != nil {
 		return err
 	}
+	go func() {
+		// Rule files are also reloaded when they change on disk.
+		err := rules.Watch(a.queueCtx, a.cfg.Rules, a.rules, rules.WatchOptions{Load: a.cfg.ruleLoadOptions()}, func(err error) {
+			a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
+		})
+		if err != nil && a.queueCtx.Err() == nil {
+			a.log.Warn("rule files are not watched; reload with SIGHUP", zap.Error(err))
+		}
+	}()
 	a.log.Info("moat started", zap.String("hostname", a.cfg.Hostname), zap.String("data_dir", a.cfg.DataDir))
 	return nil
 }
@@ -239,6 +314,12 @@ func (a *app) reload(path string) {
 		return
 	}
 	a.gw.Update(st)
+	if err := rules.Reload(cfg.Rules, cfg.ruleLoadOptions(), a.rules); err != nil {
+		a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
+	}
+	if err := a.guard.Reload(guardConfig(cfg)); err != nil {
+		a.log.Error("guard reload refused; the old lists stay", zap.Error(err))
+	}
 	if a.certs != nil {
 		if err := a.certs.Reload(); err != nil {
 			a.log.Error("certificate reload failed; the old one stays", zap.Error(err))
@@ -265,6 +346,9 @@ func (a *app) shutdown(ctx context.Context) {
 func (a *app) close() {
 	if a.spool != nil {
 		a.spool.Close()
+	}
+	if a.quarantine != nil {
+		a.quarantine.Close()
 	}
 }
 

@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"moat/internal/dnsres"
+	"moat/policy/dkimsign"
+	"moat/rules"
+)
+
+// Checks are the policy collaborators of every session. Each may be nil:
+// no Resolver turns off SPF, DKIM, DMARC and iprev; no Rules means the
+// relay rules alone decide; no Signer means no outbound DKIM signature.
+type Checks struct {
+	Resolver dnsres.Resolver
+	Rules    *rules.Engine
+	Signer   *dkimsign.Signer
+	// AuthservID names us in Authentication-Results (RFC 8601 §2.5);
+	// headers carrying it from outside are removed.
+	AuthservID string
+	// Timeout bounds each check (SPF as a whole, DKIM, DMARC, iprev).
+	// RFC 7208 §4.6.4 asks for at least 20 seconds for SPF.
+	Timeout time.Duration
+	// Quarantine receives messages a rule quarantined; nil turns
+	// quarantine into a normal accept with a logged warning.
+	Quarantine Spool
+	// Observe, when set, gets each check's latency (metrics).
+	Observe func(check string, d time.Duration)
+	// Verdict, when set, is told each message decision (metrics).
+	Verdict func(verdict, rule string)
+}
+
+func (c *Checks) timeout() time.Duration {
+	if c == nil || c.Timeout <= 0 {
+		return 20 * time.Second
+	}
+	return c.Timeout
+}
+
+// timed runs fn under the check deadline and reports its latency.
+func (c *Checks) timed(name string, fn func(ctx context.Context)) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout())
+	defer cancel()
+	start := time.Now()
+	fn(ctx)
+	if c.Observe != nil {
+		c.Observe(name, time.Since(start))
+	}
+}
+
+// verdictName is the label of a decision in logs and metrics.
+func verdictName(a rules.Action) string {
+	switch a {
+	case rules.Reject:
+		return "rejected"
+	case rules.Tempfail, rules.Greylist:
+		return "tempfailed"
+	case rules.Discard:
+		return "discarded"
+	case rules.Quarantine:
+		return "quarantined"
+	}
+	return "accepted"
+}
+
+// explainFields are the log fields of a verdict: the rule, the incident
+// id and the facts that mattered.
+func explainFields(v rules.Verdict) []zap.Field {
+	return rules.Explain(v)
+}
