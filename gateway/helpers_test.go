@@ -96,6 +96,18 @@ func testDir() mapDir {
 	}
 }
 
+func testState() *State {
+	return &State{
+		Router: route.NewRouter(route.Config{
+			LocalDomains: []string{"example.org"},
+			RelayDomains: map[string]string{"corp.example": "backend"},
+			Routes:       map[string]route.Route{"backend": {Type: "smtp", Address: "127.0.0.1:1"}},
+		}),
+		Directory: testDir(),
+	}
+}
+
+
 // startServer runs a gateway on 127.0.0.1:0. By default the client
 // (127.0.0.1) is NOT trusted.
 func startServer(t *testing.T, mutate func(*Options)) *testServer {
@@ -105,14 +117,7 @@ func startServer(t *testing.T, mutate func(*Options)) *testServer {
 		Hostname:  "mx.example.org",
 		Listeners: []Listener{{Name: "mx", Address: "127.0.0.1:0", Mode: "mx", TLS: "none"}},
 		SMTP:      DefaultSMTP(),
-		State: &State{
-			Router: route.NewRouter(route.Config{
-				LocalDomains: []string{"example.org"},
-				RelayDomains: map[string]string{"corp.example": "backend"},
-				Routes:       map[string]route.Route{"backend": {Type: "smtp", Address: "127.0.0.1:1"}},
-			}),
-			Directory: testDir(),
-		},
+		State: testState(),
 		Spool: sp,
 	}
 	opt.SMTP.MaxMessageSize = 64 << 10
