@@ -90,8 +90,9 @@ func (s *Server) newSession(cfg Listener, c *smtp.Conn) (smtp.Session, error) {
 	}
 	if r := sess.checks; r != nil && r.Resolver != nil && conn.IP.IsValid() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
-		sess.iprev = iprev.Start(ctx, r.Resolver, conn.IP)
-		go func() { sess.iprev.Wait(); cancel() }()
+		p := iprev.Start(ctx, r.Resolver, conn.IP)
+		sess.iprev = p
+		go func() { p.Wait(); cancel() }()
 	}
 	// go-smtp creates the session at the first EHLO/HELO, so the connect
 	// and helo stages are decided here.

@@ -209,3 +209,7 @@ func TestSpoolLeftByCrashIsDeliveredAtStart(t *testing.T) {
 	}
 	waitSpoolEmpty(t, a)
 }
+
+func contextTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}

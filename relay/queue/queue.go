@@ -422,15 +422,20 @@ type group struct {
 	idx         []int
 }
 
-// destination is the route, or for "mx" the recipient's domain.
+// destination is what the per-destination limit counts: for "mx" the
+// recipient's domain, for "local" the mailbox (local deliveries do not
+// compete for a remote server), else the route.
 func destination(route, addr string) string {
-	if route != "mx" {
-		return route
+	switch route {
+	case "mx":
+		if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+			return "mx:" + strings.ToLower(addr[i+1:])
+		}
+		return "mx:"
+	case "local":
+		return "local:" + strings.ToLower(addr)
 	}
-	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
-		return "mx:" + strings.ToLower(addr[i+1:])
-	}
-	return "mx:"
+	return route
 }
 
 func (m *Manager) deliverGroups(ctx context.Context, env *spool.Envelope, now time.Time) error {
@@ -455,7 +460,7 @@ func (m *Manager) deliverGroups(ctx context.Context, env *spool.Envelope, now ti
 		ClientIP: env.ClientIP, ClientName: env.ClientName, HELO: env.HELO, Protocol: env.Protocol,
 		Open: func() (io.ReadCloser, error) { return m.sp.Open(env.ID) },
 	}
-	for _, g := range groups {
+	for gi, g := range groups {
 		rcpts := make([]string, len(g.idx))
 		for k, i := range g.idx {
 			rcpts[k] = env.Recipients[i].Address
@@ -490,8 +495,13 @@ func (m *Manager) deliverGroups(ctx context.Context, env *spool.Envelope, now ti
 				zap.String("status", string(r.Status)), zap.String("error", r.LastError))
 		}
 		// Persist before moving on: a crash repeats at most this group.
-		if err := m.sp.Update(env); err != nil {
-			return err
+		// After the last group the caller persists or removes the
+		// message; a crash before that repeats this group (a duplicate,
+		// never a loss), and a fully delivered message costs no rewrite.
+		if gi < len(groups)-1 {
+			if err := m.sp.Update(env); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
