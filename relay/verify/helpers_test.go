@@ -1,0 +1,320 @@
+package verify
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"moat/internal/reply"
+	"moat/relay/route"
+)
+
+// fakeClock is a Clock that moves only when told.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// sink is a go-smtp backend that knows some users (and every
+// alice+tag): RCPT to them is 250, to anybody else 550 5.1.1, unless
+// rcptErr says otherwise.
+type sink struct {
+	known   map[string]bool
+	rcptErr map[string]error // per address, instead of the default answer
+	mailErr error            // answer to MAIL
+	hold    chan struct{}    // when set, RCPT waits for it to be closed
+
+	rcpts   atomic.Int32
+	helos   sync.Map // EHLO names seen
+	tlsSeen atomic.Bool
+	active  atomic.Int32
+	maxAct  atomic.Int32
+}
+
+func (s *sink) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	n := s.active.Add(1)
+	for {
+		m := s.maxAct.Load()
+		if n <= m || s.maxAct.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	return &sinkSession{s: s, c: c}, nil
+}
+
+type sinkSession struct {
+	s *sink
+	c *smtp.Conn
+}
+
+func (ss *sinkSession) Reset()        {}
+func (ss *sinkSession) Logout() error { ss.s.active.Add(-1); return nil }
+func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error {
+	ss.s.helos.Store(ss.c.Hostname(), true)
+	if from != "" {
+		return errors.New("callahead must use the null sender")
+	}
+	return ss.s.mailErr
+}
+
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.s.rcpts.Add(1)
+	if _, ok := ss.c.TLSConnectionState(); ok {
+		ss.s.tlsSeen.Store(true)
+	}
+	if ss.s.hold != nil {
+		<-ss.s.hold
+	}
+	if err, ok := ss.s.rcptErr[strings.ToLower(to)]; ok {
+		return err
+	}
+	if l := strings.ToLower(to); ss.s.known[l] || strings.HasPrefix(l, "alice+") {
+		return nil
+	}
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user"}
+}
+
+func (ss *sinkSession) Data(r io.Reader) error { return errors.New("no DATA in a callahead") }
+
+// countingListener counts accepted connections.
+type countingListener struct {
+	net.Listener
+	n atomic.Int32
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// startSink runs a go-smtp server for s on 127.0.0.1:0.
+func startSink(t testing.TB, s *sink, mod func(*smtp.Server)) (string, *countingListener) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &countingListener{Listener: ln}
+	srv := smtp.NewServer(s)
+	srv.Domain = "backend.test"
+	srv.ReadTimeout = 30 * time.Second
+	srv.WriteTimeout = 30 * time.Second
+	if mod != nil {
+		mod(srv)
+	}
+	go srv.Serve(cl)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String(), cl
+}
+
+// startRaw runs handle for every connection to a TCP listener on
+// 127.0.0.1:0: for peers that misbehave.
+func startRaw(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				handle(c)
+			})
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// lineServer answers each command line with answer(line); "" hangs
+// until the connection is closed, "CLOSE" drops it.
+func lineServer(greet string, answer func(string) string) func(net.Conn) {
+	return func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if greet == "" {
+			io.Copy(io.Discard, c)
+			return
+		}
+		io.WriteString(c, greet)
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			a := answer(strings.TrimRight(line, "\r\n"))
+			switch a {
+			case "":
+				io.Copy(io.Discard, br)
+				return
+			case "CLOSE":
+				return
+			}
+			if _, err := io.WriteString(c, a); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// smtpAnswers is a well-behaved line server whose RCPT answer is rcpt.
+func smtpAnswers(rcpt string) func(string) string {
+	return func(l string) string {
+		switch u := strings.ToUpper(l); {
+		case strings.HasPrefix(u, "EHLO"):
+			return "250-raw.test\r\n250 8BITMIME\r\n"
+		case strings.HasPrefix(u, "MAIL"), strings.HasPrefix(u, "RSET"):
+			return "250 2.0.0 ok\r\n"
+		case strings.HasPrefix(u, "RCPT"):
+			return rcpt
+		case strings.HasPrefix(u, "QUIT"):
+			return "CLOSE"
+		}
+		return "500 5.5.1 what\r\n"
+	}
+}
+
+// callaheadRoutes is a route table with one callahead route "backend".
+func callaheadRoutes(addr string) map[string]route.Route {
+	return map[string]route.Route{
+		"backend": {Type: route.TypeSMTP, Address: addr, TLS: route.TLSNone, VerifyRecipients: route.VerifyCallahead},
+		"plain":   {Type: route.TypeSMTP, Address: addr},
+	}
+}
+
+// newTest builds a verifier with a fake clock, closed at the end.
+func newTest(t testing.TB, cfg Config, routes map[string]route.Route, mod func(*Options)) (*Verifier, *fakeClock) {
+	t.Helper()
+	clk := newClock()
+	opt := Options{Hostname: "gw.test", Clock: clk.Now}
+	if mod != nil {
+		mod(&opt)
+	}
+	v, err := New(cfg, routes, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v, clk
+}
+
+var (
+	client1 = netip.MustParseAddr("192.0.2.1")
+	client2 = netip.MustParseAddr("192.0.2.2")
+)
+
+// code returns the reply code of err: 0 for nil, -1 for an error that
+// is not a *reply.Reply.
+func code(err error) int {
+	if err == nil {
+		return 0
+	}
+	var r *reply.Reply
+	if !errors.As(err, &r) {
+		return -1
+	}
+	return r.Code
+}
+
+func asReply(t testing.TB, err error) *reply.Reply {
+	t.Helper()
+	var r *reply.Reply
+	if !errors.As(err, &r) {
+		t.Fatalf("got %v, want a *reply.Reply", err)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatalf("reply %v: %v", r, err)
+	}
+	return r
+}
+
+func check(t testing.TB, v *Verifier, client netip.Addr, rcpt string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return v.Check(ctx, client, "backend", rcpt)
+}
+
+// testCert makes a self-signed certificate for 127.0.0.1.
+func testCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "backend.test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
