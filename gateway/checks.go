@@ -31,6 +31,17 @@ type Checks struct {
 	Observe func(check string, d time.Duration)
 	// Verdict, when set, is told each message decision (metrics).
 	Verdict func(verdict, rule string)
+	// AuthLimits bounds password guessing and per-user sending; nil: none.
+	AuthLimits AuthLimiter
+	// AuthFailure, when set, is told each failed AUTH by reason (metrics).
+	AuthFailure func(reason string)
+}
+
+func (c *Checks) authLimiter() AuthLimiter {
+	if c == nil {
+		return nil
+	}
+	return c.AuthLimits
 }
 
 func (c *Checks) timeout() time.Duration {

@@ -19,9 +19,11 @@ type Listener struct {
 	// TLS is "none", "starttls" (RFC 3207) or "implicit" (RFC 8314 §3.3).
 	TLS string `mapstructure:"tls"`
 	// RequireTLS refuses MAIL before STARTTLS on this listener.
-	RequireTLS    bool          `mapstructure:"require_tls"`
-	ProxyProtocol bool          `mapstructure:"proxy_protocol"`
-	GreetDelay    time.Duration `mapstructure:"greet_delay"`
+	RequireTLS    bool `mapstructure:"require_tls"`
+	ProxyProtocol bool `mapstructure:"proxy_protocol"`
+	// Auth offers AUTH on an mx listener too (submission always does).
+	Auth       bool          `mapstructure:"auth"`
+	GreetDelay time.Duration `mapstructure:"greet_delay"`
 }
 
 // SMTP holds the protocol limits of every listener (`smtp:`).

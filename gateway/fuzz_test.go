@@ -83,7 +83,9 @@ func (p *pipeListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0
 // pipeAddrConn makes a pipe look like a TCP connection from 192.0.2.7.
 type pipeAddrConn struct{ net.Conn }
 
-func (pipeAddrConn) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4321} }
+func (pipeAddrConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4321}
+}
 
 // commandSeeds reads testdata/command-seeds.tsv (escaped bytes column).
 func commandSeeds(f *testing.F) [][]byte {

@@ -107,7 +107,6 @@ func testState() *State {
 	}
 }
 
-
 // startServer runs a gateway on 127.0.0.1:0. By default the client
 // (127.0.0.1) is NOT trusted.
 func startServer(t *testing.T, mutate func(*Options)) *testServer {
@@ -117,8 +116,8 @@ func startServer(t *testing.T, mutate func(*Options)) *testServer {
 		Hostname:  "mx.example.org",
 		Listeners: []Listener{{Name: "mx", Address: "127.0.0.1:0", Mode: "mx", TLS: "none"}},
 		SMTP:      DefaultSMTP(),
-		State: testState(),
-		Spool: sp,
+		State:     testState(),
+		Spool:     sp,
 	}
 	opt.SMTP.MaxMessageSize = 64 << 10
 	opt.SMTP.ReadTimeout = 5 * time.Second

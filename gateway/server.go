@@ -45,6 +45,17 @@ type State struct {
 	Router          Router
 	Directory       Directory
 	TrustedNetworks []netip.Prefix
+	// Users authenticates submission clients; nil: no AUTH anywhere.
+	Users Authenticator
+	// Verifier checks relay-domain recipients with the backend (list or
+	// callahead, per route); nil: relay domains take any recipient.
+	Verifier RecipientVerifier
+}
+
+// RecipientVerifier is relay/verify.Verifier.
+type RecipientVerifier interface {
+	Verifies(route string) bool
+	Check(ctx context.Context, client netip.Addr, route, rcpt string) error
 }
 
 // Options wires a Server. Spool, Router and Directory are required.

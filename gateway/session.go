@@ -16,6 +16,7 @@ import (
 	"moat/gateway/guard"
 	"moat/internal/reply"
 	"moat/policy"
+	"moat/policy/content"
 	"moat/policy/iprev"
 	"moat/relay/route"
 	"moat/relay/spool"
@@ -153,6 +154,14 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) error {
 		fields = append(fields, zap.NamedError("cause", r.Cause))
 	}
 	s.log.Info("refused", fields...)
+	if r.Code == 421 {
+		// RFC 5321 §3.8: 421 means we close the channel; go-smtp
+		// would keep reading, so write the reply and close here.
+		nc := s.c.Conn()
+		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(nc, "421 %s %s %s\r\n", r.Enhanced, s.srv.opt.Hostname, r.Text)
+		nc.Close()
+	}
 	return wire(r, s.facts.Conn.ID)
 }
 
@@ -172,6 +181,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.updateTLS()
 	if s.cfg.RequireTLS && !s.facts.Conn.TLS {
 		return s.fail("mail", reply.NeedTLS)
+	}
+	if s.cfg.Mode == "submission" && s.facts.Conn.AuthUser == "" {
+		return s.fail("mail", errAuthRequired, zap.String("sender", from))
+	}
+	if s.facts.Conn.AuthUser != "" && !s.mayUseSender(from) {
+		return s.fail("mail", errNotYours, zap.String("sender", from), zap.String("user", s.facts.Conn.AuthUser))
 	}
 	if from != "" {
 		if _, err := route.Domain(from); err != nil && !isIPLiteralSender(from) {
@@ -247,6 +262,20 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		}
 	case d.Relay && !may:
 		return s.fail("rcpt", reply.RelayDenied, zap.String("rcpt", to), zap.String("domain", dom))
+	case !d.Relay && s.state.Verifier != nil && s.state.Verifier.Verifies(d.Route):
+		// Ask the backend now rather than accept and bounce later
+		// (backscatter). Our own clients do not count toward the
+		// directory-harvest limit.
+		client := s.facts.Conn.IP
+		if may {
+			client = netip.Addr{}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.checks.timeout())
+		err := s.state.Verifier.Check(ctx, client, d.Route, to)
+		cancel()
+		if err != nil {
+			return s.fail("rcpt", err, zap.String("rcpt", to), zap.String("route", d.Route))
+		}
 	}
 	rc := acceptedRcpt{addr: to, route: d.Route}
 	if err := s.evaluate(rules.StageRcpt, &rc); err != nil {
@@ -283,6 +312,9 @@ func (s *session) Data(r io.Reader) error {
 		raw = stripOwnAuthResults(raw, s.checks.AuthservID)
 	}
 	msg := s.analyze(raw)
+	if err := s.checkSubmission(msg); err != nil {
+		return err
+	}
 	if err := s.evaluate(rules.StageData, nil); err != nil {
 		return err
 	}
@@ -341,6 +373,33 @@ func (s *session) Data(r io.Reader) error {
 		zap.Float64("score", s.env.score),
 		zap.Duration("took", s.srv.opt.Now().Sub(start)))
 	return s.queued("queued as " + id)
+}
+
+// checkSubmission applies, for an authenticated user, RFC 6409 §8.1 to
+// the From header too, and the per-user sending limits.
+func (s *session) checkSubmission(msg *content.Message) error {
+	user := s.facts.Conn.AuthUser
+	if user == "" {
+		return nil
+	}
+	if msg == nil {
+		return s.fail("data", errNotYours.Withf("Message header could not be read"))
+	}
+	from := msg.HeaderValues("From")
+	if len(from) != 1 {
+		return s.fail("data", errNotYours.Withf("Exactly one From header is required (RFC 5322 §3.6)"))
+	}
+	for _, a := range headerAddresses(from[0]) {
+		if !s.mayUseSender(a) {
+			return s.fail("data", errNotYours.Withf("From address %s not owned by user", a), zap.String("user", user))
+		}
+	}
+	if lim := s.checks.authLimiter(); lim != nil {
+		if err := lim.AllowMessage(user, len(s.env.rcpts)); err != nil {
+			return s.fail("data", err, zap.String("user", user))
+		}
+	}
+	return nil
 }
 
 // queued is the 250 after DATA. It travels as an *smtp.SMTPError

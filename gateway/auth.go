@@ -1,0 +1,180 @@
+package gateway
+
+import (
+	"errors"
+	"net/mail"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+
+	"moat/internal/reply"
+)
+
+// Authenticator checks submission credentials and says which addresses a
+// user may send as (mailbox.Directory).
+type Authenticator interface {
+	Authenticate(addr, password string) (bool, error)
+	SendAs(user string) []string
+}
+
+// AuthLimiter bounds password guessing and what a user may send
+// (policy/authlimit).
+type AuthLimiter interface {
+	// BeforeAuth returns how long to wait before answering, or a reply
+	// when the client or the user is locked out.
+	BeforeAuth(ip netip.Addr, user string) (time.Duration, error)
+	AuthFailed(ip netip.Addr, user string)
+	AuthSucceeded(ip netip.Addr, user string)
+	// AllowMessage counts one message to rcpts recipients, or refuses.
+	AllowMessage(user string, rcpts int) error
+}
+
+var (
+	errAuthRequired = reply.New(530, 7, 0, "Authentication required")          // RFC 4954 §6
+	errNotYours     = reply.New(550, 7, 1, "Sender address not owned by user") // RFC 6409 §8.1
+	errAuthTemp     = reply.New(454, 7, 0, "Temporary authentication failure")
+	errAuthzid      = reply.New(535, 7, 8, "Authentication credentials invalid")
+)
+
+var _ smtp.AuthSession = (*session)(nil)
+
+// authAllowed: AUTH on submission listeners, and on mx listeners only
+// when the operator enabled it. go-smtp itself refuses AUTH before TLS
+// (RFC 4954 §4), and does not advertise it.
+func (s *session) authAllowed() bool {
+	return s.state.Users != nil && (s.cfg.Mode == "submission" || s.cfg.Auth)
+}
+
+// AuthMechanisms lists PLAIN (RFC 4616) and LOGIN.
+func (s *session) AuthMechanisms() []string {
+	if !s.authAllowed() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth starts a SASL exchange.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if !s.authAllowed() {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(s.checkPassword), nil
+	case sasl.Login:
+		return &loginServer{check: s.checkPassword}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// checkPassword verifies one credential under the limiter. The password
+// is never logged.
+func (s *session) checkPassword(authzid, user, pass string) error {
+	ip := s.facts.Conn.IP
+	user = strings.ToLower(strings.TrimSpace(user))
+	if authzid != "" && !strings.EqualFold(authzid, user) {
+		// RFC 4616 §2: we do not let one user act for another.
+		s.authFailure(user, "authzid")
+		return wire(errAuthzid, s.facts.Conn.ID)
+	}
+	lim := s.checks.authLimiter()
+	if lim != nil {
+		delay, err := lim.BeforeAuth(ip, user)
+		if err != nil {
+			s.authFailure(user, "locked")
+			return wire(err, s.facts.Conn.ID)
+		}
+		if delay > 0 {
+			time.Sleep(delay)
+		}
+	}
+	ok, err := s.state.Users.Authenticate(user, pass)
+	if err != nil {
+		s.log.Warn("authentication backend failed", zap.String("user", user), zap.Error(err))
+		return wire(errAuthTemp, s.facts.Conn.ID)
+	}
+	if !ok {
+		if lim != nil {
+			lim.AuthFailed(ip, user)
+		}
+		s.authFailure(user, "bad_password")
+		return smtp.ErrAuthFailed
+	}
+	if lim != nil {
+		lim.AuthSucceeded(ip, user)
+	}
+	s.facts.Conn.AuthUser = user
+	s.log.Info("authenticated", zap.String("user", user), zap.String("client", ip.String()))
+	return nil
+}
+
+func (s *session) authFailure(user, reason string) {
+	s.rejected++
+	s.log.Info("authentication failed", zap.String("user", user), zap.String("reason", reason),
+		zap.String("client", s.facts.Conn.IP.String()))
+	if s.checks != nil && s.checks.AuthFailure != nil {
+		s.checks.AuthFailure(reason)
+	}
+}
+
+// mayUseSender checks RFC 6409 §8.1: an authenticated user sends only as
+// their own addresses and aliases.
+func (s *session) mayUseSender(addr string) bool {
+	if addr == "" {
+		return false // bounces are the MTA's business, not a user's
+	}
+	for _, a := range s.state.Users.SendAs(s.facts.Conn.AuthUser) {
+		if strings.EqualFold(a, addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// loginServer is the server side of the LOGIN mechanism
+// (draft-murchison-sasl-login): "Username:" and "Password:" challenges.
+type loginServer struct {
+	check func(authzid, user, pass string) error
+	user  string
+	step  int
+}
+
+func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step++
+		if len(resp) > 0 { // initial response carries the user name
+			l.user = string(resp)
+			l.step++
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.user = string(resp)
+		l.step++
+		return []byte("Password:"), false, nil
+	case 2:
+		l.step++
+		return nil, true, l.check("", l.user, string(resp))
+	}
+	return nil, false, errors.New("unexpected LOGIN response")
+}
+
+// headerAddresses returns the addresses of an address-list header value
+// (RFC 5322 §3.4); an unparsable value yields itself, which then matches
+// no owned address.
+func headerAddresses(v string) []string {
+	list, err := mail.ParseAddressList(v)
+	if err != nil || len(list) == 0 {
+		return []string{v}
+	}
+	out := make([]string, len(list))
+	for i, a := range list {
+		out[i] = a.Address
+	}
+	return out
+}

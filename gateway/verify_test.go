@@ -1,0 +1,43 @@
+package gateway
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"moat/internal/reply"
+)
+
+// fakeVerifier knows one backend user and refuses the rest; after three
+// unknowns from one client it answers 421 (a harvest).
+type fakeVerifier struct{ unknown map[netip.Addr]int }
+
+func (f *fakeVerifier) Verifies(route string) bool { return route == "backend" }
+func (f *fakeVerifier) Check(_ context.Context, client netip.Addr, route, rcpt string) error {
+	if strings.HasPrefix(rcpt, "known@") {
+		return nil
+	}
+	if f.unknown[client]++; f.unknown[client] > 3 {
+		return reply.New(421, 7, 0, "Too many unknown recipients")
+	}
+	return reply.NoSuchUser
+}
+
+func TestRelayRecipientVerification(t *testing.T) {
+	ts := startServer(t, func(o *Options) {
+		o.State.Verifier = &fakeVerifier{unknown: map[netip.Addr]int{}}
+	})
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<known@corp.example>", 250, "")
+	for i := 0; i < 3; i++ {
+		rc.expect("RCPT TO:<nobody@corp.example>", 550, "5.1.1")
+	}
+	rc.expect("RCPT TO:<nobody@corp.example>", 421, "4.7.0")
+	// The channel is closed after a 421 (RFC 5321 §3.8).
+	if code, text := rc.cmd("NOOP"); code != 0 {
+		t.Fatalf("session still open after 421: %q", text)
+	}
+}
