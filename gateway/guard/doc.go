@@ -20,6 +20,11 @@
 //     (RFC 5321 §4.3.1: the client waits for the greeting; RFC 7504 §3).
 //     Clients that pass are remembered for guard.pregreet.pass_ttl.
 //
+// With Options.Shared (package policy/cluster, over Redis) the rate
+// buckets of 4 and the pass cache of 6 are shared with the other nodes of
+// a cluster, the local ones kept as the fallback; concurrency stays per
+// node, since a live connection belongs to one node (see SharedState).
+//
 // Screening runs in a goroutine per connection; Accept only hands over
 // connections that passed, so slow or silent clients never hold it up.
 //

@@ -37,6 +37,10 @@ type Options struct {
 	Now func() time.Time
 	// OnReject, when set, is called for every rejection (metrics).
 	OnReject func(Rejection)
+	// Shared, when set, shares the connection rate buckets and the
+	// pregreet pass cache with other nodes (see SharedState). Default:
+	// none, every limit is node-local.
+	Shared SharedState
 }
 
 // Rejection describes one rejected connection.
@@ -63,11 +67,12 @@ type ListenerOptions struct {
 
 // Guard admits or rejects connections before the SMTP server sees them.
 type Guard struct {
-	host  string
-	res   dnsres.Resolver
-	log   *zap.Logger
-	now   func() time.Time
-	onRej func(Rejection)
+	host   string
+	res    dnsres.Resolver
+	log    *zap.Logger
+	now    func() time.Time
+	onRej  func(Rejection)
+	shared SharedState
 
 	state  atomic.Pointer[state]
 	lim    *limiter
@@ -101,7 +106,7 @@ func New(cfg Config, opt Options) (*Guard, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	g := &Guard{host: opt.Hostname, res: opt.Resolver, log: opt.Logger, now: opt.Now, onRej: opt.OnReject}
+	g := &Guard{host: opt.Hostname, res: opt.Resolver, log: opt.Logger, now: opt.Now, onRej: opt.OnReject, shared: opt.Shared}
 	st, err := g.compile(cfg)
 	if err != nil {
 		return nil, err
@@ -344,6 +349,10 @@ func (l *listener) admit(raw net.Conn) {
 			return
 		}
 		release = rel
+		if reason := g.sharedRate(l.ctx, ip, &st.cfg); reason != "" {
+			g.reject(l, raw, facts.Client, reason, g.replyFor(reason, ip), "")
+			return
+		}
 	}
 
 	// DNS lists run while the pregreet test waits (as postscreen does);
@@ -398,8 +407,13 @@ func (l *listener) admit(raw net.Conn) {
 		facts.Pregreet = PregreetPass
 		g.stats.passed.Add(1)
 		g.passMu.Lock()
-		g.pass.Add(ip, g.now().Add(st.cfg.Pregreet.PassTTL))
+		until := g.now().Add(st.cfg.Pregreet.PassTTL)
+		g.pass.Add(ip, until)
 		g.passMu.Unlock()
+		if g.shared != nil {
+			// Best effort: on an error the pass stays node-local.
+			_ = g.shared.SetPass(l.ctx, ip, until)
+		}
 	}
 
 	c := &Conn{
@@ -456,6 +470,9 @@ func (l *listener) pregreet(raw net.Conn, st *state, facts *ConnFacts, pg *pregr
 	g.passMu.Lock()
 	exp, hit := g.pass.Get(ip)
 	g.passMu.Unlock()
+	if !hit || !g.now().Before(exp) {
+		exp, hit = g.sharedPass(l.ctx, ip)
+	}
 	if hit && g.now().Before(exp) {
 		facts.Pregreet = PregreetCached
 		return "", true
