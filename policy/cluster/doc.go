@@ -37,8 +37,6 @@
 // use only standard and policy/store types, so cmd/moat plugs a *Client's
 // views in directly.
 //
-// The files that use go-redis carry the build tag moatredis until go.mod
-// requires github.com/redis/go-redis/v9 and github.com/alicebob/miniredis/v2;
-// the tag then goes. The test against a real redis-server is tagged
-// interop and runs when $REDIS_SERVER names the binary.
+// The test against a real redis-server is tagged interop and runs when
+// $REDIS_SERVER names the binary.
 package cluster
