@@ -1,0 +1,365 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"moat/cmd/moat/admin"
+	"moat/relay/spool"
+)
+
+// queueTimeout bounds one admin API call other than a flush of everything.
+const queueTimeout = 30 * time.Second
+
+// maxTokenFile bounds the admin token file read.
+const maxTokenFile = 4096
+
+// queueCommand is `moat queue list|show|flush|delete|hold|release`: it
+// talks to the running daemon's admin API; list and show read the spool
+// directly when the daemon does not answer.
+func queueCommand() *cobra.Command {
+	var cfgPath, adminAddr string
+	cmd := &cobra.Command{
+		Use:   "queue",
+		Short: "Inspect and manage the delivery queue of a running moat",
+	}
+	cmd.PersistentFlags().StringVar(&cfgPath, "config", "", "configuration file (YAML): admin.address, admin.token_file and data_dir")
+	cmd.PersistentFlags().StringVar(&adminAddr, "admin", "", "admin API address host:port (overrides admin.address)")
+	target := func() (*queueTarget, error) { return newQueueTarget(cfgPath, adminAddr) }
+
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List queued messages: id, age, state, sender, recipients, last error",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
+		},
+	}
+	list.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("at most this many messages (default %d)", admin.DefaultListLimit))
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one message's envelope and headers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
+		},
+	}
+	flush := &cobra.Command{
+		Use:   "flush [ID]",
+		Short: "Attempt delivery now: of one message, or of every message not held",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			if len(args) == 0 {
+				return t.flushAll(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
+			return t.op(cmd.Context(), cmd.OutOrStdout(), "flush", args[0])
+		},
+	}
+	cmd.AddCommand(list, show, flush)
+	for _, op := range []struct{ name, short string }{
+		{"delete", "Remove a message from the queue without notice to anyone"},
+		{"hold", "Stop delivery attempts of a message until release"},
+		{"release", "Resume delivery attempts of a held message, starting now"},
+	} {
+		cmd.AddCommand(&cobra.Command{
+			Use:   op.name + " ID",
+			Short: op.short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				t, err := target()
+				if err != nil {
+					return err
+				}
+				return t.op(cmd.Context(), cmd.OutOrStdout(), op.name, args[0])
+			},
+		})
+	}
+	return cmd
+}
+
+// queueTarget is where the queue commands look: the daemon's admin API,
+// and the spool directory for the offline fallback.
+type queueTarget struct {
+	addr     string
+	spoolDir string
+	client   *admin.Client
+}
+
+func newQueueTarget(cfgPath, adminAddr string) (*queueTarget, error) {
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %s", strings.Join(errorLines(err), "; "))
+	}
+	addr := cfg.Admin.Address
+	if adminAddr != "" {
+		addr = adminAddr
+	}
+	if addr == "" {
+		return nil, errors.New("no admin address: set admin.address in the configuration or pass --admin")
+	}
+	var token string
+	if cfg.Admin.TokenFile != "" {
+		if token, err = readToken(cfg.Admin.TokenFile); err != nil {
+			return nil, err
+		}
+	}
+	c, err := admin.NewClient(addr, token)
+	if err != nil {
+		return nil, err
+	}
+	return &queueTarget{addr: addr, spoolDir: filepath.Join(cfg.DataDir, "spool"), client: c}, nil
+}
+
+func readToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("admin.token_file: %w", err)
+	}
+	if len(b) > maxTokenFile {
+		return "", fmt.Errorf("admin.token_file: %s is larger than %d bytes", path, maxTokenFile)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin.token_file: %s is empty", path)
+	}
+	return tok, nil
+}
+
+// fallback says on stderr that the spool is read directly and opens it.
+func (t *queueTarget) fallback(stderr io.Writer, cause error) (*spool.Spool, error) {
+	fmt.Fprintf(stderr, "moat: %s: %v\nmoat: reading the spool %s directly\n", t.addr, cause, t.spoolDir)
+	sp, err := spool.OpenReadOnly(t.spoolDir)
+	if err != nil {
+		return nil, fmt.Errorf("the daemon does not answer and the spool cannot be read: %w", err)
+	}
+	return sp, nil
+}
+
+func (t *queueTarget) list(ctx context.Context, stdout, stderr io.Writer, limit int) error {
+	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
+	defer cancel()
+	l, err := t.client.List(ctx, limit)
+	if errors.Is(err, admin.ErrUnreachable) {
+		sp, ferr := t.fallback(stderr, err)
+		if ferr != nil {
+			return ferr
+		}
+		defer sp.Close()
+		envs, lerr := sp.List()
+		if lerr != nil {
+			return lerr
+		}
+		if limit <= 0 {
+			limit = admin.DefaultListLimit
+		}
+		l, err = &admin.List{Total: len(envs)}, nil
+		now := time.Now()
+		for _, env := range envs {
+			if len(l.Messages) == limit {
+				l.Truncated = true
+				break
+			}
+			l.Messages = append(l.Messages, admin.Summarize(env, now))
+		}
+	}
+	if err != nil {
+		return queueError("list", err)
+	}
+	printList(stdout, l)
+	if l.Truncated {
+		fmt.Fprintf(stderr, "moat: showing %d of %d messages (--limit)\n", len(l.Messages), l.Total)
+	}
+	return nil
+}
+
+func printList(w io.Writer, l *admin.List) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAGE\tSTATE\tSENDER\tRECIPIENTS\tLAST ERROR")
+	for _, m := range l.Messages {
+		rcpts := strings.Join(m.Recipients, ",")
+		if more := m.RcptCount - len(m.Recipients); more > 0 {
+			rcpts += fmt.Sprintf(",+%d more", more)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second),
+			m.State, clean(sender(m.Sender)), clean(rcpts), clean(m.LastError))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "%d message(s) in the queue\n", l.Total)
+}
+
+func (t *queueTarget) show(ctx context.Context, stdout, stderr io.Writer, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
+	defer cancel()
+	d, err := t.client.Show(ctx, id)
+	if errors.Is(err, admin.ErrUnreachable) {
+		sp, ferr := t.fallback(stderr, err)
+		if ferr != nil {
+			return ferr
+		}
+		defer sp.Close()
+		d, err = showOffline(sp, id)
+	}
+	if err != nil {
+		return queueError("show "+id, err)
+	}
+	printDetail(stdout, d)
+	return nil
+}
+
+func showOffline(sp *spool.Spool, id string) (*admin.Detail, error) {
+	env, err := sp.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	d := &admin.Detail{Envelope: env, State: admin.State(env)}
+	if f, err := sp.Open(id); err == nil {
+		d.Headers, d.HeadersTruncated, err = admin.ReadHeaders(f, admin.MaxShowHeaderBytes)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func printDetail(w io.Writer, d *admin.Detail) {
+	e := d.Envelope
+	if e == nil {
+		fmt.Fprintln(w, "(no envelope)")
+		return
+	}
+	fmt.Fprintf(w, "id:           %s\n", clean(e.ID))
+	fmt.Fprintf(w, "state:        %s\n", d.State)
+	fmt.Fprintf(w, "received:     %s (%s ago)\n", e.Received.Format(time.RFC3339), age(time.Since(e.Received)))
+	fmt.Fprintf(w, "sender:       %s\n", clean(sender(e.Sender)))
+	fmt.Fprintf(w, "size:         %d bytes\n", e.Size)
+	fmt.Fprintf(w, "client:       %s [%s] helo %s (%s)\n", clean(e.ClientName), clean(e.ClientIP), clean(e.HELO), clean(e.Protocol))
+	fmt.Fprintf(w, "attempts:     %d\n", e.Attempts)
+	if !e.NextAttempt.IsZero() {
+		fmt.Fprintf(w, "next attempt: %s\n", e.NextAttempt.Format(time.RFC3339))
+	}
+	if e.LastError != "" {
+		fmt.Fprintf(w, "last error:   %s\n", clean(e.LastError))
+	}
+	fmt.Fprintln(w, "recipients:")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, r := range e.Recipients {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", clean(r.Address), r.Status, clean(r.Route), r.Attempts, clean(r.LastError))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "headers:")
+	for _, line := range strings.Split(strings.TrimRight(d.Headers, "\r\n"), "\n") {
+		fmt.Fprintf(w, "  %s\n", clean(strings.TrimRight(line, "\r")))
+	}
+	if d.HeadersTruncated {
+		fmt.Fprintf(w, "  … (headers cut at %d bytes)\n", admin.MaxShowHeaderBytes)
+	}
+}
+
+func (t *queueTarget) op(ctx context.Context, stdout io.Writer, op, id string) error {
+	if !spool.ValidID(id) {
+		return fmt.Errorf("queue %s: %q is not a queue id", op, id)
+	}
+	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
+	defer cancel()
+	if err := t.client.Op(ctx, op, id); err != nil {
+		return queueError(op+" "+id, err)
+	}
+	done := map[string]string{"flush": "flushed", "hold": "held", "release": "released", "delete": "deleted"}[op]
+	fmt.Fprintf(stdout, "%s %s\n", done, id)
+	return nil
+}
+
+func (t *queueTarget) flushAll(ctx context.Context, stdout, stderr io.Writer) error {
+	last, err := t.client.FlushAll(ctx, func(line string) {
+		if strings.HasPrefix(line, "flushed ") {
+			fmt.Fprintln(stderr, clean(line))
+		}
+	})
+	if err != nil {
+		return queueError("flush", err)
+	}
+	fmt.Fprintln(stdout, clean(last))
+	return nil
+}
+
+// queueError words an API failure for the operator.
+func queueError(what string, err error) error {
+	var se *admin.StatusError
+	switch {
+	case errors.Is(err, spool.ErrNotFound):
+		return fmt.Errorf("queue %s: no such message", what)
+	case errors.As(err, &se) && se.Code == 404:
+		return fmt.Errorf("queue %s: no such message", what)
+	case errors.As(err, &se) && se.Code == 401:
+		return fmt.Errorf("queue %s: the admin API refused the token (check admin.token_file)", what)
+	case errors.As(err, &se):
+		return fmt.Errorf("queue %s: %s", what, se.Text)
+	case errors.Is(err, admin.ErrUnreachable):
+		return fmt.Errorf("queue %s: %w (is moat serve running?)", what, err)
+	}
+	return fmt.Errorf("queue %s: %w", what, err)
+}
+
+func sender(s string) string {
+	if s == "" {
+		return "<>"
+	}
+	return s
+}
+
+// clean makes an outside string safe for a terminal line: control
+// characters (escape sequences, tabs that would break the columns) become '?'.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// age renders a duration as the two largest units: 45s, 12m3s, 5h2m, 3d4h.
+func age(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	s := int64(d / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%dm", s/3600, s%3600/60)
+	}
+	return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
+}
