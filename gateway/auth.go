@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"net/mail"
 	"net/netip"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"moat/internal/maillog"
 	"moat/internal/reply"
 )
 
@@ -78,14 +80,14 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 	user = strings.ToLower(strings.TrimSpace(user))
 	if authzid != "" && !strings.EqualFold(authzid, user) {
 		// RFC 4616 §2: we do not let one user act for another.
-		s.authFailure(user, "authzid")
+		s.authFailure(user, "authzid", errAuthzid)
 		return wire(errAuthzid, s.facts.Conn.ID)
 	}
 	lim := s.checks.authLimiter()
 	if lim != nil {
 		delay, err := lim.BeforeAuth(ip, user)
 		if err != nil {
-			s.authFailure(user, "locked")
+			s.authFailure(user, "locked", reply.From(err, s.facts.Conn.ID))
 			return wire(err, s.facts.Conn.ID)
 		}
 		if delay > 0 {
@@ -101,7 +103,7 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 		if lim != nil {
 			lim.AuthFailed(ip, user)
 		}
-		s.authFailure(user, "bad_password")
+		s.authFailure(user, "bad_password", reply.New(535, 7, 8, "Authentication credentials invalid"))
 		return smtp.ErrAuthFailed
 	}
 	if lim != nil {
@@ -112,12 +114,16 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 	return nil
 }
 
-func (s *session) authFailure(user, reason string) {
+func (s *session) authFailure(user, reason string, r *reply.Reply) {
 	s.rejected++
 	s.log.Info("authentication failed", zap.String("user", user), zap.String("reason", reason),
 		zap.String("client", s.facts.Conn.IP.String()))
 	if s.checks != nil && s.checks.AuthFailure != nil {
 		s.checks.AuthFailure(reason)
+	}
+	if ml := s.checks.mailLog(); ml != nil {
+		ml.Log(maillog.Event{Kind: maillog.Rejected, ConnID: s.facts.Conn.ID, Client: s.facts.Conn.IP.String(),
+			HELO: s.facts.Conn.HELO, Reply: fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), Verdict: "auth:" + reason})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"go.uber.org/zap"
 
 	"moat/internal/dnsres"
+	"moat/internal/maillog"
 	"moat/policy/dkimsign"
 	"moat/rules"
 )
@@ -29,8 +30,14 @@ type Checks struct {
 	Quarantine Spool
 	// Observe, when set, gets each check's latency (metrics).
 	Observe func(check string, d time.Duration)
-	// Verdict, when set, is told each message decision (metrics).
-	Verdict func(verdict, rule string)
+	// Verdict, when set, is told each decision and the client (metrics).
+	Verdict func(verdict, rule, client string)
+	// RuleHits, when set, gets the rules that matched at each stage.
+	RuleHits func([]rules.Hit)
+	// TLS, when set, is told the TLS version of each session that has one.
+	TLS func(version string)
+	// MailLog gets one line per decision (accepted, rejected, ...); nil: none.
+	MailLog *maillog.Logger
 	// AuthLimits bounds password guessing and per-user sending; nil: none.
 	AuthLimits AuthLimiter
 	// AuthFailure, when set, is told each failed AUTH by reason (metrics).
@@ -60,6 +67,14 @@ func (c *Checks) timed(name string, fn func(ctx context.Context)) {
 	if c.Observe != nil {
 		c.Observe(name, time.Since(start))
 	}
+}
+
+// mailLog returns the mail log (a nil *maillog.Logger logs nothing).
+func (c *Checks) mailLog() *maillog.Logger {
+	if c == nil {
+		return nil
+	}
+	return c.MailLog
 }
 
 // verdictName is the label of a decision in logs and metrics.

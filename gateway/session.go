@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"moat/gateway/guard"
+	"moat/internal/maillog"
 	"moat/internal/reply"
 	"moat/policy"
 	"moat/policy/content"
@@ -42,6 +43,9 @@ type session struct {
 	connAcc  bool // a connect/helo rule said accept
 	messages int
 	rejected int
+	tlsSeen  bool
+	// the rule and incident of a refusal being made (for the mail log)
+	pendingRule, pendingIncident string
 
 	// envelope state, reset by Reset
 	env envelope
@@ -123,6 +127,10 @@ func (s *session) updateTLS() {
 		s.facts.Conn.TLS = true
 		s.facts.Conn.TLSVersion = tlsVersionName(cs.Version)
 		s.facts.Conn.TLSCipher = tlsCipherName(cs.CipherSuite)
+		if !s.tlsSeen && s.checks != nil && s.checks.TLS != nil {
+			s.checks.TLS(s.facts.Conn.TLSVersion)
+		}
+		s.tlsSeen = true
 	}
 }
 
@@ -154,6 +162,12 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) error {
 		fields = append(fields, zap.NamedError("cause", r.Cause))
 	}
 	s.log.Info("refused", fields...)
+	kind := maillog.Rejected
+	if r.Temporary() {
+		kind = maillog.Tempfailed
+	}
+	s.mailEvent(kind, "", fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), s.pendingRule, s.pendingIncident)
+	s.pendingRule, s.pendingIncident = "", ""
 	if r.Code == 421 {
 		// RFC 5321 §3.8: 421 means we close the channel; go-smtp
 		// would keep reading, so write the reply and close here.
@@ -163,6 +177,29 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) error {
 		nc.Close()
 	}
 	return wire(r, s.facts.Conn.ID)
+}
+
+// mailEvent writes one mail log line about the current transaction.
+func (s *session) mailEvent(kind, queueID, replyText, rule, incident string) {
+	ml := s.checks.mailLog()
+	if ml == nil {
+		return
+	}
+	c := s.facts.Conn
+	ml.Log(maillog.Event{
+		Kind:       kind,
+		ConnID:     c.ID,
+		QueueID:    queueID,
+		Client:     c.IP.String(),
+		ClientName: c.PTR,
+		HELO:       c.HELO,
+		Sender:     s.env.sender,
+		Recipients: rcptAddrs(s.env.rcpts),
+		Rule:       rule,
+		Incident:   incident,
+		Reply:      replyText,
+		Size:       s.env.size,
+	})
 }
 
 // may reports whether the client may relay: trusted network or AUTH.
@@ -321,6 +358,7 @@ func (s *session) Data(r io.Reader) error {
 	if s.env.discard {
 		s.messages++
 		s.log.Info("discarded", zap.String("sender", s.env.sender), zap.Strings("recipients", rcptAddrs(s.env.rcpts)))
+		s.mailEvent(maillog.Discarded, "", "250 2.0.0 Ok: discarded", "", "")
 		return s.queued("discarded")
 	}
 	rcpts, err := s.expand()
@@ -354,13 +392,14 @@ func (s *session) Data(r io.Reader) error {
 		}
 		return s.fail("data", reply.TempLocal.With(err), zap.String("queue_id", id))
 	}
-	kind := "accepted"
+	kind := maillog.Accepted
 	if dst == s.srv.opt.Spool {
 		s.srv.opt.Notify(id)
 	} else {
-		kind = "quarantined"
+		kind = maillog.Quarantined
 	}
 	s.messages++
+	s.mailEvent(kind, id, "250 2.0.0 Ok: queued as "+id, s.env.quarantine, "")
 	s.log.Info(kind,
 		zap.String("queue_id", id),
 		zap.String("client", s.facts.Conn.IP.String()),

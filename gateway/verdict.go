@@ -42,6 +42,9 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.checks.timeout())
 	defer cancel()
 	v := s.checks.Rules.Evaluate(ctx, stage, f)
+	if s.checks.RuleHits != nil && len(v.Explain) > 0 {
+		s.checks.RuleHits(v.Explain)
+	}
 
 	if len(v.DryRunHits) > 0 {
 		s.log.Info("dry-run rules matched", zap.String("stage", stage.String()), zap.Strings("rules", v.DryRunHits))
@@ -62,8 +65,9 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 	switch v.Action {
 	case rules.Reject, rules.Tempfail, rules.Greylist:
 		if s.checks.Verdict != nil {
-			s.checks.Verdict(verdictName(v.Action), v.Rule)
+			s.checks.Verdict(verdictName(v.Action), v.Rule, s.facts.Conn.IP.String())
 		}
+		s.pendingRule, s.pendingIncident = v.Rule, v.IncidentID
 		fields := append(explainFields(v), zap.String("sender", s.env.sender))
 		if rc != nil {
 			fields = append(fields, zap.String("rcpt", rc.addr))
@@ -92,7 +96,7 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 		} else if s.env.quarantine != "" {
 			a = rules.Quarantine
 		}
-		s.checks.Verdict(verdictName(a), v.Rule)
+		s.checks.Verdict(verdictName(a), v.Rule, s.facts.Conn.IP.String())
 	}
 	return nil
 }

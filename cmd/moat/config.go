@@ -16,9 +16,12 @@ import (
 	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/mailbox"
+	"moat/policy/authlimit"
+	"moat/policy/cluster"
 	"moat/policy/dkimsign"
 	"moat/relay/queue"
 	"moat/relay/route"
+	"moat/relay/verify"
 	"moat/rules"
 )
 
@@ -42,7 +45,16 @@ type Config struct {
 	Auth            AuthConfig             `mapstructure:"auth"`
 	DKIM            DKIMConfig             `mapstructure:"dkim"`
 	Rules           rules.Config           `mapstructure:"rules"`
+	Verify          verify.Config          `mapstructure:"verify"`
+	Submission      SubmissionConfig       `mapstructure:"submission"`
+	Cluster         cluster.Config         `mapstructure:"cluster"`
 	Admin           AdminConfig            `mapstructure:"admin"`
+}
+
+// SubmissionConfig is `submission:`: limits on AUTH failures and on what
+// an authenticated user may send.
+type SubmissionConfig struct {
+	authlimit.Config `mapstructure:",squash"`
 }
 
 // AuthConfig is `auth:`: the sender authentication checks (SPF, DKIM,
@@ -70,6 +82,9 @@ type DKIMConfig struct {
 type LogConfig struct {
 	Level  string `mapstructure:"level"`  // debug, info, warn, error
 	Format string `mapstructure:"format"` // console or json
+	// MailLog is where the one-line-per-message mail log goes: a file
+	// path (appended), "-" for standard error, "" for none.
+	MailLog string `mapstructure:"mail_log"`
 }
 
 // Domains is `domains:`.
@@ -110,6 +125,9 @@ func defaults() Config {
 		Guard:           guard.DefaultConfig(),
 		Auth:            AuthConfig{Enabled: true, Timeout: 20 * time.Second, AuthPolicy: rules.DefaultAuthPolicy()},
 		Rules:           rules.DefaultConfig(),
+		Verify:          verify.DefaultConfig(),
+		Submission:      SubmissionConfig{authlimit.DefaultConfig()},
+		Cluster:         cluster.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 	}
 }
@@ -222,6 +240,16 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Mailboxes.Validate(c.Domains.Local))
 	errs = append(errs, c.Queue.Validate())
 	errs = append(errs, c.Guard.Validate())
+	errs = append(errs, c.Verify.Validate())
+	errs = append(errs, c.Submission.Validate())
+	if c.Cluster.Enabled() {
+		errs = append(errs, c.Cluster.Validate())
+	}
+	if c.Admin.TokenFile != "" {
+		if _, err := readToken(c.Admin.TokenFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	errs = append(errs, c.Auth.AuthPolicy.Validate())
 	if c.Auth.Timeout <= 0 {
 		errs = append(errs, errors.New("auth.timeout: must be positive"))

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"moat/internal/dnstest"
+	"moat/internal/maillog"
 	"moat/relay/spool"
 )
 
@@ -26,7 +29,8 @@ func testConfig(t *testing.T, extra string) (string, string) {
 	cfg := `
 hostname: mx.example.org
 data_dir: ` + dir + `
-log: {level: debug, format: console}
+log: {level: debug, format: console, mail_log: ` + filepath.Join(dir, "mail.log") + `}
+admin: {address: "127.0.0.1:0"}
 listeners:
   - {name: mx, address: "127.0.0.1:0", mode: mx, tls: none}
 trusted_networks: []
@@ -144,6 +148,10 @@ func TestEndToEndMaildir(t *testing.T) {
 		t.Fatalf("maildir file:\n%q", got)
 	}
 	head := string(got[:i+2])
+	// RFC 5321 §4.4: final delivery puts Return-Path first.
+	if !strings.HasPrefix(head, "Return-Path: <sender@far.example>\r\nReceived: ") {
+		t.Errorf("no Return-Path on top:\n%s", head)
+	}
 	for _, want := range []string{"Received: from client.far.example (unknown [127.0.0.1])", "by mx.example.org (moat) with ESMTP", "for <alice@example.org>;"} {
 		if !strings.Contains(head, want) {
 			t.Errorf("Received header lacks %q:\n%s", want, head)
@@ -204,7 +212,7 @@ func TestSpoolLeftByCrashIsDeliveredAtStart(t *testing.T) {
 	sp.Close()
 	a := startApp(t, path)
 	files := waitMaildir(t, dataDir, "bob@example.org", 1)
-	if !bytes.Equal(files[0], []byte(e2eMsg)) {
+	if !bytes.Equal(files[0], []byte("Return-Path: <sender@far.example>\r\n"+e2eMsg)) {
 		t.Fatalf("delivered %q", files[0])
 	}
 	waitSpoolEmpty(t, a)
@@ -212,4 +220,50 @@ func TestSpoolLeftByCrashIsDeliveredAtStart(t *testing.T) {
 
 func contextTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+func TestEndToEndOperations(t *testing.T) {
+	path, dataDir := testConfig(t, "")
+	a := startApp(t, path)
+	send(t, a.gw.Addr("mx").String(), "sender@far.example", []string{"alice@example.org"}, e2eMsg)
+	waitMaildir(t, dataDir, "alice@example.org", 1)
+	waitSpoolEmpty(t, a)
+	base := "http://" + a.admin.Addr().String()
+	get := func(p string) (int, string) {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz %d %s", code, body)
+	}
+	_, body := get("/metrics")
+	for _, want := range []string{`moat_messages_total{verdict="accepted"} 1`, `moat_delivery_attempts_total{result="delivered",route="local"} 1`, "moat_dns_lookups_total"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if code, page := get("/"); code != 200 || !strings.Contains(page, "verdict-chart") {
+		t.Errorf("status page %d", code)
+	}
+	// The mail log has one accepted and one delivered line.
+	b, err := os.ReadFile(filepath.Join(dataDir, "mail.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		ev, err := maillog.Parse(l)
+		if err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		kinds = append(kinds, ev.Kind)
+	}
+	if strings.Join(kinds, ",") != "accepted,delivered" {
+		t.Errorf("mail log events %v:\n%s", kinds, b)
+	}
 }

@@ -41,7 +41,8 @@ func rootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCommand(), checkConfigCommand(), versionCommand())
+	root.AddCommand(serveCommand(), checkConfigCommand(), versionCommand(),
+		queueCommand(), userCommand(), dkimCommand())
 	return root
 }
 

@@ -9,6 +9,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,16 +19,22 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"moat/cmd/moat/admin"
+	"moat/cmd/moat/metrics"
 	"moat/gateway"
 	"moat/gateway/guard"
 	"moat/internal/dnsres"
+	"moat/internal/maillog"
 	"moat/mailbox"
+	"moat/policy/authlimit"
+	"moat/policy/cluster"
 	"moat/policy/dkimsign"
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
 	"moat/relay/spool"
 	"moat/relay/transport"
+	"moat/relay/verify"
 	"moat/rules"
 )
 
@@ -84,16 +93,24 @@ func run(cfg *Config, path string, log *zap.Logger) error {
 
 // app is the running gateway: every part, wired.
 type app struct {
-	cfg        *Config
-	log        *zap.Logger
-	resolver   *dnsres.Client
-	spool      *spool.Spool
-	quarantine *spool.Spool
-	queue      *queue.Manager
-	gw         *gateway.Server
-	guard      *guard.Guard
-	rules      *rules.Engine
-	certs      *gateway.Certificates
+	cfg         *Config // in force (reloaded)
+	boot        *Config // at start: what needs a restart is compared to it
+	log         *zap.Logger
+	resolver    *dnsres.Client
+	spool       *spool.Spool
+	quarantine  *spool.Spool
+	queue       *queue.Manager
+	gw          *gateway.Server
+	guard       *guard.Guard
+	rules       *rules.Engine
+	verifier    *verify.Verifier
+	routing     atomic.Pointer[routing]
+	certs       *gateway.Certificates
+	metrics     *metrics.Metrics
+	admin       *admin.Server
+	cluster     *cluster.Client
+	mailLog     *maillog.Logger
+	mailLogFile *os.File
 
 	queueCtx    context.Context
 	queueCancel context.CancelFunc
@@ -117,8 +134,10 @@ func newLogger(c LogConfig) (*zap.Logger, error) {
 	return zc.Build()
 }
 
-// state builds the reloadable part of the gateway from a config.
-func buildState(cfg *Config) (*gateway.State, error) {
+// buildState builds the reloadable part of the gateway from a config.
+// The verifier is given separately: it holds connections and caches that
+// a reload keeps unless the routes changed.
+func buildState(cfg *Config, v *verify.Verifier) (*gateway.State, error) {
 	dir, err := mailbox.New(cfg.Mailboxes, cfg.Domains.Local)
 	if err != nil {
 		return nil, err
@@ -127,64 +146,104 @@ func buildState(cfg *Config) (*gateway.State, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &gateway.State{
+	st := &gateway.State{
 		Router:          route.NewRouter(cfg.routeConfig()),
 		Directory:       dir,
 		TrustedNetworks: trusted,
-	}, nil
+		Users:           dir,
+	}
+	if v != nil {
+		st.Verifier = v
+	}
+	return st, nil
+}
+
+// newVerifier builds recipient verification for the routes that ask for it.
+func newVerifier(cfg *Config, res *dnsres.Client, log *zap.Logger) (*verify.Verifier, error) {
+	return verify.New(cfg.Verify, cfg.Routes, verify.Options{Hostname: cfg.Hostname, Logger: log.Named("verify"), Resolver: res})
 }
 
 func newApp(cfg *Config, log *zap.Logger) (*app, error) {
-	a := &app{cfg: cfg, log: log}
-	var err error
-	if a.resolver, err = dnsres.New(cfg.DNS); err != nil {
+	a := &app{cfg: cfg, boot: cfg, log: log, metrics: metrics.New()}
+	if err := a.build(); err != nil {
+		a.close()
 		return nil, err
+	}
+	return a, nil
+}
+
+// build constructs every part in dependency order; on error the caller
+// closes what was built.
+func (a *app) build() error {
+	cfg, log, m := a.cfg, a.log, a.metrics
+	var err error
+	dnsCfg := cfg.DNS
+	dnsCfg.Observe = m.DNSObserve
+	if a.resolver, err = dnsres.New(dnsCfg); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if a.mailLog, a.mailLogFile, err = openMailLog(cfg.Log.MailLog); err != nil {
+		return err
 	}
 	if a.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{}); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	st, err := buildState(cfg)
-	if err != nil {
-		a.spool.Close()
-		return nil, err
+		return fmt.Errorf("spool: %w", err)
 	}
 	if a.quarantine, err = spool.Open(filepath.Join(cfg.DataDir, "quarantine"), spool.Options{}); err != nil {
-		a.close()
-		return nil, fmt.Errorf("quarantine: %w", err)
+		return fmt.Errorf("quarantine: %w", err)
+	}
+	if cfg.Cluster.Enabled() {
+		if a.cluster, err = cluster.New(cfg.Cluster, cluster.Options{
+			Logger:        log.Named("cluster"),
+			OnStateChange: func(up bool) { log.Info("redis state changed", zap.Bool("up", up)) },
+		}); err != nil {
+			return err
+		}
+	}
+	if a.verifier, err = newVerifier(cfg, a.resolver, log); err != nil {
+		return err
+	}
+	st, err := buildState(cfg, a.verifier)
+	if err != nil {
+		return err
 	}
 	var tlsConf *tls.Config
 	if cfg.TLS.Configured() {
 		if a.certs, err = gateway.LoadCertificates(cfg.TLS); err != nil {
-			a.close()
-			return nil, err
+			return err
 		}
 		tlsConf = a.certs.ServerConfig()
 	}
 	checks, err := a.buildChecks()
 	if err != nil {
-		a.close()
-		return nil, err
+		return err
 	}
-	if a.guard, err = guard.New(guardConfig(cfg), guard.Options{
+	gopt := guard.Options{
 		Hostname: cfg.Hostname,
 		Resolver: a.resolver,
 		Logger:   log.Named("guard"),
-	}); err != nil {
-		a.close()
-		return nil, err
+		OnReject: a.guardRejected,
 	}
-	dir := st.Directory.(*mailbox.Directory)
+	if a.cluster != nil {
+		gopt.Shared = a.cluster.GuardState()
+	}
+	if a.guard, err = guard.New(guardConfig(cfg), gopt); err != nil {
+		return err
+	}
+	a.routing.Store(a.newRouting(cfg, st))
 	qopt := queue.Options{
 		Hostname: cfg.Hostname,
 		Logger:   log.Named("queue"),
+		MailLog:  a.mailLog,
 		// Bounces go where mail to their recipient would go.
-		RouteFor: func(rcpt string) (string, bool) { return st.Router.Route(rcpt).Route, true },
+		RouteFor: func(rcpt string) (string, bool) { return a.routing.Load().router.Route(rcpt).Route, true },
 	}
 	cfg.Queue.Apply(&qopt)
-	a.queue = queue.New(a.spool, a.transports(dir), qopt)
+	a.queue = queue.New(a.spool, a.transport, qopt)
+	m.QueueStats(a.queue.Stats)
+	m.SpoolBytes(metrics.SpoolDirBytes(filepath.Join(cfg.DataDir, "spool"), 30*time.Second))
 	a.gw, err = gateway.New(gateway.Options{
 		Hostname:  cfg.Hostname,
 		Listeners: cfg.Listeners,
@@ -196,19 +255,93 @@ func newApp(cfg *Config, log *zap.Logger) (*app, error) {
 		Checks:    checks,
 		Logger:    log.Named("smtp"),
 		Wrap: func(l net.Listener, c gateway.Listener) net.Listener {
-			return a.guard.Listen(l, guard.ListenerOptions{
+			return m.WrapListener(c.Name, a.guard.Listen(l, guard.ListenerOptions{
 				Name:          c.Name,
 				GreetDelay:    c.GreetDelay,
 				ProxyProtocol: c.ProxyProtocol,
 				ImplicitTLS:   c.TLS == "implicit",
-			})
+			}))
 		},
 	})
 	if err != nil {
-		a.close()
-		return nil, err
+		return err
 	}
-	return a, nil
+	if cfg.Admin.Address != "" {
+		token := ""
+		if cfg.Admin.TokenFile != "" {
+			if token, err = readToken(cfg.Admin.TokenFile); err != nil {
+				return err
+			}
+		}
+		if a.admin, err = admin.New(admin.Options{
+			Address: cfg.Admin.Address,
+			Token:   token,
+			Metrics: m,
+			Queue:   admin.QueueOf(a.spool, a.queue),
+			Ready:   a.readyChecks(),
+			Logger:  log.Named("admin"),
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openMailLog opens the mail log: a file (appended), "-" for standard
+// error, "" for none.
+func openMailLog(path string) (*maillog.Logger, *os.File, error) {
+	switch path {
+	case "":
+		return maillog.Nop(), nil, nil
+	case "-":
+		return maillog.New(os.Stderr), nil, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log.mail_log: %w", err)
+	}
+	return maillog.New(f), f, nil
+}
+
+// guardRejected counts a connection the guard refused and logs it in the
+// mail log, where fail2ban reads it.
+func (a *app) guardRejected(r guard.Rejection) {
+	a.metrics.GuardReject(r)
+	a.mailLog.Log(maillog.Event{Kind: maillog.Rejected, Client: r.Client.Addr().String(), Verdict: "guard:" + r.Reason, Reply: r.Detail})
+}
+
+// readyChecks are /readyz: the spool takes a write, the resolver answers
+// (any answer; only a failure to reach a server counts), the listeners
+// are up.
+func (a *app) readyChecks() func(context.Context) error {
+	return admin.Checks(
+		admin.Check{Name: "spool", Fn: func(context.Context) error {
+			f, err := os.CreateTemp(filepath.Join(a.cfg.DataDir, "spool", "tmp"), "readyz-*")
+			if err != nil {
+				return err
+			}
+			name := f.Name()
+			_, err = f.Write([]byte("ok"))
+			f.Close()
+			os.Remove(name)
+			return err
+		}},
+		admin.Check{Name: "resolver", Fn: func(ctx context.Context) error {
+			_, err := a.resolver.LookupTXT(ctx, a.cfg.Hostname)
+			if err != nil && !dnsres.IsNotFound(err) {
+				return err
+			}
+			return nil
+		}},
+		admin.Check{Name: "listeners", Fn: func(context.Context) error {
+			for _, l := range a.cfg.Listeners {
+				if a.gw.Addr(l.Name) == nil {
+					return fmt.Errorf("listener %s is not up", l.Name)
+				}
+			}
+			return nil
+		}},
+	)
 }
 
 // guardConfig is the guard section with trusted_networks added to its
@@ -226,15 +359,30 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.rules = rules.NewEngine(set, rules.EngineOptions{})
+	eopt := rules.EngineOptions{Observer: a.metrics.RuleObserver()}
+	if a.cluster != nil {
+		eopt.Limiter = a.cluster.Limiter()
+		eopt.Greylister = a.cluster.Greylister()
+	}
+	a.rules = rules.NewEngine(set, eopt)
+	m := a.metrics
 	c := &gateway.Checks{
-		Rules:      a.rules,
-		AuthservID: cfg.Auth.AuthservID,
-		Timeout:    cfg.Auth.Timeout,
-		Quarantine: a.quarantine,
+		Rules:       a.rules,
+		AuthservID:  cfg.Auth.AuthservID,
+		Timeout:     cfg.Auth.Timeout,
+		Quarantine:  a.quarantine,
+		Observe:     m.Check,
+		Verdict:     m.VerdictFrom,
+		RuleHits:    m.RuleHits,
+		TLS:         m.TLS,
+		AuthFailure: m.AuthFailure,
+		MailLog:     a.mailLog,
 	}
 	if cfg.Auth.Enabled {
 		c.Resolver = a.resolver
+	}
+	if c.AuthLimits, err = authlimit.New(cfg.Submission.Config, authlimit.Options{}); err != nil {
+		return nil, err
 	}
 	if len(cfg.DKIM.Sign) > 0 {
 		if c.Signer, err = dkimsign.NewSigner(cfg.DKIM.Sign); err != nil {
@@ -244,35 +392,68 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 	return c, nil
 }
 
-// transports maps route names to how mail on that route is handed on.
-func (a *app) transports(dir *mailbox.Directory) func(string) (transport.Transport, bool) {
-	local := transport.Func(func(ctx context.Context, msg *transport.Message, rcpts []string) []transport.Result {
-		out := make([]transport.Result, len(rcpts))
-		for i, r := range rcpts {
-			out[i] = transport.Result{Recipient: r, Err: deliverLocal(ctx, dir, msg, r)}
+// routing is what the queue needs to hand mail on; a reload swaps it
+// whole.
+type routing struct {
+	router     *route.Router
+	dir        *mailbox.Directory
+	transports map[string]transport.Transport // wrapped for metrics
+	raw        map[string]transport.Transport // the transports themselves
+}
+
+// newRouting builds the transports of every route: local Maildir
+// delivery, each configured route, and MX delivery.
+func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
+	r := &routing{router: st.Router.(*route.Router), dir: st.Directory.(*mailbox.Directory)}
+	dir := r.dir
+	r.transports = map[string]transport.Transport{
+		route.Local: transport.Func(func(ctx context.Context, msg *transport.Message, rcpts []string) []transport.Result {
+			out := make([]transport.Result, len(rcpts))
+			for i, rc := range rcpts {
+				out[i] = transport.Result{Recipient: rc, Err: deliverLocal(ctx, dir, msg, rc)}
+			}
+			return out
+		}),
+	}
+	opt := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver}
+	for name, rt := range cfg.Routes {
+		r.transports[name] = smtpout.ForRoute(rt, opt)
+	}
+	if _, ok := r.transports[route.MX]; !ok {
+		r.transports[route.MX] = smtpout.NewMX(opt)
+	}
+	r.raw = r.transports
+	r.transports = make(map[string]transport.Transport, len(r.raw))
+	for name, t := range r.raw {
+		r.transports[name] = a.metrics.WrapTransport(name, t)
+	}
+	return r
+}
+
+// close releases the pooled connections of the transports.
+func (r *routing) close() {
+	for _, t := range r.raw {
+		if c, ok := t.(io.Closer); ok {
+			c.Close()
 		}
-		return out
-	})
-	byName := map[string]transport.Transport{"local": local}
-	for name, rt := range a.cfg.Routes {
-		byName[name] = smtpout.ForRoute(rt, smtpout.Options{Hostname: a.cfg.Hostname, Resolver: a.resolver})
-	}
-	if _, ok := byName["mx"]; !ok {
-		byName["mx"] = smtpout.NewMX(smtpout.Options{Hostname: a.cfg.Hostname, Resolver: a.resolver})
-	}
-	return func(name string) (transport.Transport, bool) {
-		t, ok := byName[name]
-		return t, ok
 	}
 }
 
+func (a *app) transport(name string) (transport.Transport, bool) {
+	t, ok := a.routing.Load().transports[name]
+	return t, ok
+}
+
+// deliverLocal writes one message into a local mailbox, with the
+// Return-Path that final delivery adds (RFC 5321 §4.4).
 func deliverLocal(ctx context.Context, dir *mailbox.Directory, msg *transport.Message, rcpt string) error {
 	r, err := msg.Open()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	return dir.Deliver(ctx, rcpt, r)
+	rp := "Return-Path: <" + msg.Sender + ">\r\n"
+	return dir.Deliver(ctx, rcpt, io.MultiReader(strings.NewReader(rp), r))
 }
 
 func (a *app) start() error {
@@ -286,6 +467,11 @@ func (a *app) start() error {
 	}()
 	if err := a.gw.Start(); err != nil {
 		return err
+	}
+	if a.admin != nil {
+		if err := a.admin.Start(); err != nil {
+			return fmt.Errorf("admin: %w", err)
+		}
 	}
 	go func() {
 		// Rule files are also reloaded when they change on disk.
@@ -308,12 +494,33 @@ func (a *app) reload(path string) {
 		a.log.Error("reload refused: configuration has errors; the running one stays", zap.Strings("errors", errorLines(err)))
 		return
 	}
-	st, err := buildState(cfg)
+	v := a.verifier
+	if !reflect.DeepEqual(cfg.Routes, a.cfg.Routes) || cfg.Verify != a.cfg.Verify {
+		if v, err = newVerifier(cfg, a.resolver, a.log); err != nil {
+			a.log.Error("reload refused", zap.Error(err))
+			return
+		}
+	} else if err := v.Reload(); err != nil {
+		a.log.Error("recipient list reload failed; the old lists stay", zap.Error(err))
+	}
+	st, err := buildState(cfg, v)
 	if err != nil {
 		a.log.Error("reload refused", zap.Error(err))
 		return
 	}
+	if v != a.verifier {
+		old := a.verifier
+		a.verifier = v
+		defer old.Close()
+	}
 	a.gw.Update(st)
+	if old := a.routing.Swap(a.newRouting(cfg, st)); old != nil {
+		old.close()
+	}
+	if keys := restartNeeded(a.boot, cfg); len(keys) > 0 {
+		a.log.Warn("these settings changed but take effect only after a restart", zap.Strings("keys", keys))
+	}
+	a.cfg = cfg
 	if err := rules.Reload(cfg.Rules, cfg.ruleLoadOptions(), a.rules); err != nil {
 		a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
 	}
@@ -328,9 +535,39 @@ func (a *app) reload(path string) {
 	a.log.Info("configuration reloaded")
 }
 
+// restartNeeded names the keys whose change a reload cannot apply.
+func restartNeeded(old, cur *Config) []string {
+	var keys []string
+	for _, c := range []struct {
+		key     string
+		changed bool
+	}{
+		{"hostname", old.Hostname != cur.Hostname},
+		{"data_dir", old.DataDir != cur.DataDir},
+		{"log", old.Log != cur.Log},
+		{"tls (file names; the files themselves are reloaded)", old.TLS != cur.TLS},
+		{"listeners", !reflect.DeepEqual(old.Listeners, cur.Listeners)},
+		{"smtp", old.SMTP != cur.SMTP},
+		{"dns", !reflect.DeepEqual(old.DNS, cur.DNS)},
+		{"queue", old.Queue != cur.Queue},
+		{"auth", old.Auth != cur.Auth},
+		{"dkim", !reflect.DeepEqual(old.DKIM, cur.DKIM)},
+		{"submission", old.Submission != cur.Submission},
+		{"admin", old.Admin != cur.Admin},
+	} {
+		if c.changed {
+			keys = append(keys, c.key)
+		}
+	}
+	return keys
+}
+
 // shutdown stops accepting, lets sessions finish within ctx, then lets
 // in-flight deliveries finish.
 func (a *app) shutdown(ctx context.Context) {
+	if a.admin != nil {
+		a.admin.Shutdown(ctx)
+	}
 	if err := a.gw.Shutdown(ctx); err != nil {
 		a.log.Warn("sessions cut at shutdown deadline", zap.Error(err))
 	}
@@ -344,6 +581,18 @@ func (a *app) shutdown(ctx context.Context) {
 }
 
 func (a *app) close() {
+	if a.cluster != nil {
+		a.cluster.Close()
+	}
+	if a.mailLogFile != nil {
+		a.mailLogFile.Close()
+	}
+	if r := a.routing.Load(); r != nil {
+		r.close()
+	}
+	if a.verifier != nil {
+		a.verifier.Close()
+	}
 	if a.spool != nil {
 		a.spool.Close()
 	}

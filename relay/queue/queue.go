@@ -56,6 +56,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"moat/internal/maillog"
 	"moat/internal/reply"
 	"moat/relay/dsn"
 	"moat/relay/spool"
@@ -76,6 +77,7 @@ type Options struct {
 	Hostname string           // Reporting-MTA and From of notices; default os.Hostname
 	Clock    func() time.Time // default time.Now
 	Logger   *zap.Logger      // default no logging
+	MailLog  *maillog.Logger  // one line per delivery outcome; nil: none
 	// RouteFor routes a notice to the original sender. nil, or ok=false:
 	// the implicit "mx" route.
 	RouteFor func(rcpt string) (route string, ok bool)
@@ -368,6 +370,7 @@ func (m *Manager) attempt(ctx context.Context, id string) (*spool.Envelope, erro
 				if last != "" {
 					r.LastError += "; last error: " + last
 				}
+				m.mailEvent(env, r, r.Route, now)
 			}
 		}
 	} else if err := m.deliverGroups(ctx, env, now); err != nil {
@@ -493,6 +496,7 @@ func (m *Manager) deliverGroups(ctx context.Context, env *spool.Envelope, now ti
 			m.log.Info("delivery",
 				zap.String("queue_id", env.ID), zap.String("rcpt", r.Address), zap.String("route", g.route),
 				zap.String("status", string(r.Status)), zap.String("error", r.LastError))
+			m.mailEvent(env, r, g.route, now)
 		}
 		// Persist before moving on: a crash repeats at most this group.
 		// After the last group the caller persists or removes the
@@ -553,6 +557,27 @@ func (m *Manager) acquire(ctx context.Context, dest string) (func(), error) {
 		unref()
 		return nil, ctx.Err()
 	}
+}
+
+// mailEvent writes the mail log line of one recipient's outcome.
+func (m *Manager) mailEvent(env *spool.Envelope, r *spool.Recipient, route string, now time.Time) {
+	if m.opt.MailLog == nil {
+		return
+	}
+	kind := maillog.Deferred
+	switch {
+	case r.Status == spool.StatusDelivered:
+		kind = maillog.Delivered
+	case r.Status == spool.StatusFailed && strings.HasPrefix(r.LastError, "4.4.7 delivery time expired"):
+		kind = maillog.Expired
+	case r.Status == spool.StatusFailed:
+		kind = maillog.Bounced
+	}
+	m.opt.MailLog.Log(maillog.Event{
+		Kind: kind, QueueID: env.ID, Client: env.ClientIP, Sender: env.Sender,
+		Recipients: []string{r.Address}, Route: route, Reply: r.LastError,
+		Size: env.Size, Delay: now.Sub(env.Received), Attempts: r.Attempts,
+	})
 }
 
 // errText renders an error for LastError and the notice: an SMTP reply as
