@@ -140,10 +140,22 @@ mailboxes:
     postmaster@localhost: {}
 `
 
-// loadConfig reads path (or the built-in default when path is ""), then
-// MOAT_* environment variables, and validates. The error lists every
-// problem, each naming its key.
+// loadConfig decodes path (see decodeConfig) and validates it.
 func loadConfig(path string) (*Config, error) {
+	cfg, err := decodeConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// decodeConfig reads path (or the built-in default when path is ""), then
+// MOAT_* environment variables, over the defaults. Unknown keys and
+// values of the wrong type are errors.
+func decodeConfig(path string) (*Config, error) {
 	v := viper.NewWithOptions(viper.KeyDelimiter(keyDelim))
 	setDefaults(v, "", reflect.ValueOf(defaults()))
 	v.SetConfigType("yaml")
@@ -179,9 +191,6 @@ func loadConfig(path string) (*Config, error) {
 		cfg.Auth.AuthservID = cfg.Hostname
 	}
 	cfg.Rules.Auth = cfg.Auth.AuthPolicy
-	if err := cfg.Validate(); err != nil {
-		return &cfg, err
-	}
 	return &cfg, nil
 }
 

@@ -106,3 +106,15 @@ func TestDeployExamplesValidate(t *testing.T) {
 		}
 	}
 }
+
+// The full example names every key; it refers to files that exist only on
+// a real host, so it is decoded exactly rather than validated.
+func TestFullExampleKeysAreKnown(t *testing.T) {
+	cfg, err := decodeConfig("../../deploy/moat.full.yaml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.DKIM.Sign) != 1 || cfg.Verify.HarvestLimit != 20 || cfg.Cluster.Redis.KeyPrefix != "moat:" || cfg.Log.MailLog == "" {
+		t.Fatalf("example not decoded as written: %+v", cfg)
+	}
+}
