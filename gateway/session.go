@@ -285,6 +285,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		// client are relay attempts (RFC 5321 §3.6.2, §4.1.1.3).
 		return s.fail("rcpt", reply.RelayDenied.With(err), zap.String("rcpt", to))
 	}
+	// RFC 5321 §2.3.5: a domain is absolute; "example.org." and
+	// "example.org" are the same, and only the second is stored.
+	to = strings.TrimSuffix(to, ".")
 	local, _, _ := strings.Cut(to, "@")
 	if !may && strings.ContainsAny(local, "%!@") {
 		// The percent hack and bang paths (RFC 1123 §5.2.16 era

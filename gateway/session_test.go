@@ -118,6 +118,16 @@ func TestRelayRules(t *testing.T) {
 		{"source route", false, "@example.org:user@far.example", 554, "5.7.1", ""},
 		{"our domain as prefix", false, "user@example.org.far.example", 554, "5.7.1", ""},
 		{"subdomain of relay domain", false, "user@sub.corp.example", 554, "5.7.1", ""},
+		{"our domain as subdomain prefix", false, "user@example.org.evil.example", 554, "5.7.1", ""},
+		{"local trailing dot", false, "alice@example.org.", 250, "", "local"},
+		{"local case games", false, "ALICE@Example.Org", 250, "", "local"},
+		{"ipv6 literal", false, "user@[IPv6:::1]", 554, "5.7.1", ""},
+		{"idn lookalike of our domain", false, "user@exämple.org", 554, "5.7.1", ""},
+		{"punycode lookalike", false, "user@xn--exmple-cua.org", 554, "5.7.1", ""},
+		{"utf8 local part elsewhere", false, "üser@far.example", 554, "5.7.1", ""},
+		{"percent hack to relay domain", false, "user%far.example@corp.example", 554, "5.7.1", ""},
+		{"double at", false, "user@far.example@example.org", 554, "5.7.1", ""},
+		{"empty local part", false, "@example.org", 501, "5.5.2", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
