@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -425,4 +426,52 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("condition not reached")
+}
+
+// One message whose recipients belong to different routes is handed to
+// each route once (one call per route or MX domain, all its recipients
+// together), and each recipient keeps its own state.
+func TestSplitDeliveryPerRoute(t *testing.T) {
+	h := newHarness(t, t.TempDir(), Options{})
+	h.tr.answer["later@example.com"] = reply.New(451, 4, 7, "try later")
+	id := h.put("alice@example.net", "a@example.com", "later@example.com", "b@example.net", "carol@example.org", "dave@example.org")
+	env := h.attempt(id)
+	if env == nil {
+		t.Fatal("message left the queue with a recipient pending")
+	}
+	// MX: one call for example.com (two recipients), one for example.net;
+	// local: one call per mailbox.
+	var mxCalls []string
+	for _, c := range h.tr.calls {
+		mxCalls = append(mxCalls, strings.Join(c, ","))
+	}
+	sort.Strings(mxCalls)
+	if strings.Join(mxCalls, " ") != "a@example.com,later@example.com b@example.net" {
+		t.Errorf("mx calls %v", mxCalls)
+	}
+	if len(h.local.calls) != 2 {
+		t.Errorf("local calls %v", h.local.calls)
+	}
+	state := map[string]spool.Status{}
+	for _, r := range env.Recipients {
+		state[r.Address] = r.Status
+	}
+	want := map[string]spool.Status{
+		"a@example.com": spool.StatusDelivered, "later@example.com": spool.StatusPending, "b@example.net": spool.StatusDelivered,
+		"carol@example.org": spool.StatusDelivered, "dave@example.org": spool.StatusDelivered,
+	}
+	for a, st := range want {
+		if state[a] != st {
+			t.Errorf("%s: %s, want %s", a, state[a], st)
+		}
+	}
+	// The next attempt retries only the pending recipient.
+	h.tr.calls, h.local.calls = nil, nil
+	delete(h.tr.answer, "later@example.com")
+	if env := h.attempt(id); env != nil {
+		t.Fatalf("not removed after the last recipient: %+v", env)
+	}
+	if len(h.tr.calls) != 1 || strings.Join(h.tr.calls[0], ",") != "later@example.com" || len(h.local.calls) != 0 {
+		t.Errorf("second attempt calls: mx %v local %v", h.tr.calls, h.local.calls)
+	}
 }
