@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"moat/internal/atomicfile"
 	"os"
-	"path/filepath"
 	"strings"
 )
 
@@ -229,41 +229,5 @@ func rewriteUsersFile(path string, create bool, edit func(lines []string, users 
 	if len(lines) > 0 {
 		out += "\n"
 	}
-	return writeFileAtomic(path, []byte(out), mode)
-}
-
-// writeFileAtomic replaces path by data durably (DESIGN.md pattern 7).
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.WriteFile(path, []byte(out), mode)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"moat/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,26 +139,5 @@ func writeKeyFile(path string, data []byte, force bool) error {
 		}
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = f.Chmod(0o600)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
+	return atomicfile.WriteFile(path, data, 0o600)
 }
