@@ -30,8 +30,20 @@ fmt:
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# moat vs a private Postfix vs smtp-sink alone on loopback (scripts/bench.sh:
+# BENCH_MESSAGES, BENCH_SESSIONS, BENCH_SIZE, BENCH_PER_CONN), results in
+# bench/results/; then the Go micro-benchmarks (BENCH_GO=0 skips them).
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m $(PKGS)
+	bash scripts/bench.sh
+
+# Interop with real peers (installs Postfix tools, swaks, Dovecot first).
+interop:
+	bash scripts/interop.sh
+
+# kill -9 at random moments; nothing acknowledged may be lost
+# (CHAOS_CYCLES, CHAOS_MESSAGES; CI: CHAOS_CYCLES=5 CHAOS_MESSAGES=300).
+chaos:
+	bash scripts/chaos.sh
 
 # Every native fuzz target for FUZZTIME each.
 fuzz:

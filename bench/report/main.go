@@ -1,0 +1,176 @@
+// Command report turns the benchmark's CSV (written by scripts/bench.sh)
+// into an SVG bar chart and a Markdown table for the README, with the
+// ratios moat/Postfix and moat/ceiling. No external tools: the SVG is
+// written by hand.
+//
+//	report -csv bench/results/bench.csv -svg bench/results/bench.svg
+package main
+
+import (
+	"encoding/csv"
+	"flag"
+	"fmt"
+	"html"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// row is one benchmark case.
+type row struct {
+	Case       string
+	Messages   int
+	Sessions   int
+	Size       int
+	Rate       float64 // messages/s, first byte sent to last message at the sink
+	AcceptRate float64 // messages/s as the client saw 250s
+	P50, P99   float64 // ms, end of DATA to reply
+	CPUPer1000 float64 // CPU seconds of the server's processes per 1,000 messages
+	PeakMB     float64 // peak memory of the server's processes, MiB
+	SourceRate float64 // smtp-source cross-check, messages/s accepted
+}
+
+var header = []string{"case", "messages", "sessions", "size", "rate", "accept_rate",
+	"p50_ms", "p99_ms", "cpu_per_1000", "peak_mb", "smtp_source_rate"}
+
+func main() {
+	in := flag.String("csv", "bench/results/bench.csv", "CSV written by scripts/bench.sh")
+	svg := flag.String("svg", "bench/results/bench.svg", "SVG chart to write")
+	flag.Parse()
+	f, err := os.Open(*in)
+	if err != nil {
+		fail(err)
+	}
+	rows, err := read(f)
+	f.Close()
+	if err != nil {
+		fail(err)
+	}
+	out, err := os.Create(*svg)
+	if err != nil {
+		fail(err)
+	}
+	writeSVG(out, rows)
+	if err := out.Close(); err != nil {
+		fail(err)
+	}
+	writeTable(os.Stdout, rows)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "report:", err)
+	os.Exit(1)
+}
+
+func read(r io.Reader) ([]row, error) {
+	recs, err := csv.NewReader(r).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) < 2 || strings.Join(recs[0], ",") != strings.Join(header, ",") {
+		return nil, fmt.Errorf("want a header %q and at least one row", strings.Join(header, ","))
+	}
+	var rows []row
+	for _, rec := range recs[1:] {
+		num := func(i int) float64 { v, _ := strconv.ParseFloat(rec[i], 64); return v }
+		rows = append(rows, row{
+			Case: rec[0], Messages: int(num(1)), Sessions: int(num(2)), Size: int(num(3)),
+			Rate: num(4), AcceptRate: num(5), P50: num(6), P99: num(7),
+			CPUPer1000: num(8), PeakMB: num(9), SourceRate: num(10),
+		})
+	}
+	return rows, nil
+}
+
+func find(rows []row, prefix string) (row, bool) {
+	for _, r := range rows {
+		if strings.HasPrefix(r.Case, prefix) {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+func writeTable(w io.Writer, rows []row) {
+	if len(rows) > 0 {
+		r := rows[0]
+		fmt.Fprintf(w, "%d messages of %d bytes, %d concurrent sessions, loopback.\n\n", r.Messages, r.Size, r.Sessions)
+	}
+	fmt.Fprintln(w, "| case | messages/s (to sink) | accepted/s | p50 ms | p99 ms | CPU s / 1000 msgs | peak memory MiB | smtp-source msgs/s |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.2f | %.2f | %.3f | %.1f | %.0f |\n",
+			r.Case, r.Rate, r.AcceptRate, r.P50, r.P99, r.CPUPer1000, r.PeakMB, r.SourceRate)
+	}
+	m, okm := find(rows, "moat")
+	p, okp := find(rows, "postfix")
+	c, okc := find(rows, "smtp-sink")
+	fmt.Fprintln(w)
+	if okm && okp && p.Rate > 0 {
+		fmt.Fprintf(w, "moat/Postfix throughput: %.2f×; CPU per message: %.2f×\n", m.Rate/p.Rate, ratio(m.CPUPer1000, p.CPUPer1000))
+	}
+	if okm && okc && c.Rate > 0 {
+		fmt.Fprintf(w, "moat/ceiling (smtp-sink alone) throughput: %.2f×\n", m.Rate/c.Rate)
+	}
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// writeSVG draws two bar groups: throughput, and p50/p99 latency.
+func writeSVG(w io.Writer, rows []row) {
+	const width, left, barH, gap = 720, 170, 22, 8
+	type bar struct {
+		label string
+		value float64
+		unit  string
+		color string
+	}
+	panels := []struct {
+		title string
+		bars  []bar
+	}{
+		{title: "Throughput, messages/s (client start to last message at the sink)"},
+		{title: "Latency, end of DATA to 250, ms (p50 / p99)"},
+	}
+	for _, r := range rows {
+		panels[0].bars = append(panels[0].bars, bar{r.Case, r.Rate, "/s", "#3b6ea5"})
+		panels[1].bars = append(panels[1].bars,
+			bar{r.Case + " p50", r.P50, " ms", "#6a9f58"},
+			bar{r.Case + " p99", r.P99, " ms", "#c0504d"})
+	}
+	total := 20
+	for _, p := range panels {
+		total += 40 + len(p.bars)*(barH+gap)
+	}
+	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", width, total)
+	fmt.Fprintf(w, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	y := 20
+	for _, p := range panels {
+		fmt.Fprintf(w, `<text x="10" y="%d" font-size="14" font-weight="bold">%s</text>`+"\n", y+14, html.EscapeString(p.title))
+		y += 30
+		max := 0.0
+		for _, b := range p.bars {
+			if b.value > max {
+				max = b.value
+			}
+		}
+		for _, b := range p.bars {
+			l := 0.0
+			if max > 0 {
+				l = b.value / max * float64(width-left-110)
+			}
+			fmt.Fprintf(w, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+15, html.EscapeString(b.label))
+			fmt.Fprintf(w, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", left, y, l, barH, b.color)
+			fmt.Fprintf(w, `<text x="%.1f" y="%d">%s%s</text>`+"\n", float64(left)+l+6, y+15, strconv.FormatFloat(b.value, 'f', 1, 64), b.unit)
+			y += barH + gap
+		}
+		y += 10
+	}
+	fmt.Fprintln(w, "</svg>")
+}

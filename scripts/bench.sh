@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# make bench: moat against Postfix and the ceiling, on loopback, in one go.
+#
+#   (a) moat relaying a relay domain to smtp-sink
+#   (b) a private Postfix instance relaying the same domain to smtp-sink
+#   (c) smtp-sink alone (the ceiling: the client talks to the sink itself)
+#
+# Each case: bench/loadgen sends BENCH_MESSAGES messages of BENCH_SIZE bytes
+# from BENCH_SESSIONS concurrent sessions (BENCH_PER_CONN messages per
+# connection) and measures end-of-DATA→250 latency; the rate is messages
+# divided by the time from the first connection to the last message counted
+# by smtp-sink. CPU is utime+stime of the server's processes (/proc), memory
+# the peak of their summed PSS sampled every 0.2 s. Then smtp-source sends
+# the same count again (one message per connection) as a cross-check.
+#
+# Profiling: BENCH_CASES=moat BENCH_MOAT_BIN=/tmp/moat-unstripped
+# BENCH_PERF=/tmp/moat.perf bash scripts/bench.sh, then perf report -i FILE.
+#
+# Writes bench/results/bench.csv, bench/results/bench.svg and prints a
+# Markdown table. Every server listens on 127.0.0.1 only and is stopped on
+# exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# shellcheck source=peers.sh
+source scripts/peers.sh
+peers_install
+
+N=${BENCH_MESSAGES:-10000}
+C=${BENCH_SESSIONS:-20}
+SIZE=${BENCH_SIZE:-2048}
+PER_CONN=${BENCH_PER_CONN:-10}
+DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-240}
+CASES=${BENCH_CASES:-"moat postfix sink"}
+RESULTS=$ROOT/bench/results
+mkdir -p "$RESULTS"
+
+W=$(mktemp -d /tmp/moat-bench.XXXXXX)
+chmod 755 "$W" # Postfix's and smtp-sink's users must reach their files
+PIDS=()
+PF_DIRS=()
+cleanup() {
+	local p d
+	for d in "${PF_DIRS[@]}"; do postfix -c "$d/etc" stop >/dev/null 2>&1 || true; done
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+echo "== building moat, loadgen, dnsstub, report" >&2
+make --no-print-directory build >/dev/null
+go build -o "$W/loadgen" ./bench/loadgen
+go build -o "$W/dnsstub" ./bench/dnsstub
+go build -o "$W/report" ./bench/report
+
+CLK_TCK=$(getconf CLK_TCK)
+DNSPORT=$(free_port)
+"$W/dnsstub" -addr "127.0.0.1:$DNSPORT" &
+PIDS+=($!)
+
+# ticks PID...: utime+stime of each live PID plus cutime+cstime (reaped
+# children) of each, summed.
+ticks() {
+	local p s=0 t
+	for p in "$@"; do
+		t=$(awk '{print $14+$15+$16+$17}' "/proc/$p/stat" 2>/dev/null || echo 0)
+		s=$((s + t))
+	done
+	echo "$s"
+}
+# tree PID: the process and its children (Postfix: master and its daemons).
+tree() { echo "$1" $(ps -o pid= --ppid "$1" 2>/dev/null || true); }
+# pss_kb PID...: summed proportional set size.
+pss_kb() {
+	local p s=0 v
+	for p in "$@"; do
+		v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+		s=$((s + ${v:-0}))
+	done
+	echo "$s"
+}
+# sampler ROOTPID OUTFILE: writes the peak PSS (kB) of ROOTPID's tree.
+sampler() {
+	local root=$1 out=$2 peak=0 v
+	while kill -0 "$root" 2>/dev/null; do
+		v=$(pss_kb $(tree "$root"))
+		[ "$v" -gt "$peak" ] && peak=$v && echo "$peak" >"$out"
+		sleep 0.2
+	done
+}
+now() { date +%s.%N; }
+
+start_sink() { # start_sink NAME -> sets SINK_ADDR SINK_OUT SINK_PID
+	local port
+	port=$(free_port)
+	SINK_ADDR=127.0.0.1:$port
+	SINK_OUT=$W/$1.sink.out
+	smtp-sink -c -u nobody "$SINK_ADDR" 1024 >"$SINK_OUT" 2>&1 &
+	SINK_PID=$!
+	PIDS+=("$SINK_PID")
+	wait_port 127.0.0.1 "$port" 10
+}
+sink_count() { tr '\r' '\n' <"$SINK_OUT" | grep -o 'mesg=[0-9]*' | tail -1 | cut -d= -f2 || echo 0; }
+wait_sink() { # wait_sink COUNT: until smtp-sink has COUNT messages
+	local want=$1 deadline got
+	deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+	while :; do
+		got=$(sink_count)
+		[ "${got:-0}" -ge "$want" ] && return 0
+		if [ "$(date +%s)" -ge "$deadline" ]; then
+			echo "bench: smtp-sink has ${got:-0} of $want messages after ${DRAIN_TIMEOUT}s" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+start_moat() { # -> SERVER_ADDR SERVER_PID
+	local port dir=$W/moat
+	mkdir -p "$dir"
+	port=$(free_port)
+	SERVER_ADDR=127.0.0.1:$port
+	cat >"$dir/moat.yaml" <<EOF
+hostname: moat.bench.test
+data_dir: $dir/data
+log: {level: info, format: json}
+listeners:
+  - {name: mx, address: "$SERVER_ADDR", mode: mx, tls: none}
+trusted_networks: []
+admin: {address: ""}
+dns: {servers: ["127.0.0.1:$DNSPORT"], timeout: 2s}
+guard:
+  per_ip: {rate_per_minute: 0, burst: 0, max_concurrent: 0}
+  per_prefix: {rate_per_minute: 0, burst: 0, max_concurrent: 0}
+domains:
+  local: []
+  relay: {relay.test: sink}
+routes:
+  sink: {type: smtp, address: "$SINK_ADDR", tls: none}
+${BENCH_MOAT_EXTRA:-}
+EOF
+	"${BENCH_MOAT_BIN:-$ROOT/bin/moat}" serve --config "$dir/moat.yaml" >"$dir/moat.log" 2>&1 &
+	SERVER_PID=$!
+	PIDS+=("$SERVER_PID")
+	wait_port 127.0.0.1 "$port" 20
+}
+
+start_postfix() { # -> SERVER_ADDR SERVER_PID (master)
+	local port dir=$W/postfix
+	mkdir -p "$dir/etc" "$dir/spool" "$dir/data"
+	chown postfix "$dir/data"
+	port=$(free_port)
+	SERVER_ADDR=127.0.0.1:$port
+	# A plain relay with Postfix's defaults (it fsyncs its queue files);
+	# no chroot, no DNS, logging to a file (postlogd).
+	cat >"$dir/etc/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $dir/spool
+data_directory = $dir/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = postfix.bench.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+relay_domains = relay.test
+transport_maps = inline:{ relay.test=smtp:[${SINK_ADDR%:*}]:${SINK_ADDR##*:} }
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+smtp_dns_support_level = disabled
+maillog_file = $dir/maillog
+maillog_file_prefixes = $dir
+biff = no
+EOF
+	cat >"$dir/etc/master.cf" <<EOF
+$SERVER_ADDR inet n - n - - smtpd
+pickup    unix n - n 60 1 pickup
+cleanup   unix n - n - 0 cleanup
+qmgr      unix n - n 300 1 qmgr
+rewrite   unix - - n - - trivial-rewrite
+bounce    unix - - n - 0 bounce
+defer     unix - - n - 0 bounce
+trace     unix - - n - 0 bounce
+verify    unix - - n - 1 verify
+flush     unix n - n 1000? 0 flush
+proxymap  unix - - n - - proxymap
+smtp      unix - - n - - smtp
+relay     unix - - n - - smtp
+showq     unix n - n - - showq
+error     unix - - n - - error
+retry     unix - - n - - error
+discard   unix - - n - - discard
+local     unix - n n - - local
+anvil     unix - - n - 1 anvil
+scache    unix - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+EOF
+	PF_DIRS+=("$dir")
+	if ! postfix -c "$dir/etc" start >"$dir/start.log" 2>&1; then
+		cat "$dir/start.log" "$dir/maillog" >&2 2>/dev/null || true
+		return 1
+	fi
+	wait_port 127.0.0.1 "$port" 20
+	SERVER_PID=$(tr -d ' ' <"$dir/spool/pid/master.pid")
+}
+
+CSV=$RESULTS/bench.csv
+echo "case,messages,sessions,size,rate,accept_rate,p50_ms,p99_ms,cpu_per_1000,peak_mb,smtp_source_rate" >"$CSV"
+jnum() { grep -o "\"$1\":[0-9.e+-]*" | head -1 | cut -d: -f2; }
+
+run_case() { # run_case LABEL
+	local label=$1 target t0 t1 c0 c1 out rate cpu peak srate peakf
+	start_sink "$label"
+	case $label in
+	moat) start_moat; target=$SERVER_ADDR ;;
+	postfix) start_postfix; target=$SERVER_ADDR ;;
+	smtp-sink) SERVER_PID=$SINK_PID; target=$SINK_ADDR ;;
+	esac
+	echo "== $label: loadgen $N messages, $C sessions, $SIZE bytes, $PER_CONN per connection -> $target" >&2
+	peakf=$W/$label.peak
+	echo 0 >"$peakf"
+	sampler "$SERVER_PID" "$peakf" &
+	local sp=$!
+	PIDS+=("$sp")
+	local perfpid=""
+	if [ -n "${BENCH_PERF:-}" ] && [ "$label" = moat ]; then
+		# BENCH_PERF=FILE: perf record of moat during the loadgen phase
+		# (use an unstripped BENCH_MOAT_BIN for symbols).
+		perf record -F 499 -g -o "$BENCH_PERF" -p "$SERVER_PID" >/dev/null 2>&1 &
+		perfpid=$!
+	fi
+	c0=$(ticks $(tree "$SERVER_PID"))
+	t0=$(now)
+	out=$("$W/loadgen" -addr "$target" -n "$N" -c "$C" -size "$SIZE" -per-conn "$PER_CONN" \
+		-from sender@client.test -to rcpt@relay.test -label "$label") || {
+		echo "bench: loadgen failed: $out" >&2
+		return 1
+	}
+	wait_sink "$N"
+	t1=$(now)
+	c1=$(ticks $(tree "$SERVER_PID"))
+	kill "$sp" 2>/dev/null || true
+	if [ -n "$perfpid" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
+	rate=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", n/(b-a)}')
+	cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN{printf "%.4f", d/hz/n*1000}')
+	peak=$(awk -v k="$(cat "$peakf")" 'BEGIN{printf "%.1f", k/1024}')
+	if [ "$label" = moat ]; then
+		echo "   moat VmHWM: $(awk '/VmHWM/{print $2, $3}' /proc/"$SERVER_PID"/status)" >&2
+	fi
+	echo "   loadgen: $out" >&2
+	echo "   to sink: $rate msg/s; CPU $cpu s/1000; peak PSS $peak MiB" >&2
+
+	echo "== $label: smtp-source cross-check ($N messages, $C sessions, one per connection)" >&2
+	local s0 s1
+	s0=$(now)
+	smtp-source -s "$C" -m "$N" -l "$SIZE" -M client.test -f sender@client.test -t rcpt@relay.test "$target"
+	s1=$(now)
+	srate=$(awk -v n="$N" -v a="$s0" -v b="$s1" 'BEGIN{printf "%.1f", n/(b-a)}')
+	wait_sink $((2 * N))
+	echo "   smtp-source accepted: $srate msg/s" >&2
+
+	echo "$label,$N,$C,$SIZE,$rate,$(echo "$out" | jnum rate),$(echo "$out" | jnum p50_ms),$(echo "$out" | jnum p99_ms),$cpu,$peak,$srate" >>"$CSV"
+
+	case $label in
+	moat) kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true ;;
+	postfix) postfix -c "$W/postfix/etc" stop >/dev/null 2>&1 || true ;;
+	esac
+	kill "$SINK_PID" 2>/dev/null || true
+}
+
+echo "== machine: $(nproc) cores; $(df -h "$W" | awk 'NR==2{print $1, $2, "size,", $4, "free"}'); $(uname -r)" >&2
+for c in $CASES; do
+	case $c in
+	moat) run_case moat ;;
+	postfix) run_case postfix ;;
+	sink) run_case smtp-sink ;;
+	esac
+done
+
+"$W/report" -csv "$CSV" -svg "$RESULTS/bench.svg"
+echo
+echo "CSV: bench/results/bench.csv, chart: bench/results/bench.svg"
+
+if [ "${BENCH_GO:-1}" = 1 ]; then
+	echo "== Go micro-benchmarks" >&2
+	go test -run '^$' -bench . -benchmem -count 1 -timeout 30m ./...
+fi
