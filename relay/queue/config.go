@@ -13,7 +13,7 @@ type Config struct {
 	MaxAge         time.Duration `mapstructure:"max_age"`         // default 120h (5 days, RFC 5321 §4.5.4.1 suggests 4-5 days)
 	DelayWarning   time.Duration `mapstructure:"delay_warning"`   // default 4h; 0 = no delay warnings
 	Concurrency    int           `mapstructure:"concurrency"`     // default 20 deliveries at once
-	PerDestination int           `mapstructure:"per_destination"` // default 4 per route / MX domain
+	PerDestination int           `mapstructure:"per_destination"` // default 20 per route / MX domain (Postfix default_destination_concurrency_limit)
 }
 
 // DefaultConfig returns the documented defaults.
@@ -24,7 +24,7 @@ func DefaultConfig() Config {
 		MaxAge:         120 * time.Hour,
 		DelayWarning:   4 * time.Hour,
 		Concurrency:    20,
-		PerDestination: 4,
+		PerDestination: 20,
 	}
 }
 

@@ -66,7 +66,7 @@ import (
 // Options configure a Manager. Zero values take the documented defaults.
 type Options struct {
 	Concurrency    int           // messages attempted at once; default 20
-	PerDestination int           // groups to one destination at once; default 4
+	PerDestination int           // groups to one destination at once; default 20
 	RetryMin       time.Duration // default 5m
 	RetryMax       time.Duration // default 1h
 	MaxAge         time.Duration // default 120h
@@ -97,7 +97,7 @@ func (o *Options) defaults() {
 		o.Concurrency = 20
 	}
 	if o.PerDestination <= 0 {
-		o.PerDestination = 4
+		o.PerDestination = 20
 	}
 	def(&o.RetryMin, 5*time.Minute)
 	def(&o.RetryMax, time.Hour)
