@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// writePair writes a self-signed certificate for cn and its key as PEM.
+func writePair(t *testing.T, dir, cn string) TLSFiles {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		DNSNames: []string{cn}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	f := TLSFiles{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
+	os.WriteFile(f.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(f.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
+	return f
+}
+
+// peerName handshakes with cfg and returns the certificate's name.
+func peerName(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+}
+
+func TestCertificateReloadWithoutRestart(t *testing.T) {
+	dir := t.TempDir()
+	files := writePair(t, dir, "old.example.org")
+	certs, err := LoadCertificates(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := certs.ServerConfig()
+	if got := peerName(t, cfg); got != "old.example.org" {
+		t.Fatalf("before: %s", got)
+	}
+	writePair(t, dir, "new.example.org")
+	if err := certs.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	// The same *tls.Config (held by the running listeners) now serves the new one.
+	if got := peerName(t, cfg); got != "new.example.org" {
+		t.Fatalf("after reload: %s", got)
+	}
+	// A broken file keeps the certificate in force.
+	os.WriteFile(files.CertFile, []byte("garbage"), 0o600)
+	if err := certs.Reload(); err == nil {
+		t.Fatal("reload of a broken certificate succeeded")
+	}
+	if got := peerName(t, cfg); got != "new.example.org" {
+		t.Fatalf("after failed reload: %s", got)
+	}
+}
+
+func TestServerTLSRefusesOldVersions(t *testing.T) {
+	files := writePair(t, t.TempDir(), "mx.example.org")
+	certs, err := LoadCertificates(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", certs.ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	if err := c.Handshake(); err == nil {
+		t.Fatal("TLS 1.1 handshake succeeded")
+	}
+	c.Close()
+}
