@@ -42,7 +42,7 @@ func rootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(serveCommand(), checkConfigCommand(), versionCommand(),
-		queueCommand(), userCommand(), dkimCommand())
+		queueCommand(), userCommand(), dkimCommand(), rulesCommand(), quarantineCommand())
 	return root
 }
 

@@ -274,12 +274,13 @@ func (a *app) build() error {
 			}
 		}
 		if a.admin, err = admin.New(admin.Options{
-			Address: cfg.Admin.Address,
-			Token:   token,
-			Metrics: m,
-			Queue:   admin.QueueOf(a.spool, a.queue),
-			Ready:   a.readyChecks(),
-			Logger:  log.Named("admin"),
+			Address:    cfg.Admin.Address,
+			Token:      token,
+			Metrics:    m,
+			Queue:      admin.QueueOf(a.spool, a.queue),
+			Quarantine: admin.QuarantineOf(a.quarantine, a.spool, a.queue.Notify),
+			Ready:      a.readyChecks(),
+			Logger:     log.Named("admin"),
 		}); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 // Package admin is moat's admin HTTP listener (config key admin): the
 // Prometheus scrape endpoint /metrics, the probes /healthz and /readyz,
-// the queue API that `moat queue` talks to, and a small status page at /.
+// the queue API that `moat queue` talks to, the quarantine API that
+// `moat quarantine` talks to, and a small status page at /.
 //
 // Access: when a bearer token is configured (admin.token_file), every
 // route but the two probes needs "Authorization: Bearer <token>" (RFC 6750
@@ -53,6 +54,9 @@ type Options struct {
 	// Queue serves the queue API and the page's queue counts; optional
 	// (the API then answers 503).
 	Queue QueueAPI
+	// Quarantine serves the quarantine API and the page's quarantine
+	// count; optional (the API then answers 503).
+	Quarantine QuarantineAPI
 	// Ready is /readyz: nil means ready. Its error should name the failing
 	// check (see Checks).
 	Ready func(ctx context.Context) error
@@ -122,6 +126,10 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /api/queue/{id}/hold", s.auth(s.op(QueueAPI.Hold)))
 	mux.Handle("POST /api/queue/{id}/release", s.auth(s.op(QueueAPI.Release)))
 	mux.Handle("DELETE /api/queue/{id}", s.auth(s.op(QueueAPI.Delete)))
+	mux.Handle("GET /api/quarantine", s.auth(http.HandlerFunc(s.quarantineList)))
+	mux.Handle("GET /api/quarantine/{id}", s.auth(http.HandlerFunc(s.quarantineShow)))
+	mux.Handle("POST /api/quarantine/{id}/release", s.auth(http.HandlerFunc(s.quarantineRelease)))
+	mux.Handle("DELETE /api/quarantine/{id}", s.auth(http.HandlerFunc(s.quarantineDelete)))
 	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
 	h = s.hostCheck(h)
 	return h

@@ -102,6 +102,18 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 	return nil
 }
 
+func (c *Client) postJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.do(ctx, http.MethodPost, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponse)).Decode(v); err != nil {
+		return fmt.Errorf("admin API: bad answer: %w", err)
+	}
+	return nil
+}
+
 // List returns up to limit queued messages (0: the server's default).
 func (c *Client) List(ctx context.Context, limit int) (*List, error) {
 	path := "/api/queue"

@@ -71,6 +71,7 @@ type Message struct {
 	Attempts    int       `json:"attempts"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
+	Client      string    `json:"client,omitempty"` // the client's IP address
 }
 
 // List is the answer of GET /api/queue.
@@ -105,7 +106,7 @@ func Summarize(env *spool.Envelope, now time.Time) Message {
 	m := Message{
 		ID: env.ID, Received: env.Received, AgeSeconds: int64(now.Sub(env.Received) / time.Second),
 		State: State(env), Sender: env.Sender, RcptCount: len(env.Recipients), Size: env.Size,
-		Attempts: env.Attempts, NextAttempt: env.NextAttempt, LastError: env.LastError,
+		Attempts: env.Attempts, NextAttempt: env.NextAttempt, LastError: env.LastError, Client: env.ClientIP,
 	}
 	for pass := 0; pass < 2; pass++ { // pending recipients first
 		for _, r := range env.Recipients {

@@ -72,10 +72,13 @@ type page struct {
 	Queue      []queueRow
 	Oldest     string
 	Recipients int
-	Chart      chart
-	TopClients []metrics.Count
-	TopRules   []metrics.Count
-	Deliveries []deliveryRow
+	// HasQuarantine and Quarantined: the number of quarantined messages.
+	HasQuarantine bool
+	Quarantined   int
+	Chart         chart
+	TopClients    []metrics.Count
+	TopRules      []metrics.Count
+	Deliveries    []deliveryRow
 }
 
 type deliveryRow struct {
@@ -148,6 +151,15 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		p.Oldest = stats.Oldest.Truncate(time.Second).String()
 		p.Recipients = stats.Recipients
 	}
+	if s.opt.Quarantine != nil {
+		// One directory listing per page view (the page reloads every
+		// 30 s); a failure only hides the count.
+		if envs, err := s.opt.Quarantine.List(); err == nil {
+			p.HasQuarantine, p.Quarantined = true, len(envs)
+		} else {
+			s.log.Warn("status page: quarantine not listed", zap.Error(err))
+		}
+	}
 	if snap.Minutes == nil {
 		snap.Minutes = make([]metrics.Minute, 60)
 		now := time.Now().UTC().Truncate(time.Minute)
@@ -208,6 +220,10 @@ td.n{text-align:right}
 {{end}}</table>
 <p>Pending recipients: {{.Recipients}}. Oldest message: {{.Oldest}}.</p>
 {{else}}<p>The queue is not available.</p>{{end}}
+
+<h2>Quarantine</h2>
+{{if .HasQuarantine}}<p id="quarantine-count">{{.Quarantined}} message(s) in quarantine (<code>moat quarantine list</code>).</p>
+{{else}}<p>The quarantine is not available.</p>{{end}}
 
 <h2>Verdicts per minute, last hour</h2>
 {{with .Chart}}

@@ -1,0 +1,291 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"moat/relay/spool"
+)
+
+// QuarantineAPI is what the admin API needs of the quarantine: the
+// quarantine spool's listing and message bytes, and the two operator
+// decisions, release (deliver after all) and delete.
+type QuarantineAPI interface {
+	List() ([]*spool.Envelope, error)
+	Get(id string) (*spool.Envelope, error)
+	Open(id string) (io.ReadCloser, error)
+	// Release moves the message into the delivery queue and returns its
+	// new queue id.
+	Release(ctx context.Context, id string) (string, error)
+	Delete(id string) error
+}
+
+// QuarantineOf joins the quarantine spool q, the main spool and the
+// queue manager's Notify into a QuarantineAPI. notify may be nil (the
+// queue's periodic scan then finds the released message).
+func QuarantineOf(q, main *spool.Spool, notify func(id string)) QuarantineAPI {
+	return &quarantineOf{Spool: q, main: main, notify: notify}
+}
+
+type quarantineOf struct {
+	*spool.Spool
+	main   *spool.Spool
+	notify func(string)
+	// mu serializes release and delete, so that two operators releasing
+	// the same message at once queue it once.
+	mu sync.Mutex
+}
+
+func (q *quarantineOf) Release(ctx context.Context, id string) (string, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	newID, err := ReleaseQuarantined(ctx, q.Spool, q.main, id, time.Now())
+	if newID != "" && q.notify != nil {
+		q.notify(newID)
+	}
+	return newID, err
+}
+
+func (q *quarantineOf) Delete(id string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.Remove(id)
+}
+
+// ReleaseQuarantined moves message id from the quarantine spool q into
+// the delivery spool main under a new id, and returns that id. The order
+// keeps the no-loss promise of DESIGN.md: the copy in main is made
+// durable first (spool.Put returns only after its fsyncs), and only then
+// is the quarantined copy removed. A crash between the two leaves the
+// message in both places: released twice at worst (a duplicate), never
+// lost. The caller notifies the queue manager.
+//
+// The released envelope keeps sender, recipients (still pending; their
+// routes as decided at RCPT) and client details, with its delivery state
+// reset, and Received set to now: the queue's maximum age counts from
+// the release, not from the arrival in quarantine (the Received header
+// in the message still shows the arrival).
+func ReleaseQuarantined(ctx context.Context, q, main *spool.Spool, id string, now time.Time) (string, error) {
+	env, err := q.Get(id)
+	if err != nil {
+		return "", err
+	}
+	msg, err := q.Open(id)
+	if err != nil {
+		return "", err
+	}
+	defer msg.Close()
+	rel := env.Clone()
+	rel.ID = main.NewID()
+	rel.Received = now
+	rel.Attempts, rel.NextAttempt, rel.LastError = 0, time.Time{}, ""
+	rel.Held, rel.DelayWarned = false, false
+	for i := range rel.Recipients {
+		r := &rel.Recipients[i]
+		if r.Status != spool.StatusPending {
+			continue
+		}
+		r.Attempts, r.LastError, r.LastAttempt = 0, "", time.Time{}
+	}
+	if err := main.Put(ctx, rel, msg); err != nil {
+		return "", fmt.Errorf("queueing %s: %w", id, err)
+	}
+	msg.Close()
+	if err := q.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
+		// Queued, but still in quarantine: the operator sees it there
+		// and may delete it; nothing is lost.
+		return rel.ID, fmt.Errorf("queued as %s, but removing it from quarantine failed: %w", rel.ID, err)
+	}
+	return rel.ID, nil
+}
+
+// Released is the answer of POST /api/quarantine/{id}/release.
+type Released struct {
+	ID      string `json:"id"`       // the quarantine id
+	QueueID string `json:"queue_id"` // the new id in the delivery queue
+}
+
+func (s *Server) quarantineAPI(w http.ResponseWriter) (QuarantineAPI, bool) {
+	if s.opt.Quarantine == nil {
+		http.Error(w, "503 the quarantine is not available", http.StatusServiceUnavailable)
+		return nil, false
+	}
+	return s.opt.Quarantine, true
+}
+
+// qID reads and checks the {id} path value.
+func qID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if !spool.ValidID(id) {
+		http.Error(w, "400 not a quarantine id", http.StatusBadRequest)
+		return "", false
+	}
+	return id, true
+}
+
+// quarantineList serves GET /api/quarantine (?limit=N as for the queue).
+func (s *Server) quarantineList(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.quarantineAPI(w)
+	if !ok {
+		return
+	}
+	limit := DefaultListLimit
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxListLimit {
+			http.Error(w, fmt.Sprintf("400 limit must be 1 to %d", MaxListLimit), http.StatusBadRequest)
+			return
+		}
+		limit = n
+	}
+	envs, err := q.List()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, SummarizeAll(envs, limit, time.Now()))
+}
+
+// SummarizeAll turns a listing into a List of at most limit entries.
+func SummarizeAll(envs []*spool.Envelope, limit int, now time.Time) *List {
+	out := &List{Total: len(envs), Messages: make([]Message, 0, min(len(envs), limit))}
+	for _, env := range envs {
+		if len(out.Messages) == limit {
+			out.Truncated = true
+			break
+		}
+		m := Summarize(env, now)
+		m.State = "quarantined"
+		out.Messages = append(out.Messages, m)
+	}
+	return out
+}
+
+// QuarantineDetail reads one quarantined message's envelope and headers.
+func QuarantineDetail(q interface {
+	Get(string) (*spool.Envelope, error)
+	Open(string) (io.ReadCloser, error)
+}, id string) (*Detail, error) {
+	env, err := q.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	d := &Detail{Envelope: env, State: "quarantined"}
+	f, err := q.Open(id)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if d.Headers, d.HeadersTruncated, err = ReadHeaders(f, MaxShowHeaderBytes); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (s *Server) quarantineShow(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.quarantineAPI(w)
+	if !ok {
+		return
+	}
+	id, ok := qID(w, r)
+	if !ok {
+		return
+	}
+	d, err := QuarantineDetail(q, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, d)
+}
+
+func (s *Server) quarantineRelease(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.quarantineAPI(w)
+	if !ok {
+		return
+	}
+	id, ok := qID(w, r)
+	if !ok {
+		return
+	}
+	newID, err := q.Release(r.Context(), id)
+	if err != nil && newID == "" {
+		s.fail(w, r, err)
+		return
+	}
+	if err != nil {
+		// Queued; only the removal failed. Say so, but it is done.
+		s.log.Warn("quarantine release: " + err.Error())
+	}
+	writeJSON(w, Released{ID: id, QueueID: newID})
+}
+
+func (s *Server) quarantineDelete(w http.ResponseWriter, r *http.Request) {
+	q, ok := s.quarantineAPI(w)
+	if !ok {
+		return
+	}
+	id, ok := qID(w, r)
+	if !ok {
+		return
+	}
+	if err := q.Delete(id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok", id)
+}
+
+// QuarantineList returns up to limit quarantined messages (0: the
+// server's default).
+func (c *Client) QuarantineList(ctx context.Context, limit int) (*List, error) {
+	path := "/api/quarantine"
+	if limit > 0 {
+		path += fmt.Sprintf("?limit=%d", limit)
+	}
+	var l List
+	if err := c.getJSON(ctx, path, &l); err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// QuarantineShow returns one quarantined message's envelope and headers.
+func (c *Client) QuarantineShow(ctx context.Context, id string) (*Detail, error) {
+	var d Detail
+	if err := c.getJSON(ctx, "/api/quarantine/"+url.PathEscape(id), &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// QuarantineRelease queues a quarantined message for delivery and
+// returns its new queue id.
+func (c *Client) QuarantineRelease(ctx context.Context, id string) (string, error) {
+	var rel Released
+	if err := c.postJSON(ctx, "/api/quarantine/"+url.PathEscape(id)+"/release", &rel); err != nil {
+		return "", err
+	}
+	if !spool.ValidID(rel.QueueID) {
+		return "", errors.New("admin API: bad answer: no queue id")
+	}
+	return rel.QueueID, nil
+}
+
+// QuarantineDelete deletes a quarantined message.
+func (c *Client) QuarantineDelete(ctx context.Context, id string) error {
+	resp, err := c.do(ctx, http.MethodDelete, "/api/quarantine/"+url.PathEscape(id))
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxLine))
+	return resp.Body.Close()
+}

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"moat/cmd/moat/admin"
+	"moat/relay/spool"
+)
+
+// quarantineCommand is `moat quarantine list|show|release|delete`. The
+// quarantine is a second spool, <data_dir>/quarantine, that the daemon
+// holds locked; so the commands go through the daemon's admin API. When
+// the daemon does not answer, list and show read the directory, and
+// release and delete open both spools themselves: their lock then proves
+// that no daemon is using them.
+func quarantineCommand() *cobra.Command {
+	var cfgPath, adminAddr string
+	cmd := &cobra.Command{
+		Use:   "quarantine",
+		Short: "List, inspect, release or delete quarantined messages",
+	}
+	cmd.PersistentFlags().StringVar(&cfgPath, "config", "", "configuration file (YAML): admin.address, admin.token_file and data_dir")
+	cmd.PersistentFlags().StringVar(&adminAddr, "admin", "", "admin API address host:port (overrides admin.address)")
+	target := func() (*quarantineTarget, error) {
+		t, err := newQueueTarget(cfgPath, adminAddr)
+		if err != nil {
+			return nil, err
+		}
+		dataDir := filepath.Dir(t.spoolDir)
+		return &quarantineTarget{queueTarget: t, dir: filepath.Join(dataDir, "quarantine")}, nil
+	}
+
+	var limit int
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List quarantined messages: id, age, sender, recipients, client",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
+		},
+	}
+	list.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("at most this many messages (default %d)", admin.DefaultListLimit))
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one quarantined message's envelope and headers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
+		},
+	}
+	release := &cobra.Command{
+		Use:   "release ID",
+		Short: "Deliver a quarantined message after all: move it into the delivery queue",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			return t.release(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete a quarantined message without notice to anyone",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			return t.delete(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
+		},
+	}
+	cmd.AddCommand(list, show, release, del)
+	return cmd
+}
+
+type quarantineTarget struct {
+	*queueTarget
+	dir string // <data_dir>/quarantine
+}
+
+func ctxOr(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
+}
+
+// readOnly opens the quarantine for reading, saying so on stderr.
+func (t *quarantineTarget) readOnly(stderr io.Writer, cause error) (*spool.Spool, error) {
+	fmt.Fprintf(stderr, "moat: %s: %v\nmoat: reading the quarantine %s directly\n", t.addr, cause, t.dir)
+	sp, err := spool.OpenReadOnly(t.dir)
+	if err != nil {
+		return nil, fmt.Errorf("the daemon does not answer and the quarantine cannot be read: %w", err)
+	}
+	return sp, nil
+}
+
+func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, limit int) error {
+	ctx, cancel := context.WithTimeout(ctxOr(ctx), queueTimeout)
+	defer cancel()
+	l, err := t.client.QuarantineList(ctx, limit)
+	if errors.Is(err, admin.ErrUnreachable) {
+		sp, ferr := t.readOnly(stderr, err)
+		if ferr != nil {
+			return ferr
+		}
+		defer sp.Close()
+		envs, lerr := sp.List()
+		if lerr != nil {
+			return lerr
+		}
+		if limit <= 0 {
+			limit = admin.DefaultListLimit
+		}
+		l, err = admin.SummarizeAll(envs, limit, time.Now()), nil
+	}
+	if err != nil {
+		return quarantineError("list", err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAGE\tSENDER\tRECIPIENTS\tCLIENT")
+	for _, m := range l.Messages {
+		rcpts := strings.Join(m.Recipients, ",")
+		if more := m.RcptCount - len(m.Recipients); more > 0 {
+			rcpts += fmt.Sprintf(",+%d more", more)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second), clean(sender(m.Sender)), clean(rcpts), clean(m.Client))
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "%d message(s) in quarantine\n", l.Total)
+	if l.Truncated {
+		fmt.Fprintf(stderr, "moat: showing %d of %d messages (--limit)\n", len(l.Messages), l.Total)
+	}
+	return nil
+}
+
+func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, id string) error {
+	if !spool.ValidID(id) {
+		return fmt.Errorf("quarantine show: %q is not a quarantine id", id)
+	}
+	ctx, cancel := context.WithTimeout(ctxOr(ctx), queueTimeout)
+	defer cancel()
+	d, err := t.client.QuarantineShow(ctx, id)
+	if errors.Is(err, admin.ErrUnreachable) {
+		sp, ferr := t.readOnly(stderr, err)
+		if ferr != nil {
+			return ferr
+		}
+		defer sp.Close()
+		d, err = admin.QuarantineDetail(sp, id)
+	}
+	if err != nil {
+		return quarantineError("show "+id, err)
+	}
+	printDetail(stdout, d)
+	return nil
+}
+
+func (t *quarantineTarget) release(ctx context.Context, stdout, stderr io.Writer, id string) error {
+	if !spool.ValidID(id) {
+		return fmt.Errorf("quarantine release: %q is not a quarantine id", id)
+	}
+	ctx, cancel := context.WithTimeout(ctxOr(ctx), queueTimeout)
+	defer cancel()
+	newID, err := t.client.QuarantineRelease(ctx, id)
+	if errors.Is(err, admin.ErrUnreachable) {
+		newID, err = t.offline(stderr, err, func(q *spool.Spool) (string, error) {
+			main, err := spool.Open(t.spoolDir, spool.Options{})
+			if err != nil {
+				return "", lockedError(err)
+			}
+			defer main.Close()
+			return admin.ReleaseQuarantined(ctx, q, main, id, time.Now())
+		})
+		if err == nil {
+			fmt.Fprintln(stderr, "moat: delivery starts when moat serve runs")
+		}
+	}
+	if err != nil && newID == "" {
+		return quarantineError("release "+id, err)
+	}
+	fmt.Fprintf(stdout, "released %s: queued as %s\n", id, newID)
+	if err != nil {
+		return quarantineError("release "+id, err)
+	}
+	return nil
+}
+
+func (t *quarantineTarget) delete(ctx context.Context, stdout, stderr io.Writer, id string) error {
+	if !spool.ValidID(id) {
+		return fmt.Errorf("quarantine delete: %q is not a quarantine id", id)
+	}
+	ctx, cancel := context.WithTimeout(ctxOr(ctx), queueTimeout)
+	defer cancel()
+	err := t.client.QuarantineDelete(ctx, id)
+	if errors.Is(err, admin.ErrUnreachable) {
+		_, err = t.offline(stderr, err, func(q *spool.Spool) (string, error) { return "", q.Remove(id) })
+	}
+	if err != nil {
+		return quarantineError("delete "+id, err)
+	}
+	fmt.Fprintf(stdout, "deleted %s\n", id)
+	return nil
+}
+
+// offline runs fn on the quarantine opened read-write. spool.Open takes
+// the quarantine's lock, which the daemon holds while it runs: if it
+// cannot be had, the daemon is running but its admin API did not answer.
+func (t *quarantineTarget) offline(stderr io.Writer, cause error, fn func(q *spool.Spool) (string, error)) (string, error) {
+	fmt.Fprintf(stderr, "moat: %s: %v\nmoat: working on %s directly\n", t.addr, cause, t.dir)
+	// Do not create a quarantine in a wrong data_dir.
+	if _, err := os.Stat(filepath.Join(t.dir, "queue")); err != nil {
+		return "", fmt.Errorf("the daemon does not answer and there is no quarantine: %w", err)
+	}
+	q, err := spool.Open(t.dir, spool.Options{})
+	if err != nil {
+		return "", lockedError(err)
+	}
+	defer q.Close()
+	return fn(q)
+}
+
+// lockedError words a failure to open a spool read-write.
+func lockedError(err error) error {
+	if strings.Contains(err.Error(), "in use by another process") {
+		return fmt.Errorf("moat serve seems to be running (it holds the spool lock) but its admin API does not answer; try again, or check admin.address: %w", err)
+	}
+	return err
+}
+
+// quarantineError words an API failure for the operator.
+func quarantineError(what string, err error) error {
+	var se *admin.StatusError
+	switch {
+	case errors.Is(err, spool.ErrNotFound), errors.As(err, &se) && se.Code == 404:
+		return fmt.Errorf("quarantine %s: no such message", what)
+	case errors.As(err, &se) && se.Code == 401:
+		return fmt.Errorf("quarantine %s: the admin API refused the token (check admin.token_file)", what)
+	case errors.As(err, &se):
+		return fmt.Errorf("quarantine %s: %s", what, se.Text)
+	}
+	return fmt.Errorf("quarantine %s: %w", what, err)
+}

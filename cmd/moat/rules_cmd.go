@@ -1,0 +1,484 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"moat/gateway"
+	"moat/internal/dnsres"
+	"moat/mailbox"
+	"moat/policy"
+	"moat/policy/content"
+	"moat/policy/dkim"
+	"moat/policy/dmarc"
+	"moat/policy/iprev"
+	"moat/policy/spf"
+	"moat/relay/route"
+	"moat/rules"
+)
+
+// rulesCommand is `moat rules check|test|explain`.
+func rulesCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rules",
+		Short: "Check rule files, run a message through the rules offline, explain an incident",
+	}
+	cmd.AddCommand(rulesCheckCommand(), rulesTestCommand(), rulesExplainCommand())
+	return cmd
+}
+
+func rulesCheckCommand() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "check [--config FILE] [FILES...]",
+		Short: "Validate rule files and print every error as file:line:col: rule: message",
+		Long: `Validate rule files: parse, compile and type-check every condition.
+
+With FILES, those files are checked (with --config, against its rules.lists
+and routes). Without FILES, the rule files of the configuration's rules section
+are checked (the built-in default configuration when --config is not given).
+Every problem is printed as file:line:col: rule "name": message; the exit
+status is 1 when there is any. Other configuration errors are not reported
+here: use moat check-config for those.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg := rules.DefaultConfig()
+			opt := rules.LoadOptions{}
+			if cfgPath != "" || len(args) == 0 {
+				c, err := loadConfig(cfgPath)
+				if c == nil {
+					for _, l := range errorLines(err) {
+						fmt.Fprintln(cmd.ErrOrStderr(), l)
+					}
+					return exitError{1}
+				}
+				cfg, opt = c.Rules, c.ruleLoadOptions()
+			}
+			if len(args) > 0 {
+				cfg.Paths = args
+			}
+			errs := rules.CheckConfig(cfg, opt)
+			if len(errs) > 0 {
+				for _, l := range errorLines(errors.Join(errs...)) {
+					fmt.Fprintln(cmd.ErrOrStderr(), l)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%d error(s)\n", len(errs))
+				return exitError{1}
+			}
+			set, err := rules.Load(cfg, opt)
+			if err != nil { // cannot happen after a clean check
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d rules in %d files: ok\n", set.Len(), len(set.Files()))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "configuration file (YAML): its rules section")
+	return cmd
+}
+
+// testInput is what `moat rules test` is told about the session.
+type testInput struct {
+	cfgPath, eml, ip, helo, from, dnsZone, authUser string
+	to                                              []string
+	tls, asJSON                                     bool
+}
+
+func rulesTestCommand() *cobra.Command {
+	var in testInput
+	cmd := &cobra.Command{
+		Use:   "test --eml FILE --ip IP --helo NAME --from ADDR --to ADDR [--to ADDR...]",
+		Short: "Run a message through the checks and the rules offline and show each stage",
+		Long: `Run one message through what moat serve would do with it, offline: the
+relay and recipient checks, the sender authentication checks (iprev, SPF,
+DKIM, DMARC) as configured in auth, and the rules of every stage (connect,
+helo, mail, rcpt once per recipient, data). It prints the facts the checks
+found, each rule that matched (with dry runs), the score and the verdict.
+
+As in the gateway, the authentication checks are skipped for --auth-user and
+for a client in trusted_networks, and SPF checks the HELO name when --from is
+empty (the null sender). Nothing is sent and nothing is spooled; rate limits
+and greylisting use fresh in-memory stores (so greylist always defers).
+
+DNS comes from the configured resolver (dns section), or with --dns from a
+zone file (RFC 1035 master file syntax) served from memory, e.g.:
+
+  example.com.                 TXT "v=spf1 ip4:192.0.2.0/24 -all"
+  _dmarc.example.com.          TXT "v=DMARC1; p=reject"
+  1.2.0.192.in-addr.arpa.      PTR mail.example.com.
+  mail.example.com.            A   192.0.2.1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runRulesTest(cmd.Context(), cmd.OutOrStdout(), in)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&in.cfgPath, "config", "", "configuration file (YAML): rules, auth, dns, domains, trusted_networks")
+	f.StringVar(&in.eml, "eml", "", "the message (RFC 5322; LF line ends are taken as CRLF)")
+	f.StringVar(&in.ip, "ip", "", "the client's IP address")
+	f.StringVar(&in.helo, "helo", "", "the EHLO/HELO name")
+	f.StringVar(&in.from, "from", "", "the envelope sender (MAIL FROM; empty: the null sender)")
+	f.StringArrayVar(&in.to, "to", nil, "an envelope recipient (repeat for more)")
+	f.StringVar(&in.dnsZone, "dns", "", "answer DNS from this zone file instead of the configured resolver")
+	f.BoolVar(&in.tls, "tls", false, "the session used STARTTLS (TLS 1.3)")
+	f.StringVar(&in.authUser, "auth-user", "", "the session authenticated as this user")
+	f.BoolVar(&in.asJSON, "json", false, "print the result as JSON")
+	for _, req := range []string{"eml", "ip", "helo", "to"} {
+		_ = cmd.MarkFlagRequired(req)
+	}
+	return cmd
+}
+
+// testReport is what `moat rules test` found; printed as text or JSON.
+type testReport struct {
+	Client     string         `json:"client"`
+	Trusted    bool           `json:"trusted"`
+	AuthUser   string         `json:"auth_user,omitempty"`
+	Inbound    bool           `json:"inbound_checks"`
+	IPRev      *policy.IPRev  `json:"iprev,omitempty"`
+	SPF        *policy.SPF    `json:"spf,omitempty"`
+	DKIM       *policy.DKIM   `json:"dkim,omitempty"`
+	DMARC      *policy.DMARC  `json:"dmarc,omitempty"`
+	Recipients []testRcpt     `json:"recipients"`
+	Stages     []testStage    `json:"stages"`
+	Hits       []testHit      `json:"hits"`
+	Score      float64        `json:"score"`
+	Verdict    map[string]any `json:"verdict"`
+	Headers    []rules.Header `json:"headers,omitempty"`
+}
+
+type testRcpt struct {
+	Address string `json:"address"`
+	Route   string `json:"route,omitempty"`
+	Refused string `json:"refused,omitempty"` // the gateway refuses it before any rule
+}
+
+type testStage struct {
+	Stage  string  `json:"stage"`
+	Rcpt   string  `json:"rcpt,omitempty"`
+	Action string  `json:"action"`
+	Rule   string  `json:"rule,omitempty"`
+	Score  float64 `json:"score"`
+}
+
+type testHit struct {
+	Stage  string         `json:"stage"`
+	Rule   string         `json:"rule"`
+	Action string         `json:"action"`
+	DryRun bool           `json:"dry_run,omitempty"`
+	Note   string         `json:"note,omitempty"`
+	Facts  map[string]any `json:"facts,omitempty"`
+}
+
+// maxTestMessage bounds the --eml read when the config sets no limit.
+const maxTestMessage = 64 << 20
+
+func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cfg, err := loadConfig(in.cfgPath)
+	if err != nil {
+		return fmt.Errorf("configuration: %s", strings.Join(errorLines(err), "; "))
+	}
+	ip, err := netip.ParseAddr(in.ip)
+	if err != nil {
+		return fmt.Errorf("--ip: %q is not an IP address", in.ip)
+	}
+	ip = ip.Unmap()
+	raw, err := readMessage(in.eml, cfg.SMTP.MaxMessageSize)
+	if err != nil {
+		return err
+	}
+	var res dnsres.Resolver
+	if in.dnsZone != "" {
+		f, err := os.Open(in.dnsZone)
+		if err != nil {
+			return fmt.Errorf("--dns: %w", err)
+		}
+		z, err := loadZone(f, in.dnsZone)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("--dns: %w", err)
+		}
+		res = z
+	} else if res, err = dnsres.New(cfg.DNS); err != nil {
+		return err
+	}
+	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions())
+	if err != nil {
+		return fmt.Errorf("rules: %s", strings.Join(errorLines(err), "; "))
+	}
+	trusted, err := gateway.ParsePrefixes("trusted_networks", cfg.TrustedNetworks)
+	if err != nil {
+		return err
+	}
+
+	var f rules.Facts
+	f.Conn = policy.Conn{ID: "test", IP: ip, HELO: in.helo, Listener: "test", Mode: "mx", AuthUser: in.authUser}
+	if in.authUser != "" {
+		f.Conn.Mode = "submission"
+	}
+	if in.tls {
+		f.Conn.TLS, f.Conn.TLSVersion = true, "TLS1.3"
+	}
+	for _, p := range trusted {
+		if p.Contains(ip) {
+			f.Conn.Trusted = true
+		}
+	}
+	rep := &testReport{Client: ip.String(), Trusted: f.Conn.Trusted, AuthUser: in.authUser}
+	may := f.Conn.Trusted || in.authUser != ""
+	// gateway session.inbound(): checks run when auth is enabled, for
+	// clients that are neither trusted nor authenticated.
+	rep.Inbound = cfg.Auth.Enabled && !may
+	timed := func(fn func(ctx context.Context)) {
+		c, cancel := context.WithTimeout(ctx, cfg.Auth.Timeout)
+		defer cancel()
+		fn(c)
+	}
+	msg, perr := content.Parse(raw, content.DefaultOptions())
+	if perr != nil {
+		msg = nil // the gateway goes on without message facts too
+	}
+	if rep.Inbound {
+		timed(func(c context.Context) { f.IPRev = iprev.Check(c, res, ip) })
+		if f.IPRev.Result == policy.ResultPass && len(f.IPRev.Names) > 0 {
+			f.Conn.PTR = strings.TrimSuffix(f.IPRev.Names[0], ".")
+		}
+		// RFC 7208 §2.4: the MAIL FROM identity, or HELO for <>.
+		timed(func(c context.Context) { f.SPF = spf.Check(c, res, ip, in.helo, in.from) })
+		timed(func(c context.Context) { f.DKIM = dkim.Verify(c, res, bytes.NewReader(raw), dkim.Options{}) })
+		var from []string
+		if msg != nil {
+			from = msg.HeaderValues("From")
+		}
+		timed(func(c context.Context) {
+			f.DMARC = dmarc.Evaluate(c, res, dmarc.Input{From: from, SPF: f.SPF, DKIM: f.DKIM})
+		})
+		rep.IPRev, rep.SPF, rep.DKIM, rep.DMARC = &f.IPRev, &f.SPF, &f.DKIM, &f.DMARC
+	}
+
+	// The relay decision and the recipient check come before any rule
+	// (gateway session.Rcpt); a refused recipient is not evaluated.
+	router := route.NewRouter(cfg.routeConfig())
+	dir, err := mailbox.New(cfg.Mailboxes, cfg.Domains.Local)
+	if err != nil {
+		return err
+	}
+	var rcpts []string
+	for _, to := range in.to {
+		tr := testRcpt{Address: to}
+		if _, err := route.Domain(to); err != nil {
+			tr.Refused = "bad address: " + err.Error()
+		} else {
+			d := router.Route(to)
+			tr.Route = d.Route
+			switch {
+			case d.Route == route.Local && !dir.Exists(to):
+				tr.Refused = "550 5.1.1 no such user"
+			case d.Relay && !may:
+				tr.Refused = "554 5.7.1 relay access denied (not our domain, client neither trusted nor authenticated)"
+			}
+		}
+		if tr.Refused == "" {
+			rcpts = append(rcpts, to)
+		}
+		rep.Recipients = append(rep.Recipients, tr)
+	}
+	f.Env = policy.Envelope{Sender: in.from, Recipients: rcpts, Size: int64(len(raw)), Received: time.Now()}
+	f.Message = msg
+	if len(rcpts) == 0 {
+		rep.Verdict = map[string]any{"action": "reject", "rule": "", "reply": "every recipient was refused"}
+		return printTestReport(w, rep, in.asJSON)
+	}
+	tres := rules.Test(ctx, set, f, nil)
+	for _, st := range tres.Stages {
+		a := string(st.Verdict.Action)
+		if a == "" {
+			a = "continue"
+		}
+		rep.Stages = append(rep.Stages, testStage{Stage: st.Stage.String(), Rcpt: st.Rcpt, Action: a, Rule: st.Verdict.Rule, Score: st.Verdict.Score})
+	}
+	for _, h := range tres.Hits {
+		rep.Hits = append(rep.Hits, testHit{Stage: h.Stage.String(), Rule: h.Rule, Action: string(h.Action), DryRun: h.DryRun, Note: h.Note, Facts: h.Facts})
+	}
+	rep.Score = tres.Score
+	rep.Verdict = rules.ExplainMap(tres.Final)
+	delete(rep.Verdict, "hits")
+	if a, _ := rep.Verdict["action"].(string); a == "" {
+		rep.Verdict["action"] = "accept"
+	}
+	rep.Headers = tres.Final.Headers
+	return printTestReport(w, rep, in.asJSON)
+}
+
+// readMessage reads the message file, at most max bytes, and makes every
+// line end in CRLF as on the wire (RFC 5321 §2.3.8).
+func readMessage(path string, max int64) ([]byte, error) {
+	if max <= 0 {
+		max = maxTestMessage
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--eml: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("--eml: %w", err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("--eml: %s is larger than smtp.max_message_size (%d bytes)", path, max)
+	}
+	b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
+	return bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n")), nil
+}
+
+func printTestReport(w io.Writer, r *testReport, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	who := "untrusted"
+	switch {
+	case r.AuthUser != "":
+		who = "authenticated as " + clean(r.AuthUser)
+	case r.Trusted:
+		who = "in trusted_networks"
+	}
+	fmt.Fprintf(w, "client      %s (%s)\n", r.Client, who)
+	if !r.Inbound {
+		fmt.Fprintln(w, "checks      skipped (auth.enabled is off, or the client is trusted or authenticated)")
+	} else {
+		fmt.Fprintln(w, "facts:")
+		fmt.Fprintf(w, "  iprev     %s%s\n", r.IPRev.Result, list(" names=", r.IPRev.Names))
+		fmt.Fprintf(w, "  spf       %s %s=%s%s\n", r.SPF.Result, r.SPF.Identity, clean(r.SPF.Domain), reason(r.SPF.Reason))
+		fmt.Fprintf(w, "  dkim      %s\n", r.DKIM.Result)
+		for _, s := range r.DKIM.Signatures {
+			fmt.Fprintf(w, "    d=%s s=%s a=%s: %s%s\n", clean(s.Domain), clean(s.Selector), clean(s.Algorithm), s.Result, reason(s.Reason))
+		}
+		d := r.DMARC
+		fmt.Fprintf(w, "  dmarc     %s policy=%s from=%s org=%s spf_aligned=%t dkim_aligned=%t%s\n",
+			d.Result, orNone(d.Policy), clean(orNone(d.Domain)), clean(orNone(d.OrgDomain)), d.SPFAligned, d.DKIMAligned, reason(d.Reason))
+	}
+	fmt.Fprintln(w, "recipients:")
+	for _, rc := range r.Recipients {
+		if rc.Refused != "" {
+			fmt.Fprintf(w, "  %s  refused before the rules: %s\n", clean(rc.Address), rc.Refused)
+			continue
+		}
+		fmt.Fprintf(w, "  %s  route %s\n", clean(rc.Address), rc.Route)
+	}
+	if len(r.Stages) > 0 {
+		fmt.Fprintln(w, "stages:")
+		for _, s := range r.Stages {
+			line := fmt.Sprintf("  %-8s %-10s score %g", s.Stage, s.Action, s.Score)
+			if s.Rcpt != "" {
+				line += "  rcpt " + clean(s.Rcpt)
+			}
+			if s.Rule != "" {
+				line += "  rule " + clean(s.Rule)
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	fmt.Fprintln(w, "rule hits:")
+	if len(r.Hits) == 0 {
+		fmt.Fprintln(w, "  none")
+	}
+	for _, h := range r.Hits {
+		line := fmt.Sprintf("  %-8s %s: %s", h.Stage, clean(h.Rule), h.Action)
+		if h.DryRun {
+			line += " (dry run: not applied)"
+		}
+		if h.Note != "" {
+			line += " — " + clean(h.Note)
+		}
+		fmt.Fprintln(w, line)
+		keys := make([]string, 0, len(h.Facts))
+		for k := range h.Facts {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "             %s = %s\n", k, factValue(h.Facts[k]))
+		}
+	}
+	fmt.Fprintf(w, "score       %g\n", r.Score)
+	v := r.Verdict
+	line := fmt.Sprintf("verdict     %v", v["action"])
+	if rule, _ := v["rule"].(string); rule != "" {
+		line += "  rule " + clean(rule)
+	}
+	if rp, _ := v["reply"].(string); rp != "" {
+		line += "  reply " + strconvQuote(rp)
+	}
+	fmt.Fprintln(w, line)
+	for _, h := range r.Headers {
+		fmt.Fprintf(w, "header      %s: %s\n", clean(h.Name), clean(h.Value))
+	}
+	return nil
+}
+
+// maxFactShown bounds how much of a fact (the body, say) a hit shows.
+const maxFactShown = 160
+
+// factValue renders a fact a rule read: strings quoted (control
+// characters escaped), long values cut.
+func factValue(v any) string {
+	var s string
+	if str, ok := v.(string); ok {
+		if len(str) > maxFactShown {
+			str = strings.ToValidUTF8(str[:maxFactShown], "") + "…"
+		}
+		s = strconvQuote(str)
+	} else {
+		b, err := json.Marshal(v)
+		if err != nil {
+			b = []byte(fmt.Sprint(v))
+		}
+		s = string(b)
+		if len(s) > maxFactShown {
+			s = strings.ToValidUTF8(s[:maxFactShown], "") + "…"
+		}
+	}
+	return clean(s)
+}
+
+func list(prefix string, v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return prefix + clean(strings.Join(v, ","))
+}
+
+func reason(r string) string {
+	if r == "" {
+		return ""
+	}
+	return " (" + clean(r) + ")"
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
