@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Peers for moat's interop tests, benchmark and chaos test: Postfix (for
-# smtp-sink, smtp-source and a private relay instance), swaks, Dovecot LMTP
-# and Redis, installed from Debian's packages when missing.
+# smtp-sink, smtp-source, a private relay instance and a private backend
+# with virtual mailboxes), swaks, Dovecot LMTP, Redis (server and
+# redis-cli) and headless Chromium (the admin status page test),
+# installed from Debian's packages when missing.
 #
 # Source it for the helpers, or run it to install:
 #   bash scripts/peers.sh            # install what is missing (quiet, idempotent)
@@ -18,10 +20,8 @@ peers_missing() {
 	command -v swaks >/dev/null 2>&1 || want+=(swaks)
 	command -v dovecot >/dev/null 2>&1 || want+=(dovecot-core)
 	[ -x /usr/lib/dovecot/lmtp ] || want+=(dovecot-lmtpd)
-	command -v redis-server >/dev/null 2>&1 || want+=(redis-server)
-	if [ "${PEERS_BROWSER:-0}" = 1 ]; then
-		command -v chromium >/dev/null 2>&1 || want+=(chromium)
-	fi
+	[ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || want+=(redis-server redis-tools)
+	[ -x /usr/bin/chromium ] || want+=(chromium)
 	echo "${want[@]}"
 }
 

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -52,4 +53,14 @@ func Message(from, to, id, body string) []byte {
 	fmt.Fprintf(&b, "Message-ID: <%s>\r\nDate: %s\r\n\r\n", id, time.Now().UTC().Format(time.RFC1123Z))
 	b.WriteString(body)
 	return []byte(b.String())
+}
+
+// ReplyCode is the SMTP reply code inside an error from Send, 0 when the
+// error is not an SMTP reply (a network error, say) or nil.
+func ReplyCode(err error) int {
+	var se *gosmtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code
+	}
+	return 0
 }

@@ -1,8 +1,10 @@
 // Package testenv starts moat and its peers as real processes on
 // 127.0.0.1 for the interop and chaos tests (test/interop, test/chaos):
 // the moat binary itself, Postfix's smtp-sink, a throw-away Dovecot LMTP
-// server, and a recording SMTP sink written with go-smtp that outlives
-// moat restarts.
+// server, a private Postfix instance with virtual mailboxes (postfix -c
+// DIR), a redis-server that can be killed and restarted on its port,
+// headless Chromium, and a recording SMTP sink written with go-smtp that
+// outlives moat restarts.
 //
 // Every peer listens on a free loopback port, is stopped in t.Cleanup,
 // and a test whose peer binary is missing is skipped with the reason
@@ -12,6 +14,7 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -116,6 +119,7 @@ type Moat struct {
 	Config  string // path of the YAML file
 	DataDir string
 	Addr    string // 127.0.0.1:port of the mx listener
+	Admin   string // 127.0.0.1:port of the admin listener, "" when off
 	LogPath string
 	cmd     *exec.Cmd
 	done    chan struct{}
@@ -127,7 +131,11 @@ type MoatOptions struct {
 	Users       []string          // local mailboxes, full addresses
 	Relay       map[string]string // relay domain -> route name
 	Routes      map[string]string // route name -> "type address", e.g. "smtp 127.0.0.1:2525"
-	Extra       string            // appended YAML
+	// RouteExtra adds flow-mapping fields to a route, e.g.
+	// "backend" -> "verify_recipients: callahead".
+	RouteExtra map[string]string
+	Admin      bool   // listen for the admin API and status page on a free port
+	Extra      string // appended YAML
 }
 
 // NewMoat writes a configuration for moat on a free loopback port with
@@ -148,7 +156,10 @@ func NewMoat(t testing.TB, bin string, o MoatOptions) *Moat {
 	b.WriteString("log: {level: info, format: json}\n")
 	fmt.Fprintf(&b, "listeners:\n  - {name: mx, address: %q, mode: mx, tls: none}\n", m.Addr)
 	b.WriteString("trusted_networks: []\n")
-	b.WriteString("admin: {address: \"\"}\n")
+	if o.Admin {
+		m.Admin = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+	}
+	fmt.Fprintf(&b, "admin: {address: %q}\n", m.Admin)
 	// The session's checks (SPF, DMARC, iprev) ask DNS: a local
 	// authoritative server answers, so no query leaves the machine and no
 	// check ends in a temporary error (which moat answers with 451).
@@ -171,7 +182,11 @@ func NewMoat(t testing.TB, bin string, o MoatOptions) *Moat {
 	b.WriteString("routes:\n")
 	for name, spec := range o.Routes {
 		typ, addr, _ := strings.Cut(spec, " ")
-		fmt.Fprintf(&b, "  %s: {type: %s, address: %q, tls: none}\n", name, typ, addr)
+		extra := ""
+		if e := o.RouteExtra[name]; e != "" {
+			extra = ", " + e
+		}
+		fmt.Fprintf(&b, "  %s: {type: %s, address: %q, tls: none%s}\n", name, typ, addr, extra)
 	}
 	b.WriteString("mailboxes:\n  users:\n")
 	for _, u := range o.Users {
@@ -252,6 +267,16 @@ func (m *Moat) Stop() {
 		<-m.done
 	}
 	m.cmd = nil
+}
+
+// Queue runs `moat queue ARGS... --config` (list, flush ...) against the
+// running daemon's admin API (NewMoat with Admin) and returns its output.
+func (m *Moat) Queue(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args = append(append([]string{"queue"}, args...), "--config", m.Config)
+	out, err := exec.CommandContext(ctx, m.Bin, args...).CombinedOutput()
+	return string(out), err
 }
 
 // PID is the process id of the running moat, 0 when none.

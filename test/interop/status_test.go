@@ -1,0 +1,182 @@
+//go:build interop
+
+package interop
+
+import (
+	"bytes"
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"moat/test/testenv"
+)
+
+// TestStatusPageInChromium: after accepted and rejected traffic, the
+// admin status page (cmd/moat/admin) rendered by a real browser, headless
+// Chromium, holds the verdict chart (an inline SVG) and the tables of
+// top rejected clients, top deciding rules and recent deliveries, each
+// with the traffic sent. A screenshot is written to the test's temporary
+// directory, or to $MOAT_SCREENSHOT_DIR to keep it, and its path logged.
+func TestStatusPageInChromium(t *testing.T) {
+	chromium := testenv.NeedChromium(t)
+	ruleDir := t.TempDir()
+	rule := `rules:
+  - name: deny-spammer
+    stage: mail
+    when: sender.local == "spammer"
+    action: reject
+`
+	if err := os.WriteFile(filepath.Join(ruleDir, "10-deny.yaml"), []byte(rule), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
+		LocalDomain: "moat.test",
+		Users:       []string{"alice@moat.test", "bob@moat.test"},
+		Admin:       true,
+		Extra:       fmt.Sprintf("rules:\n  paths: [%q]\n", filepath.Join(ruleDir, "*.yaml")),
+	})
+	m.Start()
+
+	const accepted, rejected = 3, 2
+	for i := range accepted {
+		to := []string{"alice@moat.test", "bob@moat.test"}[i%2]
+		id := fmt.Sprintf("status-%d-%d@client.test", i, time.Now().UnixNano())
+		if err := testenv.Send(m.Addr, "friend@client.test", []string{to}, testenv.Message("friend@client.test", to, id, "hello\r\n")); err != nil {
+			t.Fatalf("send %d: %v\nmoat log:\n%s", i, err, m.LogTail(30))
+		}
+	}
+	for i := range rejected {
+		id := fmt.Sprintf("spam-%d-%d@client.test", i, time.Now().UnixNano())
+		err := testenv.Send(m.Addr, "spammer@client.test", []string{"alice@moat.test"}, testenv.Message("spammer@client.test", "alice@moat.test", id, "buy\r\n"))
+		if testenv.ReplyCode(err) != 550 {
+			t.Fatalf("spam %d: got %v, want 550 from rule deny-spammer\nmoat log:\n%s", i, err, m.LogTail(30))
+		}
+	}
+	if !testenv.WaitFor(30*time.Second, func() bool {
+		return len(m.MaildirNew("alice@moat.test"))+len(m.MaildirNew("bob@moat.test")) == accepted
+	}) {
+		t.Fatalf("not all %d accepted messages were delivered\nmoat log:\n%s", accepted, m.LogTail(30))
+	}
+
+	url := "http://" + m.Admin + "/"
+	var dom string
+	// The page shows deliveries once the queue has recorded them: load
+	// it until the last one is there (bounded).
+	if !testenv.WaitFor(60*time.Second, func() bool {
+		var err error
+		dom, err = chromium.DumpDOM(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(element(dom, "table", "recent-deliveries"), "delivered</td>") >= accepted
+	}) {
+		t.Fatalf("recent-deliveries never showed %d deliveries:\n%s", accepted, dom)
+	}
+
+	// The chart: an SVG whose label counts every verdict, with bars in
+	// the colours of accepted and rejected.
+	chart := element(dom, "svg", "verdict-chart")
+	if chart == "" {
+		t.Fatalf("no <svg id=\"verdict-chart\"> in the DOM:\n%s", dom)
+	}
+	label := regexp.MustCompile(`over the last hour, (\d+) messages`).FindStringSubmatch(chart)
+	if label == nil {
+		t.Errorf("verdict-chart has no total in its label:\n%s", chart)
+	} else if n, _ := strconv.Atoi(label[1]); n != accepted+rejected {
+		t.Errorf("verdict-chart counts %d messages, want %d:\n%s", n, accepted+rejected, chart)
+	}
+	// Each bar says what it holds in its <title> ("15:04 UTC: accepted 3,
+	// rejected 2"); the traffic may straddle a minute, so sum them. Each
+	// counted verdict must also be drawn as a rect of its colour (the
+	// legend alone has one of each).
+	sum := map[string]int{}
+	for _, g := range regexp.MustCompile(`<g><title>([^<]*)</title>((?:<rect [^>]*></rect>)*)</g>`).FindAllStringSubmatch(chart, -1) {
+		_, counts, _ := strings.Cut(g[1], "UTC: ")
+		for _, part := range strings.Split(counts, ", ") {
+			verdict, n, ok := strings.Cut(part, " ")
+			if v, err := strconv.Atoi(n); ok && err == nil {
+				sum[verdict] += v
+				colour := map[string]string{"accepted": "#3a7d44", "rejected": "#c0392b"}[verdict]
+				if colour != "" && !strings.Contains(g[2], `fill="`+colour+`"`) {
+					t.Errorf("verdict-chart bar %q has no %s rect: %s", g[1], verdict, g[2])
+				}
+			}
+		}
+	}
+	if sum["accepted"] != accepted || sum["rejected"] != rejected || len(sum) != 2 {
+		t.Errorf("verdict-chart bars hold %v, want accepted %d, rejected %d:\n%s", sum, accepted, rejected, chart)
+	}
+
+	// The tables.
+	if got := element(dom, "table", "top-clients"); !regexp.MustCompile(`<td>127\.0\.0\.1</td>\s*<td class="n">` + strconv.Itoa(rejected) + `</td>`).MatchString(got) {
+		t.Errorf("top-clients does not list 127.0.0.1 with %d rejections:\n%s", rejected, got)
+	}
+	if got := element(dom, "table", "top-rules"); !regexp.MustCompile(`<td>deny-spammer</td>\s*<td class="n">` + strconv.Itoa(rejected) + `</td>`).MatchString(got) {
+		t.Errorf("top-rules does not list deny-spammer with %d verdicts:\n%s", rejected, got)
+	}
+	deliveries := element(dom, "table", "recent-deliveries")
+	for _, rcpt := range []string{"alice@moat.test", "bob@moat.test"} {
+		if !strings.Contains(deliveries, "<td>"+rcpt+"</td>") {
+			t.Errorf("recent-deliveries does not list %s:\n%s", rcpt, deliveries)
+		}
+	}
+	if strings.Contains(deliveries, "spammer") {
+		t.Errorf("recent-deliveries lists a rejected message:\n%s", deliveries)
+	}
+
+	// A screenshot, checked to be a PNG of the window's size that is not
+	// one flat colour.
+	dir := os.Getenv("MOAT_SCREENSHOT_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(dir, "moat-status.png")
+	if err := chromium.Screenshot(url, shot, 1200, 1600); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot of the status page: %s", shot)
+	b, err := os.ReadFile(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("screenshot is not a PNG: %v", err)
+	}
+	if r := img.Bounds(); r.Dx() != 1200 || r.Dy() != 1600 {
+		t.Errorf("screenshot is %dx%d, want 1200x1600", r.Dx(), r.Dy())
+	}
+	colours := map[uint32]bool{}
+	for y := img.Bounds().Min.Y; y < img.Bounds().Max.Y && len(colours) < 3; y += 7 {
+		for x := img.Bounds().Min.X; x < img.Bounds().Max.X && len(colours) < 3; x += 7 {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			colours[r>>8<<16|g>>8<<8|bl>>8] = true
+		}
+	}
+	if len(colours) < 3 {
+		t.Errorf("screenshot is blank (%d colours)", len(colours))
+	}
+}
+
+// element returns the markup of the first <tag id="id" ...>...</tag> in
+// dom, "" when there is none. The elements looked for do not nest in
+// themselves.
+func element(dom, tag, id string) string {
+	i := strings.Index(dom, "<"+tag+` id="`+id+`"`)
+	if i < 0 {
+		return ""
+	}
+	j := strings.Index(dom[i:], "</"+tag+">")
+	if j < 0 {
+		return ""
+	}
+	return dom[i : i+j+len("</"+tag+">")]
+}
