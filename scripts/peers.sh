@@ -18,6 +18,8 @@ peers_missing() {
 	local want=()
 	[ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] && [ -x /usr/sbin/postfix ] || want+=(postfix)
 	command -v swaks >/dev/null 2>&1 || want+=(swaks)
+	# swaks needs Net::SSLeay for STARTTLS (the submission test).
+	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || want+=(libnet-ssleay-perl)
 	command -v dovecot >/dev/null 2>&1 || want+=(dovecot-core)
 	[ -x /usr/lib/dovecot/lmtp ] || want+=(dovecot-lmtpd)
 	[ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || want+=(redis-server redis-tools)

@@ -120,9 +120,12 @@ type Moat struct {
 	DataDir string
 	Addr    string // 127.0.0.1:port of the mx listener
 	Admin   string // 127.0.0.1:port of the admin listener, "" when off
-	LogPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
+	// Submission is 127.0.0.1:port of the submission listener, "" when off.
+	Submission string
+	UsersFile  string // with Submission
+	LogPath    string
+	cmd        *exec.Cmd
+	done       chan struct{}
 }
 
 // MoatOptions is what varies between the tests' moat configurations.
@@ -134,7 +137,11 @@ type MoatOptions struct {
 	// RouteExtra adds flow-mapping fields to a route, e.g.
 	// "backend" -> "verify_recipients: callahead".
 	RouteExtra map[string]string
-	Admin      bool   // listen for the admin API and status page on a free port
+	Admin      bool // listen for the admin API and status page on a free port
+	// Submission adds a submission listener (STARTTLS with a self-signed
+	// certificate) on a free port, users from a users_file (add them with
+	// Moat.User before Start), and DKIM signing for LocalDomain.
+	Submission bool
 	Extra      string // appended YAML
 }
 
@@ -155,6 +162,21 @@ func NewMoat(t testing.TB, bin string, o MoatOptions) *Moat {
 	fmt.Fprintf(&b, "hostname: moat.test\ndata_dir: %s\n", m.DataDir)
 	b.WriteString("log: {level: info, format: json}\n")
 	fmt.Fprintf(&b, "listeners:\n  - {name: mx, address: %q, mode: mx, tls: none}\n", m.Addr)
+	if o.Submission {
+		m.Submission = "127.0.0.1:" + strconv.Itoa(FreePort(t))
+		fmt.Fprintf(&b, "  - {name: submission, address: %q, mode: submission, tls: starttls, require_tls: true}\n", m.Submission)
+		cert, key := selfSigned(t, dir, "moat.test")
+		fmt.Fprintf(&b, "tls: {cert_file: %q, key_file: %q}\n", cert, key)
+		m.UsersFile = filepath.Join(dir, "users")
+		if err := os.WriteFile(m.UsersFile, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if o.LocalDomain != "" {
+			keyFile := filepath.Join(dir, "dkim.key")
+			m.run(t, "", "dkim", "keygen", "--domain", o.LocalDomain, "--selector", "test", "--out", keyFile)
+			fmt.Fprintf(&b, "dkim: {sign: [{domain: %s, selector: test, key_file: %q}]}\n", o.LocalDomain, keyFile)
+		}
+	}
 	b.WriteString("trusted_networks: []\n")
 	if o.Admin {
 		m.Admin = "127.0.0.1:" + strconv.Itoa(FreePort(t))
@@ -188,7 +210,11 @@ func NewMoat(t testing.TB, bin string, o MoatOptions) *Moat {
 		}
 		fmt.Fprintf(&b, "  %s: {type: %s, address: %q, tls: none%s}\n", name, typ, addr, extra)
 	}
-	b.WriteString("mailboxes:\n  users:\n")
+	b.WriteString("mailboxes:\n")
+	if m.UsersFile != "" {
+		fmt.Fprintf(&b, "  users_file: %q\n", m.UsersFile)
+	}
+	b.WriteString("  users:\n")
 	for _, u := range o.Users {
 		fmt.Fprintf(&b, "    %s: {}\n", u)
 	}
@@ -198,6 +224,25 @@ func NewMoat(t testing.TB, bin string, o MoatOptions) *Moat {
 	}
 	t.Cleanup(m.Stop)
 	return m
+}
+
+// User adds a submission user with `moat user add`, the password on
+// standard input, as an operator would.
+func (m *Moat) User(addr, password string) {
+	m.t.Helper()
+	m.run(m.t, password+"\n", "user", "add", addr, "--config", m.Config)
+}
+
+// run runs the moat binary with args and stdin, failing the test on error.
+func (m *Moat) run(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(m.Bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("moat %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 // Start starts moat and waits until it accepts connections; it fails the
