@@ -317,7 +317,8 @@ func (a *app) guardRejected(r guard.Rejection) {
 func (a *app) readyChecks() func(context.Context) error {
 	return admin.Checks(
 		admin.Check{Name: "spool", Fn: func(context.Context) error {
-			f, err := os.CreateTemp(filepath.Join(a.cfg.DataDir, "spool", "tmp"), "readyz-*")
+			// The spool stays where it was opened until a restart.
+			f, err := os.CreateTemp(filepath.Join(a.boot.DataDir, "spool", "tmp"), "readyz-*")
 			if err != nil {
 				return err
 			}

@@ -119,6 +119,14 @@ func evaluate(ctx context.Context, r dnsres.Resolver, in Input) policy.DMARC {
 		out.Reason = "aligned " + alignedWhat(out)
 		return out
 	}
+	// A temporary error on an aligned identifier might have been the pass
+	// DMARC needed (RFC 7208 §2.6.6, RFC 6376 §6.1.2 TEMPFAIL): the
+	// result is then temporary too, never a fail that could reject.
+	if tempAligned(in, from, rec) {
+		out.Result = policy.ResultTempError
+		out.Reason = "temporary error checking an aligned SPF or DKIM identity"
+		return out
+	}
 	out.Result = policy.ResultFail
 	out.Reason = "no aligned pass of SPF or DKIM"
 
@@ -141,6 +149,21 @@ func evaluate(ctx context.Context, r dnsres.Resolver, in Input) policy.DMARC {
 		}
 	}
 	return out
+}
+
+// tempAligned reports a temperror of SPF (the MAIL FROM identity) or of
+// a DKIM signature whose domain aligns with the From domain.
+func tempAligned(in Input, from string, rec *dmarc.Record) bool {
+	if in.SPF.Result == policy.ResultTempError && in.SPF.Identity != "helo" &&
+		Aligned(in.SPF.Domain, from, string(rec.SPFAlignment) == "s") {
+		return true
+	}
+	for _, sig := range in.DKIM.Signatures {
+		if sig.Result == policy.ResultTempError && Aligned(sig.Domain, from, string(rec.DKIMAlignment) == "s") {
+			return true
+		}
+	}
+	return false
 }
 
 func alignedWhat(d policy.DMARC) string {
