@@ -21,6 +21,7 @@ import (
 	"moat/policy/dkimsign"
 	"moat/relay/queue"
 	"moat/relay/route"
+	"moat/relay/smtpout"
 	"moat/relay/verify"
 	"moat/rules"
 )
@@ -38,6 +39,7 @@ type Config struct {
 	SMTP            gateway.SMTP           `mapstructure:"smtp"`
 	Domains         Domains                `mapstructure:"domains"`
 	Routes          map[string]route.Route `mapstructure:"routes"`
+	SMTPClient      smtpout.Timeouts       `mapstructure:"smtp_client"`
 	DNS             dnsres.Config          `mapstructure:"dns"`
 	Mailboxes       mailbox.Config         `mapstructure:"mailboxes"`
 	Queue           queue.Config           `mapstructure:"queue"`
@@ -120,6 +122,7 @@ func defaults() Config {
 		SMTP:            gateway.DefaultSMTP(),
 		Domains:         Domains{Local: []string{"localhost"}, Relay: map[string]string{}},
 		Routes:          map[string]route.Route{},
+		SMTPClient:      smtpout.DefaultTimeouts(),
 		DNS:             dnsres.DefaultConfig(),
 		Queue:           queue.DefaultConfig(),
 		Guard:           guard.DefaultConfig(),
@@ -245,6 +248,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("domains: at least one local or relay domain is needed"))
 	}
 	errs = append(errs, c.routeConfig().Validate())
+	errs = append(errs, c.SMTPClient.Validate())
 	errs = append(errs, c.DNS.Validate())
 	errs = append(errs, c.Mailboxes.Validate(c.Domains.Local))
 	errs = append(errs, c.Queue.Validate())

@@ -114,7 +114,8 @@ func TestFullExampleKeysAreKnown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.DKIM.Sign) != 1 || cfg.Verify.HarvestLimit != 20 || cfg.Cluster.Redis.KeyPrefix != "moat:" || cfg.Log.MailLog == "" {
+	if len(cfg.DKIM.Sign) != 1 || cfg.Verify.HarvestLimit != 20 || cfg.Cluster.Redis.KeyPrefix != "moat:" || cfg.Log.MailLog == "" ||
+		cfg.SMTPClient.DataFinal != 10*time.Minute || cfg.Queue.DeliveryTimeout != 10*time.Minute {
 		t.Fatalf("example not decoded as written: %+v", cfg)
 	}
 }

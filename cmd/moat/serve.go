@@ -417,7 +417,7 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 			return out
 		}),
 	}
-	opt := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver}
+	opt := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient}
 	for name, rt := range cfg.Routes {
 		r.transports[name] = smtpout.ForRoute(rt, opt)
 	}

@@ -14,17 +14,21 @@ type Config struct {
 	DelayWarning   time.Duration `mapstructure:"delay_warning"`   // default 4h; 0 = no delay warnings
 	Concurrency    int           `mapstructure:"concurrency"`     // default 20 deliveries at once
 	PerDestination int           `mapstructure:"per_destination"` // default 20 per route / MX domain (Postfix default_destination_concurrency_limit)
+	// DeliveryTimeout bounds one transport call (all of a message's
+	// recipients on one route); default 10m, above RFC 5321 §4.5.3.2.6.
+	DeliveryTimeout time.Duration `mapstructure:"delivery_timeout"`
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		RetryMin:       5 * time.Minute,
-		RetryMax:       time.Hour,
-		MaxAge:         120 * time.Hour,
-		DelayWarning:   4 * time.Hour,
-		Concurrency:    20,
-		PerDestination: 20,
+		RetryMin:        5 * time.Minute,
+		RetryMax:        time.Hour,
+		MaxAge:          120 * time.Hour,
+		DelayWarning:    4 * time.Hour,
+		Concurrency:     20,
+		PerDestination:  20,
+		DeliveryTimeout: 10 * time.Minute,
 	}
 }
 
@@ -49,6 +53,9 @@ func (c Config) Validate() error {
 	if c.PerDestination < 1 {
 		errs = append(errs, fmt.Errorf("queue.per_destination: must be at least 1, got %d", c.PerDestination))
 	}
+	if c.DeliveryTimeout < 0 {
+		errs = append(errs, fmt.Errorf("queue.delivery_timeout: must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -59,4 +66,5 @@ func (c Config) Apply(opt *Options) {
 		opt.DelayWarning = -1 // the file's 0 is "off"
 	}
 	opt.Concurrency, opt.PerDestination = c.Concurrency, c.PerDestination
+	opt.DeliveryTimeout = c.DeliveryTimeout
 }

@@ -2,6 +2,7 @@ package smtpout
 
 import (
 	"crypto/tls"
+	"fmt"
 	"time"
 
 	"moat/internal/dnsres"
@@ -12,13 +13,31 @@ import (
 // Timeouts bound each step of a session (RFC 5321 §4.5.3.2). Zero fields
 // take the defaults below.
 type Timeouts struct {
-	Connect   time.Duration // TCP connect and TLS handshake; default 30 s
-	Greeting  time.Duration // §4.5.3.2.1, default 5 min
-	Mail      time.Duration // §4.5.3.2.2, also EHLO, STARTTLS, AUTH, RSET, XFORWARD; default 5 min
-	Rcpt      time.Duration // §4.5.3.2.3, default 5 min
-	DataInit  time.Duration // §4.5.3.2.4, default 2 min
-	DataBlock time.Duration // §4.5.3.2.5, each write; default 3 min
-	DataFinal time.Duration // §4.5.3.2.6, default 10 min
+	Connect   time.Duration `mapstructure:"connect"`    // TCP connect and TLS handshake; default 30 s
+	Greeting  time.Duration `mapstructure:"greeting"`   // §4.5.3.2.1, default 5 min
+	Mail      time.Duration `mapstructure:"mail"`       // §4.5.3.2.2, also EHLO, STARTTLS, AUTH, RSET, XFORWARD; default 5 min
+	Rcpt      time.Duration `mapstructure:"rcpt"`       // §4.5.3.2.3, default 5 min
+	DataInit  time.Duration `mapstructure:"data_init"`  // §4.5.3.2.4, default 2 min
+	DataBlock time.Duration `mapstructure:"data_block"` // §4.5.3.2.5, each write; default 3 min
+	DataFinal time.Duration `mapstructure:"data_final"` // §4.5.3.2.6, default 10 min
+}
+
+// DefaultTimeouts returns the RFC 5321 §4.5.3.2 values.
+func DefaultTimeouts() Timeouts { return Timeouts{}.withDefaults() }
+
+// Validate checks the `smtp_client:` section: no timeout may be negative
+// (zero takes the default).
+func (t Timeouts) Validate() error {
+	for _, f := range []struct {
+		key string
+		d   time.Duration
+	}{{"connect", t.Connect}, {"greeting", t.Greeting}, {"mail", t.Mail}, {"rcpt", t.Rcpt},
+		{"data_init", t.DataInit}, {"data_block", t.DataBlock}, {"data_final", t.DataFinal}} {
+		if f.d < 0 {
+			return fmt.Errorf("smtp_client.%s: must not be negative", f.key)
+		}
+	}
+	return nil
 }
 
 func (t Timeouts) withDefaults() Timeouts {
