@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every native Go fuzz target in the module for $FUZZTIME each.
+# Runs every native Go fuzz target in the module for $FUZZTIME each: a
+# duration (10s) or an iteration count (1000x), as go test -fuzztime takes.
 # Crashers land in the package's testdata/fuzz/<Target>/ and become
 # regression inputs of `go test` from then on.
 set -euo pipefail
