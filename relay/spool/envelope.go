@@ -86,6 +86,12 @@ type record struct {
 }
 
 func encodeEnvelope(env *Envelope) ([]byte, error) {
+	_, b, err := encodeClone(env)
+	return b, err
+}
+
+// encodeClone returns the record of env and the copy of env it encodes.
+func encodeClone(env *Envelope) (*Envelope, []byte, error) {
 	// Error texts come from remote servers: cut them rather than refuse
 	// the record.
 	env = env.Clone()
@@ -94,16 +100,16 @@ func encodeEnvelope(env *Envelope) ([]byte, error) {
 		env.Recipients[i].LastError = truncate(env.Recipients[i].LastError, maxField)
 	}
 	if err := checkEnvelope(env); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b, err := json.Marshal(record{V: recordVersion, Envelope: env})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(b) > MaxEnvelopeSize {
-		return nil, fmt.Errorf("spool: envelope of %s is %d bytes, limit %d", env.ID, len(b), MaxEnvelopeSize)
+		return nil, nil, fmt.Errorf("spool: envelope of %s is %d bytes, limit %d", env.ID, len(b), MaxEnvelopeSize)
 	}
-	return append(b, '\n'), nil
+	return env, append(b, '\n'), nil
 }
 
 // ParseEnvelope decodes and checks an envelope record. It never panics;

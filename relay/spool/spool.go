@@ -1,20 +1,18 @@
 package spool
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,22 +32,15 @@ var (
 	ErrClosed = errors.New("spool: closed")
 )
 
-// SyncMode says how Put and Update make data durable.
+// SyncMode was the durability method of the file-per-message spool. The
+// segment log has one method (group commit of fdatasync, package doc);
+// every mode is accepted and behaves the same.
 type SyncMode int
 
+// Sync modes, kept so that existing configurations still build.
 const (
-	// SyncFiles (default): each Put fsyncs its own two files in its own
-	// goroutine (the filesystem journal merges concurrent fsyncs into one
-	// commit), renames them, then joins a group for ONE fsync of queue/
-	// shared by every rename done meanwhile.
 	SyncFiles SyncMode = iota
-	// SyncFS: no per-file fsync; a group shares one syncfs(2) of the
-	// whole filesystem, then renames, then a group directory fsync. Best
-	// on a filesystem of its own; slow when it shares the filesystem with
-	// busy unrelated writers (syncfs flushes their dirty data too).
 	SyncFS
-	// SyncEach: no grouping; each Put fsyncs its files and the directory
-	// itself. For comparison.
 	SyncEach
 )
 
@@ -57,68 +48,150 @@ const (
 type Options struct {
 	// NoSync skips every fsync. Tests only: it voids the durability promise.
 	NoSync bool
-	// GroupCommitWindow is how long the leader of a group sync waits for
-	// more members before syncing. 0 (default): sync at once; callers that
-	// arrive during a sync form the next group.
+	// GroupCommitWindow is how long the committer waits after the first
+	// record of a batch before syncing, to let more records join. 0
+	// (default): sync at once; records appended during a sync form the
+	// next batch.
 	GroupCommitWindow time.Duration
-	// Sync is the durability method; default SyncFiles.
+	// Sync is accepted for compatibility and ignored.
 	Sync SyncMode
+	// SegmentSize is the size at which the log rolls to a new segment
+	// file; default 64 MiB. A record larger than this gets a segment of
+	// its own.
+	SegmentSize int64
+	// CompactAge: a segment sealed for longer than this whose live
+	// messages fill less than a quarter of it is compacted (its live
+	// messages written again to the current segment, then it is
+	// deleted). Default 10 minutes; negative: never.
+	CompactAge time.Duration
 }
 
 const (
-	dirTmp    = "tmp"
-	dirQueue  = "queue"
-	dirBad    = "corrupt"
-	extMsg    = ".msg"
-	extEnv    = ".env"
-	lockName  = "lock"
-	bufSize   = 32 << 10
-	dirPerm   = 0o700
-	filePerm  = 0o600
-	idTimeLen = 9 // base-62 microseconds: good until year 6200
-	idLen     = 16
+	dirTmp         = "tmp"
+	dirQueue       = "queue"
+	dirBad         = "corrupt"
+	extSeg         = ".seg"
+	lockName       = "lock"
+	dirPerm        = 0o700
+	filePerm       = 0o600
+	idTimeLen      = 9 // base-62 microseconds: good until year 6200
+	idLen          = 16
+	defSegmentSize = 64 << 20
+	defCompactAge  = 10 * time.Minute
+	idStripes      = 256
+	memMsgLimit    = 1 << 20 // larger messages are staged in an unlinked temp file
 )
 
-// Spool is a directory of spooled messages. Its methods are safe for
-// concurrent use; the caller serializes operations on one message id.
+// segment is one log file queue/<seq>.seg.
+type segment struct {
+	seq  uint64
+	path string
+
+	// Under Spool.wmu:
+	f          *os.File // open for writing while current or being synced
+	fileRefs   int      // holders of f: 1 while current, +1 per sync in flight
+	size       int64    // bytes appended
+	syncFailed bool     // a sync or an undo failed: roll, and fail its waiters
+
+	// Under Spool.mu:
+	live     int        // index references (message data, latest state, pinned tombstones)
+	sealed   bool       // no longer current: deletable when live drops to 0
+	sealedAt time.Time  // for compaction
+	gone     bool       // deleted or set aside
+	pins     []*segment // segments whose tombstones remove messages of this one
+	tombs    []tombRef  // recovery only: tombstones here for messages of other segments
+	bad      bool       // recovery only: to be set aside
+}
+
+type tombRef struct {
+	id     string
+	target *segment
+}
+
+func (g *segment) unrefFile() {
+	g.fileRefs--
+	if g.fileRefs == 0 && g.f != nil {
+		g.f.Close()
+		g.f = nil
+	}
+}
+
+// entry is the index entry of one queued message.
+type entry struct {
+	env   *Envelope
+	data  *segment // holds the Put record
+	off   int64    // of the message bytes in data
+	n     int64
+	head  int64    // bytes of the Put record before the message
+	state *segment // holds the latest envelope record
+}
+
+type waiter struct {
+	seg  *segment
+	done chan error // nil: nobody waits (a tombstone)
+}
+
+// Spool is a segment log of spooled messages with an in-memory index.
+// Its methods are safe for concurrent use; the caller serializes
+// operations on one message id.
 type Spool struct {
 	dir      string
 	opt      Options
 	readOnly bool
 
-	lock    *os.File
-	qdir    *os.File   // queue/, for directory fsync and syncfs
-	fsSync  *groupSync // syncfs(2) of the spool's filesystem
-	dirSync *groupSync // fsync of queue/
+	lock *os.File
+	qdir *os.File // queue/, for directory fsync
 
 	closeMu sync.RWMutex
 	closed  bool
 
+	// wmu orders appends: the current segment and its size.
+	wmu     sync.Mutex
+	cur     *segment
+	lastSeq uint64 // of the newest segment file
+
+	// mu guards the index and the segments' reference counts.
+	mu    sync.Mutex
+	index map[string]*entry
+	segs  map[uint64]*segment
+	dead  []*segment    // sealed, live == 0: for the reaper
+	reap  chan struct{} // kicks the reaper
+	stop  chan struct{} // closed by Close
+
+	// The committer's batch.
+	cmu      sync.Mutex
+	ccond    *sync.Cond
+	batch    []waiter
+	stopping bool
+
+	wg sync.WaitGroup
+
+	// idLocks serialize Update, Remove and compaction of one id (the
+	// caller serializes its own operations; compaction is a second
+	// writer).
+	idLocks [idStripes]sync.Mutex
+
 	idMu     sync.Mutex
 	lastTime int64
-	tmpSeq   atomic.Uint64
 
-	// wrapWrite, when set (tests), wraps every file write so that a test
-	// can inject failures such as ENOSPC.
+	// wrapWrite, when set (tests), wraps every write to a segment so that
+	// a test can inject failures such as ENOSPC.
 	wrapWrite func(name string, w io.Writer) io.Writer
 }
 
-type pendingFile struct {
-	tmp, final string
-	f          *os.File // still open when commit must fsync it
-}
-
-type commitReq struct {
-	files []pendingFile
-	isPut bool
-	err   error
-}
-
 // Open opens (creating if needed) the spool in dir for reading and
-// writing, takes its lock, and recovers from a crash: removes temp files
-// and sets aside to dir/corrupt/ every record that does not parse and every
-// half of a pair without its partner. It never deletes a message.
+// writing, takes its lock, and recovers from a crash (package doc): it
+// replays every segment, truncates a torn tail of the last one, salvages
+// the records of a damaged segment before setting it aside to corrupt/,
+// and imports a spool of the earlier file-per-message layout. It never
+// deletes an acknowledged message.
 func Open(dir string, opt Options) (*Spool, error) {
+	if opt.SegmentSize <= 0 {
+		opt.SegmentSize = defSegmentSize
+	}
+	if opt.CompactAge == 0 {
+		opt.CompactAge = defCompactAge
+	}
 	for _, d := range []string{dir, filepath.Join(dir, dirTmp), filepath.Join(dir, dirQueue), filepath.Join(dir, dirBad)} {
 		if err := os.MkdirAll(d, dirPerm); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
@@ -132,26 +205,35 @@ func Open(dir string, opt Options) (*Spool, error) {
 		lock.Close()
 		return nil, fmt.Errorf("spool: %s is in use by another process: %w", dir, err)
 	}
-	s := &Spool{dir: dir, opt: opt, lock: lock}
+	s := &Spool{dir: dir, opt: opt, lock: lock, index: map[string]*entry{}, segs: map[uint64]*segment{}, reap: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.ccond = sync.NewCond(&s.cmu)
 	if s.qdir, err = os.Open(filepath.Join(dir, dirQueue)); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
 	if err := s.recover(); err != nil {
+		s.mu.Lock()
+		for _, g := range s.segs {
+			if g.f != nil {
+				g.f.Close()
+			}
+		}
+		s.mu.Unlock()
 		s.qdir.Close()
 		lock.Close()
 		return nil, err
 	}
-	s.fsSync = newGroupSync(opt.GroupCommitWindow, func() error { return unix.Syncfs(int(s.qdir.Fd())) })
-	s.dirSync = newGroupSync(opt.GroupCommitWindow, s.qdir.Sync)
+	s.wg.Add(2)
+	go s.committer()
+	go s.reaper()
+	s.kickReaper()
 	return s, nil
 }
 
 // OpenReadOnly opens an existing spool for List, Get and Open only,
-// without the lock and without recovery, so that `moat queue list` works
-// whether or not the daemon runs. A record being replaced while it is
-// read is seen either old or new (rename is atomic); unparseable records
-// are skipped.
+// without the lock and without changing anything, so that `moat queue
+// list` works whether or not the daemon runs. It scans the segments into
+// a snapshot; List scans again. A torn or damaged record is skipped.
 func OpenReadOnly(dir string) (*Spool, error) {
 	fi, err := os.Stat(filepath.Join(dir, dirQueue))
 	if err != nil {
@@ -160,10 +242,15 @@ func OpenReadOnly(dir string) (*Spool, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("spool: %s is not a directory", filepath.Join(dir, dirQueue))
 	}
-	return &Spool{dir: dir, readOnly: true}, nil
+	s := &Spool{dir: dir, readOnly: true}
+	if err := s.snapshot(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
-// Close waits for commits under way, then releases the lock. Calls after the first return nil.
+// Close syncs what was appended, waits for operations under way, then
+// releases the lock. Calls after the first return nil.
 func (s *Spool) Close() error {
 	s.closeMu.Lock()
 	if s.closed {
@@ -175,6 +262,17 @@ func (s *Spool) Close() error {
 	if s.readOnly {
 		return nil
 	}
+	s.cmu.Lock()
+	s.stopping = true
+	s.ccond.Broadcast()
+	s.cmu.Unlock()
+	close(s.stop)
+	s.wg.Wait()
+	s.wmu.Lock()
+	if s.cur != nil {
+		s.cur.unrefFile()
+	}
+	s.wmu.Unlock()
 	err := s.qdir.Close()
 	if e := s.lock.Close(); err == nil {
 		err = e
@@ -209,12 +307,6 @@ func (s *Spool) NewID() string {
 	return string(b[:])
 }
 
-func (s *Spool) msgPath(id string) string { return filepath.Join(s.dir, dirQueue, id+extMsg) }
-func (s *Spool) envPath(id string) string { return filepath.Join(s.dir, dirQueue, id+extEnv) }
-func (s *Spool) tmpPath(id, ext string) string {
-	return filepath.Join(s.dir, dirTmp, id+ext+"."+strconv.FormatUint(s.tmpSeq.Add(1), 10))
-}
-
 // noSpace maps ENOSPC and EDQUOT to ErrNoSpace, keeping the cause.
 func noSpace(err error) error {
 	if err == nil || errors.Is(err, ErrNoSpace) {
@@ -226,11 +318,319 @@ func noSpace(err error) error {
 	return err
 }
 
-// Put writes a new message and its envelope and returns nil only once
-// both are durable (see the package doc). env.ID must be new (NewID);
-// env.Size is set to the number of bytes read from msg. On error nothing
-// of the message remains visible.
-func (s *Spool) Put(ctx context.Context, env *Envelope, msg io.Reader) (err error) {
+// staged is a message read in full before it is appended: in memory, or
+// beyond memMsgLimit in an unlinked temp file.
+type staged struct {
+	mem  []byte
+	file *os.File
+	n    int64
+	crc  uint32
+}
+
+func (m *staged) close() {
+	if m.file != nil {
+		m.file.Close()
+	}
+}
+
+func (s *Spool) stage(r io.Reader) (*staged, error) {
+	m := &staged{}
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(r, memMsgLimit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n <= memMsgLimit {
+		m.mem, m.n = buf.Bytes(), n
+		m.crc = crc32.Checksum(m.mem, castagnoli)
+		return m, nil
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, dirTmp), "put")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name())
+	m.file = f
+	h := crc32.New(castagnoli)
+	m.n, err = io.Copy(io.MultiWriter(f, h), io.MultiReader(&buf, r))
+	m.crc = h.Sum32()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// offWriter writes at a tracked offset of a file.
+type offWriter struct {
+	f   *os.File
+	off int64
+}
+
+func (w *offWriter) Write(p []byte) (int, error) {
+	n, err := w.f.WriteAt(p, w.off)
+	w.off += int64(n)
+	return n, err
+}
+
+// append writes one record at the end of the current segment, rolling
+// first when it is full or damaged, takes refs references on the segment
+// for the index, and queues a waiter for the committer. It returns the
+// segment, the offset of the message bytes and the channel on which the
+// covering sync reports. On a write error the segment is cut back to
+// where the record began, so nothing of it stays.
+func (s *Spool) append(kind byte, id string, env []byte, msg *staged, refs int, wait bool) (*segment, int64, chan error, error) {
+	var msgLen int64
+	var msgCRC uint32
+	if msg != nil {
+		msgLen, msgCRC = msg.n, msg.crc
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	g := s.cur
+	total := hdrSize + int64(len(id)+len(env)) + msgLen
+	if g.syncFailed || (g.size > 0 && g.size+total > s.opt.SegmentSize) {
+		if err := s.roll(); err != nil {
+			return nil, 0, nil, err
+		}
+		g = s.cur
+	}
+	start := g.size
+	head := encodeHeader(kind, id, env, msgLen, msgCRC, g.seq, start)
+	ow := &offWriter{f: g.f, off: start}
+	var w io.Writer = ow
+	if s.wrapWrite != nil {
+		w = s.wrapWrite(g.path, ow)
+	}
+	_, err := w.Write(head)
+	if err == nil && msg != nil {
+		if msg.file != nil {
+			_, err = io.Copy(w, io.NewSectionReader(msg.file, 0, msg.n))
+		} else {
+			_, err = w.Write(msg.mem)
+		}
+	}
+	if err == nil && ow.off != start+total {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		if e := g.f.Truncate(start); e != nil {
+			g.syncFailed = true // never append after an unknown tail
+		}
+		return nil, 0, nil, noSpace(err)
+	}
+	g.size = start + total
+	if refs > 0 {
+		s.mu.Lock()
+		g.live += refs
+		s.mu.Unlock()
+	}
+	var ch chan error
+	if wait {
+		ch = make(chan error, 1)
+	}
+	s.cmu.Lock()
+	s.batch = append(s.batch, waiter{seg: g, done: ch})
+	s.ccond.Signal()
+	s.cmu.Unlock()
+	return g, start + hdrSize + int64(len(id)+len(env)), ch, nil
+}
+
+// roll makes a new current segment: the old one is synced in full (so a
+// segment other than the last never has a torn tail), the new file is
+// created and its name made durable with a directory fsync, once per
+// segment. Called with wmu held.
+func (s *Spool) roll() error {
+	old := s.cur
+	// Segment numbers never repeat, even when the newest segments were
+	// deleted before a restart: blocks of a deleted segment that show up
+	// in a torn tail after a crash then never pass as records (their
+	// header names another segment).
+	seq := max(s.lastSeq+1, uint64(time.Now().UnixNano()))
+	if old != nil {
+		if !s.opt.NoSync && !old.syncFailed {
+			if err := unix.Fdatasync(int(old.f.Fd())); err != nil {
+				old.syncFailed = true
+			}
+		}
+	}
+	path := filepath.Join(s.dir, dirQueue, fmt.Sprintf("%016x%s", seq, extSeg))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
+	if err != nil {
+		return noSpace(fmt.Errorf("spool: new segment: %w", err))
+	}
+	if !s.opt.NoSync {
+		if err := s.qdir.Sync(); err != nil {
+			f.Close()
+			os.Remove(path)
+			return noSpace(fmt.Errorf("spool: new segment: %w", err))
+		}
+	}
+	s.lastSeq = seq
+	g := &segment{seq: seq, path: path, f: f, fileRefs: 1}
+	s.mu.Lock()
+	s.segs[seq] = g
+	if old != nil {
+		old.sealed, old.sealedAt = true, time.Now()
+		s.release(old, 0)
+	}
+	s.mu.Unlock()
+	if old != nil {
+		old.unrefFile()
+	}
+	s.cur = g
+	return nil
+}
+
+// committer runs one fdatasync for every record appended since the last
+// one and then reports to all their waiters (group commit).
+func (s *Spool) committer() {
+	defer s.wg.Done()
+	var batch []waiter
+	for {
+		s.cmu.Lock()
+		for len(s.batch) == 0 && !s.stopping {
+			s.ccond.Wait()
+		}
+		if len(s.batch) == 0 {
+			s.cmu.Unlock()
+			return
+		}
+		if w := s.opt.GroupCommitWindow; w > 0 && !s.stopping {
+			s.cmu.Unlock()
+			time.Sleep(w)
+			s.cmu.Lock()
+		} else if !s.stopping {
+			// Let writers that are runnable right now append first: a
+			// bigger batch for the same one sync, at no real delay.
+			s.cmu.Unlock()
+			runtime.Gosched()
+			s.cmu.Lock()
+		}
+		batch, s.batch = s.batch, batch[:0]
+		s.cmu.Unlock()
+
+		// Every waiter in batch wrote before it joined, so one sync of
+		// the current segment started now covers them; records of an
+		// older segment were synced when it rolled.
+		s.wmu.Lock()
+		g := s.cur
+		g.fileRefs++
+		s.wmu.Unlock()
+		var err error
+		if !s.opt.NoSync {
+			err = unix.Fdatasync(int(g.f.Fd()))
+		}
+		s.wmu.Lock()
+		if err != nil {
+			g.syncFailed = true
+			err = noSpace(fmt.Errorf("spool: sync: %w", err))
+		}
+		g.unrefFile()
+		errs := make([]error, len(batch))
+		for i, w := range batch {
+			switch {
+			case w.seg == g:
+				errs[i] = err
+			case w.seg.syncFailed:
+				errs[i] = errors.New("spool: sync of a rolled segment failed")
+			}
+		}
+		s.wmu.Unlock()
+		for i, w := range batch {
+			if w.done != nil {
+				w.done <- errs[i]
+			}
+		}
+		clear(batch)
+	}
+}
+
+// release drops n references to g (n may be 0: a check) and queues g for
+// deletion when it is sealed and unreferenced. Called with mu held.
+func (s *Spool) release(g *segment, n int) {
+	g.live -= n
+	if g.live == 0 && g.sealed && !g.gone {
+		g.gone = true
+		s.dead = append(s.dead, g)
+		s.kickReaper()
+	}
+}
+
+func (s *Spool) kickReaper() {
+	select {
+	case s.reap <- struct{}{}:
+	default:
+	}
+}
+
+// reaper deletes dead segments one at a time: unlink, directory fsync,
+// and only then releases the tombstones that removed its messages, so a
+// tombstone never disappears while the record it cancels can come back.
+func (s *Spool) reaper() {
+	defer s.wg.Done()
+	var tick <-chan time.Time
+	if s.opt.CompactAge > 0 {
+		t := time.NewTicker(min(max(s.opt.CompactAge/4, time.Second), time.Minute))
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-s.reap:
+			s.reapAll()
+		case now := <-tick:
+			s.compact(now)
+			s.reapAll()
+		case <-s.stop:
+			s.reapAll() // what died before Close; Open redoes anything left
+			return
+		}
+	}
+}
+
+func (s *Spool) reapAll() {
+	for {
+		s.mu.Lock()
+		if len(s.dead) == 0 {
+			s.mu.Unlock()
+			return
+		}
+		g := s.dead[0]
+		s.dead = s.dead[1:]
+		s.mu.Unlock()
+		if err := os.Remove(g.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			continue // kept; the next Open retries
+		}
+		if !s.opt.NoSync {
+			if err := s.qdir.Sync(); err != nil {
+				continue // its tombstones stay pinned
+			}
+		}
+		s.mu.Lock()
+		delete(s.segs, g.seq)
+		for _, p := range g.pins {
+			s.release(p, 1)
+		}
+		g.pins = nil
+		s.mu.Unlock()
+	}
+}
+
+func (s *Spool) enter() error {
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// Put appends a new message and its envelope as one record and returns
+// nil only once a sync that covers the record has completed (package
+// doc). env.ID must be new (NewID); env.Size is set to the number of bytes
+// read from msg. On error the message is not in the queue.
+func (s *Spool) Put(ctx context.Context, env *Envelope, msg io.Reader) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
@@ -240,367 +640,230 @@ func (s *Spool) Put(ctx context.Context, env *Envelope, msg io.Reader) (err erro
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if _, err := os.Lstat(s.envPath(env.ID)); err == nil {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	s.mu.Lock()
+	_, dup := s.index[env.ID]
+	s.mu.Unlock()
+	if dup {
 		return fmt.Errorf("spool: queue id %s already exists", env.ID)
 	}
-	req := &commitReq{isPut: true}
-	defer func() {
-		if err != nil {
-			for _, f := range req.files {
-				if f.f != nil {
-					f.f.Close()
-				}
-				os.Remove(f.tmp)
-			}
-			err = noSpace(err)
-		}
-	}()
-	msgTmp := s.tmpPath(env.ID, extMsg)
-	mf, n, err := s.writeTemp(msgTmp, msg)
-	req.files = append(req.files, pendingFile{tmp: msgTmp, final: s.msgPath(env.ID), f: mf})
+	m, err := s.stage(msg)
 	if err != nil {
-		return fmt.Errorf("spool: writing message %s: %w", env.ID, err)
+		return noSpace(fmt.Errorf("spool: reading message %s: %w", env.ID, err))
 	}
-	env.Size = n
-	rec, err := encodeEnvelope(env)
+	defer m.close()
+	env.Size = m.n
+	stored, b, err := encodeClone(env)
 	if err != nil {
 		return err
 	}
-	envTmp := s.tmpPath(env.ID, extEnv)
-	ef, _, err := s.writeTemp(envTmp, strings.NewReader(string(rec)))
-	req.files = append(req.files, pendingFile{tmp: envTmp, final: s.envPath(env.ID), f: ef})
+	g, off, ch, err := s.append(kindPut, env.ID, b, m, 2, true)
 	if err != nil {
-		return fmt.Errorf("spool: writing envelope %s: %w", env.ID, err)
+		return fmt.Errorf("spool: writing message %s: %w", env.ID, err)
 	}
-	return s.commit(req)
-}
-
-// writeTemp creates name and copies r into it. The file is returned open
-// when the commit must fsync it, else closed (nil).
-func (s *Spool) writeTemp(name string, r io.Reader) (*os.File, int64, error) {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, filePerm)
-	if err != nil {
-		return nil, 0, err
-	}
-	var w io.Writer = f
-	if s.wrapWrite != nil {
-		w = s.wrapWrite(name, f)
-	}
-	bw := bufio.NewWriterSize(w, bufSize)
-	n, err := bw.ReadFrom(r)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err != nil {
-		f.Close()
-		return nil, n, err
-	}
-	if !s.opt.NoSync && s.opt.Sync != SyncFS {
-		return f, n, nil
-	}
-	return nil, n, f.Close()
-}
-
-// commit makes r's temp files durable under their final names (package
-// doc): data sync, renames (for a Put the .msg first, then the .env, the
-// commit record), directory sync. The two group syncs are shared by every
-// commit waiting at the same moment.
-func (s *Spool) commit(r *commitReq) error {
-	s.closeMu.RLock()
-	defer s.closeMu.RUnlock()
-	if s.closed {
-		s.abandon(r, 0)
-		return ErrClosed
-	}
-	var err error
-	switch {
-	case s.opt.NoSync:
-	case s.opt.Sync == SyncFS:
-		err = s.fsSync.Sync()
-	default: // SyncFiles, SyncEach: each file, in the caller's goroutine
-		for i := range r.files {
-			f := &r.files[i]
-			if e := f.f.Sync(); err == nil {
-				err = e
-			}
+	if err := <-ch; err != nil {
+		// The record may reach the disk all the same: cancel it, best
+		// effort, so that it is not delivered after a restart (the
+		// client was told to retry: at worst a duplicate).
+		t, _, _, terr := s.append(kindTomb, env.ID, nil, nil, 0, false)
+		s.mu.Lock()
+		if terr == nil && t != g && !g.gone {
+			t.live++
+			g.pins = append(g.pins, t)
 		}
+		s.release(g, 2)
+		s.mu.Unlock()
+		return err
 	}
-	for i := range r.files {
-		if f := &r.files[i]; f.f != nil {
-			if e := f.f.Close(); err == nil {
-				err = e
-			}
-			f.f = nil
-		}
+	s.mu.Lock()
+	if old := s.index[env.ID]; old != nil { // a racing Put of the same id
+		s.release(old.data, 1)
+		s.release(old.state, 1)
 	}
-	if err != nil {
-		r.err = err
-		s.abandon(r, 0)
-		return r.err
-	}
-	for i, f := range r.files {
-		if err := os.Rename(f.tmp, f.final); err != nil {
-			r.err = err
-			s.abandon(r, i)
-			return r.err
-		}
-	}
-	switch {
-	case s.opt.NoSync:
-	case s.opt.Sync == SyncEach:
-		err = s.qdir.Sync()
-	default:
-		err = s.dirSync.Sync()
-	}
-	if err != nil {
-		// The names may or may not be durable: take back what was never
-		// acknowledged, so that a failed Put leaves nothing visible.
-		r.err = err
-		if r.isPut {
-			s.abandon(r, len(r.files))
-		}
-		return r.err
-	}
+	s.index[env.ID] = &entry{env: stored, data: g, off: off, n: m.n, head: int64(hdrSize + len(env.ID) + len(b)), state: g}
+	s.mu.Unlock()
 	return nil
 }
 
+// segReader is an open message: a section of a segment file.
+type segReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (r *segReader) Close() error { return r.f.Close() }
+
 // Open returns the message bytes.
 func (s *Spool) Open(id string) (io.ReadCloser, error) {
-	if !ValidID(id) {
-		return nil, ErrNotFound
+	for try := 0; ; try++ {
+		s.mu.Lock()
+		e := s.index[id]
+		var path string
+		var off, n int64
+		if e != nil {
+			path, off, n = e.data.path, e.off, e.n
+		}
+		s.mu.Unlock()
+		if e == nil {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) && try < 3 {
+			continue // moved by compaction meanwhile: look again
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &segReader{io.NewSectionReader(f, off, n), f}, nil
 	}
-	f, err := os.Open(s.msgPath(id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	return f, err
 }
 
-// Get reads the envelope of id.
+// Get returns the envelope of id.
 func (s *Spool) Get(id string) (*Envelope, error) {
-	if !ValidID(id) {
-		return nil, ErrNotFound
-	}
-	return readEnvelope(s.envPath(id), id)
-}
-
-func readEnvelope(path, id string) (*Envelope, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.index[id]
+	if e == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxEnvelopeSize+1))
-	if err != nil {
-		return nil, err
-	}
-	env, err := ParseEnvelope(b)
-	if err != nil {
-		return nil, err
-	}
-	if env.ID != id {
-		return nil, fmt.Errorf("spool: record %s holds id %q", id, env.ID)
-	}
-	return env, nil
+	return e.env.Clone(), nil
 }
 
-// Update durably replaces the envelope of an existing message: write a
-// temp file, sync, rename over, sync the directory (batched like Put).
-func (s *Spool) Update(env *Envelope) (err error) {
+// Update durably replaces the envelope of an existing message: it appends
+// a state record and returns once a sync covering it has completed.
+func (s *Spool) Update(env *Envelope) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
 	if !ValidID(env.ID) {
 		return fmt.Errorf("spool: bad queue id %q", env.ID)
 	}
-	if _, err := os.Lstat(s.envPath(env.ID)); err != nil {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.closeMu.RUnlock()
+	lk := s.idLock(env.ID)
+	lk.Lock()
+	defer lk.Unlock()
+	s.mu.Lock()
+	_, ok := s.index[env.ID]
+	s.mu.Unlock()
+	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, env.ID)
 	}
-	rec, err := encodeEnvelope(env)
+	stored, b, err := encodeClone(env)
 	if err != nil {
 		return err
 	}
-	tmp := s.tmpPath(env.ID, extEnv)
-	f, _, err := s.writeTemp(tmp, strings.NewReader(string(rec)))
+	g, _, ch, err := s.append(kindState, env.ID, b, nil, 1, true)
 	if err != nil {
-		os.Remove(tmp)
-		return noSpace(fmt.Errorf("spool: writing envelope %s: %w", env.ID, err))
+		return fmt.Errorf("spool: writing envelope %s: %w", env.ID, err)
 	}
-	return s.commit(&commitReq{files: []pendingFile{{tmp: tmp, final: s.envPath(env.ID), f: f}}})
+	err = <-ch
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.index[env.ID]
+	if err != nil || e == nil {
+		s.release(g, 1)
+		if err == nil {
+			err = fmt.Errorf("%w: %s", ErrNotFound, env.ID)
+		}
+		return err
+	}
+	s.release(e.state, 1)
+	e.state, e.env = g, stored
+	return nil
 }
 
-// Remove deletes a message: the envelope first (the message leaves the
-// queue at that instant), then the bytes. The removal is not synced: if
-// a crash undoes it, the message is delivered again (a duplicate, never a
-// loss), or its orphaned bytes are set aside at Open.
+// Remove takes a message out of the queue: it appends a tombstone, which
+// the next group sync makes durable, and forgets the message at once. A
+// crash before that sync brings the message back: delivered again (a
+// duplicate, never a loss).
 func (s *Spool) Remove(id string) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
-	if !ValidID(id) {
-		return ErrNotFound
+	if err := s.enter(); err != nil {
+		return err
 	}
-	errEnv := os.Remove(s.envPath(id))
-	errMsg := os.Remove(s.msgPath(id))
-	if errors.Is(errEnv, fs.ErrNotExist) && errors.Is(errMsg, fs.ErrNotExist) {
+	defer s.closeMu.RUnlock()
+	lk := s.idLock(id)
+	lk.Lock()
+	defer lk.Unlock()
+	s.mu.Lock()
+	_, ok := s.index[id]
+	s.mu.Unlock()
+	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	if errEnv != nil && !errors.Is(errEnv, fs.ErrNotExist) {
-		return errEnv
+	g, _, _, err := s.append(kindTomb, id, nil, nil, 0, false)
+	if err != nil {
+		return fmt.Errorf("spool: removing %s: %w", id, err)
 	}
-	if errMsg != nil && !errors.Is(errMsg, fs.ErrNotExist) {
-		return errMsg
-	}
+	s.mu.Lock()
+	s.applyTomb(id, g)
+	s.mu.Unlock()
 	return nil
 }
 
-// List returns every message in the queue, sorted by id. Records that do
-// not parse are skipped (Open sets them aside).
+// applyTomb removes id from the index; the tombstone in g is pinned by the
+// segment holding the message until that segment is deleted. Called with
+// mu held.
+func (s *Spool) applyTomb(id string, g *segment) *segment {
+	e := s.index[id]
+	if e == nil {
+		return nil
+	}
+	delete(s.index, id)
+	if e.data != g && !e.data.gone {
+		g.live++
+		e.data.pins = append(e.data.pins, g)
+	}
+	s.release(e.data, 1)
+	s.release(e.state, 1)
+	return e.data
+}
+
+// List returns every message in the queue, sorted by id. A read-only
+// spool scans the segments again first.
 func (s *Spool) List() ([]*Envelope, error) {
-	names, err := s.queueNames()
-	if err != nil {
-		return nil, err
-	}
-	var out []*Envelope
-	for _, name := range names {
-		id, ok := strings.CutSuffix(name, extEnv)
-		if !ok || !ValidID(id) {
-			continue
+	if s.readOnly {
+		if err := s.snapshot(); err != nil {
+			return nil, err
 		}
-		env, err := readEnvelope(filepath.Join(s.dir, dirQueue, name), id)
-		if err != nil {
-			continue
-		}
-		out = append(out, env)
 	}
+	s.mu.Lock()
+	out := make([]*Envelope, 0, len(s.index))
+	for _, e := range s.index {
+		out = append(out, e.env.Clone())
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out, nil
 }
 
-func (s *Spool) queueNames() ([]string, error) {
-	d, err := os.Open(filepath.Join(s.dir, dirQueue))
+// DiskBytes is the size of the segment files of the spool in dir (what
+// the spool occupies on disk, removed messages included until their
+// segment is deleted or compacted); 0 if there are none.
+func DiskBytes(dir string) int64 {
+	ents, err := os.ReadDir(filepath.Join(dir, dirQueue))
 	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+		return 0
 	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
-	}
-	sort.Strings(names)
-	return names, nil
-}
-
-// recover runs at Open, before anything else touches the spool (the lock
-// is held).
-func (s *Spool) recover() error {
-	tmp := filepath.Join(s.dir, dirTmp)
-	ents, err := os.ReadDir(tmp)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
+	var n int64
 	for _, e := range ents {
-		// Never acknowledged: Put returns nil only after the rename.
-		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
-			return fmt.Errorf("spool: removing temp file: %w", err)
-		}
-	}
-	names, err := s.queueNames()
-	if err != nil {
-		return err
-	}
-	type pair struct{ msg, env bool }
-	ids := map[string]*pair{}
-	var strays []string
-	for _, name := range names {
-		id, ext := name, ""
-		if i := strings.LastIndexByte(name, '.'); i >= 0 {
-			id, ext = name[:i], name[i:]
-		}
-		if !ValidID(id) || (ext != extMsg && ext != extEnv) {
-			strays = append(strays, name)
+		if filepath.Ext(e.Name()) != extSeg {
 			continue
 		}
-		p := ids[id]
-		if p == nil {
-			p = &pair{}
-			ids[id] = p
-		}
-		if ext == extMsg {
-			p.msg = true
-		} else {
-			p.env = true
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
 		}
 	}
-	moved := false
-	for id, p := range ids {
-		bad := !p.msg || !p.env
-		if !bad {
-			if _, err := readEnvelope(s.envPath(id), id); err != nil {
-				bad = true
-			}
-		}
-		if !bad {
-			continue
-		}
-		if p.msg {
-			strays = append(strays, id+extMsg)
-		}
-		if p.env {
-			strays = append(strays, id+extEnv)
-		}
-	}
-	for _, name := range strays {
-		dst := filepath.Join(s.dir, dirBad, name)
-		if _, err := os.Lstat(dst); err == nil {
-			dst += "." + strconv.FormatInt(time.Now().UnixNano(), 10)
-		}
-		if err := os.Rename(filepath.Join(s.dir, dirQueue, name), dst); err != nil {
-			return fmt.Errorf("spool: setting aside %s: %w", name, err)
-		}
-		moved = true
-	}
-	if moved && !s.opt.NoSync {
-		if err := syncDir(filepath.Join(s.dir, dirBad)); err != nil {
-			return err
-		}
-		if err := s.qdir.Sync(); err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	return nil
-}
-
-// abandon removes the temp files of r and, for a Put, the first n files
-// already renamed to their final names (.env first), so that nothing of a
-// failed Put stays visible.
-func (s *Spool) abandon(r *commitReq, n int) {
-	for i := len(r.files) - 1; i >= 0; i-- {
-		if f := r.files[i].f; f != nil {
-			f.Close()
-			r.files[i].f = nil
-		}
-		if i < n {
-			if r.isPut {
-				os.Remove(r.files[i].final)
-			}
-		} else {
-			os.Remove(r.files[i].tmp)
-		}
-	}
-	r.err = noSpace(r.err)
+	return n
 }

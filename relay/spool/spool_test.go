@@ -63,6 +63,7 @@ func TestRoundTrip(t *testing.T) {
 		{"each", Options{Sync: SyncEach}},
 		{"window", Options{GroupCommitWindow: time.Millisecond}},
 		{"nosync", Options{NoSync: true}},
+		{"tiny segments", Options{SegmentSize: 1}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			s := open(t, t.TempDir(), mode.opt)
@@ -222,22 +223,21 @@ func (f *failWriter) Write(p []byte) (int, error) {
 
 func TestNoSpace(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		target string // which file fails: ".msg" or ".env"
-		errno  error
-		after  int
+		name  string
+		errno error
+		after int // bytes of the record written before the failure
 	}{
-		{"message ENOSPC", extMsg, syscall.ENOSPC, 100},
-		{"message EDQUOT", extMsg, syscall.EDQUOT, 0},
-		{"envelope ENOSPC", extEnv, syscall.ENOSPC, 10},
+		{"header ENOSPC", syscall.ENOSPC, 0},
+		{"envelope EDQUOT", syscall.EDQUOT, 40},
+		{"message ENOSPC", syscall.ENOSPC, 2000},
+		{"message tail ENOSPC", syscall.ENOSPC, 99000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := open(t, t.TempDir(), Options{})
+			dir := t.TempDir()
+			s := open(t, dir, Options{})
+			before := segBytes(t, dir)
 			s.wrapWrite = func(name string, w io.Writer) io.Writer {
-				if strings.Contains(filepath.Base(name), tc.target+".") {
-					return &failWriter{w: w, n: tc.after, err: &os.PathError{Op: "write", Path: name, Err: tc.errno}}
-				}
-				return w
+				return &failWriter{w: w, n: tc.after, err: &os.PathError{Op: "write", Path: name, Err: tc.errno}}
 			}
 			env := testEnv(s)
 			err := s.Put(context.Background(), env, strings.NewReader(strings.Repeat("x", 100000)))
@@ -247,8 +247,13 @@ func TestNoSpace(t *testing.T) {
 			if !errors.Is(err, tc.errno) {
 				t.Errorf("Put = %v, cause lost", err)
 			}
+			if after := segBytes(t, dir); after != before {
+				t.Errorf("segments hold %d bytes after a failed Put, %d before", after, before)
+			}
+			if _, err := s.Get(env.ID); !errors.Is(err, ErrNotFound) {
+				t.Errorf("Get after failed Put = %v", err)
+			}
 			assertEmpty(t, filepath.Join(s.dir, dirTmp))
-			assertEmpty(t, filepath.Join(s.dir, dirQueue))
 			// Update of an existing message under ENOSPC keeps the old record.
 			s.wrapWrite = nil
 			if err := s.Put(context.Background(), env, strings.NewReader("ok")); err != nil {
@@ -265,11 +270,21 @@ func TestNoSpace(t *testing.T) {
 			if err != nil || got.Attempts != 0 {
 				t.Errorf("after failed Update: %+v, %v", got, err)
 			}
-			assertEmpty(t, filepath.Join(s.dir, dirTmp))
+			// Nothing half-written comes back after a restart either.
+			s.wrapWrite = nil
+			s.Close()
+			s = open(t, dir, Options{})
+			list, err := s.List()
+			if err != nil || len(list) != 1 || list[0].ID != env.ID || list[0].Attempts != 0 {
+				t.Errorf("after reopen List = %v, %v", list, err)
+			}
+			assertEmpty(t, filepath.Join(dir, dirBad))
 		})
 	}
 }
 
+// TestRecovery: leftovers of a crash and a spool of the earlier
+// file-per-message layout are imported or set aside at Open.
 func TestRecovery(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{})
@@ -297,9 +312,10 @@ func TestRecovery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Leftovers of a crash and damage.
+	// Leftovers of the earlier layout, good and damaged.
 	write(filepath.Join(dir, dirTmp, "AAAA.msg.1"), "half")
-	write(filepath.Join(dir, dirTmp, "AAAA.env.2"), "{")
+	write(filepath.Join(q, "Legacy1.msg"), "legacy body")
+	write(filepath.Join(q, "Legacy1.env"), `{"v":1,"id":"Legacy1","sender":"","recipients":[{"address":"a@b","route":"mx","status":"pending"}],"received":"2025-01-01T00:00:00Z","size":11}`)
 	write(filepath.Join(q, "Corrupt1.msg"), "body")
 	write(filepath.Join(q, "Corrupt1.env"), `{"v":1,"id":"Corrupt1",`) // half-written
 	write(filepath.Join(q, "Orphan1.msg"), "no envelope")              // envelope missing
@@ -322,22 +338,29 @@ func TestRecovery(t *testing.T) {
 	for _, e := range list {
 		ids = append(ids, e.ID)
 	}
-	if fmt.Sprint(ids) != fmt.Sprint(good) {
-		t.Errorf("after recovery List = %v, want %v", ids, good)
+	want := append(append([]string(nil), good...), "Legacy1")
+	sort.Strings(want)
+	if fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Errorf("after recovery List = %v, want %v", ids, want)
 	}
 	for i, id := range good {
 		if b := readAll(t, s, id); b != fmt.Sprint("good", i) {
 			t.Errorf("%s = %q", id, b)
 		}
 	}
-	aside := names(t, filepath.Join(dir, dirBad))
-	want := []string{"Corrupt1.env", "Corrupt1.msg", "Future1.env", "Future1.msg", "Huge1.env", "Huge1.msg",
-		"NoBody1.env", "Orphan1.msg", "Wrong1.env", "Wrong1.msg", "stray.txt"}
-	if fmt.Sprint(aside) != fmt.Sprint(want) {
-		t.Errorf("set aside %v, want %v", aside, want)
+	if b := readAll(t, s, "Legacy1"); b != "legacy body" {
+		t.Errorf("imported message = %q", b)
 	}
-	if q := names(t, q); len(q) != 2*len(good) {
-		t.Errorf("queue/ holds %v", q)
+	aside := names(t, filepath.Join(dir, dirBad))
+	wantAside := []string{"Corrupt1.env", "Corrupt1.msg", "Future1.env", "Future1.msg", "Huge1.env", "Huge1.msg",
+		"NoBody1.env", "Orphan1.msg", "Wrong1.env", "Wrong1.msg", "stray.txt"}
+	if fmt.Sprint(aside) != fmt.Sprint(wantAside) {
+		t.Errorf("set aside %v, want %v", aside, wantAside)
+	}
+	for _, n := range names(t, q) {
+		if !strings.HasSuffix(n, extSeg) {
+			t.Errorf("queue/ still holds %s", n)
+		}
 	}
 
 	// The read-only view works while the daemon holds the lock.
@@ -346,7 +369,7 @@ func TestRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	if l, err := ro.List(); err != nil || len(l) != len(good) {
+	if l, err := ro.List(); err != nil || len(l) != len(want) {
 		t.Errorf("read-only List = %d, %v", len(l), err)
 	}
 	if err := ro.Put(context.Background(), testEnv(s), strings.NewReader("x")); !errors.Is(err, ErrReadOnly) {

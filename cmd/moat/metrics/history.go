@@ -1,10 +1,8 @@
 package metrics
 
 import (
-	"os"
-	"path/filepath"
+	"moat/relay/spool"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -156,9 +154,9 @@ func (m *Metrics) Snapshot(n int) Snapshot {
 	return s
 }
 
-// SpoolDirBytes returns a func for SpoolBytes that sums the sizes of the
-// message files in <spoolDir>/queue, at most once per every (default 30s);
-// between walks it returns the last sum.
+// SpoolDirBytes returns a func for SpoolBytes that reports what the spool
+// in spoolDir occupies on disk (spool.DiskBytes), measured at most once
+// per every (default 30s); between measurements it returns the last one.
 func SpoolDirBytes(spoolDir string, every time.Duration) func() int64 {
 	if every <= 0 {
 		every = 30 * time.Second
@@ -169,24 +167,10 @@ func SpoolDirBytes(spoolDir string, every time.Duration) func() int64 {
 	return func() int64 {
 		mu.Lock()
 		defer mu.Unlock()
-		if !last.IsZero() && time.Since(last) < every {
-			return sum
+		if last.IsZero() || time.Since(last) >= every {
+			last = time.Now()
+			sum = spool.DiskBytes(spoolDir)
 		}
-		last = time.Now()
-		ents, err := os.ReadDir(filepath.Join(spoolDir, "queue"))
-		if err != nil {
-			return sum
-		}
-		var total int64
-		for _, e := range ents {
-			if !strings.HasSuffix(e.Name(), ".msg") {
-				continue
-			}
-			if fi, err := e.Info(); err == nil {
-				total += fi.Size()
-			}
-		}
-		sum = total
 		return sum
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"moat/relay/spool"
 	"net"
 	"net/netip"
 	"os"
@@ -282,9 +283,22 @@ func TestWrapListenerCountsSessions(t *testing.T) {
 
 func TestSpoolDirBytes(t *testing.T) {
 	dir := t.TempDir()
-	f := SpoolDirBytes(dir, time.Hour)
-	if n := f(); n != 0 {
+	if n := SpoolDirBytes(filepath.Join(dir, "none"), time.Hour)(); n != 0 {
 		t.Errorf("missing dir: %d", n)
+	}
+	sp, err := spool.Open(dir, spool.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	env := &spool.Envelope{ID: sp.NewID(), Sender: "a@example.org", Received: time.Now(),
+		Recipients: []spool.Recipient{{Address: "b@example.org", Route: "local", Status: spool.StatusPending}}}
+	if err := sp.Put(context.Background(), env, strings.NewReader(strings.Repeat("x", 5000))); err != nil {
+		t.Fatal(err)
+	}
+	f := SpoolDirBytes(dir, time.Hour)
+	if n := f(); n < 5000 {
+		t.Errorf("spool with a 5000-byte message: %d bytes", n)
 	}
 }
 
