@@ -22,7 +22,16 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
+// defaultGOGC is the garbage collector's target when $GOGC is not set.
+// A gateway's heap is small (tens of MiB) and churns fast: at 400 instead
+// of Go's 100, `make bench` measured 17–38% more messages per second and
+// 15–32% less CPU per message, for about 27 MiB more memory.
+const defaultGOGC = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGOGC)
+	}
 	root := rootCommand()
 	if err := root.Execute(); err != nil {
 		var ee exitError
