@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,7 +11,13 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
+	"moat/internal/dnstest"
+	"moat/policy"
+	"moat/policy/dkim"
+	"moat/policy/dkimsign"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -209,5 +217,45 @@ func TestNoAuthOnMXListener(t *testing.T) {
 	c := dialTLS(t, ts.addr)
 	if ok, _ := c.Extension("AUTH"); ok {
 		t.Fatal("AUTH offered on an mx listener")
+	}
+}
+
+// A message submitted by an authenticated user leaves DKIM-signed for the
+// user's domain, and the signature verifies with moat's own verifier
+// against the published public key.
+func TestSubmissionIsDKIMSigned(t *testing.T) {
+	dnsSrv := dnstest.NewServer(t)
+	priv, txt, err := dkimsign.GenerateKey("rsa-2048")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "k.pem")
+	if err := os.WriteFile(keyFile, priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := dkimsign.NewSigner([]dkimsign.Key{{Domain: "example.org", Selector: "sub", KeyFile: keyFile}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dnsSrv.Add(`sub._domainkey.example.org. 300 IN TXT "` + txt + `"`)
+	ts := startServer(t, func(o *Options) {
+		o.Listeners = []Listener{{Name: "sub", Address: "127.0.0.1:0", Mode: "submission", TLS: "starttls"}}
+		o.TLS = selfSigned(t)
+		o.State.Users = fakeUsers{"alice@example.org": "correct horse"}
+		o.Checks = &Checks{Signer: signer, AuthLimits: &fakeLimiter{}}
+	})
+	c := dialTLS(t, ts.addr)
+	if err := c.Auth(sasl.NewPlainClient("", "alice@example.org", "correct horse")); err != nil {
+		t.Fatal(err)
+	}
+	msg := "From: Alice <alice@example.org>\r\nTo: friend@far.example\r\nSubject: signed\r\n\r\nHello.\r\n"
+	if err := c.SendMail("alice@example.org", []string{"friend@far.example"}, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	data := ts.spool.all()[0].data
+	res := dkim.Verify(context.Background(), dnsresFor(t, dnsSrv), bytes.NewReader(data), dkim.Options{})
+	if res.Result != policy.ResultPass || len(res.Signatures) != 1 || res.Signatures[0].Domain != "example.org" ||
+		res.Signatures[0].Selector != "sub" || res.Signatures[0].Algorithm != "rsa-sha256" {
+		t.Fatalf("signature: %+v\n%s", res, data)
 	}
 }
