@@ -158,9 +158,18 @@ func buildState(cfg *Config, v *verify.Verifier) (*gateway.State, error) {
 	return st, nil
 }
 
-// newVerifier builds recipient verification for the routes that ask for it.
-func newVerifier(cfg *Config, res *dnsres.Client, log *zap.Logger) (*verify.Verifier, error) {
-	return verify.New(cfg.Verify, cfg.Routes, verify.Options{Hostname: cfg.Hostname, Logger: log.Named("verify"), Resolver: res})
+// newVerifier builds recipient verification for the routes that ask for
+// it; in a fleet its answers are shared through Redis.
+func (a *app) newVerifier(cfg *Config) (*verify.Verifier, error) {
+	opt := verify.Options{Hostname: cfg.Hostname, Logger: a.log.Named("verify"), Resolver: a.resolver}
+	if a.cluster != nil {
+		c, err := a.cluster.Cache("callahead", cfg.Verify.CacheSize)
+		if err != nil {
+			return nil, err
+		}
+		opt.Shared = c
+	}
+	return verify.New(cfg.Verify, cfg.Routes, opt)
 }
 
 func newApp(cfg *Config, log *zap.Logger) (*app, error) {
@@ -197,12 +206,13 @@ func (a *app) build() error {
 	if cfg.Cluster.Enabled() {
 		if a.cluster, err = cluster.New(cfg.Cluster, cluster.Options{
 			Logger:        log.Named("cluster"),
-			OnStateChange: func(up bool) { log.Info("redis state changed", zap.Bool("up", up)) },
+			OnStateChange: m.RedisState,
 		}); err != nil {
 			return err
 		}
+		m.RedisEnabled()
 	}
-	if a.verifier, err = newVerifier(cfg, a.resolver, log); err != nil {
+	if a.verifier, err = a.newVerifier(cfg); err != nil {
 		return err
 	}
 	st, err := buildState(cfg, a.verifier)
@@ -498,7 +508,7 @@ func (a *app) reload(path string) {
 	}
 	v := a.verifier
 	if !reflect.DeepEqual(cfg.Routes, a.cfg.Routes) || cfg.Verify != a.cfg.Verify {
-		if v, err = newVerifier(cfg, a.resolver, a.log); err != nil {
+		if v, err = a.newVerifier(cfg); err != nil {
 			a.log.Error("reload refused", zap.Error(err))
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -516,5 +517,56 @@ func TestCallaheadIdleClose(t *testing.T) {
 	check(t, v, client1, "bob@corp.example")
 	if got := ln.n.Load(); got != 2 {
 		t.Fatalf("%d connections, want 2", got)
+	}
+}
+
+// memShared is a SharedCache in memory, standing for another node's Redis.
+type memShared struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (s *memShared) Get(_ context.Context, k string) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.m[k]
+	return b, ok
+}
+func (s *memShared) Set(_ context.Context, k string, v []byte, _ time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = append([]byte(nil), v...)
+}
+
+// Two verifiers sharing a cache (two nodes of a fleet): what one learned
+// from the backend the other answers without probing; temporary failures
+// are not shared.
+func TestSharedCacheAcrossNodes(t *testing.T) {
+	s := knownSink()
+	s.rcptErr = map[string]error{"busy@corp.example": &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "busy"}}
+	addr, _ := startSink(t, s, nil)
+	shared := &memShared{m: map[string][]byte{}}
+	a, _ := newTest(t, DefaultConfig(), callaheadRoutes(addr), func(o *Options) { o.Shared = shared })
+	b, _ := newTest(t, DefaultConfig(), callaheadRoutes(addr), func(o *Options) { o.Shared = shared })
+	if err := check(t, a, netip.Addr{}, "alice@corp.example"); err != nil {
+		t.Fatalf("known at a: %v", err)
+	}
+	if err := check(t, a, netip.Addr{}, "carol@corp.example"); code(err) != 550 {
+		t.Fatalf("unknown at a: %v", err)
+	}
+	check(t, a, netip.Addr{}, "busy@corp.example")
+	before := b.Stats().Probes
+	if err := check(t, b, netip.Addr{}, "alice@corp.example"); err != nil {
+		t.Fatalf("known at b: %v", err)
+	}
+	if r := asReply(t, check(t, b, netip.Addr{}, "carol@corp.example")); r.Code != 550 || r.Enhanced.String() != "5.1.1" {
+		t.Fatalf("unknown at b: %v", r)
+	}
+	if got := b.Stats().Probes; got != before {
+		t.Fatalf("b probed %d times for answers a had shared", got-before)
+	}
+	check(t, b, netip.Addr{}, "busy@corp.example")
+	if b.Stats().Probes != before+1 {
+		t.Fatalf("a temporary failure was shared")
 	}
 }

@@ -55,6 +55,16 @@ type Options struct {
 	// Resolver resolves a host name in a route address; without it the
 	// system resolver of Dial is used.
 	Resolver dnsres.Resolver
+	// Shared, when set, shares known and unknown answers between the
+	// gateways of a fleet (policy/cluster's Redis cache), behind the
+	// local cache; temporary failures stay node-local.
+	Shared SharedCache
+}
+
+// SharedCache is a cache other nodes see (policy/cluster.Cache).
+type SharedCache interface {
+	Get(ctx context.Context, key string) ([]byte, bool)
+	Set(ctx context.Context, key string, val []byte, ttl time.Duration)
 }
 
 // Stats are counters since New, for metrics.
@@ -302,6 +312,15 @@ func (v *Verifier) callahead(ctx context.Context, rs *routeState, norm, addr str
 		}
 		v.cache.Remove(key)
 	}
+	if sh := v.opt.Shared; sh != nil {
+		if b, ok := sh.Get(ctx, key); ok {
+			if res, ttl, ok := v.decodeShared(b); ok {
+				v.stats.cacheHits.Add(1)
+				v.cache.Add(key, entry{res: res, expires: v.now().Add(ttl)})
+				return res
+			}
+		}
+	}
 	v.fmu.Lock()
 	if v.closed {
 		v.fmu.Unlock()
@@ -326,6 +345,31 @@ func (v *Verifier) callahead(ctx context.Context, rs *routeState, norm, addr str
 	}
 }
 
+// encodeShared writes a known or unknown answer for the shared cache:
+// "k", or "u" and the reply ("550 5.1.1 text").
+func encodeShared(r result) []byte {
+	if r.outcome == known {
+		return []byte("k")
+	}
+	return []byte(fmt.Sprintf("u%d %s %s", r.rep.Code, r.rep.Enhanced, r.rep.Text))
+}
+
+// decodeShared reads what encodeShared wrote (another node's answer) and
+// the local lifetime to give it; anything else is ignored.
+func (v *Verifier) decodeShared(b []byte) (result, time.Duration, bool) {
+	switch {
+	case len(b) == 1 && b[0] == 'k':
+		return result{outcome: known}, v.cfg.PositiveTTL, true
+	case len(b) > 1 && b[0] == 'u':
+		rep, err := reply.Parse(string(b[1:]))
+		if err != nil || !rep.Permanent() {
+			return result{}, 0, false
+		}
+		return result{outcome: unknown, rep: rep}, v.cfg.NegativeTTL, true
+	}
+	return result{}, 0, false
+}
+
 // run probes, caches the answer and wakes the waiting checks.
 func (v *Verifier) run(b *backend, key, addr string, f *flight) {
 	defer v.wg.Done()
@@ -341,6 +385,11 @@ func (v *Verifier) run(b *backend, key, addr string, f *flight) {
 	}
 	if ttl > 0 && v.ctx.Err() == nil {
 		v.cache.Add(key, entry{res: res, expires: v.now().Add(ttl)})
+		if sh := v.opt.Shared; sh != nil && res.outcome != tempfail {
+			sctx, cancel := context.WithTimeout(v.ctx, time.Second)
+			sh.Set(sctx, key, encodeShared(res), ttl)
+			cancel()
+		}
 	}
 	v.fmu.Lock()
 	f.res = res

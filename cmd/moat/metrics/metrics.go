@@ -103,6 +103,8 @@ type Metrics struct {
 	checkDuration *prometheus.HistogramVec
 	tlsConns      *prometheus.CounterVec
 	authFailures  *prometheus.CounterVec
+	redisUp       prometheus.Gauge
+	redisChanges  *prometheus.CounterVec
 
 	listenerNames, routeNames, ruleNames, authReasons, guardReasons *labelSet
 
@@ -178,6 +180,15 @@ func NewWithOptions(opt Options) *Metrics {
 	m.tlsConns = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moat_tls_connections_total", Help: "TLS handshakes completed, by protocol version.",
 	}, []string{"version"})
+	m.redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "moat_cluster_redis_up", Help: "1 while the shared Redis answers, 0 while the node counts alone.",
+	})
+	m.redisChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "moat_cluster_redis_state_changes_total", Help: "Changes of the shared Redis between up and down.",
+	}, []string{"state"})
+	m.reg.MustRegister(m.redisUp, m.redisChanges)
+	m.redisChanges.WithLabelValues("up")
+	m.redisChanges.WithLabelValues("down")
 	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moat_auth_failures_total", Help: "Failed SMTP AUTH attempts by reason.",
 	}, []string{"reason"})
@@ -279,6 +290,22 @@ func (m *Metrics) TLS(version string) {
 // AuthFailure counts one failed AUTH; reason is a short fixed word from the
 // gateway ("bad_credentials", "mechanism", "rate", "tls_required" …), never
 // the user name.
+// RedisEnabled marks the shared Redis as in use (and up until told
+// otherwise); without it the gauge stays 0 and no change is counted.
+func (m *Metrics) RedisEnabled() { m.redisUp.Set(1) }
+
+// RedisState records a change of the shared Redis (policy/cluster
+// Options.OnStateChange).
+func (m *Metrics) RedisState(up bool) {
+	if up {
+		m.redisUp.Set(1)
+		m.redisChanges.WithLabelValues("up").Inc()
+		return
+	}
+	m.redisUp.Set(0)
+	m.redisChanges.WithLabelValues("down").Inc()
+}
+
 func (m *Metrics) AuthFailure(reason string) {
 	m.authFailures.WithLabelValues(m.authReasons.value(reason)).Inc()
 }

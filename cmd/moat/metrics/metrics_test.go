@@ -364,3 +364,17 @@ func TestHooksFitTheParts(t *testing.T) {
 	_ = dnsres.Config{Observe: m.DNSObserve}
 	_ = rules.EngineOptions{Observer: m.RuleObserver()}
 }
+
+func TestRedisState(t *testing.T) {
+	m := New()
+	m.RedisEnabled()
+	m.RedisState(false)
+	m.RedisState(true)
+	m.RedisState(false)
+	if got := testutil.ToFloat64(m.redisUp); got != 0 {
+		t.Errorf("redis up gauge %v", got)
+	}
+	if d, u := testutil.ToFloat64(m.redisChanges.WithLabelValues("down")), testutil.ToFloat64(m.redisChanges.WithLabelValues("up")); d != 2 || u != 1 {
+		t.Errorf("changes down %v up %v", d, u)
+	}
+}
