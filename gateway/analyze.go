@@ -11,11 +11,7 @@ import (
 	"moat/policy/content"
 	"moat/policy/dkim"
 	"moat/policy/dmarc"
-	"moat/policy/spf"
 )
-
-// policyspf is the SPF check; a variable only to keep the call site short.
-var policyspf = spf.Check
 
 // analyze computes the message facts at end of DATA: the parsed message,
 // and for inbound mail DKIM (RFC 6376) and DMARC (RFC 7489).

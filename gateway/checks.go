@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"go.uber.org/zap"
-
 	"moat/internal/dnsres"
 	"moat/internal/maillog"
 	"moat/policy/dkimsign"
@@ -90,10 +88,4 @@ func verdictName(a rules.Action) string {
 		return "quarantined"
 	}
 	return "accepted"
-}
-
-// explainFields are the log fields of a verdict: the rule, the incident
-// id and the facts that mattered.
-func explainFields(v rules.Verdict) []zap.Field {
-	return rules.Explain(v)
 }

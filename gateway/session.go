@@ -19,6 +19,7 @@ import (
 	"moat/policy"
 	"moat/policy/content"
 	"moat/policy/iprev"
+	"moat/policy/spf"
 	"moat/relay/route"
 	"moat/relay/spool"
 	"moat/rules"
@@ -243,7 +244,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.inbound() {
 		// RFC 7208 §2.4: the MAIL FROM identity, or HELO for <>.
 		s.checks.timed("spf", func(ctx context.Context) {
-			s.env.spf = policyspf(ctx, s.checks.Resolver, s.facts.Conn.IP, s.facts.Conn.HELO, from)
+			s.env.spf = spf.Check(ctx, s.checks.Resolver, s.facts.Conn.IP, s.facts.Conn.HELO, from)
 		})
 	}
 	if err := s.evaluate(rules.StageMail, nil); err != nil {

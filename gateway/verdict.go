@@ -68,7 +68,7 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 			s.checks.Verdict(verdictName(v.Action), v.Rule, s.facts.Conn.IP.String())
 		}
 		s.pendingRule, s.pendingIncident = v.Rule, v.IncidentID
-		fields := append(explainFields(v), zap.String("sender", s.env.sender))
+		fields := append(rules.Explain(v), zap.String("sender", s.env.sender))
 		if rc != nil {
 			fields = append(fields, zap.String("rcpt", rc.addr))
 		}
@@ -84,10 +84,10 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 		}
 	case rules.Discard:
 		s.env.discard = true
-		s.log.Info("rule discards the message", explainFields(v)...)
+		s.log.Info("rule discards the message", rules.Explain(v)...)
 	case rules.Quarantine:
 		s.env.quarantine = v.Rule
-		s.log.Info("rule quarantines the message", explainFields(v)...)
+		s.log.Info("rule quarantines the message", rules.Explain(v)...)
 	}
 	if stage == rules.StageData && s.checks.Verdict != nil {
 		a := v.Action

@@ -107,12 +107,11 @@ func checkHash(h string) error {
 const maxBcryptCost = 16
 
 type argonParams struct {
-	m       uint32
-	t       uint32
-	p       uint8
-	salt    []byte
-	key     []byte
-	version int
+	m    uint32
+	t    uint32
+	p    uint8
+	salt []byte
+	key  []byte
 }
 
 // parseArgon2id reads "$argon2id$v=19$m=..,t=..,p=..$salt$hash" and

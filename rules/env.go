@@ -190,13 +190,11 @@ type state struct {
 		dkim               dkimFacts
 		dmarc              dmarcFacts
 	}
-	facts   *Facts
-	ctx     context.Context
-	engine  *Engine
-	rule    *rule
-	filled  int
-	now     time.Time
-	rlError error
+	facts  *Facts
+	ctx    context.Context
+	engine *Engine
+	rule   *rule
+	filled int
 }
 
 func newState(ctx context.Context, e *Engine, f *Facts) *state {

@@ -23,11 +23,10 @@ type bucket struct {
 // tracked_clients far above max_connections this takes a flood of new
 // addresses, which max_connections still caps.
 type limiter struct {
-	mu     sync.Mutex
-	ips    *lru.Cache[netip.Prefix, *bucket]
-	nets   *lru.Cache[netip.Prefix, *bucket]
-	now    func() time.Time
-	closed bool
+	mu   sync.Mutex
+	ips  *lru.Cache[netip.Prefix, *bucket]
+	nets *lru.Cache[netip.Prefix, *bucket]
+	now  func() time.Time
 }
 
 func newLimiter(size int, now func() time.Time) (*limiter, error) {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"sync"
 	"time"
 
@@ -136,14 +135,9 @@ func (s *Server) quarantineList(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	limit := DefaultListLimit
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxListLimit {
-			http.Error(w, fmt.Sprintf("400 limit must be 1 to %d", MaxListLimit), http.StatusBadRequest)
-			return
-		}
-		limit = n
+	limit, ok := listLimit(w, r)
+	if !ok {
+		return
 	}
 	envs, err := q.List()
 	if err != nil {

@@ -159,19 +159,29 @@ func (s *Server) queueAPI(w http.ResponseWriter) (QueueAPI, bool) {
 	return s.opt.Queue, true
 }
 
+// listLimit reads ?limit=N (1 to MaxListLimit, default DefaultListLimit)
+// of the list endpoints; on a bad value it has answered 400.
+func listLimit(w http.ResponseWriter, r *http.Request) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return DefaultListLimit, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxListLimit {
+		http.Error(w, fmt.Sprintf("400 limit must be 1 to %d", MaxListLimit), http.StatusBadRequest)
+		return 0, false
+	}
+	return n, true
+}
+
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	q, ok := s.queueAPI(w)
 	if !ok {
 		return
 	}
-	limit := DefaultListLimit
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxListLimit {
-			http.Error(w, fmt.Sprintf("400 limit must be 1 to %d", MaxListLimit), http.StatusBadRequest)
-			return
-		}
-		limit = n
+	limit, ok := listLimit(w, r)
+	if !ok {
+		return
 	}
 	envs, err := q.List()
 	if err != nil {
