@@ -210,6 +210,15 @@ func (c *Client) deliverChunk(ctx context.Context, dests []dest, msg *transport.
 			break
 		}
 		s, err := c.session(ctx, d)
+		out := outStale
+		for err == nil && out == outStale {
+			if out = s.transact(ctx, msg, rcpts, res); out == outStale {
+				// A pooled connection that died while idle: nothing was
+				// delivered on it; take the next one, or a new one.
+				s.close()
+				s, err = c.session(ctx, d)
+			}
+		}
 		if err != nil {
 			c.lim.release(d.key)
 			lastErr = err
@@ -218,12 +227,12 @@ func (c *Client) deliverChunk(ctx context.Context, dests []dest, msg *transport.
 			}
 			continue
 		}
-		keep := s.transact(ctx, msg, rcpts, res)
-		if keep && ctx.Err() == nil && s.used < c.o.MaxMessagesPerConn {
+		switch {
+		case out == outKeep && ctx.Err() == nil && s.used < c.o.MaxMessagesPerConn:
 			c.pool.put(s)
-		} else if keep {
+		case out == outKeep:
 			s.quit()
-		} else {
+		default:
 			s.close()
 		}
 		c.lim.release(d.key)
@@ -242,13 +251,11 @@ func isReply(err error) bool {
 	return errors.As(err, &r)
 }
 
-// session returns a pooled session to d that answers RSET, or a new one.
+// session returns a pooled session to d (its first command will be
+// RSET, which proves it alive), or a new one.
 func (c *Client) session(ctx context.Context, d dest) (*session, error) {
-	for s := c.pool.get(d.key); s != nil; s = c.pool.get(d.key) {
-		if err := s.reset(ctx); err == nil {
-			return s, nil
-		}
-		s.close()
+	if s := c.pool.get(d.key); s != nil {
+		return s, nil
 	}
 	return c.dial(ctx, d, c.o.TLS)
 }

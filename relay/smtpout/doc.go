@@ -1,10 +1,11 @@
 // Package smtpout hands messages on over the network: SMTP to a fixed
 // next hop (a backend or smarthost route), LMTP to a local delivery
-// agent, and SMTP to the recipient domain's mail exchangers. The wire
-// protocol is github.com/emersion/go-smtp's client; this package owns
-// the session around it: connecting, STARTTLS, AUTH, XFORWARD, timeouts,
-// connection reuse, concurrency limits and turning every outcome into one
-// result per recipient (relay/transport).
+// agent, and SMTP to the recipient domain's mail exchangers. It uses
+// github.com/emersion/go-smtp's client for EHLO, AUTH and QUIT and runs
+// the mail transactions itself, since go-smtp's client does not
+// pipeline; it owns the session around them: connecting, STARTTLS, AUTH,
+// XFORWARD, timeouts, connection reuse, concurrency limits and turning
+// every outcome into one result per recipient (relay/transport).
 //
 // Decisions, with the RFC sections they follow:
 //
@@ -48,11 +49,22 @@
 //     original client's NAME, ADDR, PROTO and HELO are sent after EHLO and
 //     before each MAIL, only the attributes the server lists, values
 //     xtext-encoded (RFC 3461 §4); a refused XFORWARD is ignored.
+//   - PIPELINING (RFC 2920): when the server offers it, RSET (on a reused
+//     connection), XFORWARD, MAIL, every RCPT and DATA go out in one write
+//     and their replies are read in order (§3.1: DATA ends the group),
+//     then the message and its final dot in a second write: two round
+//     trips per message. A refused MAIL makes every recipient fail with
+//     its reply, whatever the pipelined RCPTs got. A server that answers
+//     354 when no recipient was accepted gets no message: the connection
+//     is dropped, which discards the transaction. Without PIPELINING each
+//     command waits for its reply.
 //   - LMTP (RFC 2033 §4.2): after the final dot there is one reply per
 //     accepted recipient, and each one is that recipient's result.
 //   - Connection reuse: after a transaction a connection goes back to a
 //     bounded pool keyed by destination; the next message to the same
-//     destination sends RSET (RFC 5321 §4.1.1.5) and reuses it. Idle
+//     destination starts with RSET (RFC 5321 §4.1.1.5); a pooled connection
+//     that fails it (the server closed it while idle) is replaced before
+//     anything else counts. Idle
 //     connections are closed after Options.IdleTimeout, and a connection
 //     is retired after Options.MaxMessagesPerConn messages.
 //   - Concurrency: at most Options.MaxConns sessions in use at once, and

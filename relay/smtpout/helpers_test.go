@@ -225,9 +225,26 @@ type scripted struct {
 	ehlo  []string // extension lines after the first EHLO line
 	greet string   // default "220 scripted ESMTP"
 	hang  bool     // accept and never answer
+	rcpt  string   // the reply to RCPT; default "250 2.1.5 ok"
 
-	mu    sync.Mutex
-	lines []string
+	mu       sync.Mutex
+	lines    []string
+	buffered []int // for each line, the bytes already received after it
+	msgs     int   // messages ended with the final dot
+}
+
+// buffer returns, for each command line, the bytes that had already
+// arrived after it: a pipelined group leaves the rest of the group.
+func (s *scripted) buffer() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.buffered...)
+}
+
+func (s *scripted) messages() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.msgs
 }
 
 func (s *scripted) commands() []string {
@@ -288,6 +305,7 @@ func (s *scripted) serve(c net.Conn) {
 		line = strings.TrimRight(line, "\r\n")
 		s.mu.Lock()
 		s.lines = append(s.lines, line)
+		s.buffered = append(s.buffered, br.Buffered())
 		s.mu.Unlock()
 		verb := strings.ToUpper(strings.SplitN(line, " ", 2)[0])
 		switch verb {
@@ -313,7 +331,16 @@ func (s *scripted) serve(c net.Conn) {
 					break
 				}
 			}
+			s.mu.Lock()
+			s.msgs++
+			s.mu.Unlock()
 			io.WriteString(c, "250 2.0.0 queued\r\n")
+		case "RCPT":
+			r := s.rcpt
+			if r == "" {
+				r = "250 2.1.5 ok"
+			}
+			io.WriteString(c, r+"\r\n")
 		case "QUIT":
 			io.WriteString(c, "221 2.0.0 bye\r\n")
 			return

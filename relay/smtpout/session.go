@@ -1,11 +1,11 @@
 package smtpout
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -47,6 +47,10 @@ type session struct {
 	maxSize   int64 // SIZE (RFC 1870); 0: none announced
 	utf8      bool
 	xforward  map[string]bool
+	pipeline  bool // PIPELINING (RFC 2920)
+	eightBit  bool // 8BITMIME (RFC 6152)
+	sizeExt   bool // SIZE (RFC 1870) offered, with or without a limit
+	bw        *bufio.Writer
 	used      int
 	idleTimer *time.Timer
 }
@@ -163,6 +167,10 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 		s.maxSize = int64(size)
 	}
 	s.utf8, _ = cl.Extension("SMTPUTF8")
+	s.pipeline, _ = cl.Extension("PIPELINING")
+	s.eightBit, _ = cl.Extension("8BITMIME")
+	s.sizeExt, _ = cl.Extension("SIZE")
+	s.bw = bufio.NewWriterSize(wc, 16<<10)
 	if ok, params := cl.Extension("XFORWARD"); ok {
 		s.xforward = map[string]bool{}
 		for _, p := range strings.Fields(params) {
@@ -220,21 +228,6 @@ func (c *Client) tlsConfig(host string) *tls.Config {
 	return cfg
 }
 
-// reset sends RSET (RFC 5321 §4.1.1.5) on a pooled session: the reply
-// proves it is alive and the server state is clean.
-func (s *session) reset(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
-	defer stop()
-	r, err := s.wc.cmd(s.t.Mail, "RSET")
-	if err != nil {
-		return err
-	}
-	if r.Code != 250 {
-		return wireErr(r, s.name, "RSET")
-	}
-	return nil
-}
-
 // quit ends the session politely and closes it.
 func (s *session) quit() {
 	s.c.CommandTimeout = min(s.t.Mail, 10*time.Second)
@@ -248,9 +241,9 @@ func (s *session) close() {
 	s.c.Close()
 }
 
-// sendXForward sends the original client's attributes the server asked
-// for (Postfix XFORWARD_README), before MAIL.
-func (s *session) sendXForward(msg *transport.Message) error {
+// xforwardLines are the XFORWARD commands that carry the original
+// client's attributes the server asked for (Postfix XFORWARD_README).
+func (s *session) xforwardLines(msg *transport.Message) []string {
 	if len(s.xforward) == 0 {
 		return nil
 	}
@@ -286,13 +279,7 @@ func (s *session) sendXForward(msg *transport.Message) error {
 	if line != "XFORWARD" {
 		lines = append(lines, line)
 	}
-	for _, l := range lines {
-		if _, err := s.wc.cmd(s.t.Mail, l); err != nil {
-			return err
-		}
-		// A refusal is not a reason not to deliver.
-	}
-	return nil
+	return lines
 }
 
 // broken reports whether err leaves the session unusable: anything but
@@ -300,104 +287,6 @@ func (s *session) sendXForward(msg *transport.Message) error {
 func broken(err error) bool {
 	var se *smtp.SMTPError
 	return !errors.As(err, &se) || se.Code == 421
-}
-
-// transact runs one mail transaction (RFC 5321 §3.3) and records a
-// result for each recipient. It reports whether the session may be
-// reused.
-func (s *session) transact(ctx context.Context, msg *transport.Message, rcpts []string, res map[string]error) bool {
-	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
-	defer stop()
-	s.used++
-	all := func(rs []string, err error) {
-		for _, r := range rs {
-			res[r] = err
-		}
-	}
-	if s.maxSize > 0 && msg.Size > s.maxSize {
-		// RFC 1870 §6.2: do not send what the server said it refuses.
-		all(rcpts, reply.New(552, 3, 4, fmt.Sprintf("Message size %d exceeds the limit of %d of %s", msg.Size, s.maxSize, s.name)))
-		return true
-	}
-	if msg.UTF8 && !s.utf8 {
-		// RFC 6531 §3.2: no SMTPUTF8 at the next hop, so no delivery.
-		all(rcpts, reply.New(550, 6, 7, fmt.Sprintf("%s does not support SMTPUTF8, which the message needs", s.name)))
-		return true
-	}
-	if err := s.sendXForward(msg); err != nil {
-		all(rcpts, fmt.Errorf("%s: XFORWARD: %w", s.name, err))
-		return false
-	}
-	s.c.CommandTimeout = s.t.Mail
-	if err := s.c.Mail(msg.Sender, &smtp.MailOptions{Size: msg.Size, UTF8: msg.UTF8}); err != nil {
-		all(rcpts, remoteErr(err, s.name, "MAIL FROM"))
-		return !broken(err)
-	}
-	s.c.CommandTimeout = s.t.Rcpt
-	var accepted []string
-	for i, r := range rcpts {
-		err := s.c.Rcpt(r, nil)
-		if err == nil {
-			accepted = append(accepted, r)
-			continue
-		}
-		e := remoteErr(err, s.name, "RCPT TO")
-		if broken(err) {
-			all(accepted, e)
-			all(rcpts[i:], e)
-			return false
-		}
-		res[r] = e
-	}
-	if len(accepted) == 0 {
-		return true // the next use sends RSET
-	}
-	s.c.CommandTimeout = s.t.DataInit
-	w, err := s.c.Data()
-	if err != nil {
-		all(accepted, remoteErr(err, s.name, "DATA"))
-		return !broken(err)
-	}
-	body, err := msg.Open()
-	if err != nil {
-		// We cannot end the data without sending the final dot, which
-		// would deliver a truncated message: drop the connection.
-		all(accepted, fmt.Errorf("opening message %s: %w", msg.ID, err))
-		return false
-	}
-	_, err = io.Copy(w, body)
-	body.Close()
-	if err != nil {
-		all(accepted, fmt.Errorf("%s: sending the message: %w", s.name, err))
-		return false
-	}
-	if !s.lmtp {
-		_, err := w.CloseWithResponse()
-		if err != nil {
-			all(accepted, remoteErr(err, s.name, "end of DATA"))
-			return !broken(err)
-		}
-		all(accepted, nil)
-		return true
-	}
-	// RFC 2033 §4.2: one reply per accepted recipient.
-	resp, err := w.CloseWithLMTPResponse()
-	var lerr smtp.LMTPDataError
-	errors.As(err, &lerr)
-	_, onlyReplies := err.(smtp.LMTPDataError)
-	keep := err == nil || onlyReplies
-	for _, r := range accepted {
-		switch {
-		case resp[r] != nil:
-			res[r] = nil
-		case lerr[r] != nil:
-			res[r] = remoteErr(lerr[r], s.name, "end of DATA")
-		default:
-			keep = false
-			res[r] = fmt.Errorf("%s: no LMTP reply for <%s>: %w", s.name, r, err)
-		}
-	}
-	return keep
 }
 
 // remoteErr turns a go-smtp error into a result error: a *reply.Reply

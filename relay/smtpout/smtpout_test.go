@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -461,5 +462,72 @@ func TestOpenFails(t *testing.T) {
 	}
 	if len(b.received()) != 0 {
 		t.Error("delivered a message that could not be read")
+	}
+}
+
+// With PIPELINING offered, RSET (on a reused connection), MAIL, the RCPTs
+// and DATA reach the server as one group (RFC 2920 §3.1); without it, each
+// command waits for its reply.
+func TestPipelining(t *testing.T) {
+	for _, pipelined := range []bool{true, false} {
+		s := &scripted{}
+		if pipelined {
+			s.ehlo = []string{"PIPELINING", "8BITMIME", "SIZE 1000000"}
+		}
+		addr := startScripted(t, s)
+		c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
+		for i := 0; i < 2; i++ {
+			for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
+				if r.Err != nil {
+					t.Fatalf("pipelined=%v message %d: %s: %v", pipelined, i, r.Recipient, r.Err)
+				}
+			}
+		}
+		c.Close()
+		if s.messages() != 2 {
+			t.Errorf("pipelined=%v: %d messages", pipelined, s.messages())
+		}
+		var got []string
+		lines, buf := s.commands(), s.buffer()
+		for i, l := range lines {
+			verb, _, _ := strings.Cut(l, " ")
+			if verb == "EHLO" || verb == "QUIT" {
+				continue
+			}
+			// The last line of a pipelined group (DATA) has nothing after it.
+			if waited := buf[i] == 0; waited != (!pipelined || verb == "DATA") {
+				t.Errorf("pipelined=%v: %q with %d bytes behind it", pipelined, l, buf[i])
+			}
+			got = append(got, l)
+		}
+		mail := "MAIL FROM:<a@example.org>"
+		if pipelined {
+			mail += fmt.Sprintf(" BODY=8BITMIME SIZE=%d", len(testBody))
+		}
+		want := []string{mail, "RCPT TO:<a@example.net>", "RCPT TO:<b@example.net>", "DATA",
+			"RSET", mail, "RCPT TO:<a@example.net>", "RCPT TO:<b@example.net>", "DATA"}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("pipelined=%v: commands\n%s\nwant\n%s", pipelined, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+}
+
+// A server that answers 354 to a pipelined DATA after refusing every
+// recipient gets no message: the connection is dropped instead.
+func TestPipelinedNoRecipient(t *testing.T) {
+	s := &scripted{ehlo: []string{"PIPELINING"}, rcpt: "550 5.1.1 no such user"}
+	addr := startScripted(t, s)
+	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
+	defer c.Close()
+	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
+		if rp := asReply(t, r.Err); rp.Code != 550 || !strings.Contains(rp.Text, "RCPT TO") {
+			t.Errorf("%s: %v", r.Recipient, rp)
+		}
+	}
+	if n := s.messages(); n != 0 {
+		t.Errorf("%d messages sent without recipients", n)
+	}
+	if c.pool.get(addr) != nil {
+		t.Error("the session was kept after a 354 without recipients")
 	}
 }

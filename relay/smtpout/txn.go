@@ -1,0 +1,276 @@
+package smtpout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"moat/internal/reply"
+	"moat/relay/transport"
+)
+
+// outcome is what a transaction leaves of its session.
+type outcome int
+
+const (
+	outKeep  outcome = iota // reusable
+	outDrop                 // close it
+	outStale                // a pooled session that failed its RSET: nothing was sent, try another
+)
+
+// transact runs one mail transaction (RFC 5321 §3.3) and records a
+// result for each recipient.
+//
+// The commands go out as one group when the server offers PIPELINING
+// (RFC 2920 §3.1): RSET (on a reused session), XFORWARD, MAIL, every
+// RCPT and DATA in one write, their replies read in order; then the
+// message and its final dot in one more write. Two round trips per
+// message instead of up to six. Without PIPELINING each command waits
+// for its reply, and nothing follows a refused MAIL or a transaction
+// without recipients.
+func (s *session) transact(ctx context.Context, msg *transport.Message, rcpts []string, res map[string]error) outcome {
+	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
+	defer stop()
+	reused := s.used > 0
+	s.used++
+	all := func(rs []string, err error) {
+		for _, r := range rs {
+			res[r] = err
+		}
+	}
+	if s.maxSize > 0 && msg.Size > s.maxSize {
+		// RFC 1870 §6.2: do not send what the server said it refuses.
+		all(rcpts, reply.New(552, 3, 4, fmt.Sprintf("Message size %d exceeds the limit of %d of %s", msg.Size, s.maxSize, s.name)))
+		return outKeep
+	}
+	if msg.UTF8 && !s.utf8 {
+		// RFC 6531 §3.2: no SMTPUTF8 at the next hop, so no delivery.
+		all(rcpts, reply.New(550, 6, 7, fmt.Sprintf("%s does not support SMTPUTF8, which the message needs", s.name)))
+		return outKeep
+	}
+	for _, a := range append([]string{msg.Sender}, rcpts...) {
+		if strings.ContainsAny(a, "\r\n<>") {
+			all(rcpts, transport.Permanent(fmt.Errorf("address %q cannot be sent in a command", a)))
+			return outKeep
+		}
+	}
+
+	g := &group{s: s, pipelined: s.pipeline}
+	if reused {
+		g.cmds = append(g.cmds, "RSET") // RFC 5321 §4.1.1.5
+	}
+	xfwd := s.xforwardLines(msg)
+	g.cmds = append(g.cmds, xfwd...)
+	g.cmds = append(g.cmds, s.mailCommand(msg))
+	for _, r := range rcpts {
+		g.cmds = append(g.cmds, "RCPT TO:<"+r+">")
+	}
+	g.cmds = append(g.cmds, "DATA")
+	if err := g.start(); err != nil {
+		if reused {
+			return outStale
+		}
+		all(rcpts, fmt.Errorf("%s: sending commands: %w", s.name, err))
+		return outDrop
+	}
+
+	if reused {
+		// The reply to RSET proves the pooled connection is alive.
+		if r, err := g.next(s.t.Mail); err != nil || r.Code != 250 {
+			return outStale
+		}
+	}
+	for range xfwd {
+		if _, err := g.next(s.t.Mail); err != nil {
+			all(rcpts, fmt.Errorf("%s: XFORWARD: %w", s.name, err))
+			return outDrop
+		}
+		// A refusal is not a reason not to deliver.
+	}
+	mr, err := g.next(s.t.Mail)
+	if err != nil {
+		all(rcpts, fmt.Errorf("%s: MAIL FROM: %w", s.name, err))
+		return outDrop
+	}
+	var mailErr error
+	if mr.Code != 250 {
+		mailErr = wireErr(mr, s.name, "MAIL FROM")
+		if mr.Code == 421 || !g.pipelined {
+			all(rcpts, mailErr)
+			return keepUnless421(mr)
+		}
+	}
+	var accepted []string
+	for _, r := range rcpts {
+		rr, err := g.next(s.t.Rcpt)
+		if err != nil {
+			all(rcpts, fmt.Errorf("%s: RCPT TO: %w", s.name, err))
+			return outDrop
+		}
+		switch {
+		case mailErr != nil:
+			// Pipelined after a refused MAIL: these replies mean nothing.
+		case rr.Code == 250 || rr.Code == 251:
+			accepted = append(accepted, r)
+		case rr.Code == 421:
+			// RFC 5321 §3.8: the server is closing; nothing stands.
+			all(rcpts, wireErr(rr, s.name, "RCPT TO"))
+			return outDrop
+		default:
+			res[r] = wireErr(rr, s.name, "RCPT TO")
+		}
+	}
+	if mailErr != nil {
+		all(rcpts, mailErr)
+	}
+	if !g.pipelined && len(accepted) == 0 {
+		return outKeep // DATA not sent; the next use sends RSET
+	}
+	dr, err := g.next(s.t.DataInit)
+	if err != nil {
+		all(accepted, fmt.Errorf("%s: DATA: %w", s.name, err))
+		return outDrop
+	}
+	if dr.Code != 354 {
+		all(accepted, wireErr(dr, s.name, "DATA"))
+		return keepUnless421(dr)
+	}
+	if len(accepted) == 0 {
+		// RFC 2920 §3.1: a server should refuse DATA when no recipient
+		// was accepted. One that did not gets no message: dropping the
+		// connection makes it discard the transaction.
+		return outDrop
+	}
+	return s.sendData(msg, accepted, res)
+}
+
+// sendData sends the message after the 354 reply (RFC 5321 §4.1.1.4),
+// dot-stuffed, and reads the reply to the final dot: one for SMTP, one
+// per accepted recipient for LMTP (RFC 2033 §4.2).
+func (s *session) sendData(msg *transport.Message, accepted []string, res map[string]error) outcome {
+	fail := func(rs []string, err error) outcome {
+		for _, r := range rs {
+			res[r] = err
+		}
+		return outDrop
+	}
+	body, err := msg.Open()
+	if err != nil {
+		// We cannot end the data without sending the final dot, which
+		// would deliver a truncated message: drop the connection.
+		return fail(accepted, fmt.Errorf("opening message %s: %w", msg.ID, err))
+	}
+	dw := textproto.NewWriter(s.bw).DotWriter()
+	_, err = io.Copy(dw, body)
+	body.Close()
+	if err == nil {
+		err = dw.Close() // the final dot, and the flush
+	}
+	if err != nil {
+		return fail(accepted, fmt.Errorf("%s: sending the message: %w", s.name, err))
+	}
+	if !s.lmtp {
+		r, err := s.wc.reply(s.t.DataFinal)
+		if err != nil {
+			return fail(accepted, fmt.Errorf("%s: end of DATA: %w", s.name, err))
+		}
+		var e error
+		if r.Code != 250 {
+			e = wireErr(r, s.name, "end of DATA")
+		}
+		for _, rcpt := range accepted {
+			res[rcpt] = e
+		}
+		return keepUnless421(r)
+	}
+	keep := outKeep
+	for i, rcpt := range accepted {
+		r, err := s.wc.reply(s.t.DataFinal)
+		if err != nil {
+			return fail(accepted[i:], fmt.Errorf("%s: no LMTP reply for <%s>: %w", s.name, rcpt, err))
+		}
+		if r.Code == 250 {
+			res[rcpt] = nil
+			continue
+		}
+		res[rcpt] = wireErr(r, s.name, "end of DATA")
+		if r.Code == 421 {
+			keep = outDrop
+		}
+	}
+	return keep
+}
+
+// keepUnless421 keeps a session after a refusal, except 421 (RFC 5321
+// §3.8: the server is closing the channel).
+func keepUnless421(r *wireReply) outcome {
+	if r.Code == 421 {
+		return outDrop
+	}
+	return outKeep
+}
+
+// mailCommand is the MAIL command for msg with the parameters the
+// server offered: BODY=8BITMIME (RFC 6152), SIZE (RFC 1870 §6),
+// SMTPUTF8 (RFC 6531 §3.4).
+func (s *session) mailCommand(msg *transport.Message) string {
+	var b strings.Builder
+	b.WriteString("MAIL FROM:<")
+	b.WriteString(msg.Sender)
+	b.WriteByte('>')
+	if s.eightBit {
+		b.WriteString(" BODY=8BITMIME")
+	}
+	if s.sizeExt && msg.Size > 0 {
+		b.WriteString(" SIZE=")
+		b.WriteString(strconv.FormatInt(msg.Size, 10))
+	}
+	if msg.UTF8 {
+		b.WriteString(" SMTPUTF8")
+	}
+	return b.String()
+}
+
+// group is a sequence of commands and their replies: written at once
+// when pipelined, one at a time otherwise.
+type group struct {
+	s         *session
+	cmds      []string
+	pipelined bool
+	i         int // the next reply to read
+}
+
+// start writes every command of a pipelined group (RFC 2920 §3.1: DATA
+// is the last of the group).
+func (g *group) start() error {
+	if !g.pipelined {
+		return nil
+	}
+	for _, c := range g.cmds {
+		g.s.bw.WriteString(c)
+		g.s.bw.WriteString("\r\n")
+	}
+	return g.s.bw.Flush()
+}
+
+// next reads the reply to the next command, sending it first when not
+// pipelined.
+func (g *group) next(timeout time.Duration) (*wireReply, error) {
+	if g.i >= len(g.cmds) {
+		return nil, errors.New("no command left in the group")
+	}
+	if !g.pipelined {
+		g.s.bw.WriteString(g.cmds[g.i])
+		g.s.bw.WriteString("\r\n")
+		if err := g.s.bw.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	g.i++
+	return g.s.wc.reply(timeout)
+}
