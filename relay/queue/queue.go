@@ -141,6 +141,7 @@ type Manager struct {
 	log        *zap.Logger
 	notify     chan string
 	wake       chan struct{}
+	jobs       chan *item // to idle workers
 
 	mu     sync.Mutex
 	items  map[string]*item
@@ -174,6 +175,7 @@ func New(sp *spool.Spool, transports func(route string) (transport.Transport, bo
 		log:        opt.Logger,
 		notify:     make(chan string, 4096),
 		wake:       make(chan struct{}, 1),
+		jobs:       make(chan *item),
 		items:      map[string]*item{},
 		dests:      map[string]*destSlot{},
 	}
@@ -214,7 +216,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	defer timer.Stop()
 	for {
 		m.mu.Lock()
-		wait := m.dispatch(dctx, &wg)
+		wait := m.dispatch(dctx, ctx.Done(), &wg)
 		m.mu.Unlock()
 		timer.Reset(wait)
 		select {
@@ -270,8 +272,8 @@ func (m *Manager) track(env *spool.Envelope, now bool) {
 }
 
 // dispatch starts every due attempt that fits (m.mu held) and returns how
-// long to sleep.
-func (m *Manager) dispatch(ctx context.Context, wg *sync.WaitGroup) time.Duration {
+// long to sleep. An idle worker takes the attempt, else a new one starts.
+func (m *Manager) dispatch(ctx context.Context, stop <-chan struct{}, wg *sync.WaitGroup) time.Duration {
 	now := m.now()
 	for len(m.sched) > 0 && m.active < m.opt.Concurrency {
 		it := m.sched[0]
@@ -281,11 +283,12 @@ func (m *Manager) dispatch(ctx context.Context, wg *sync.WaitGroup) time.Duratio
 		heap.Pop(&m.sched)
 		it.running = true
 		m.active++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m.work(ctx, it)
-		}()
+		select {
+		case m.jobs <- it:
+		default:
+			wg.Add(1)
+			go m.worker(ctx, stop, wg, it)
+		}
 	}
 	wait := m.opt.ScanInterval
 	if len(m.sched) > 0 && m.active < m.opt.Concurrency {
@@ -294,6 +297,31 @@ func (m *Manager) dispatch(ctx context.Context, wg *sync.WaitGroup) time.Duratio
 		}
 	}
 	return wait
+}
+
+// workerIdle is how long a worker waits for another attempt before it
+// ends.
+const workerIdle = 30 * time.Second
+
+// worker runs the attempt it starts with, then those dispatch hands it,
+// and ends when idle for workerIdle or when stop is closed. Reusing
+// workers keeps their grown stacks: a goroutine per attempt grew a new
+// stack by copying for every message.
+func (m *Manager) worker(ctx context.Context, stop <-chan struct{}, wg *sync.WaitGroup, it *item) {
+	defer wg.Done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		m.work(ctx, it)
+		idle.Reset(workerIdle)
+		select {
+		case it = <-m.jobs:
+		case <-idle.C:
+			return
+		case <-stop:
+			return
+		}
+	}
 }
 
 // work runs one attempt and reschedules.

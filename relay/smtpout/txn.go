@@ -8,6 +8,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"moat/internal/reply"
@@ -166,7 +167,9 @@ func (s *session) sendData(msg *transport.Message, accepted []string, res map[st
 		return fail(accepted, fmt.Errorf("opening message %s: %w", msg.ID, err))
 	}
 	dw := textproto.NewWriter(s.bw).DotWriter()
-	_, err = io.Copy(dw, body)
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(dw, body, *buf)
+	copyBufs.Put(buf)
 	body.Close()
 	if err == nil {
 		err = dw.Close() // the final dot, and the flush
@@ -205,6 +208,10 @@ func (s *session) sendData(msg *transport.Message, accepted []string, res map[st
 	}
 	return keep
 }
+
+// copyBufs are the buffers that carry a message from the spool to the
+// connection (io.Copy would allocate 32 KiB per message).
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // keepUnless421 keeps a session after a refusal, except 421 (RFC 5321
 // §3.8: the server is closing the channel).

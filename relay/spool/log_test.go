@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -528,5 +529,65 @@ func TestCompaction(t *testing.T) {
 	s.compact(time.Now())
 	if len(segFiles(t, dir)) != n {
 		t.Error("compacted young segments")
+	}
+}
+
+// openDeleted lists this process's descriptors on files of dir that are
+// deleted.
+func openDeleted(t *testing.T, dir string) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	var out []string
+	for _, fd := range fds {
+		p, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(p, dir) && strings.HasSuffix(p, " (deleted)") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Readers share one handle per segment. A reader still open when its
+// segment is deleted keeps reading it; the handle closes with the last
+// reader, and no descriptor outlives its segment.
+func TestReadHandles(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentSize: 2048})
+	defer s.Close()
+	var ids []string
+	for i := range 30 {
+		ids = append(ids, put(t, s, strings.Repeat(fmt.Sprint(i%10), 200)).ID)
+	}
+	held, err := s.Open(ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		readAll(t, s, id)
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(segFiles(t, dir)) > 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // the reaper deletes the dead segments
+	}
+	if n := len(segFiles(t, dir)); n > 2 {
+		t.Fatalf("%d segments left", n)
+	}
+	if got := openDeleted(t, dir); len(got) != 1 {
+		t.Errorf("descriptors on deleted files while one reader is open: %v", got)
+	}
+	b, err := io.ReadAll(held)
+	if err != nil || string(b) != strings.Repeat("0", 200) {
+		t.Errorf("held reader read %q, %v", b, err)
+	}
+	held.Close()
+	held.Close() // twice is harmless
+	if got := openDeleted(t, dir); len(got) != 0 {
+		t.Errorf("descriptors on deleted files after the last reader: %v", got)
 	}
 }

@@ -99,6 +99,8 @@ type segment struct {
 	sealedAt time.Time  // for compaction
 	gone     bool       // deleted or set aside
 	pins     []*segment // segments whose tombstones remove messages of this one
+	rf       *os.File   // read handle shared by Open's readers (ReadAt)
+	readers  int        // Open's readers holding rf
 	tombs    []tombRef  // recovery only: tombstones here for messages of other segments
 	bad      bool       // recovery only: to be set aside
 }
@@ -151,12 +153,13 @@ type Spool struct {
 	lastSeq uint64 // of the newest segment file
 
 	// mu guards the index and the segments' reference counts.
-	mu    sync.Mutex
-	index map[string]*entry
-	segs  map[uint64]*segment
-	dead  []*segment    // sealed, live == 0: for the reaper
-	reap  chan struct{} // kicks the reaper
-	stop  chan struct{} // closed by Close
+	mu          sync.Mutex
+	index       map[string]*entry
+	closedReads bool // Close ran: read handles close with their last reader
+	segs        map[uint64]*segment
+	dead        []*segment    // sealed, live == 0: for the reaper
+	reap        chan struct{} // kicks the reaper
+	stop        chan struct{} // closed by Close
 
 	// The committer's batch.
 	cmu      sync.Mutex
@@ -259,6 +262,12 @@ func (s *Spool) Close() error {
 	}
 	s.closed = true
 	s.closeMu.Unlock()
+	s.mu.Lock()
+	s.closedReads = true
+	for _, g := range s.segs {
+		s.dropReadHandle(g)
+	}
+	s.mu.Unlock()
 	if s.readOnly {
 		return nil
 	}
@@ -552,8 +561,18 @@ func (s *Spool) release(g *segment, n int) {
 	g.live -= n
 	if g.live == 0 && g.sealed && !g.gone {
 		g.gone = true
+		s.dropReadHandle(g)
 		s.dead = append(s.dead, g)
 		s.kickReaper()
+	}
+}
+
+// dropReadHandle closes g's shared read handle once g is gone (or the
+// spool closed) and no reader holds it. Called with mu held.
+func (s *Spool) dropReadHandle(g *segment) {
+	if (g.gone || s.closedReads) && g.readers == 0 && g.rf != nil {
+		g.rf.Close()
+		g.rf = nil
 	}
 }
 
@@ -688,40 +707,51 @@ func (s *Spool) Put(ctx context.Context, env *Envelope, msg io.Reader) error {
 	return nil
 }
 
-// segReader is an open message: a section of a segment file.
+// segReader is an open message: a section of a segment file, read
+// through the segment's shared handle.
 type segReader struct {
 	*io.SectionReader
-	f *os.File
+	s      *Spool
+	g      *segment
+	closed bool
 }
 
-func (r *segReader) Close() error { return r.f.Close() }
+func (r *segReader) Close() error {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		r.g.readers--
+		r.s.dropReadHandle(r.g)
+	}
+	return nil
+}
 
-// Open returns the message bytes.
+// Open returns the message bytes. Readers of one segment share one read
+// handle (positioned reads), opened by the first: a message costs no
+// open and close of its own.
 func (s *Spool) Open(id string) (io.ReadCloser, error) {
-	for try := 0; ; try++ {
-		s.mu.Lock()
-		e := s.index[id]
-		var path string
-		var off, n int64
-		if e != nil {
-			path, off, n = e.data.path, e.off, e.n
-		}
-		s.mu.Unlock()
-		if e == nil {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
-		}
-		f, err := os.Open(path)
-		if errors.Is(err, os.ErrNotExist) && try < 3 {
-			continue // moved by compaction meanwhile: look again
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.index[id]
+	if e == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	g := e.data
+	if g.rf == nil {
+		// Under mu, so compaction cannot move the message meanwhile;
+		// once per segment.
+		f, err := os.Open(g.path)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 		}
 		if err != nil {
 			return nil, err
 		}
-		return &segReader{io.NewSectionReader(f, off, n), f}, nil
+		g.rf = f
 	}
+	g.readers++
+	return &segReader{SectionReader: io.NewSectionReader(g.rf, e.off, e.n), s: s, g: g}, nil
 }
 
 // Get returns the envelope of id.
