@@ -411,13 +411,18 @@ func (s *Spool) append(kind byte, id string, env []byte, msg *staged, refs int, 
 	if s.wrapWrite != nil {
 		w = s.wrapWrite(g.path, ow)
 	}
-	_, err := w.Write(head)
-	if err == nil && msg != nil {
-		if msg.file != nil {
+	var err error
+	switch {
+	case msg == nil:
+		_, err = w.Write(head)
+	case msg.file != nil:
+		if _, err = w.Write(head); err == nil {
 			_, err = io.Copy(w, io.NewSectionReader(msg.file, 0, msg.n))
-		} else {
-			_, err = w.Write(msg.mem)
 		}
+	default:
+		// One write for a message held in memory: a copy costs less
+		// than a second system call.
+		_, err = w.Write(append(head, msg.mem...))
 	}
 	if err == nil && ow.off != start+total {
 		err = io.ErrShortWrite
