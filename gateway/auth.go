@@ -45,7 +45,7 @@ var (
 var _ smtp.AuthSession = (*session)(nil)
 
 // authAllowed: AUTH on submission listeners, and on mx listeners only
-// when the operator enabled it. go-smtp itself refuses AUTH before TLS
+// when the operator enabled it. smtpd itself refuses AUTH before TLS
 // (RFC 4954 §4), and does not advertise it.
 func (s *session) authAllowed() bool {
 	return s.state.Users != nil && (s.cfg.Mode == "submission" || s.cfg.Auth)

@@ -9,11 +9,11 @@ import (
 // a bare LF and the policy is to reject.
 var errBareEOL = errors.New("bare CR or LF in message data")
 
-// eolReader checks the line endings of message data as go-smtp hands it
-// over (dot-unstuffed, CRLF kept). RFC 5321 §2.3.8: CR and LF may only
+// eolReader checks the line endings of message data as smtpd hands it
+// over (dot-unstuffed, CR and LF as they came). RFC 5321 §2.3.8: CR and LF may only
 // appear together as CRLF. With normalize set, a bare LF or bare CR
 // becomes CRLF; otherwise the first one makes Read fail with errBareEOL
-// once the rest of the data has been drained by go-smtp.
+// once the rest of the data has been drained by smtpd.
 type eolReader struct {
 	r         io.Reader
 	normalize bool

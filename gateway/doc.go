@@ -1,6 +1,7 @@
 // Package gateway owns moat's SMTP server side: the listeners, TLS, the
-// SMTP session on top of github.com/emersion/go-smtp, and the mapping of
-// moat's reply values to the wire.
+// SMTP session on top of moat's own protocol loop (gateway/smtpd, which
+// keeps go-smtp's session types), and the mapping of moat's reply values
+// to the wire.
 //
 // The session is a state machine in three layers, each reset at the right
 // moment (RFC 5321 §4.1.4):
@@ -20,13 +21,13 @@
 //   - no loss: Data answers 250 only after the spool says the message and
 //     its envelope are durable.
 //
-// go-smtp writes err.Error() for any error that is not *smtp.SMTPError, so
-// every callback returns through wire(), which turns moat's reply values
-// (and anything unexpected, as 451 4.3.0 with the session id) into
-// *smtp.SMTPError. Internal text never reaches the client.
+// Every callback returns through wire(), which turns moat's reply values
+// (and anything unexpected, as 451 4.3.0 with the session id) into the
+// *smtp.SMTPError that smtpd writes. Internal text never reaches the
+// client (smtpd itself also answers 451 4.3.0 to any other error).
 //
 // Bare CR and bare LF inside DATA (RFC 5321 §2.3.8) are the raw material
-// of SMTP smuggling (CVE-2023-51764 class): go-smtp only ends DATA at
+// of SMTP smuggling (CVE-2023-51764 class): smtpd only ends DATA at
 // <CRLF>.<CRLF>, and this package rejects (default) or normalizes any
 // other line ending inside the message, so a smuggled second envelope can
 // never come out of the relay as a second message.

@@ -112,8 +112,8 @@ func commandSeeds(f *testing.F) [][]byte {
 }
 
 // FuzzSession drives a whole SMTP session from a client transcript. The
-// server must never hit an internal error (go-smtp answers a recovered
-// panic with "421 4.0.0 Internal server error"), and whatever it spools
+// server must never hit an internal error (smtpd answers a recovered
+// panic with "421 4.3.0 Internal server error"), and whatever it spools
 // must have CRLF line endings only.
 func FuzzSession(f *testing.F) {
 	prefix := "EHLO c.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<alice@example.org>\r\n"

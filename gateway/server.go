@@ -17,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"moat/gateway/smtpd"
 	"moat/relay/route"
 	"moat/relay/spool"
 )
@@ -95,7 +96,7 @@ type Server struct {
 type listener struct {
 	cfg  Listener
 	ln   net.Listener
-	smtp *smtp.Server
+	smtp *smtpd.Server
 	done chan struct{}
 }
 
@@ -155,20 +156,21 @@ func (s *Server) Serve(cfg Listener, ln net.Listener) {
 }
 
 func (s *Server) serve(cfg Listener, ln net.Listener) {
-	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return s.newSession(cfg, c)
-	}))
-	srv.Domain = s.opt.Hostname
-	srv.MaxMessageBytes = s.opt.SMTP.MaxMessageSize
-	srv.MaxRecipients = s.opt.SMTP.MaxRecipients
-	srv.MaxLineLength = s.opt.SMTP.MaxLineLength
-	srv.ReadTimeout = s.opt.SMTP.ReadTimeout
-	srv.WriteTimeout = s.opt.SMTP.WriteTimeout
-	srv.EnableSMTPUTF8 = true // RFC 6531: we store and forward UTF-8 envelopes as they are
-	srv.ErrorLog = zapPrintf{s.log.Named("smtp")}
-	if cfg.TLS != "none" && s.opt.TLS != nil {
-		srv.TLSConfig = s.opt.TLS
+	sc := smtpd.Config{
+		Hostname:        s.opt.Hostname,
+		MaxMessageBytes: s.opt.SMTP.MaxMessageSize,
+		MaxRecipients:   s.opt.SMTP.MaxRecipients,
+		MaxLineLength:   s.opt.SMTP.MaxLineLength,
+		ReadTimeout:     s.opt.SMTP.ReadTimeout,
+		WriteTimeout:    s.opt.SMTP.WriteTimeout,
+		SMTPUTF8:        true, // RFC 6531: we store and forward UTF-8 envelopes as they are
 	}
+	if cfg.TLS == "starttls" && s.opt.TLS != nil {
+		sc.TLS = s.opt.TLS
+	}
+	srv := smtpd.New(sc, func(c *smtpd.Conn) (smtp.Session, error) {
+		return s.newSession(cfg, c)
+	}, s.log.Named("smtp"))
 	// The guard sees the raw socket (PROXY header, pregreet), so it sits
 	// below implicit TLS.
 	if s.opt.Wrap != nil {
@@ -186,7 +188,7 @@ func (s *Server) serve(cfg Listener, ln net.Listener) {
 		zap.String("mode", cfg.Mode), zap.String("tls", cfg.TLS))
 	go func() {
 		defer close(l.done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, smtpd.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			s.log.Error("listener stopped", zap.String("listener", cfg.Name), zap.Error(err))
 		}
 	}()
@@ -300,9 +302,3 @@ func (s *Server) isClosing() bool {
 	defer s.mu.Unlock()
 	return s.closing
 }
-
-// zapPrintf adapts zap to go-smtp's Logger.
-type zapPrintf struct{ l *zap.Logger }
-
-func (z zapPrintf) Printf(format string, v ...any) { z.l.Debug(fmt.Sprintf(format, v...)) }
-func (z zapPrintf) Println(v ...any)               { z.l.Debug(fmt.Sprint(v...)) }

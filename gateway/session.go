@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"moat/gateway/guard"
+	"moat/gateway/smtpd"
 	"moat/internal/maillog"
 	"moat/internal/reply"
 	"moat/policy"
@@ -25,11 +27,11 @@ import (
 	"moat/rules"
 )
 
-// session is one SMTP connection. go-smtp calls its methods from the
+// session is one SMTP connection. smtpd calls its methods from the
 // connection's goroutine only, so it needs no lock.
 type session struct {
 	srv    *Server
-	c      *smtp.Conn
+	c      *smtpd.Conn
 	cfg    Listener
 	state  *State
 	checks *Checks
@@ -73,7 +75,7 @@ type acceptedRcpt struct {
 
 var _ smtp.Session = (*session)(nil)
 
-func (s *Server) newSession(cfg Listener, c *smtp.Conn) (smtp.Session, error) {
+func (s *Server) newSession(cfg Listener, c *smtpd.Conn) (smtp.Session, error) {
 	st := s.state.Load()
 	sess := &session{srv: s, c: c, cfg: cfg, state: st, checks: s.opt.Checks, start: s.opt.Now()}
 	conn := &sess.facts.Conn
@@ -86,7 +88,7 @@ func (s *Server) newSession(cfg Listener, c *smtp.Conn) (smtp.Session, error) {
 		conn.Port = int(ap.Port())
 	}
 	conn.Trusted = inPrefixes(conn.IP, st.TrustedNetworks)
-	if gf, ok := guard.FactsOf(c.Conn()); ok {
+	if gf, ok := guardFacts(c.Conn()); ok {
 		sess.facts.DNSBL = gf.DNSBL
 	}
 	sess.updateTLS()
@@ -100,7 +102,7 @@ func (s *Server) newSession(cfg Listener, c *smtp.Conn) (smtp.Session, error) {
 		sess.iprev = p
 		go func() { p.Wait(); cancel() }()
 	}
-	// go-smtp creates the session at the first EHLO/HELO, so the connect
+	// smtpd creates the session at the first EHLO/HELO, so the connect
 	// and helo stages are decided here.
 	for _, stage := range []rules.Stage{rules.StageConnect, rules.StageHelo} {
 		if err := sess.evaluate(stage, nil); err != nil {
@@ -170,12 +172,10 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) error {
 	s.mailEvent(kind, "", fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), s.pendingRule, s.pendingIncident)
 	s.pendingRule, s.pendingIncident = "", ""
 	if r.Code == 421 {
-		// RFC 5321 §3.8: 421 means we close the channel; go-smtp
-		// would keep reading, so write the reply and close here.
-		nc := s.c.Conn()
-		nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(nc, "421 %s %s %s\r\n", r.Enhanced, s.srv.opt.Hostname, r.Text)
-		nc.Close()
+		// RFC 5321 §3.8: a 421 names the host; smtpd closes the
+		// channel after writing it. (r may be a shared named reply:
+		// not changed in place.)
+		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: s.srv.opt.Hostname + " " + r.Text}
 	}
 	return wire(r, s.facts.Conn.ID)
 }
@@ -254,6 +254,39 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
+// postmaster returns the local postmaster address of this host: that of
+// the hostname or of the nearest parent domain that is local, or "".
+func (s *session) postmaster() string {
+	h := strings.TrimSuffix(s.srv.opt.Hostname, ".")
+	for strings.Contains(h, ".") {
+		a := "postmaster@" + h
+		if s.state.Router.Route(a).Route == "local" {
+			return a
+		}
+		_, h, _ = strings.Cut(h, ".")
+	}
+	return ""
+}
+
+// guardFacts finds the guard's facts below the wrappers of c (the
+// tracking wrapper's NetConn, the metrics wrapper's Unwrap).
+func guardFacts(c net.Conn) (guard.ConnFacts, bool) {
+	for i := 0; i < 8 && c != nil; i++ {
+		if f, ok := c.(guard.FactsConn); ok {
+			return f.GuardFacts(), true
+		}
+		switch u := c.(type) {
+		case interface{ NetConn() net.Conn }:
+			c = u.NetConn()
+		case interface{ Unwrap() net.Conn }:
+			c = u.Unwrap()
+		default:
+			return guard.ConnFacts{}, false
+		}
+	}
+	return guard.ConnFacts{}, false
+}
+
 // isIPLiteralSender accepts user@[192.0.2.1] as a reverse path (RFC 5321
 // §4.1.3); such senders can still not relay.
 func isIPLiteralSender(addr string) bool {
@@ -275,6 +308,15 @@ func isIPLiteralSender(addr string) bool {
 func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if !s.env.active {
 		return s.fail("rcpt", reply.BadSequence)
+	}
+	if strings.EqualFold(to, "postmaster") {
+		// RFC 5321 §4.5.1: "RCPT TO:<Postmaster>" without a domain
+		// must be accepted; it is the postmaster of this host.
+		pm := s.postmaster()
+		if pm == "" {
+			return s.fail("rcpt", reply.NoSuchUser, zap.String("rcpt", to))
+		}
+		to = pm
 	}
 	may := s.may()
 	dom, err := route.Domain(to)
@@ -327,7 +369,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 // Data receives the message (DATA, or the BDAT chunks of RFC 3030
-// joined by go-smtp), checks it and spools it durably before 250.
+// joined by smtpd), checks it and spools it durably before 250.
 func (s *session) Data(r io.Reader) error {
 	if !s.env.active || len(s.env.rcpts) == 0 {
 		return s.fail("data", reply.BadSequence)
@@ -342,7 +384,7 @@ func (s *session) Data(r io.Reader) error {
 			return s.fail("data", reply.BareLineEnding, zap.String("sender", s.env.sender))
 		case errors.As(err, &se):
 			s.rejected++
-			return se // go-smtp's own, e.g. 552 5.3.4 size exceeded
+			return se // smtpd's own, e.g. 552 5.3.4 size exceeded
 		default:
 			return s.fail("data", reply.TempLocal.With(err))
 		}
@@ -446,7 +488,7 @@ func (s *session) checkSubmission(msg *content.Message) error {
 }
 
 // queued is the 250 after DATA. It travels as an *smtp.SMTPError
-// because that is how go-smtp lets a backend choose the text.
+// because that is how smtpd (as go-smtp) lets a session choose the text.
 func (s *session) queued(what string) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: " + what}
 }

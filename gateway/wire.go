@@ -8,9 +8,9 @@ import (
 	"moat/internal/reply"
 )
 
-// wire turns any error into the *smtp.SMTPError that go-smtp writes.
-// Replies from go-smtp itself (already *smtp.SMTPError, e.g. its
-// ErrDataTooLarge) pass through unchanged.
+// wire turns any error into the *smtp.SMTPError that smtpd writes.
+// Replies from smtpd itself (already *smtp.SMTPError, e.g. go-smtp's
+// ErrDataTooLarge, which it uses) pass through unchanged.
 func wire(err error, sessionID string) error {
 	if err == nil {
 		return nil

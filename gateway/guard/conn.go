@@ -104,6 +104,11 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 // NetConn returns the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
+// Buffered returns how many bytes were read ahead of the server (after a
+// PROXY header) and wait in Read: the SMTP loop does not wait on the
+// socket while there are any. Only the connection's reader calls it.
+func (c *Conn) Buffered() int { return len(c.pre) }
+
 // Read reads from the client and inspects what it read; on abuse it
 // answers, closes and returns io.EOF so that go-smtp ends quietly.
 func (c *Conn) Read(p []byte) (int, error) {

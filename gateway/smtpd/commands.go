@@ -1,0 +1,575 @@
+package smtpd
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/base64"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+)
+
+var (
+	enhSyntax   = smtp.EnhancedCode{5, 5, 2}
+	enhParams   = smtp.EnhancedCode{5, 5, 4}
+	enhSequence = smtp.EnhancedCode{5, 5, 1}
+	enhOK       = smtp.EnhancedCode{2, 0, 0}
+)
+
+// dispatch runs one parsed command (RFC 5321 §4.1.1, §4.1.4 for what
+// each may follow).
+func (c *Conn) dispatch(verb, arg string) {
+	switch verb {
+	case "":
+		c.syntaxError(500, "Error: bad syntax")
+	case "HELO", "EHLO":
+		c.hello(verb == "EHLO", arg)
+	case "MAIL":
+		c.mailCmd(arg)
+	case "RCPT":
+		c.rcptCmd(arg)
+	case "DATA":
+		c.dataCmd(arg)
+	case "BDAT":
+		c.bdatCmd(arg)
+	case "RSET":
+		// RFC 5321 §4.1.1.5.
+		c.reset()
+		c.reply(250, enhOK, "Session reset")
+	case "NOOP":
+		// RFC 5321 §4.1.1.9: the argument, if any, is ignored.
+		c.reply(250, enhOK, "I have successfully done nothing")
+	case "QUIT":
+		// RFC 5321 §4.1.1.10.
+		c.reply(221, enhOK, c.srv.cfg.Hostname+" Bye")
+		c.done = true
+	case "VRFY":
+		// RFC 5321 §3.5.3: 252 says neither yes nor no; moat reveals
+		// nothing about its mailboxes.
+		c.reply(252, smtp.EnhancedCode{2, 5, 0}, "Cannot VRFY user, but will accept message")
+	case "EXPN", "HELP", "SEND", "SOML", "SAML", "TURN":
+		// RFC 5321 §4.2.4: 502 for a command not implemented.
+		c.reply(502, enhSequence, verb+" command not implemented")
+	case "AUTH":
+		c.authCmd(arg)
+	case "STARTTLS":
+		c.startTLS(arg)
+	default:
+		c.syntaxError(500, "Syntax errors, "+verb+" command unrecognized")
+	}
+}
+
+// reset ends the mail transaction (RSET, EHLO again, end of DATA/BDAT).
+func (c *Conn) reset() {
+	c.mail = false
+	c.nrc = 0
+	c.bdt = nil
+	if c.ses != nil {
+		c.ses.Reset()
+	}
+}
+
+// hello handles HELO and EHLO (RFC 5321 §4.1.1.1). The first one makes
+// the session; a later one resets the transaction as RSET would.
+func (c *Conn) hello(ehlo bool, arg string) {
+	domain, _, _ := strings.Cut(arg, " ")
+	if domain == "" {
+		c.reply(501, enhSyntax, "Domain/address argument required for HELO")
+		return
+	}
+	if c.bdt != nil {
+		c.reply(503, enhSequence, "HELO/EHLO not allowed during message transfer")
+		return
+	}
+	c.hel = domain
+	if c.ses != nil {
+		c.reset()
+	} else {
+		ses, err := c.srv.newSession(c)
+		if err != nil {
+			c.hel = ""
+			c.replyErr(err)
+			return
+		}
+		c.ses = ses
+	}
+	host := c.srv.cfg.Hostname
+	if !ehlo {
+		c.reply(250, smtp.NoEnhancedCode, host+" Hello "+domain)
+		return
+	}
+	// RFC 5321 §4.1.1.1: the first line names this server.
+	var b strings.Builder
+	b.WriteString(host + " Hello " + domain)
+	b.WriteString("\nPIPELINING\n8BITMIME\nENHANCEDSTATUSCODES\nCHUNKING")
+	if c.tc == nil && c.srv.cfg.TLS != nil {
+		b.WriteString("\nSTARTTLS")
+	}
+	if c.tc != nil { // RFC 4954 §4: no AUTH over plain text
+		if as, ok := c.ses.(smtp.AuthSession); ok {
+			if mechs := as.AuthMechanisms(); len(mechs) > 0 {
+				b.WriteString("\nAUTH " + strings.Join(mechs, " "))
+			}
+		}
+	}
+	if c.srv.cfg.SMTPUTF8 {
+		b.WriteString("\nSMTPUTF8")
+	}
+	b.WriteString("\nSIZE " + strconv.FormatInt(c.srv.cfg.MaxMessageBytes, 10))
+	// RFC 9422 §4.1.
+	b.WriteString("\nLIMITS RCPTMAX=" + strconv.Itoa(c.srv.cfg.MaxRecipients))
+	c.reply(250, smtp.NoEnhancedCode, b.String())
+}
+
+// mailCmd handles MAIL FROM (RFC 5321 §4.1.1.2).
+func (c *Conn) mailCmd(arg string) {
+	switch {
+	case c.ses == nil:
+		c.reply(503, enhSequence, "Please introduce yourself first")
+		return
+	case c.bdt != nil:
+		c.reply(503, enhSequence, "MAIL not allowed during message transfer")
+		return
+	case c.mail:
+		// RFC 5321 §4.1.4: MAIL inside a transaction is a bad sequence.
+		c.reply(503, enhSequence, "Nested MAIL command")
+		return
+	}
+	rest, ok := cutPrefixFold(arg, "FROM:")
+	if !ok {
+		c.reply(501, enhSyntax, "Was expecting MAIL arg syntax of FROM:<address>")
+		return
+	}
+	p := pathParser{s: strings.TrimSpace(rest)}
+	from, err := p.reversePath()
+	if err != nil || (p.s != "" && p.s[0] != ' ') {
+		c.reply(501, enhSyntax, "Was expecting MAIL arg syntax of FROM:<address>")
+		return
+	}
+	ps, err := parseParams(p.s)
+	if err != nil {
+		c.reply(501, enhParams, "Unable to parse MAIL ESMTP parameters")
+		return
+	}
+	opts, r := mailOptions(ps, c.srv.cfg.MaxMessageBytes, c.srv.cfg.SMTPUTF8)
+	if r != nil {
+		c.reply(r.code, r.enh, r.text)
+		return
+	}
+	if err := c.ses.Mail(from, opts); err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.mail = true
+	c.nrc = 0
+	c.reply(250, smtp.EnhancedCode{2, 1, 0}, "Sender <"+from+"> ok")
+}
+
+// rcptCmd handles RCPT TO (RFC 5321 §4.1.1.3).
+func (c *Conn) rcptCmd(arg string) {
+	switch {
+	case !c.mail:
+		c.reply(503, enhSequence, "Missing MAIL FROM command")
+		return
+	case c.bdt != nil:
+		c.reply(503, enhSequence, "RCPT not allowed during message transfer")
+		return
+	}
+	rest, ok := cutPrefixFold(arg, "TO:")
+	if !ok {
+		c.reply(501, enhSyntax, "Was expecting RCPT arg syntax of TO:<address>")
+		return
+	}
+	p := pathParser{s: strings.TrimSpace(rest)}
+	to, err := p.path(true)
+	if err != nil || (p.s != "" && p.s[0] != ' ') {
+		c.reply(501, enhSyntax, "Was expecting RCPT arg syntax of TO:<address>")
+		return
+	}
+	ps, err := parseParams(p.s)
+	if err != nil {
+		c.reply(501, enhParams, "Unable to parse RCPT ESMTP parameters")
+		return
+	}
+	if len(ps) > 0 {
+		// No RCPT parameter is advertised (DSN is not).
+		c.reply(555, enhParams, "Unknown RCPT TO argument")
+		return
+	}
+	if c.nrc >= c.srv.cfg.MaxRecipients {
+		// RFC 5321 §4.5.3.1.10.
+		c.reply(452, smtp.EnhancedCode{4, 5, 3}, "Maximum limit of "+strconv.Itoa(c.srv.cfg.MaxRecipients)+" recipients reached")
+		return
+	}
+	if err := c.ses.Rcpt(to, &smtp.RcptOptions{}); err != nil {
+		c.replyErr(err)
+		return
+	}
+	c.nrc++
+	c.reply(250, smtp.EnhancedCode{2, 1, 5}, "Recipient <"+to+"> ok")
+}
+
+// dataCmd handles DATA (RFC 5321 §4.1.1.4).
+func (c *Conn) dataCmd(arg string) {
+	switch {
+	case arg != "":
+		c.reply(501, enhParams, "DATA command should not have any arguments")
+		return
+	case c.bdt != nil:
+		c.reply(503, enhSequence, "DATA not allowed during message transfer")
+		return
+	case !c.mail || c.nrc == 0:
+		c.reply(503, enhSequence, "Missing RCPT TO command")
+		return
+	}
+	c.reply(354, smtp.NoEnhancedCode, "Go ahead. End your data with <CR><LF>.<CR><LF>")
+	d := &dataReader{c: c, left: c.srv.cfg.MaxMessageBytes}
+	err := c.ses.Data(d)
+	if d.err == nil {
+		d.left = -1 // drain whatever the session left, without the size limit
+		d.drain()
+	}
+	if d.err != nil {
+		// The connection failed or the client broke a limit: no reply
+		// to the data can be given.
+		c.readFailed(d.err)
+		return
+	}
+	c.dataDone(err)
+}
+
+// dataDone writes the reply to a whole message and ends the transaction.
+func (c *Conn) dataDone(err error) {
+	if err != nil {
+		c.replyErr(err)
+	} else {
+		c.reply(250, enhOK, "OK: queued")
+	}
+	c.reset()
+}
+
+// bdatCmd handles BDAT (RFC 3030 §2). The chunks are gathered (bounded by
+// MaxMessageBytes) and the session reads the whole message at LAST.
+func (c *Conn) bdatCmd(arg string) {
+	f := strings.Fields(arg)
+	if len(f) == 0 || len(f) > 2 {
+		c.reply(501, enhParams, "Syntax: BDAT <size> [LAST]")
+		return
+	}
+	last := len(f) == 2
+	if last && !strings.EqualFold(f[1], "LAST") {
+		c.reply(501, enhParams, "Unknown BDAT argument")
+		return
+	}
+	// RFC 3030 §4: chunk-size = 1*DIGIT (no sign: the guard's tracker
+	// reads it the same way).
+	size, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil || size < 0 || strings.TrimLeft(f[0], "0123456789") != "" {
+		c.reply(501, enhParams, "Malformed size argument")
+		return
+	}
+	if !c.mail || c.nrc == 0 {
+		// RFC 3030 §2: the chunk follows the command even when the
+		// command is refused.
+		if c.discard(size) == nil {
+			c.reply(503, enhSequence, "Missing RCPT TO command")
+		}
+		return
+	}
+	have := int64(0)
+	if c.bdt != nil {
+		have = int64(c.bdt.Len())
+	}
+	if have+size > c.srv.cfg.MaxMessageBytes {
+		if c.discard(size) == nil {
+			c.reply(552, smtp.EnhancedCode{5, 3, 4}, "Max message size exceeded")
+			c.reset()
+		}
+		return
+	}
+	if c.bdt == nil {
+		c.bdt = &bytes.Buffer{}
+	}
+	// Read in pieces, so that a client announcing a big chunk and sending
+	// nothing makes us hold nothing.
+	for left := size; left > 0; {
+		k := min(left, 32<<10)
+		c.bdt.Grow(int(k))
+		buf := c.bdt.AvailableBuffer()[:k]
+		if err := c.readFull(buf); err != nil {
+			c.readFailed(err)
+			return
+		}
+		c.bdt.Write(buf)
+		left -= k
+	}
+	if !last {
+		c.reply(250, enhOK, strconv.FormatInt(size, 10)+" octets received")
+		return
+	}
+	msg := c.bdt
+	c.bdt = nil
+	c.dataDone(c.ses.Data(msg))
+}
+
+// authCmd handles AUTH (RFC 4954 §4) with the session's SASL server.
+func (c *Conn) authCmd(arg string) {
+	switch {
+	case c.ses == nil:
+		c.reply(503, enhSequence, "Please introduce yourself first")
+		return
+	case c.auth:
+		c.reply(503, enhSequence, "Already authenticated")
+		return
+	case c.mail:
+		// RFC 4954 §4: not during a mail transaction.
+		c.reply(503, enhSequence, "AUTH not allowed during a mail transaction")
+		return
+	}
+	f := strings.Fields(arg)
+	if len(f) == 0 || len(f) > 2 {
+		c.reply(501, enhParams, "Syntax: AUTH mechanism [initial-response]")
+		return
+	}
+	if c.tc == nil {
+		// RFC 4954 §4 and RFC 3207: credentials only over TLS.
+		c.reply(523, smtp.EnhancedCode{5, 7, 10}, "TLS is required")
+		return
+	}
+	as, ok := c.ses.(smtp.AuthSession)
+	if !ok {
+		c.replyErr(smtp.ErrAuthUnsupported)
+		return
+	}
+	srv, err := as.Auth(strings.ToUpper(f[0]))
+	if err != nil {
+		c.replyErr(err)
+		return
+	}
+	var resp []byte
+	if len(f) == 2 {
+		if resp, err = decodeSASL(f[1]); err != nil {
+			c.reply(501, enhSyntax, "Invalid base64 data")
+			return
+		}
+	}
+	for i := 0; ; i++ {
+		challenge, done, err := srv.Next(resp)
+		if err != nil {
+			c.replyErr(err)
+			return
+		}
+		if done {
+			break
+		}
+		if i == 8 {
+			c.reply(501, enhSyntax, "Too many SASL steps")
+			return
+		}
+		c.reply(334, smtp.NoEnhancedCode, base64.StdEncoding.EncodeToString(challenge))
+		line, err := c.readLine()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if line == "*" {
+			// RFC 4954 §4: the client cancelled.
+			c.reply(501, smtp.EnhancedCode{5, 0, 0}, "Negotiation cancelled")
+			return
+		}
+		if resp, err = decodeSASL(line); err != nil {
+			c.reply(501, enhSyntax, "Invalid base64 data")
+			return
+		}
+	}
+	c.auth = true
+	c.reply(235, enhOK, "Authentication succeeded")
+}
+
+// decodeSASL decodes a SASL response; "=" is the empty one (RFC 4954 §4).
+func decodeSASL(s string) ([]byte, error) {
+	if s == "=" {
+		return []byte{}, nil
+	}
+	return base64.StdEncoding.DecodeString(s)
+}
+
+// startTLS handles STARTTLS (RFC 3207 §4).
+func (c *Conn) startTLS(arg string) {
+	switch {
+	case arg != "":
+		c.reply(501, enhParams, "STARTTLS takes no parameters")
+		return
+	case c.tc != nil:
+		c.reply(503, enhSequence, "Already running in TLS")
+		return
+	case c.srv.cfg.TLS == nil:
+		c.reply(502, enhSequence, "TLS not supported")
+		return
+	case c.bdt != nil:
+		c.reply(503, enhSequence, "STARTTLS not allowed during message transfer")
+		return
+	}
+	c.reply(220, enhOK, "Ready to start TLS")
+	if c.flush() != nil {
+		return
+	}
+	// RFC 3207 §5 / CVE-2011-0411: whatever the client sent after
+	// STARTTLS in plain text is not part of the TLS session; drop it.
+	c.releaseRead()
+	c.kpt = nil
+	tc := tls.Server(c.nc, c.srv.cfg.TLS)
+	tc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+	if err := tc.Handshake(); err != nil {
+		c.srv.log.Debug("STARTTLS handshake failed", zap.Error(err))
+		c.done = true
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	c.rw, c.tc, c.raw = tc, tc, nil
+	// RFC 3207 §4.2: forget everything learnt before; the client starts
+	// again with EHLO, and gets a new session then.
+	c.reset()
+	if c.ses != nil {
+		c.ses.Logout()
+		c.ses = nil
+	}
+	c.hel = ""
+	c.auth = false
+}
+
+// dataReader reads DATA for the session: it removes the dot-stuffing of
+// RFC 5321 §4.5.2, ends at <CRLF>.<CRLF> and nowhere else (§4.1.1.4),
+// keeps CR and LF as they came, and fails with smtp.ErrDataTooLarge past
+// the size limit. Its states are those of net/textproto's DotReader
+// without the CRLF to LF rewriting: a bare LF never starts a line; in
+// CR CR LF the second CR starts the line end (go-smtp's copy lost it and
+// waited for more data after "a\r\r\n.\r\n"); ".\rX" at a line start
+// gives "\rX" (go-smtp dropped the CR).
+type dataReader struct {
+	c     *Conn
+	state uint8
+	left  int64 // octets the message may still have; <0: no limit
+	line  int   // octets in the current line so far
+	err   error // a failure of the connection or the line limit
+}
+
+const (
+	dBeginLine uint8 = iota
+	dDot
+	dDotCR
+	dCR
+	dData
+	dEOF
+)
+
+func (d *dataReader) Read(p []byte) (int, error) {
+	if d.state == dEOF {
+		return 0, io.EOF
+	}
+	if d.err != nil {
+		return 0, d.err
+	}
+	if d.left == 0 {
+		return 0, smtp.ErrDataTooLarge
+	}
+	if d.left > 0 && int64(len(p)) > d.left {
+		p = p[:d.left]
+	}
+	c := d.c
+	max := c.srv.cfg.MaxLineLength + 2
+	n := 0
+	for n < len(p) && d.state != dEOF {
+		if c.rbp == nil || c.r == c.w {
+			if n > 0 {
+				break
+			}
+			if err := c.fill(time.Time{}); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				d.err = err
+				return 0, err
+			}
+		}
+		src := (*c.rbp)[c.r:c.w]
+		i := 0
+		for i < len(src) && n < len(p) {
+			b := src[i]
+			if d.state == dDotCR && b != '\n' {
+				// ".\r" not followed by LF: the dot was stuffing, the
+				// CR is data; b is looked at again as data.
+				p[n] = '\r'
+				n++
+				d.state = dData
+				continue
+			}
+			i++
+			if b == '\n' {
+				d.line = 0
+			} else if d.line++; d.line > max {
+				c.r += i
+				d.err = errTooLongLine
+				return n, d.err
+			}
+			switch d.state {
+			case dBeginLine:
+				switch b {
+				case '.':
+					d.state = dDot
+					continue
+				case '\r':
+					d.state = dCR
+				default:
+					d.state = dData
+				}
+			case dDot:
+				if b == '\r' {
+					d.state = dDotCR
+					continue
+				}
+				d.state = dData
+			case dDotCR: // b is LF: the end of the data
+				d.state = dEOF
+			case dCR:
+				switch b {
+				case '\n':
+					d.state = dBeginLine
+				case '\r':
+					// Still one CR away from a possible line end.
+				default:
+					d.state = dData
+				}
+			case dData:
+				if b == '\r' {
+					d.state = dCR
+				}
+			}
+			if d.state == dEOF {
+				break
+			}
+			p[n] = b
+			n++
+		}
+		c.r += i
+	}
+	if d.left > 0 {
+		d.left -= int64(n)
+	}
+	if d.state == dEOF && n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// drain reads to the end of the data.
+func (d *dataReader) drain() {
+	var buf [512]byte
+	for d.state != dEOF && d.err == nil {
+		d.Read(buf[:])
+	}
+}

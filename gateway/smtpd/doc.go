@@ -1,0 +1,48 @@
+// Package smtpd owns moat's server side of the SMTP protocol: the command
+// loop of each connection, its reads and writes, command and parameter
+// parsing, the DATA and BDAT transfer, STARTTLS and AUTH. What a command
+// means for mail (who may relay, what is spooled) is the session's
+// business: it keeps go-smtp's types (smtp.Session, smtp.AuthSession,
+// smtp.MailOptions, smtp.SMTPError), so the gateway's session does not
+// care which loop drives it.
+//
+// Implemented: RFC 5321 (§3.1 greeting, §4.1.1 commands, §4.1.4 order,
+// §4.5.2 dot-stuffing, §4.5.1 the bare <Postmaster> recipient, §4.5.3
+// limits, §3.8 421 before closing), PIPELINING (RFC 2920), 8BITMIME (RFC
+// 6152), ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), CHUNKING/BDAT (RFC
+// 3030), SIZE (RFC 1870), SMTPUTF8 (RFC 6531), STARTTLS (RFC 3207), AUTH
+// (RFC 4954, mechanisms from the session through go-sasl), LIMITS (RFC
+// 9422). Sequence errors are 503 5.5.1; unknown MAIL/RCPT parameters are
+// refused with 555 5.5.4 (RFC 5321 §4.1.1.11).
+//
+// Why not go-smtp's server loop: it keeps, for the whole life of every
+// connection, a goroutine that never gets below 8 KiB of stack plus
+// net/textproto's 4 KiB read and 4 KiB write buffers; moat's issue #4
+// asks for at most 12 KiB per idle connection. Here a connection that
+// waits for its next command holds neither buffer: it waits for the
+// socket to become readable through syscall.RawConn (found by unwrapping
+// the listener's wrappers with NetConn or Unwrap), with the read deadline
+// set. Its goroutine's stack shrinks to 4 KiB at the next garbage
+// collection: the runtime halves a stack only while less than a quarter
+// of it, counting an 800-octet allowance, is in use, so no goroutine
+// parked in the network poller gets to 2 KiB. Then it takes a read buffer from a
+// sync.Pool, reads through the whole wrapper chain (the connection guard
+// must see every byte), runs every complete command, keeps a partial line
+// in a small slice of its own and gives the buffer back. Replies gather in
+// a pooled buffer and are written in one write when the loop is about to
+// wait for input or closes (RFC 2920 §3.2), except that each 5xx is
+// written at once so the guard can delay it (its tarpit). A wrapper that
+// reads ahead of the server must say so with a Buffered() int method;
+// over TLS (implicit or after STARTTLS) crypto/tls keeps its own buffers
+// and may hold decrypted bytes, so those connections simply block in Read
+// holding their read buffer.
+//
+// Every read has a deadline (Config.ReadTimeout), every write too
+// (Config.WriteTimeout); lines are bounded by Config.MaxLineLength, and a
+// longer one ends the connection with 500 5.4.0 without being buffered.
+// DATA ends only at <CRLF>.<CRLF>, with the same line-start states as
+// net/textproto's DotReader (and the guard's tracker), and CR and LF are
+// handed to the session as they came, so that the gateway decides about
+// bare line ends (RFC 5321 §2.3.8). BDAT chunks are gathered, bounded by
+// Config.MaxMessageBytes, and handed over at LAST.
+package smtpd

@@ -1,0 +1,339 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// fakeSession records what the loop hands it.
+type fakeSession struct {
+	mu      sync.Mutex
+	from    string
+	opts    *smtp.MailOptions
+	rcpts   []string
+	msgs    [][]byte
+	resets  int
+	logouts int
+	// refuse makes Rcpt refuse this address with 550 5.1.1.
+	refuse string
+}
+
+var _ smtp.AuthSession = (*fakeSession)(nil)
+
+func (f *fakeSession) Reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resets++
+	f.from, f.rcpts = "", nil
+}
+
+func (f *fakeSession) Logout() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.logouts++
+	return nil
+}
+
+func (f *fakeSession) Mail(from string, opts *smtp.MailOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.from, f.opts = from, opts
+	return nil
+}
+
+func (f *fakeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if to == f.refuse {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+	}
+	if to == "internal@error.example" {
+		return errors.New("secret internal detail")
+	}
+	f.rcpts = append(f.rcpts, to)
+	return nil
+}
+
+func (f *fakeSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.msgs = append(f.msgs, b)
+	return nil
+}
+
+func (f *fakeSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (f *fakeSession) Auth(mech string) (sasl.Server, error) {
+	if mech != sasl.Plain {
+		return nil, smtp.ErrAuthUnknownMechanism
+	}
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user == "u" && pass == "p" {
+			return nil
+		}
+		return smtp.ErrAuthFailed
+	}), nil
+}
+
+func (f *fakeSession) messages() [][]byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]byte(nil), f.msgs...)
+}
+
+// testServer is a Server on 127.0.0.1:0 whose sessions are recorded.
+type testServer struct {
+	srv  *Server
+	addr string
+	mu   sync.Mutex
+	ses  []*fakeSession
+	idle chan idleState // each idle wait, when wanted
+}
+
+// idleState is what a connection held when it went idle.
+type idleState struct {
+	readBuf, writeBuf bool
+	kept              int
+}
+
+func (ts *testServer) sessions() []*fakeSession {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return append([]*fakeSession(nil), ts.ses...)
+}
+
+func (ts *testServer) last() *fakeSession {
+	s := ts.sessions()
+	if len(s) == 0 {
+		return nil
+	}
+	return s[len(s)-1]
+}
+
+func testConfig() Config {
+	return Config{
+		Hostname:        "mx.example.org",
+		MaxMessageBytes: 1 << 16,
+		MaxRecipients:   3,
+		MaxLineLength:   1000,
+		ReadTimeout:     5 * time.Second,
+		WriteTimeout:    5 * time.Second,
+		SMTPUTF8:        true,
+	}
+}
+
+// start runs a server; wrap, if set, wraps the listener.
+func start(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *testServer {
+	t.Helper()
+	ts := &testServer{idle: make(chan idleState, 100)}
+	ts.srv = New(cfg, func(c *Conn) (smtp.Session, error) {
+		if c.Hostname() == "refuse.example" {
+			return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "mx.example.org Service shutting down"}
+		}
+		f := &fakeSession{refuse: "nobody@example.org"}
+		ts.mu.Lock()
+		ts.ses = append(ts.ses, f)
+		ts.mu.Unlock()
+		return f, nil
+	}, nil)
+	ts.srv.idleHook = func(c *Conn) {
+		select {
+		case ts.idle <- idleState{readBuf: c.rbp != nil, writeBuf: c.wbp != nil, kept: len(c.kpt)}:
+		default:
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.addr = ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); ts.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ts.srv.Close()
+		<-done
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := ts.srv.Shutdown(ctx); err != nil {
+			t.Errorf("connections left after Close: %v", err)
+		}
+	})
+	return ts
+}
+
+// client is a raw SMTP client.
+type client struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cl := &client{t: t, c: c, br: bufio.NewReader(c)}
+	if code, text := cl.reply(); code != 220 || !strings.Contains(text, "mx.example.org ESMTP") {
+		t.Fatalf("greeting %d %q", code, text)
+	}
+	return cl
+}
+
+// reply reads one reply (all its lines).
+func (c *client) reply() (int, string) {
+	c.t.Helper()
+	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var lines []string
+	for {
+		line, err := c.br.ReadString('\n')
+		if err != nil {
+			return 0, strings.Join(append(lines, "ERR "+err.Error()), "\n")
+		}
+		if !strings.HasSuffix(line, "\r\n") || len(line) < 6 {
+			c.t.Fatalf("malformed reply line %q", line)
+		}
+		line = strings.TrimSuffix(line, "\r\n")
+		lines = append(lines, line)
+		if line[3] == ' ' {
+			var code int
+			fmt.Sscanf(line[:3], "%d", &code)
+			return code, strings.Join(lines, "\n")
+		}
+	}
+}
+
+func (c *client) send(s string) {
+	c.t.Helper()
+	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c.c, s); err != nil {
+		c.t.Fatalf("write: %v", err)
+	}
+}
+
+// expect sends a line and checks the reply's code and a part of its text.
+func (c *client) expect(line string, code int, sub string) string {
+	c.t.Helper()
+	c.send(line + "\r\n")
+	got, text := c.reply()
+	if got != code || !strings.Contains(text, sub) {
+		c.t.Fatalf("%q: got %q, want %d %q", line, text, code, sub)
+	}
+	return text
+}
+
+// countConn counts the writes to a connection, and unwraps like moat's
+// own wrappers.
+type countConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+func (c countConn) Unwrap() net.Conn { return c.Conn }
+
+type countListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+func (l countListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countConn{Conn: c, writes: l.writes}, nil
+}
+
+// preConn has read bytes ahead of the server, like the guard after a
+// PROXY header, and says so with Buffered.
+type preConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (c *preConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+func (c *preConn) Buffered() int     { return len(c.pre) }
+func (c *preConn) NetConn() net.Conn { return c.Conn }
+
+// byteConn serves fixed client bytes and collects what is written.
+type byteConn struct {
+	r   io.Reader
+	out bytes.Buffer
+}
+
+func (b *byteConn) Read(p []byte) (int, error)       { return b.r.Read(p) }
+func (b *byteConn) Write(p []byte) (int, error)      { return b.out.Write(p) }
+func (b *byteConn) Close() error                     { return nil }
+func (b *byteConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (b *byteConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+func (b *byteConn) SetDeadline(time.Time) error      { return nil }
+func (b *byteConn) SetReadDeadline(time.Time) error  { return nil }
+func (b *byteConn) SetWriteDeadline(time.Time) error { return nil }
+func (b *byteConn) String() string                   { return b.out.String() }
+
+func newByteConn(r io.Reader) *byteConn { return &byteConn{r: r} }
+
+func (ts *testServer) conn(nc net.Conn) *Conn { return newConn(ts.srv, nc) }
+
+func newReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+// selfSigned returns a server TLS config for name.
+func selfSigned(t testing.TB, name string) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}

@@ -1,0 +1,24 @@
+//go:build linux
+
+package smtpd
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+// waitReadable blocks, without any buffer, until the socket has a byte to
+// read, has been closed by the peer, is in error or its read deadline has
+// passed (then the error says so). The poller is edge-triggered, so the
+// check peeks first: bytes that arrived before the wait started must not
+// be missed.
+func waitReadable(rc syscall.RawConn) error {
+	return rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		// Data, end of stream (0 bytes) or an error: the Read that
+		// follows tells which. Only "nothing yet" waits.
+		return errno != syscall.EAGAIN && errno != syscall.EWOULDBLOCK
+	})
+}

@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"moat/gateway/guard"
+)
+
+// unwrapConn stands for the metrics wrapper: it unwraps with Unwrap, not
+// NetConn.
+type unwrapConn struct{ net.Conn }
+
+func (c unwrapConn) Unwrap() net.Conn { return c.Conn }
+
+type unwrapListener struct{ net.Listener }
+
+func (l unwrapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return unwrapConn{c}, nil
+}
+
+// A trusted proxy's PROXY header and the client's first command arrive in
+// one segment: the guard holds the command (read ahead), and the session
+// loop must run it rather than wait on the silent socket. The guard's
+// facts and the carried client address reach the session through the
+// metrics-style wrapper.
+func TestProxyHeaderWithPipelinedCommand(t *testing.T) {
+	gcfg := guard.DefaultConfig()
+	gcfg.TrustedProxies = []string{"127.0.0.1/32"}
+	g, err := guard.New(gcfg, guard.Options{Hostname: "mx.example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(o *Options) {
+		o.Listeners[0].ProxyProtocol = true
+		o.Wrap = func(l net.Listener, c Listener) net.Listener {
+			return unwrapListener{g.Listen(l, guard.ListenerOptions{Name: c.Name, ProxyProtocol: true})}
+		}
+	})
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	rc := &rawClient{t: t, c: c}
+	rc.br = bufio.NewReader(c)
+	rc.send("PROXY TCP4 192.0.2.7 192.0.2.25 1234 25\r\nEHLO client.example\r\n")
+	if code, text := rc.reply(); code != 220 {
+		t.Fatalf("greeting: %q", text)
+	}
+	if code, text := rc.reply(); code != 250 {
+		t.Fatalf("EHLO read ahead by the guard: %q", text)
+	}
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.expect("DATA", 354, "")
+	rc.send(simpleMsg)
+	rc.expect(".", 250, "")
+	env := ts.spool.all()[0].env
+	if env.ClientIP != "192.0.2.7" {
+		t.Errorf("client %q, want the one from the PROXY header", env.ClientIP)
+	}
+}
+
+// RFC 5321 §4.5.1: RCPT TO:<Postmaster> without a domain is accepted, for
+// the postmaster of this host, from anyone.
+func TestBarePostmaster(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<Postmaster>", 250, "")
+	rc.expect("DATA", 354, "")
+	rc.send(simpleMsg)
+	rc.expect(".", 250, "")
+	env := ts.spool.all()[0].env
+	if len(env.Recipients) != 1 || env.Recipients[0].Address != "postmaster@example.org" {
+		t.Fatalf("recipients %+v", env.Recipients)
+	}
+	// A host name with no local postmaster above it: 550, not a relay.
+	ts = startServer(t, func(o *Options) { o.Hostname = "mx.elsewhere.example" })
+	rc = dialRaw(t, ts.addr)
+	rc.expect("EHLO c.example", 250, "")
+	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.expect("RCPT TO:<postmaster>", 550, "5.1.1")
+}
+
+// Shutdown reaches clients that never said EHLO too: 421 4.3.2.
+func TestShutdownTellsSilentClients421(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ts.srv.Shutdown(ctx) }()
+	code, text := rc.reply()
+	if code != 421 || !strings.Contains(text, "4.3.2") {
+		t.Fatalf("got %q, want 421 4.3.2", text)
+	}
+	<-done
+}
+
+// A session refused with 421 (here: EHLO while shutting down) ends the
+// connection after the reply (RFC 5321 §3.8), so Shutdown need not wait.
+func TestRefusalWith421Closes(t *testing.T) {
+	ts := startServer(t, nil)
+	rc := dialRaw(t, ts.addr)
+	ctx, cancel := contextWithTimeout(5 * time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- ts.srv.Shutdown(ctx) }()
+	for !ts.srv.isClosing() {
+		time.Sleep(time.Millisecond)
+	}
+	rc.expect("EHLO c.example", 421, "4.3.2")
+	if code, text := rc.reply(); code != 0 {
+		t.Fatalf("still open after 421: %q", text)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}
