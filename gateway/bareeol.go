@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"io"
 )
@@ -18,35 +19,44 @@ type eolReader struct {
 	r         io.Reader
 	normalize bool
 	pendingCR bool   // the previous byte was CR and its LF has not been seen
-	out       []byte // normalized bytes not yet returned
-	buf       []byte
+	out       []byte // normalize: fixed bytes not yet returned
+	buf       []byte // normalize: what is read, before fixing
 	err       error
 }
 
 func newEOLReader(r io.Reader, normalize bool) *eolReader {
-	return &eolReader{r: r, normalize: normalize, buf: make([]byte, 32*1024)}
+	return &eolReader{r: r, normalize: normalize}
 }
 
 func (e *eolReader) Read(p []byte) (int, error) {
+	if !e.normalize {
+		// Checking needs no copy: read into p and look.
+		if e.err != nil {
+			return 0, e.err
+		}
+		n, err := e.r.Read(p)
+		if !e.check(p[:n]) || err == io.EOF && e.pendingCR {
+			// A CR as the very last byte cannot happen with a
+			// well-formed end of data, but be strict.
+			e.err = errBareEOL
+			return 0, e.err
+		}
+		if err != nil {
+			e.err = err
+		}
+		return n, err
+	}
 	for len(e.out) == 0 {
 		if e.err != nil {
 			return 0, e.err
 		}
-		n, err := e.r.Read(e.buf)
-		if n > 0 {
-			if perr := e.scan(e.buf[:n]); perr != nil {
-				e.err = perr
-				return 0, perr
-			}
+		if e.buf == nil {
+			e.buf = make([]byte, 4096)
 		}
+		n, err := e.r.Read(e.buf)
+		e.fix(e.buf[:n])
 		if err != nil {
 			if err == io.EOF && e.pendingCR {
-				// A CR as the very last byte cannot happen with a
-				// well-formed end of data, but be strict.
-				if !e.normalize {
-					e.err = errBareEOL
-					return 0, e.err
-				}
 				e.out = append(e.out, '\n')
 				e.pendingCR = false
 			}
@@ -58,21 +68,33 @@ func (e *eolReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// scan appends b to e.out, checking or fixing line endings.
-func (e *eolReader) scan(b []byte) error {
-	if !e.normalize {
-		for _, c := range b {
-			switch {
-			case e.pendingCR && c != '\n':
-				return errBareEOL
-			case c == '\n' && !e.pendingCR:
-				return errBareEOL
+// check reports whether every CR and LF of b (after what came before)
+// is part of a CRLF.
+func (e *eolReader) check(b []byte) bool {
+	for len(b) > 0 {
+		if e.pendingCR {
+			if b[0] != '\n' {
+				return false
 			}
-			e.pendingCR = c == '\r'
+			e.pendingCR = false
+			b = b[1:]
+			continue
 		}
-		e.out = append(e.out[:0], b...)
-		return nil
+		i := bytes.IndexAny(b, "\r\n")
+		if i < 0 {
+			return true
+		}
+		if b[i] == '\n' {
+			return false
+		}
+		e.pendingCR = true
+		b = b[i+1:]
 	}
+	return true
+}
+
+// fix appends b to e.out with every bare CR and bare LF made CRLF.
+func (e *eolReader) fix(b []byte) {
 	out := e.out[:0]
 	for _, c := range b {
 		switch {
@@ -95,5 +117,4 @@ func (e *eolReader) scan(b []byte) error {
 		}
 	}
 	e.out = out
-	return nil
 }

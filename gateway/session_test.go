@@ -401,3 +401,19 @@ func TestShutdownLetsSessionFinish(t *testing.T) {
 		t.Fatal("message lost")
 	}
 }
+
+func TestBodyHint(t *testing.T) {
+	for _, tt := range []struct {
+		declared, max int64
+		want          int
+	}{
+		{0, 1 << 20, 8<<10 + 512},        // nothing declared: the usual size
+		{3000, 1 << 20, 3000 + 512},      // SIZE=3000 (RFC 1870)
+		{50 << 20, 1 << 20, 1<<20 + 512}, // never more than the limit
+		{0, 4096, 4096 + 512},
+	} {
+		if got := bodyHint(tt.declared, tt.max); got != tt.want {
+			t.Errorf("bodyHint(%d, %d) = %d, want %d", tt.declared, tt.max, got, tt.want)
+		}
+	}
+}
