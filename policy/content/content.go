@@ -120,7 +120,8 @@ func Parse(raw []byte, opt Options) (*Message, error) {
 	if end < 0 {
 		return nil, ErrHeaderTooBig
 	}
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(raw[:end])))
+	// A buffer the size of the header section, not bufio's 4 KiB.
+	h, err := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(raw[:end]), min(end, 4096)))
 	if err != nil {
 		// RFC 5322 §2.2: keep what parsed before the broken line.
 		m.headerMalformed = true

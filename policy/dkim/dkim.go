@@ -88,8 +88,14 @@ func Verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 }
 
 func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) policy.DKIM {
+	start := int64(-1)
+	if sk, ok := msg.(io.Seeker); ok {
+		if at, err := sk.Seek(0, io.SeekCurrent); err == nil {
+			start = at
+		}
+	}
 	br := bufio.NewReader(msg)
-	hdr, err := readHeader(br, opt.MaxHeaderBytes)
+	hdr, whole, err := readHeader(br, opt.MaxHeaderBytes)
 	if err != nil {
 		return policy.DKIM{Result: policy.ResultPermError, Signatures: []policy.DKIMSignature{{Result: policy.ResultPermError, Reason: err.Error()}}}
 	}
@@ -135,7 +141,14 @@ func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 		return txts, nil
 	}
 
-	full := io.MultiReader(bytes.NewReader(hdr), br)
+	// go-msgauth reads the whole message again: rewind and hand it our
+	// buffered reader, which it uses as it is, rather than a new one.
+	var full io.Reader = br
+	if _, err := seekTo(msg, start); whole && err == nil {
+		br.Reset(msg)
+	} else {
+		full = io.MultiReader(bytes.NewReader(hdr), br)
+	}
 	verifs, verr := dkim.VerifyWithOptions(full, &dkim.VerifyOptions{
 		LookupTXT:        lookup,
 		MaxVerifications: opt.MaxVerifications,
@@ -215,13 +228,13 @@ func overall(sigs []policy.DKIMSignature) policy.Result {
 }
 
 // readHeader reads the header block up to and including the empty line
-// (or to EOF), at most max bytes.
-func readHeader(br *bufio.Reader, max int) ([]byte, error) {
-	var hdr []byte
+// (or to EOF), at most max bytes. whole is false when the separator was
+// added because the message ended first.
+func readHeader(br *bufio.Reader, max int) (hdr []byte, whole bool, err error) {
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(hdr)+len(line) > max {
-			return nil, fmt.Errorf("header larger than %d bytes", max)
+			return nil, false, fmt.Errorf("header larger than %d bytes", max)
 		}
 		hdr = append(hdr, line...)
 		if err == bufio.ErrBufferFull {
@@ -233,15 +246,24 @@ func readHeader(br *bufio.Reader, max int) ([]byte, error) {
 			if len(hdr) > 0 && hdr[len(hdr)-1] != '\n' {
 				hdr = append(hdr, '\r', '\n')
 			}
-			return append(hdr, '\r', '\n'), nil
+			return append(hdr, '\r', '\n'), false, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if len(line) == 2 && line[0] == '\r' || len(line) == 1 {
-			return hdr, nil
+			return hdr, true, nil
 		}
 	}
+}
+
+// seekTo moves msg back to start, when it can.
+func seekTo(msg io.Reader, start int64) (int64, error) {
+	sk, ok := msg.(io.Seeker)
+	if !ok || start < 0 {
+		return 0, errors.ErrUnsupported
+	}
+	return sk.Seek(start, io.SeekStart)
 }
 
 // maxTags bounds the tags read from one signature field.

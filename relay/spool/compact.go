@@ -74,7 +74,7 @@ func (s *Spool) move(id string, from *segment) error {
 		return err
 	}
 	defer f.Close()
-	m, err := s.stage(io.NewSectionReader(f, off, n))
+	m, err := s.stage(io.NewSectionReader(f, off, n), n)
 	if err != nil {
 		return err
 	}

@@ -272,7 +272,7 @@ func (s *Spool) rewrite(id string, e *entry) error {
 		return fmt.Errorf("spool: salvaging %s: %w", id, err)
 	}
 	defer f.Close()
-	m, err := s.stage(io.NewSectionReader(f, e.off, e.n))
+	m, err := s.stage(io.NewSectionReader(f, e.off, e.n), e.n)
 	if err != nil {
 		return fmt.Errorf("spool: salvaging %s: %w", id, err)
 	}
@@ -383,7 +383,7 @@ func (s *Spool) importOne(id string) error {
 		return errUnparsed
 	}
 	defer f.Close()
-	m, err := s.stage(f)
+	m, err := s.stage(f, 0)
 	if err != nil {
 		return fmt.Errorf("spool: importing %s: %w", id, err)
 	}

@@ -342,9 +342,15 @@ func (m *staged) close() {
 	}
 }
 
-func (s *Spool) stage(r io.Reader) (*staged, error) {
+// stage takes in the message: in memory up to memMsgLimit, else in a
+// temporary file. sizeHint, when the caller knows the size, saves
+// growing the buffer on the way.
+func (s *Spool) stage(r io.Reader, sizeHint int64) (*staged, error) {
 	m := &staged{}
 	var buf bytes.Buffer
+	if sizeHint > 0 && sizeHint <= memMsgLimit {
+		buf.Grow(int(sizeHint) + bytes.MinRead)
+	}
 	n, err := buf.ReadFrom(io.LimitReader(r, memMsgLimit+1))
 	if err != nil {
 		return nil, err
@@ -652,8 +658,8 @@ func (s *Spool) enter() error {
 
 // Put appends a new message and its envelope as one record and returns
 // nil only once a sync that covers the record has completed (package
-// doc). env.ID must be new (NewID); env.Size is set to the number of bytes
-// read from msg. On error the message is not in the queue.
+// doc). env.ID must be new (NewID); env.Size, when set, is taken as a
+// hint, and is set to the number of bytes read from msg. On error the message is not in the queue.
 func (s *Spool) Put(ctx context.Context, env *Envelope, msg io.Reader) error {
 	if s.readOnly {
 		return ErrReadOnly
@@ -674,7 +680,7 @@ func (s *Spool) Put(ctx context.Context, env *Envelope, msg io.Reader) error {
 	if dup {
 		return fmt.Errorf("spool: queue id %s already exists", env.ID)
 	}
-	m, err := s.stage(msg)
+	m, err := s.stage(msg, env.Size)
 	if err != nil {
 		return noSpace(fmt.Errorf("spool: reading message %s: %w", env.ID, err))
 	}
