@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,7 +165,7 @@ func (s *session) sendData(msg *transport.Message, accepted []string, res map[st
 		// would deliver a truncated message: drop the connection.
 		return fail(accepted, fmt.Errorf("opening message %s: %w", msg.ID, err))
 	}
-	dw := textproto.NewWriter(s.bw).DotWriter()
+	dw := &dataWriter{w: s.bw}
 	buf := copyBufs.Get().(*[]byte)
 	_, err = io.CopyBuffer(dw, body, *buf)
 	copyBufs.Put(buf)

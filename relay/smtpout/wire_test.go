@@ -2,7 +2,9 @@ package smtpout
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
@@ -121,4 +123,52 @@ func BenchmarkSMTP(b *testing.B) {
 	be.mu.Lock()
 	be.msgs = nil
 	be.mu.Unlock()
+}
+
+// dotStuffed is what net/textproto's DotWriter makes of chunks.
+func dotStuffed(chunks ...[]byte) []byte {
+	var out bytes.Buffer
+	bw := bufio.NewWriter(&out)
+	dw := textproto.NewWriter(bw).DotWriter()
+	for _, c := range chunks {
+		dw.Write(c)
+	}
+	dw.Close()
+	return out.Bytes()
+}
+
+func ourData(chunks ...[]byte) []byte {
+	var out bytes.Buffer
+	dw := &dataWriter{w: bufio.NewWriterSize(&out, 16)}
+	for _, c := range chunks {
+		dw.Write(c)
+	}
+	dw.Close()
+	return out.Bytes()
+}
+
+func TestDataWriter(t *testing.T) {
+	for _, in := range []string{
+		"", "a", "a\r\n", ".", ".\r\n", "a\r\n.\r\nb", "a\n.b\n", "..\r\n.", "x\r", "x\r\r\n", "\r\n.\r\n", "a\rb\n",
+	} {
+		want := dotStuffed([]byte(in))
+		if got := ourData([]byte(in)); !bytes.Equal(got, want) {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzDataWriter: the same bytes as net/textproto's DotWriter, however
+// the input is cut into writes.
+func FuzzDataWriter(f *testing.F) {
+	for _, s := range []string{"a\r\n.\r\n", ".x\n.\n", "\r\r\n..", "abc"} {
+		f.Add([]byte(s), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, cut uint8) {
+		k := int(cut) % (len(data) + 1)
+		want := dotStuffed(data[:k], data[k:])
+		if got := ourData(data[:k], data[k:]); !bytes.Equal(got, want) {
+			t.Fatalf("%q cut at %d: got %q, want %q", data, k, got, want)
+		}
+	})
 }
