@@ -131,7 +131,9 @@ func newLogger(c LogConfig, out zapcore.WriteSyncer) (*zap.Logger, error) {
 	ec := zap.NewProductionEncoderConfig()
 	enc := zapcore.NewJSONEncoder(ec)
 	out = zapcore.Lock(out)
-	opts := []zap.Option{zap.AddCaller(), zap.ErrorOutput(out)}
+	// No caller annotation: finding it costs a stack walk per line, and
+	// the messages name what happened.
+	opts := []zap.Option{zap.ErrorOutput(out)}
 	if c.Format == "console" {
 		ec = zap.NewDevelopmentEncoderConfig()
 		ec.EncodeLevel = zapcore.CapitalLevelEncoder
