@@ -28,7 +28,7 @@ ROOT=$(pwd)
 source scripts/peers.sh
 peers_install
 
-N=${BENCH_MESSAGES:-10000}
+N=${BENCH_MESSAGES:-20000}
 C=${BENCH_SESSIONS:-20}
 SIZE=${BENCH_SIZE:-2048}
 PER_CONN=${BENCH_PER_CONN:-10}
