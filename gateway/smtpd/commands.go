@@ -499,6 +499,27 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		src := (*c.rbp)[c.r:c.w]
 		i := 0
 		for i < len(src) && n < len(p) {
+			if d.state == dData {
+				// Within a line only CR and LF matter: copy the run
+				// before the next one at once.
+				run := src[i:min(len(src), i+len(p)-n)]
+				if k := bytes.IndexByte(run, '\r'); k >= 0 {
+					run = run[:k]
+				}
+				if k := bytes.IndexByte(run, '\n'); k >= 0 {
+					run = run[:k]
+				}
+				if d.line+len(run) > max {
+					run = run[:max-d.line] // the byte after fails below
+				}
+				copy(p[n:], run)
+				n += len(run)
+				i += len(run)
+				d.line += len(run)
+				if i == len(src) || n == len(p) {
+					break
+				}
+			}
 			b := src[i]
 			if d.state == dDotCR && b != '\n' {
 				// ".\r" not followed by LF: the dot was stuffing, the
