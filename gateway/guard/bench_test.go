@@ -108,3 +108,40 @@ func idleConnBytes(b *testing.B, n int, withGuard bool) float64 {
 	after := measure()
 	return float64(after-before) / float64(n)
 }
+
+// BenchmarkPregreetReject is one early talker turned away, end to end
+// over loopback: connect, read "220-", talk, read the 521, see the close.
+// The client's work is included (same process); allocs/op is the sum of
+// both sides. Run:
+//
+//	go test ./gateway/guard -run '^$' -bench PregreetReject
+func BenchmarkPregreetReject(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.MaxConnections = 10000
+	cfg.PerIP = Limit{}
+	cfg.PerPrefix.Limit = Limit{}
+	s := startServer(b, cfg, testOpts{listener: ListenerOptions{GreetDelay: 10 * time.Second}})
+	buf := make([]byte, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(buf); err != nil { // 220-
+			b.Fatal(err)
+		}
+		c.Write([]byte("EHLO bot.example\r\n"))
+		for {
+			if _, err := c.Read(buf); err != nil { // 521, then the close
+				break
+			}
+		}
+		c.Close()
+	}
+	b.StopTimer()
+	if got := s.g.Stats().Rejected(ReasonPregreet); got == 0 {
+		b.Fatal("no pregreet rejection counted")
+	}
+}

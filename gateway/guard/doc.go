@@ -37,6 +37,13 @@
 // content is never taken for commands, and stops inspecting after
 // STARTTLS (RFC 3207 §4).
 //
-// Every rejection is counted by reason (Stats, Options.OnReject) and
-// logged once.
+// Every rejection is counted by reason (Stats) and passed to
+// Options.OnReject, and logged in one line, at most Options.LogLimit
+// lines a second for each reason: a flood of bots is counted in full but
+// does not turn into a flood of log writes; the next line let through
+// says how many were not logged.
+//
+// The rejection itself (count, log, reply) allocates nothing: the
+// banner line and the fixed reply lines are built once per Guard, and a
+// log line only when the logger would write it.
 package guard

@@ -30,8 +30,15 @@ type Options struct {
 	// Resolver is used for the DNS lists; required when guard.dnsbl.zones
 	// is not empty.
 	Resolver dnsres.Resolver
-	// Logger gets one line per rejected connection. Default: no logs.
+	// Logger gets one line per rejected connection, at most LogLimit a
+	// second for each reason. Default: no logs.
 	Logger *zap.Logger
+	// LogLimit bounds the log lines for each rejection reason to this
+	// many a second: under a flood the rest are only counted (Stats,
+	// OnReject still see every one), and the next line of that reason
+	// says how many were not logged (field not_logged). Default 10;
+	// negative: every rejection is logged.
+	LogLimit int
 	// Now is the clock of the rate buckets and the caches. Default
 	// time.Now. (Socket deadlines always use the real clock.)
 	Now func() time.Time
@@ -80,6 +87,8 @@ type Guard struct {
 	pass   *lru.Cache[netip.Addr, time.Time]
 	active atomic.Int64
 	stats  Stats
+	rep    *replies
+	logLim logLimiter
 }
 
 // state is a compiled Config, swapped whole by Reload.
@@ -106,7 +115,12 @@ func New(cfg Config, opt Options) (*Guard, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.LogLimit == 0 {
+		opt.LogLimit = defaultLogLimit
+	}
 	g := &Guard{host: opt.Hostname, res: opt.Resolver, log: opt.Logger, now: opt.Now, onRej: opt.OnReject, shared: opt.Shared}
+	g.logLim.rate = opt.LogLimit
+	g.rep = newReplies(opt.Hostname)
 	st, err := g.compile(cfg)
 	if err != nil {
 		return nil, err
@@ -302,15 +316,15 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 func (l *listener) admit(raw net.Conn) {
 	g := l.g
 	admitted := false
-	var release func()
+	var ls *lease
 	defer func() {
 		l.track(raw, false)
 		if !admitted {
-			raw.Close()
-			if release != nil {
-				release()
-			}
+			// Free the places first: once the client sees the close,
+			// they are free (as Conn.Close does).
+			ls.release()
 			g.active.Add(-1)
+			raw.Close()
 		}
 	}()
 	if !l.track(raw, true) {
@@ -343,12 +357,11 @@ func (l *listener) admit(raw net.Conn) {
 	}
 	facts.Allowlisted = st.allow.Contains(ip)
 	if !facts.Allowlisted {
-		rel, reason := g.lim.acquire(ip, &st.cfg)
-		if reason != "" {
+		var reason string
+		if ls, reason = g.lim.acquire(ip, &st.cfg); reason != "" {
 			g.reject(l, raw, facts.Client, reason, g.replyFor(reason, ip), "")
 			return
 		}
-		release = rel
 		if reason := g.sharedRate(l.ctx, ip, &st.cfg); reason != "" {
 			g.reject(l, raw, facts.Client, reason, g.replyFor(reason, ip), "")
 			return
@@ -434,11 +447,9 @@ func (l *listener) admit(raw net.Conn) {
 	if l.opt.ImplicitTLS {
 		c.tr.mode = modePass
 	}
-	rel := release
+	held := ls // a copy the closure can hold by value
 	c.release = func() {
-		if rel != nil {
-			rel()
-		}
+		held.release()
 		g.active.Add(-1)
 	}
 	select {
@@ -478,7 +489,7 @@ func (l *listener) pregreet(raw net.Conn, st *state, facts *ConnFacts, pg *pregr
 		return "", true
 	}
 	raw.SetWriteDeadline(time.Now().Add(replyWriteTimeout))
-	_, err := raw.Write([]byte("220-" + g.host + " ESMTP\r\n"))
+	_, err := raw.Write(g.rep.banner)
 	raw.SetWriteDeadline(time.Time{})
 	if err != nil {
 		return "", false
@@ -584,25 +595,17 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (netip.AddrPort, []byte,
 }
 
 // replyFor returns the reply line sent for a rejection, "" for none.
+// Only the deny list's names the client; the others are built once, in
+// newReplies.
 func (g *Guard) replyFor(reason string, ip netip.Addr) string {
-	switch reason {
-	case ReasonMaxConnections:
-		// RFC 5321 §3.8: 421 and close when the service is not available.
-		return "421 4.7.0 " + g.host + " Too many connections, try again later\r\n"
-	case ReasonPerIPRate, ReasonPerIPConcurrency, ReasonPerPrefixRate, ReasonPerPrefixConcurrency:
-		return "421 4.7.0 " + g.host + " Too many connections from your address, try again later\r\n"
-	case ReasonDenyList:
+	if reason == ReasonDenyList {
 		// RFC 5321 §3.1: 554 in place of the greeting.
 		return "554 5.7.1 " + g.host + " Access denied for [" + ip.String() + "]\r\n"
-	case ReasonPregreet, ReasonHTTP, ReasonProxyUntrusted:
-		// RFC 7504 §3: 521, and the server closes at once.
-		return "521 5.5.1 " + g.host + " Protocol error\r\n"
-	case ReasonTooManyErrors:
-		return "421 4.7.0 " + g.host + " Too many errors, closing connection\r\n"
-	case ReasonCommandLoop:
-		return "421 4.7.0 " + g.host + " Too many commands, closing connection\r\n"
 	}
-	return "" // tls_on_plain, proxy_bad_header: nothing the peer could read
+	if i := reasonIndex(reason); i >= 0 {
+		return g.rep.text[i]
+	}
+	return ""
 }
 
 func (g *Guard) dnsblReply(st *state, ip netip.Addr, zones string) string {
@@ -614,14 +617,24 @@ func (g *Guard) dnsblReply(st *state, ip netip.Addr, zones string) string {
 
 // reject counts, logs and writes the reply (if any). The caller closes.
 func (g *Guard) reject(l *listener, raw net.Conn, client netip.AddrPort, reason, reply, detail string) {
-	g.stats.reject(reason)
-	g.log.Info("connection rejected", zap.String("reason", reason), zap.String("listener", l.opt.Name),
-		zap.String("client", client.String()), zap.String("detail", detail))
+	i := reasonIndex(reason)
+	g.stats.rejectAt(i)
+	// Nothing is built for a line that would not be written.
+	if g.log.Core().Enabled(zap.InfoLevel) {
+		if ok, skipped := g.logLim.allow(i, g.now()); ok {
+			fields := []zap.Field{zap.String("reason", reason), zap.String("listener", l.opt.Name),
+				zap.String("client", client.String()), zap.String("detail", detail)}
+			if skipped > 0 {
+				fields = append(fields, zap.Int("not_logged", skipped))
+			}
+			g.log.Info("connection rejected", fields...)
+		}
+	}
 	if g.onRej != nil {
 		g.onRej(Rejection{Reason: reason, Listener: l.opt.Name, Client: client, Detail: detail})
 	}
 	if reply != "" && !l.opt.ImplicitTLS { // a TLS client could not read it
 		raw.SetWriteDeadline(time.Now().Add(replyWriteTimeout))
-		raw.Write([]byte(reply))
+		raw.Write(g.rep.bytesOf(i, reply))
 	}
 }

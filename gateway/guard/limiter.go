@@ -59,10 +59,39 @@ func prefixOf(ip netip.Addr, cfg *Config) netip.Prefix {
 	return p
 }
 
+// lease is one connection's place in the concurrency counts of its
+// address and network.
+type lease struct {
+	l      *limiter
+	bi, bn *bucket
+	done   bool // guarded by l.mu
+}
+
+// release gives the place back; calls after the first, and calls on a
+// nil lease, do nothing. The buckets may have been evicted meanwhile;
+// decrementing them is harmless then.
+func (s *lease) release() {
+	if s == nil {
+		return
+	}
+	s.l.mu.Lock()
+	defer s.l.mu.Unlock()
+	if s.done {
+		return
+	}
+	s.done = true
+	if s.bi.active > 0 {
+		s.bi.active--
+	}
+	if s.bn.active > 0 {
+		s.bn.active--
+	}
+}
+
 // acquire checks and takes one connection for ip. On success it returns
-// a release func (call it once, when the connection ends); on failure the
+// the lease (release it once, when the connection ends); on failure the
 // rejection reason.
-func (l *limiter) acquire(ip netip.Addr, cfg *Config) (release func(), reason string) {
+func (l *limiter) acquire(ip netip.Addr, cfg *Config) (*lease, string) {
 	now := l.now()
 	ipKey := netip.PrefixFrom(ip, ip.BitLen())
 	netKey := prefixOf(ip, cfg)
@@ -91,21 +120,7 @@ func (l *limiter) acquire(ip netip.Addr, cfg *Config) (release func(), reason st
 	}
 	bi.active++
 	bn.active++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			// The buckets may have been evicted; decrementing them is
-			// harmless then.
-			if bi.active > 0 {
-				bi.active--
-			}
-			if bn.active > 0 {
-				bn.active--
-			}
-			l.mu.Unlock()
-		})
-	}, ""
+	return &lease{l: l, bi: bi, bn: bn}, ""
 }
 
 func (l *limiter) get(c *lru.Cache[netip.Prefix, *bucket], k netip.Prefix, lim Limit, now time.Time) *bucket {

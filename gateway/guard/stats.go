@@ -47,8 +47,9 @@ func reasonIndex(reason string) int {
 	return -1
 }
 
-func (s *Stats) reject(reason string) {
-	if i := reasonIndex(reason); i >= 0 {
+// rejectAt counts a rejection by its index in reasons (-1: none).
+func (s *Stats) rejectAt(i int) {
+	if i >= 0 {
 		s.rejected[i].Add(1)
 	}
 }

@@ -146,11 +146,20 @@ func (t *tracker) data(p []byte) []byte {
 				t.resetLine()
 				return p[i+1:]
 			}
-			t.dstate = dData
-		case dCR:
-			if c == '\n' {
-				t.dstate = dBeginLine
+			// The dot was stuffing; a CR may still start a line end
+			// (as the SMTP loop reads it: package gateway/smtpd).
+			if c == '\r' {
+				t.dstate = dCR
 			} else {
+				t.dstate = dData
+			}
+		case dCR:
+			switch c {
+			case '\n':
+				t.dstate = dBeginLine
+			case '\r':
+				// Still one CR away from a line end.
+			default:
 				t.dstate = dData
 			}
 		case dData:

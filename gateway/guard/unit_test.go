@@ -38,6 +38,14 @@ func TestTracker(t *testing.T) {
 		{name: "data end then commands in one read", maxLoops: 1, steps: []step{
 			{client: "DATA\r\n"}, {server: "354 go\r\n"},
 			{client: "x\r\n.\r\nNOOP\r\nNOOP\r\n"}}, want: evLoop},
+		// The data ends where the SMTP loop ends it: CR CR LF is still a
+		// line end for the dot after it, and so is ".\r\r\n".
+		{name: "CR CR LF then the end", maxLoops: 1, steps: []step{
+			{client: "DATA\r\n"}, {server: "354 go\r\n"},
+			{client: "a\r\r\n.\r\nNOOP\r\nNOOP\r\n"}}, want: evLoop},
+		{name: "dot CR CR LF then the end", maxLoops: 1, steps: []step{
+			{client: "DATA\r\n"}, {server: "354 go\r\n"},
+			{client: ".\r\r\n.\r\nNOOP\r\nNOOP\r\n"}}, want: evLoop},
 		{name: "bare LF dot is not the end", maxLoops: 1, steps: []step{
 			{client: "DATA\r\n"}, {server: "354 go\r\n"},
 			{client: "x\n.\nNOOP\r\nNOOP\r\n"}}},
@@ -175,8 +183,8 @@ func TestLimiterBounded(t *testing.T) {
 		if reason != "" {
 			t.Fatalf("%s: %s", ip, reason)
 		}
-		rel()
-		rel() // twice is harmless
+		rel.release()
+		rel.release() // twice is harmless
 	}
 	if l.ips.Len() > 16 || l.nets.Len() > 16 {
 		t.Errorf("lru sizes %d %d", l.ips.Len(), l.nets.Len())
