@@ -145,11 +145,14 @@ func (e *Engine) Evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 		v.Err = fmt.Errorf("rules: unknown stage %d", int(stage))
 		return v
 	}
-	st := newState(ctx, e, f)
-	var machine vm.VM
-	for _, r := range set.stages[stage] {
-		if done := e.run(&machine, st, r, stage, f, &v); done {
-			return v
+	if rs := set.stages[stage]; len(rs) > 0 {
+		// The rule environment is built only for a stage that has rules.
+		st := newState(ctx, e, f)
+		var machine vm.VM
+		for _, r := range rs {
+			if done := e.run(&machine, st, r, stage, f, &v); done {
+				return v
+			}
 		}
 	}
 	if stage == StageData {
