@@ -2,6 +2,8 @@ package guard
 
 import (
 	"bytes"
+
+	"moat/internal/dataend"
 )
 
 // event is what the tracker found in the client's bytes.
@@ -42,18 +44,6 @@ const (
 	modePass              // after STARTTLS: ciphertext, not inspected
 )
 
-// DATA states, the same as go-smtp's dataReader (and net/textproto's
-// DotReader) so that the tracker ends DATA exactly where the server does:
-// only <CRLF>.<CRLF> ends it (RFC 5321 §4.1.1.4); a bare LF does not
-// start a line.
-const (
-	dBeginLine uint8 = iota
-	dDot
-	dDotCR
-	dCR
-	dData
-)
-
 // tracker follows an SMTP conversation from the bytes of both sides,
 // keeping only a small fixed state: the first bytes of the connection,
 // the first lineKeep bytes of the current command line, the mode, and
@@ -70,7 +60,7 @@ type tracker struct {
 	lines   int
 
 	mode     uint8
-	dstate   uint8
+	dstate   dataend.State
 	bdatLeft int64
 
 	loops   int
@@ -117,62 +107,25 @@ func (t *tracker) client(p []byte) event {
 	return evNone
 }
 
-// data runs the DATA state machine over p and returns what follows the
-// end of the data (if it ended inside p).
+// data follows DATA over p (package internal/dataend, so that the
+// tracker ends DATA exactly where the SMTP loop does) and returns what
+// follows the end of the data (if it ended inside p).
 func (t *tracker) data(p []byte) []byte {
 	for i := 0; i < len(p); i++ {
-		c := p[i]
-		switch t.dstate {
-		case dBeginLine:
-			switch c {
-			case '.':
-				t.dstate = dDot
-			case '\r':
-				t.dstate = dCR
-			default:
-				t.dstate = dData
-			}
-		case dDot:
-			if c == '\r' {
-				t.dstate = dDotCR
-			} else {
-				t.dstate = dData
-			}
-		case dDotCR:
-			if c == '\n' {
-				// End of data: the server answers it (one more reply).
-				t.mode = modeCmd
-				t.pending++
-				t.resetLine()
-				return p[i+1:]
-			}
-			// The dot was stuffing; a CR may still start a line end
-			// (as the SMTP loop reads it: package gateway/smtpd).
-			if c == '\r' {
-				t.dstate = dCR
-			} else {
-				t.dstate = dData
-			}
-		case dCR:
-			switch c {
-			case '\n':
-				t.dstate = dBeginLine
-			case '\r':
-				// Still one CR away from a line end.
-			default:
-				t.dstate = dData
-			}
-		case dData:
-			if c == '\r' {
-				t.dstate = dCR
-				continue
-			}
-			// Skip to the next CR at once.
+		if t.dstate == dataend.Data {
+			// Within a line only a CR changes the state: skip to it.
 			j := bytes.IndexByte(p[i:], '\r')
 			if j < 0 {
 				return nil
 			}
-			i += j - 1
+			i += j
+		}
+		if t.dstate = dataend.Next(t.dstate, p[i]); t.dstate == dataend.End {
+			// End of data: the server answers it (one more reply).
+			t.mode = modeCmd
+			t.pending++
+			t.resetLine()
+			return p[i+1:]
 		}
 	}
 	return nil
@@ -272,7 +225,7 @@ func (t *tracker) endLine() event {
 		// Follow the data at once: a pipelining client (RFC 2920) may send
 		// it before the 354 arrives; leave again if the server refuses.
 		t.mode = modeData
-		t.dstate = dBeginLine
+		t.dstate = dataend.BeginLine
 		t.dataAt = t.pending
 	case isVerb(verb, "BDAT"):
 		// RFC 3030 §2: BDAT <size> [LAST], then exactly size octets.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"moat/internal/dataend"
 )
 
 var (
@@ -443,32 +445,20 @@ func (c *Conn) startTLS(arg string) {
 }
 
 // dataReader reads DATA for the session: it removes the dot-stuffing of
-// RFC 5321 §4.5.2, ends at <CRLF>.<CRLF> and nowhere else (§4.1.1.4),
+// RFC 5321 §4.5.2, ends at <CRLF>.<CRLF> and nowhere else (§4.1.1.4;
+// where exactly: package internal/dataend, which the guard follows too),
 // keeps CR and LF as they came, and fails with smtp.ErrDataTooLarge past
-// the size limit. Its states are those of net/textproto's DotReader
-// without the CRLF to LF rewriting: a bare LF never starts a line; in
-// CR CR LF the second CR starts the line end (go-smtp's copy lost it and
-// waited for more data after "a\r\r\n.\r\n"); ".\rX" at a line start
-// gives "\rX" (go-smtp dropped the CR).
+// the size limit. ".\rX" at a line start gives "\rX".
 type dataReader struct {
 	c     *Conn
-	state uint8
+	state dataend.State
 	left  int64 // octets the message may still have; <0: no limit
 	line  int   // octets in the current line so far
 	err   error // a failure of the connection or the line limit
 }
 
-const (
-	dBeginLine uint8 = iota
-	dDot
-	dDotCR
-	dCR
-	dData
-	dEOF
-)
-
 func (d *dataReader) Read(p []byte) (int, error) {
-	if d.state == dEOF {
+	if d.state == dataend.End {
 		return 0, io.EOF
 	}
 	if d.err != nil {
@@ -483,7 +473,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 	c := d.c
 	max := c.srv.cfg.MaxLineLength + 2
 	n := 0
-	for n < len(p) && d.state != dEOF {
+	for n < len(p) && d.state != dataend.End {
 		if c.rbp == nil || c.r == c.w {
 			if n > 0 {
 				break
@@ -499,7 +489,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		src := (*c.rbp)[c.r:c.w]
 		i := 0
 		for i < len(src) && n < len(p) {
-			if d.state == dData {
+			if d.state == dataend.Data {
 				// Within a line only CR and LF matter: copy the run
 				// before the next one at once.
 				run := src[i:min(len(src), i+len(p)-n)]
@@ -521,12 +511,12 @@ func (d *dataReader) Read(p []byte) (int, error) {
 				}
 			}
 			b := src[i]
-			if d.state == dDotCR && b != '\n' {
+			if d.state == dataend.DotCR && b != '\n' {
 				// ".\r" not followed by LF: the dot was stuffing, the
 				// CR is data; b is looked at again as data.
 				p[n] = '\r'
 				n++
-				d.state = dData
+				d.state = dataend.Data
 				continue
 			}
 			i++
@@ -537,41 +527,13 @@ func (d *dataReader) Read(p []byte) (int, error) {
 				d.err = errTooLongLine
 				return n, d.err
 			}
-			switch d.state {
-			case dBeginLine:
-				switch b {
-				case '.':
-					d.state = dDot
-					continue
-				case '\r':
-					d.state = dCR
-				default:
-					d.state = dData
-				}
-			case dDot:
-				if b == '\r' {
-					d.state = dDotCR
-					continue
-				}
-				d.state = dData
-			case dDotCR: // b is LF: the end of the data
-				d.state = dEOF
-			case dCR:
-				switch b {
-				case '\n':
-					d.state = dBeginLine
-				case '\r':
-					// Still one CR away from a possible line end.
-				default:
-					d.state = dData
-				}
-			case dData:
-				if b == '\r' {
-					d.state = dCR
-				}
-			}
-			if d.state == dEOF {
+			prev := d.state
+			if d.state = dataend.Next(prev, b); d.state == dataend.End {
 				break
+			}
+			if prev == dataend.BeginLine && b == '.' || // the stuffing dot
+				prev == dataend.Dot && b == '\r' { // kept until its LF shows whether it ends the data
+				continue
 			}
 			p[n] = b
 			n++
@@ -581,7 +543,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 	if d.left > 0 {
 		d.left -= int64(n)
 	}
-	if d.state == dEOF && n == 0 {
+	if d.state == dataend.End && n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
@@ -590,7 +552,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 // drain reads to the end of the data.
 func (d *dataReader) drain() {
 	var buf [512]byte
-	for d.state != dEOF && d.err == nil {
+	for d.state != dataend.End && d.err == nil {
 		d.Read(buf[:])
 	}
 }
