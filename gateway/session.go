@@ -88,7 +88,7 @@ func (s *Server) newSession(cfg Listener, c *smtpd.Conn) (smtp.Session, error) {
 		conn.Port = int(ap.Port())
 	}
 	conn.Trusted = inPrefixes(conn.IP, st.TrustedNetworks)
-	if gf, ok := guardFacts(c.Conn()); ok {
+	if gf, ok := guard.FactsOf(c.Conn()); ok {
 		sess.facts.DNSBL = gf.DNSBL
 	}
 	sess.updateTLS()
@@ -266,25 +266,6 @@ func (s *session) postmaster() string {
 		_, h, _ = strings.Cut(h, ".")
 	}
 	return ""
-}
-
-// guardFacts finds the guard's facts below the wrappers of c (the
-// tracking wrapper's NetConn, the metrics wrapper's Unwrap).
-func guardFacts(c net.Conn) (guard.ConnFacts, bool) {
-	for i := 0; i < 8 && c != nil; i++ {
-		if f, ok := c.(guard.FactsConn); ok {
-			return f.GuardFacts(), true
-		}
-		switch u := c.(type) {
-		case interface{ NetConn() net.Conn }:
-			c = u.NetConn()
-		case interface{ Unwrap() net.Conn }:
-			c = u.Unwrap()
-		default:
-			return guard.ConnFacts{}, false
-		}
-	}
-	return guard.ConnFacts{}, false
 }
 
 // isIPLiteralSender accepts user@[192.0.2.1] as a reverse path (RFC 5321

@@ -47,17 +47,20 @@ type FactsConn interface {
 }
 
 // FactsOf returns the guard's facts for c, unwrapping *tls.Conn and any
-// other wrapper that has a NetConn() method.
+// other wrapper that has a NetConn() or an Unwrap() method.
 func FactsOf(c net.Conn) (ConnFacts, bool) {
 	for i := 0; i < 8 && c != nil; i++ {
 		if f, ok := c.(FactsConn); ok {
 			return f.GuardFacts(), true
 		}
-		u, ok := c.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
+		switch u := c.(type) {
+		case interface{ NetConn() net.Conn }:
+			c = u.NetConn()
+		case interface{ Unwrap() net.Conn }:
+			c = u.Unwrap()
+		default:
+			return ConnFacts{}, false
 		}
-		c = u.NetConn()
 	}
 	return ConnFacts{}, false
 }
