@@ -86,7 +86,6 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []*listener
-	conns     map[net.Conn]struct{}
 	closing   bool
 
 	idPrefix string
@@ -127,7 +126,6 @@ func New(opt Options) (*Server, error) {
 	s := &Server{
 		opt:      opt,
 		log:      opt.Logger,
-		conns:    map[net.Conn]struct{}{},
 		idPrefix: base32.StdEncoding.EncodeToString(b[:])[:6],
 	}
 	s.state.Store(opt.State)
@@ -179,7 +177,6 @@ func (s *Server) serve(cfg Listener, ln net.Listener) {
 	if cfg.TLS == "implicit" && s.opt.TLS != nil {
 		ln = tls.NewListener(ln, s.opt.TLS)
 	}
-	ln = trackListener{Listener: ln, s: s}
 	l := &listener{cfg: cfg, ln: ln, smtp: srv, done: make(chan struct{})}
 	s.mu.Lock()
 	s.listeners = append(s.listeners, l)
@@ -232,66 +229,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			err = e
 		}
 	}
-	if ctx.Err() != nil {
-		s.mu.Lock()
-		conns := make([]net.Conn, 0, len(s.conns))
-		for c := range s.conns {
-			conns = append(conns, c)
-		}
-		s.mu.Unlock()
-		for _, c := range conns {
-			abort(c, s.opt.Hostname)
-		}
-	}
 	for _, l := range ls {
 		<-l.done
 	}
 	return err
 }
-
-// abort tells the client we are going away and closes the connection.
-func abort(c net.Conn, hostname string) {
-	c.SetWriteDeadline(time.Now().Add(time.Second))
-	io.WriteString(c, "421 4.3.2 "+hostname+" Service shutting down, closing transmission channel\r\n")
-	c.Close()
-}
-
-// trackListener records every open connection, so Shutdown can reach
-// clients that have not said EHLO yet.
-type trackListener struct {
-	net.Listener
-	s *Server
-}
-
-func (t trackListener) Accept() (net.Conn, error) {
-	c, err := t.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	tc := &trackedConn{Conn: c, s: t.s}
-	t.s.mu.Lock()
-	t.s.conns[tc] = struct{}{}
-	t.s.mu.Unlock()
-	return tc, nil
-}
-
-type trackedConn struct {
-	net.Conn
-	s    *Server
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.s.mu.Lock()
-		delete(c.s.conns, c)
-		c.s.mu.Unlock()
-	})
-	return c.Conn.Close()
-}
-
-// NetConn gives the connection below (the guard's, for its facts).
-func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
 func (s *Server) newConnID() string {
 	return fmt.Sprintf("%s%06X", s.idPrefix, s.idSeq.Add(1))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -186,8 +187,8 @@ func (s *Server) closeListeners() error {
 }
 
 // Shutdown stops accepting and waits until every connection has ended or
-// ctx is done (then it returns ctx's error; the connections go on: the
-// caller decides how to end them).
+// ctx is done; then it tells every client left 421 4.3.2, closes its
+// connection and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.closeListeners()
 	done := make(chan struct{})
@@ -196,8 +197,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	// RFC 5321 §3.8: the server may close with 421 when it must shut
+	// down; it says so to every client still there, said EHLO or not.
+	s.mu.Lock()
+	conns := make([]*Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		io.WriteString(c.nc, "421 4.3.2 "+s.cfg.Hostname+" Service shutting down, closing transmission channel\r\n")
+		c.nc.Close()
+	}
+	return ctx.Err()
 }
 
 // Close stops accepting and closes every connection at once.
