@@ -39,7 +39,7 @@ type ConnFacts struct {
 }
 
 // FactsConn is implemented by the connections the guard admits. Keep a
-// reference to it from the start of the session: after STARTTLS go-smtp
+// reference to it from the start of the session: after STARTTLS smtpd
 // wraps it in a *tls.Conn (FactsOf unwraps that too).
 type FactsConn interface {
 	net.Conn
@@ -113,7 +113,7 @@ func (c *Conn) NetConn() net.Conn { return c.Conn }
 func (c *Conn) Buffered() int { return len(c.pre) }
 
 // Read reads from the client and inspects what it read; on abuse it
-// answers, closes and returns io.EOF so that go-smtp ends quietly.
+// answers, closes and returns io.EOF so that the SMTP loop ends quietly.
 func (c *Conn) Read(p []byte) (int, error) {
 	if c.dead.Load() {
 		return 0, io.EOF

@@ -1,5 +1,5 @@
 // Package guard is moat's connection guard: it stands in front of the
-// SMTP server (go-smtp) as a net.Listener wrapper and admits only the
+// SMTP server (gateway/smtpd) as a net.Listener wrapper and admits only the
 // connections that pass, in the spirit of Postfix's postscreen. In order,
 // for each connection:
 //

@@ -199,7 +199,7 @@ func isToken(b []byte) bool {
 }
 
 // endLine handles a complete command line (RFC 5321 §2.3.8: commands end
-// with CRLF; like go-smtp, a bare LF is accepted as the end).
+// with CRLF; like the SMTP loop, a bare LF is accepted as the end).
 func (t *tracker) endLine() event {
 	ev := evNone
 	if !t.checked {
