@@ -27,6 +27,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -166,9 +167,10 @@ func legitRun(b *testing.B, a *app, dataDir string, clients, n, want int) float6
 // unless $GOGC is set; see the file comment for the phases). Half are slowloris: banner, EHLO, then one byte of a
 // line that never ends every MOAT_BENCH_DRIP_MS (default 5000); they
 // reconnect when closed. Half are pregreet bots: each reads the first
-// banner line, talks 0.8-1.7 s into the 2 s greet delay, is hung up on
-// (521), and dials again after MOAT_BENCH_REDIAL_MS (default 10), so that
-// each keeps a connection open nearly all the time. The bots are spread
+// banner line, talks 0.8-1.7 s into the 2 s greet delay, is refused
+// (521: when the delay ends, guard.pregreet.action being hold), and dials
+// again after MOAT_BENCH_REDIAL_MS (default 10), so that each keeps a
+// connection open nearly all the time. The bots are spread
 // 5 to a /24 and the slowloris 40 to a /24: each stays under the default
 // per-IP and per-prefix limits, so that they are admitted and go through
 // the whole screening rather than being turned away at once.
@@ -189,6 +191,8 @@ func legitRun(b *testing.B, a *app, dataDir string, clients, n, want int) float6
 // moat_cpu_us/abusive_conn is this process's CPU time in an abused phase
 // beyond that of the alone phases around it, for each abusive connection
 // attempt (median), and attacker_cores the child's CPU over its life.
+// MOAT_BENCH_PREGREET_ACTION=drop hangs up on the bots at once instead
+// (guard.pregreet.action), for comparison.
 // MOAT_BENCH_DIR puts the data directory there (e.g. /dev/shm, to take
 // the disk out of the figure); default a temporary directory.
 func BenchmarkLegitThroughputUnderAbuse(b *testing.B) {
@@ -198,6 +202,7 @@ func BenchmarkLegitThroughputUnderAbuse(b *testing.B) {
 		rounds = 1 // the testing package's probe run: it reports nothing
 	}
 	const greetDelay = 2 * time.Second
+	action := cmp.Or(os.Getenv("MOAT_BENCH_PREGREET_ACTION"), guard.PregreetHold)
 	p := abuseParams{
 		Slowloris:  abusers / 2,
 		Bots:       abusers - abusers/2,
@@ -225,7 +230,8 @@ func BenchmarkLegitThroughputUnderAbuse(b *testing.B) {
 	path := writeConfig(b, appConfig{
 		dataDir:  dataDir,
 		listener: "greet_delay: " + greetDelay.String(),
-		extra:    fmt.Sprintf("guard: {allow: [127.0.0.2/32], max_connections: %d}\n", 2*abusers+1000),
+		extra: fmt.Sprintf("guard: {allow: [127.0.0.2/32], max_connections: %d, pregreet: {action: %s}}\n",
+			2*abusers+1000, action),
 	})
 	a, _ := runApp(b, path, zap.NewNop(), nil)
 	p.Addr = a.gw.Addr("mx").String()
@@ -668,7 +674,8 @@ func (ab *abuse) slowloris(ip net.IP) {
 
 // pregreet is a bot that does not wait for the greeting: it reads the
 // first line of the banner, talks 40-85% of the way into the greet delay,
-// reads until the server hangs up, and dials again after Redial (a
+// reads until the server hangs up (at the end of the delay, when the
+// guard holds early talkers), and dials again after Redial (a
 // second after a 421 or a failed dial).
 func (ab *abuse) pregreet(ip net.IP) {
 	defer ab.wg.Done()

@@ -120,6 +120,7 @@ func BenchmarkPregreetReject(b *testing.B) {
 	cfg.MaxConnections = 10000
 	cfg.PerIP = Limit{}
 	cfg.PerPrefix.Limit = Limit{}
+	cfg.Pregreet.Action = PregreetDrop // the refusal's cost, not the hold
 	s := startServer(b, cfg, testOpts{listener: ListenerOptions{GreetDelay: 10 * time.Second}})
 	buf := make([]byte, 256)
 	b.ReportAllocs()

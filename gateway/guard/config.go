@@ -83,7 +83,21 @@ type Pregreet struct {
 	PassTTL time.Duration `mapstructure:"pass_ttl"`
 	// CacheSize bounds the pass cache. Default 100000.
 	CacheSize int `mapstructure:"cache_size"`
+	// Action is what an early talker gets: "hold" (default) keeps it
+	// until the greet delay ends and then answers 521, as postscreen's
+	// enforce and ignore actions keep it to the end of the greet wait;
+	// "drop" answers 521 at once (postscreen's drop). Holding costs a
+	// bot the whole delay for each attempt, so a herd that redials
+	// after each refusal dials less often; a held connection costs the
+	// guard one parked goroutine until the delay ends.
+	Action string `mapstructure:"action"`
 }
+
+// Pregreet actions.
+const (
+	PregreetHold = "hold"
+	PregreetDrop = "drop"
+)
 
 // Tarpit delays each 5xx reply after the first After errors by
 // min((errors-After)·Base, Max). Defaults: after 3, base 1s, max 10s.
@@ -102,7 +116,7 @@ func DefaultConfig() Config {
 		TrackedClients:     65536,
 		ProxyHeaderTimeout: 5 * time.Second,
 		DNSBL:              DNSBL{Config: dnsbl.DefaultConfig(), Threshold: 1, Reply: 550},
-		Pregreet:           Pregreet{PassTTL: 24 * time.Hour, CacheSize: 100000},
+		Pregreet:           Pregreet{PassTTL: 24 * time.Hour, CacheSize: 100000, Action: PregreetHold},
 		MaxErrors:          10,
 		MaxCommandLoops:    50,
 		Tarpit:             Tarpit{After: 3, Base: time.Second, Max: 10 * time.Second},
@@ -168,6 +182,9 @@ func (c Config) Validate() error {
 	}
 	if c.Pregreet.CacheSize < 1 {
 		add("guard.pregreet.cache_size: must be at least 1")
+	}
+	if a := c.Pregreet.Action; a != PregreetHold && a != PregreetDrop {
+		add("guard.pregreet.action: %q is not hold or drop", a)
 	}
 	if c.MaxErrors < 0 {
 		add("guard.max_errors: must not be negative")

@@ -16,9 +16,12 @@
 //  5. DNS block and allow lists (package policy/dnsbl), run in parallel
 //     with
 //  6. the pregreet test: "220-<host> ESMTP" is written, and a client that
-//     talks before the server's final "220 " line is hung up on with 521
-//     (RFC 5321 §4.3.1: the client waits for the greeting; RFC 7504 §3).
-//     Clients that pass are remembered for guard.pregreet.pass_ttl.
+//     talks before the server's final "220 " line is refused with 521
+//     (RFC 5321 §4.3.1: the client waits for the greeting; RFC 7504 §3):
+//     held until the greet delay ends, by default, so that a bot pays the
+//     whole delay for every attempt (guard.pregreet.action: hold), or at
+//     once (drop). Clients that pass are remembered for
+//     guard.pregreet.pass_ttl.
 //
 // With Options.Shared (package policy/cluster, over Redis) the rate
 // buckets of 4 and the pass cache of 6 are shared with the other nodes of

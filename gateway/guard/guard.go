@@ -465,8 +465,9 @@ func (l *listener) admit(raw net.Conn) {
 // §4.2.1 allows a multi-line 220), and wait the greet delay. A client
 // that sends anything before the final "220 " line (written by the SMTP
 // server) is not waiting for replies (RFC 5321 §4.3.1: the client waits
-// for the greeting) and is hung up on. ok is false to stop; reason is ""
-// for a silent stop (the client left).
+// for the greeting) and is refused with 521: at once, or with
+// guard.pregreet.action hold (the default) when the delay ends. ok is
+// false to stop; reason is "" for a silent stop (the client left).
 func (l *listener) pregreet(raw net.Conn, st *state, facts *ConnFacts, pg *pregreetWait, pre []byte) (reason string, ok bool) {
 	g := l.g
 	ip := facts.Client.Addr()
@@ -494,13 +495,20 @@ func (l *listener) pregreet(raw net.Conn, st *state, facts *ConnFacts, pg *pregr
 	if err != nil {
 		return "", false
 	}
-	if len(pre) > 0 {
-		return classifyEarly(pre), false
-	}
+	end := time.Now().Add(l.opt.GreetDelay)
+	early := pre
 	var buf [64]byte
-	n, err := pg.read(buf[:], time.Now().Add(l.opt.GreetDelay))
-	if n > 0 {
-		return classifyEarly(buf[:n]), false
+	if len(early) == 0 {
+		var n int
+		n, err = pg.read(buf[:], end)
+		early = buf[:n]
+	}
+	if len(early) > 0 {
+		reason := classifyEarly(early)
+		if reason == ReasonPregreet && st.cfg.Pregreet.Action == PregreetHold {
+			hold(raw, end)
+		}
+		return reason, false
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -510,6 +518,29 @@ func (l *listener) pregreet(raw net.Conn, st *state, facts *ConnFacts, pg *pregr
 		return "", true
 	}
 	return "", false // the client left, or the listener closed
+}
+
+// holdDrain bounds what a held early talker may send: past it, the hold
+// ends and the client gets its 521 at once.
+const holdDrain = 4096
+
+// hold keeps an early talker until end, the end of the greet delay,
+// reading and discarding what it sends meanwhile (so that the close after
+// the 521 is an orderly one), at most holdDrain bytes. It returns early
+// when the client leaves or the listener closes the connection. HTTP and
+// TLS talkers are not held: they are not mail clients, and are closed on
+// at once.
+func hold(raw net.Conn, end time.Time) {
+	var buf [256]byte
+	raw.SetReadDeadline(end)
+	defer raw.SetReadDeadline(time.Time{})
+	for total := 0; total < holdDrain; {
+		n, err := raw.Read(buf[:])
+		total += n
+		if err != nil {
+			return
+		}
+	}
 }
 
 // classifyEarly names what an early talker sent.

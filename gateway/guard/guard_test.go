@@ -51,6 +51,9 @@ func TestMultiLineBannerAndPassCache(t *testing.T) {
 	}
 }
 
+// TestEarlyTalkers: each is refused in the 30 s greet delay without
+// waiting for it to end (the client gives up after 10 s): the pregreet
+// bot because the action is drop, the others because they are never held.
 func TestEarlyTalkers(t *testing.T) {
 	tests := []struct {
 		name, send, reply, reason string
@@ -62,8 +65,13 @@ func TestEarlyTalkers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := startServer(t, testConfig(), testOpts{listener: ListenerOptions{GreetDelay: 30 * time.Second}})
+			cfg := testConfig()
+			if tt.reason == ReasonPregreet {
+				cfg.Pregreet.Action = PregreetDrop
+			}
+			s := startServer(t, cfg, testOpts{listener: ListenerOptions{GreetDelay: 30 * time.Second}})
 			c := dial(t, s.addr, "127.0.0.3")
+			c.c.SetDeadline(time.Now().Add(10 * time.Second))
 			c.send(tt.send) // before the banner
 			c.expect("220-")
 			if tt.reply != "" {
@@ -75,6 +83,38 @@ func TestEarlyTalkers(t *testing.T) {
 				t.Error("early talker admitted")
 			}
 		})
+	}
+}
+
+// TestPregreetHold: with the default action an early talker keeps its
+// connection, and its reads are drained, until the greet delay ends; only
+// then does it get its 521. One that sends more than holdDrain bytes is
+// refused at once.
+func TestPregreetHold(t *testing.T) {
+	const delay = 700 * time.Millisecond
+	s := startServer(t, testConfig(), testOpts{listener: ListenerOptions{GreetDelay: delay}})
+	start := time.Now()
+	c := dial(t, s.addr, "127.0.0.3")
+	c.send("EHLO spam.test\r\n")
+	c.expect("220-")
+	c.send("MAIL FROM:<a@spam.test>\r\n") // still read and dropped
+	c.expect("521 5.5.1")
+	if held := time.Since(start); held < delay {
+		t.Errorf("521 after %v, before the %v greet delay ended", held, delay)
+	}
+	c.expectClosed()
+	waitFor(t, "count", func() bool { return s.g.Stats().Rejected(ReasonPregreet) == 1 })
+
+	// A flood ends the hold: the client gives up after 10 s, the delay is 30 s.
+	s = startServer(t, testConfig(), testOpts{listener: ListenerOptions{GreetDelay: 30 * time.Second}})
+	c = dial(t, s.addr, "127.0.0.3")
+	c.c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.expect("220-")
+	c.send("EHLO spam.test\r\n" + strings.Repeat("x", 2*holdDrain))
+	c.expect("521 5.5.1")
+	c.expectClosed()
+	if s.g.Stats().Admitted() != 0 {
+		t.Error("early talker admitted")
 	}
 }
 
