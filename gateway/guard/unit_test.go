@@ -148,6 +148,7 @@ func TestValidate(t *testing.T) {
 		{"guard.dnsbl.zones[0].zone", func(c *Config) { c.DNSBL.Zones = []dnsbl.Zone{{}} }},
 		{"guard.dnsbl.reply", func(c *Config) { c.DNSBL.Reply = 554 }},
 		{"guard.pregreet.cache_size", func(c *Config) { c.Pregreet.CacheSize = 0 }},
+		{"guard.pregreet.action", func(c *Config) { c.Pregreet.Action = "enforce" }},
 		{"guard.max_errors", func(c *Config) { c.MaxErrors = -1 }},
 		{"guard.tarpit", func(c *Config) { c.Tarpit.Max = time.Hour }},
 		{"guard.proxy_header_timeout", func(c *Config) { c.ProxyHeaderTimeout = 0 }},
