@@ -30,8 +30,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -87,6 +89,10 @@ func Verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 	return verify(ctx, r, msg, opt.withDefaults())
 }
 
+// readers holds the 4 KiB buffered readers of verify: go-msgauth is done
+// with one when Verify returns.
+var readers = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
+
 func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) policy.DKIM {
 	start := int64(-1)
 	if sk, ok := msg.(io.Seeker); ok {
@@ -94,7 +100,9 @@ func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 			start = at
 		}
 	}
-	br := bufio.NewReader(msg)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(msg)
+	defer func() { br.Reset(nil); readers.Put(br) }()
 	hdr, whole, err := readHeader(br, opt.MaxHeaderBytes)
 	if err != nil {
 		return policy.DKIM{Result: policy.ResultPermError, Signatures: []policy.DKIMSignature{{Result: policy.ResultPermError, Reason: err.Error()}}}
@@ -275,12 +283,11 @@ const maxTags = 64
 // go-msgauth judges the signature itself.
 func signatureTags(hdr []byte) []map[string]string {
 	var out []map[string]string
-	for _, f := range splitFields(hdr) {
-		name, value, ok := strings.Cut(f, ":")
-		if !ok || !strings.EqualFold(strings.TrimRight(name, " \t"), "DKIM-Signature") {
-			continue
+	for f := range fields(hdr) {
+		name, value, ok := bytes.Cut(f, []byte(":"))
+		if ok && bytes.EqualFold(bytes.TrimRight(name, " \t"), []byte("DKIM-Signature")) {
+			out = append(out, ParseTags(string(value)))
 		}
-		out = append(out, ParseTags(value))
 	}
 	return out
 }
@@ -311,26 +318,31 @@ func ParseTags(v string) map[string]string {
 	return m
 }
 
-// splitFields splits a header block into unfolded-but-raw fields.
-func splitFields(hdr []byte) []string {
-	var out []string
-	var cur strings.Builder
-	for _, line := range strings.SplitAfter(string(hdr), "\n") {
-		if line == "" || line == "\r\n" || line == "\n" {
-			break
+// fields yields the fields of a header block, each with its folded
+// continuation lines and line ends as they are, without copying. A
+// continuation line with no field before it starts a field of its own.
+func fields(hdr []byte) iter.Seq[[]byte] {
+	return func(yield func([]byte) bool) {
+		start, i := -1, 0
+		for i < len(hdr) {
+			end := len(hdr)
+			if j := bytes.IndexByte(hdr[i:], '\n'); j >= 0 {
+				end = i + j + 1
+			}
+			line := hdr[i:end]
+			if len(bytes.TrimRight(line, "\r\n")) == 0 {
+				break // the blank line ending the header section
+			}
+			if start < 0 || (line[0] != ' ' && line[0] != '\t') {
+				if start >= 0 && !yield(hdr[start:i]) {
+					return
+				}
+				start = i
+			}
+			i = end
 		}
-		if (line[0] == ' ' || line[0] == '\t') && cur.Len() > 0 {
-			cur.WriteString(line)
-			continue
+		if start >= 0 {
+			yield(hdr[start:i])
 		}
-		if cur.Len() > 0 {
-			out = append(out, cur.String())
-			cur.Reset()
-		}
-		cur.WriteString(line)
 	}
-	if cur.Len() > 0 {
-		out = append(out, cur.String())
-	}
-	return out
 }
