@@ -388,11 +388,23 @@ func (m *Metrics) RuleHit(rule, action string, dryRun bool) {
 // RuleObserver returns the rules.Observer for rules.EngineOptions.Observer:
 // it times each rule and counts its run-time errors.
 func (m *Metrics) RuleObserver() rules.Observer {
+	// Each rule's histogram, looked up once rather than by label values
+	// for every rule of every message; at most maxLabelValues entries.
+	var (
+		hists sync.Map // rule name → prometheus.Observer
+		n     atomic.Int64
+	)
 	return rules.ObserverFunc(func(s rules.RuleStat) {
-		name := m.ruleNames.value(s.Rule)
-		m.ruleDuration.WithLabelValues(name).Observe(s.Duration.Seconds())
+		h, ok := hists.Load(s.Rule)
+		if !ok {
+			h = m.ruleDuration.WithLabelValues(m.ruleNames.value(s.Rule))
+			if n.Add(1) <= maxLabelValues {
+				hists.Store(s.Rule, h)
+			}
+		}
+		h.(prometheus.Observer).Observe(s.Duration.Seconds())
 		if s.Err != nil {
-			m.ruleErrors.WithLabelValues(name).Inc()
+			m.ruleErrors.WithLabelValues(m.ruleNames.value(s.Rule)).Inc()
 		}
 	})
 }

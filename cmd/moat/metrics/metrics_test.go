@@ -43,7 +43,9 @@ func TestHooksMoveCounters(t *testing.T) {
 	m.VerdictFrom(VerdictAccepted, "", "198.51.100.8")
 	m.Verdict("weird", "")
 	m.RuleHits([]rules.Hit{{Rule: "bulk", Action: rules.Reject, DryRun: true}, {Rule: "bulk", Action: rules.Reject, DryRun: true}})
-	m.RuleObserver().ObserveRule(rules.RuleStat{Rule: "bulk", Duration: time.Millisecond, Err: errors.New("x")})
+	obs := m.RuleObserver()
+	obs.ObserveRule(rules.RuleStat{Rule: "bulk", Duration: time.Millisecond, Err: errors.New("x")})
+	obs.ObserveRule(rules.RuleStat{Rule: "bulk", Duration: time.Millisecond}) // its cached histogram
 	m.Check("spf", 3*time.Millisecond)
 	m.Check("nonsense", time.Millisecond)
 	m.DNSObserve("TXT", "noerror", 2*time.Millisecond)
@@ -82,6 +84,9 @@ func TestHooksMoveCounters(t *testing.T) {
 		if n, err := testutil.GatherAndCount(m.Registry(), name); err != nil || n == 0 {
 			t.Errorf("%s: %d series, %v", name, n, err)
 		}
+	}
+	if n := histCount(t, m, "moat_rule_evaluation_seconds"); n != 2 {
+		t.Errorf("rule evaluations observed = %d, want 2", n)
 	}
 	if n, _ := testutil.GatherAndCount(m.Registry(), "moat_check_duration_seconds"); n != 2 {
 		t.Errorf("check series = %d, want 2 (spf, other)", n)
@@ -377,4 +382,21 @@ func TestRedisState(t *testing.T) {
 	if d, u := testutil.ToFloat64(m.redisChanges.WithLabelValues("down")), testutil.ToFloat64(m.redisChanges.WithLabelValues("up")); d != 2 || u != 1 {
 		t.Errorf("changes down %v up %v", d, u)
 	}
+}
+
+// histCount is the sample count summed over the series of a histogram.
+func histCount(t *testing.T, m *Metrics, name string) (n uint64) {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, s := range mf.GetMetric() {
+				n += s.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	return n
 }
