@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -357,8 +358,13 @@ func (s *session) Data(r io.Reader) error {
 	}
 	start := s.srv.opt.Now()
 	er := newEOLReader(r, s.srv.opt.SMTP.BareLineEndings == "normalize")
-	var body bytes.Buffer
-	body.Grow(bodyHint(s.env.size, s.srv.opt.SMTP.MaxMessageSize))
+	body := getBody(bodyHint(s.env.size, s.srv.opt.SMTP.MaxMessageSize))
+	defer func() {
+		// Nothing keeps the message past its DATA (the spool has its own
+		// copy), and the next transaction's rules must not see it.
+		s.facts.Message = nil
+		putBody(body)
+	}()
 	if _, err := body.ReadFrom(er); err != nil {
 		var se *smtp.SMTPError
 		switch {
@@ -482,6 +488,29 @@ func bodyHint(declared, max int64) int {
 	}
 	// ReadFrom wants 512 bytes free before each read (bytes.MinRead).
 	return int(min(declared, max) + 512)
+}
+
+// bodies recycles the buffers messages are read into, up to
+// maxPooledBody: most mail is small, and a new buffer for each message was
+// a fifth of the gateway's allocation under load.
+var bodies sync.Pool
+
+const maxPooledBody = 64 << 10
+
+func getBody(hint int) *bytes.Buffer {
+	b, _ := bodies.Get().(*bytes.Buffer)
+	if b == nil {
+		b = new(bytes.Buffer)
+	}
+	b.Reset()
+	b.Grow(hint)
+	return b
+}
+
+func putBody(b *bytes.Buffer) {
+	if b.Cap() <= maxPooledBody {
+		bodies.Put(b)
+	}
 }
 
 // queued is the 250 after DATA. It travels as an *smtp.SMTPError
