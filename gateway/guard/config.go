@@ -50,6 +50,14 @@ type Config struct {
 	// and EHLO commands. Default 50.
 	MaxCommandLoops int    `mapstructure:"max_command_loops"`
 	Tarpit          Tarpit `mapstructure:"tarpit"`
+
+	// LogLimit bounds the program log's "connection rejected" lines to
+	// this many a second for each reason: under a flood the rest are only
+	// counted (Stats and Options.OnReject, hence the metrics and the mail
+	// log, still see every one), and the next line of that reason says
+	// how many were not logged (field not_logged). 0 logs every
+	// rejection. Default 10.
+	LogLimit int `mapstructure:"log_limit"`
 }
 
 // Limit is a token bucket (RatePerMinute, Burst) plus a concurrency cap.
@@ -119,6 +127,7 @@ func DefaultConfig() Config {
 		Pregreet:           Pregreet{PassTTL: 24 * time.Hour, CacheSize: 100000, Action: PregreetHold},
 		MaxErrors:          10,
 		MaxCommandLoops:    50,
+		LogLimit:           10,
 		Tarpit:             Tarpit{After: 3, Base: time.Second, Max: 10 * time.Second},
 	}
 }
@@ -182,6 +191,9 @@ func (c Config) Validate() error {
 	}
 	if c.Pregreet.CacheSize < 1 {
 		add("guard.pregreet.cache_size: must be at least 1")
+	}
+	if c.LogLimit < 0 {
+		add("guard.log_limit: must not be negative")
 	}
 	if a := c.Pregreet.Action; a != PregreetHold && a != PregreetDrop {
 		add("guard.pregreet.action: %q is not hold or drop", a)

@@ -41,7 +41,7 @@
 // STARTTLS (RFC 3207 §4).
 //
 // Every rejection is counted by reason (Stats) and passed to
-// Options.OnReject, and logged in one line, at most Options.LogLimit
+// Options.OnReject, and logged in one line, at most guard.log_limit
 // lines a second for each reason: a flood of bots is counted in full but
 // does not turn into a flood of log writes; the next line let through
 // says how many were not logged.

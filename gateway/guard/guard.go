@@ -30,15 +30,9 @@ type Options struct {
 	// Resolver is used for the DNS lists; required when guard.dnsbl.zones
 	// is not empty.
 	Resolver dnsres.Resolver
-	// Logger gets one line per rejected connection, at most LogLimit a
-	// second for each reason. Default: no logs.
+	// Logger gets one line per rejected connection, at most
+	// guard.log_limit a second for each reason. Default: no logs.
 	Logger *zap.Logger
-	// LogLimit bounds the log lines for each rejection reason to this
-	// many a second: under a flood the rest are only counted (Stats,
-	// OnReject still see every one), and the next line of that reason
-	// says how many were not logged (field not_logged). Default 10;
-	// negative: every rejection is logged.
-	LogLimit int
 	// Now is the clock of the rate buckets and the caches. Default
 	// time.Now. (Socket deadlines always use the real clock.)
 	Now func() time.Time
@@ -115,11 +109,7 @@ func New(cfg Config, opt Options) (*Guard, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	if opt.LogLimit == 0 {
-		opt.LogLimit = defaultLogLimit
-	}
 	g := &Guard{host: opt.Hostname, res: opt.Resolver, log: opt.Logger, now: opt.Now, onRej: opt.OnReject, shared: opt.Shared}
-	g.logLim.rate = opt.LogLimit
 	g.rep = newReplies(opt.Hostname)
 	st, err := g.compile(cfg)
 	if err != nil {
@@ -652,7 +642,7 @@ func (g *Guard) reject(l *listener, raw net.Conn, client netip.AddrPort, reason,
 	g.stats.rejectAt(i)
 	// Nothing is built for a line that would not be written.
 	if g.log.Core().Enabled(zap.InfoLevel) {
-		if ok, skipped := g.logLim.allow(i, g.now()); ok {
+		if ok, skipped := g.logLim.allow(i, g.now(), g.state.Load().cfg.LogLimit); ok {
 			fields := []zap.Field{zap.String("reason", reason), zap.String("listener", l.opt.Name),
 				zap.String("client", client.String()), zap.String("detail", detail)}
 			if skipped > 0 {

@@ -49,17 +49,13 @@ func (r *replies) bytesOf(i int, reply string) []byte {
 	return []byte(reply)
 }
 
-// defaultLogLimit is Options.LogLimit's default.
-const defaultLogLimit = 10
-
 // logLimiter lets through at most rate log lines a second for each
 // rejection reason (fixed one-second windows) and counts the others; a
 // line let through reports how many of its reason were held back since
 // the previous one. rate ≤ 0: no limit.
 type logLimiter struct {
-	rate int
-	mu   sync.Mutex
-	win  [len(reasons)]logWindow
+	mu  sync.Mutex
+	win [len(reasons)]logWindow
 }
 
 type logWindow struct {
@@ -69,10 +65,10 @@ type logWindow struct {
 }
 
 // allow reports whether a line of reason i (an index into reasons; -1 is
-// always let through) may be logged at now, and how many were skipped
-// before it.
-func (l *logLimiter) allow(i int, now time.Time) (ok bool, skipped int) {
-	if l.rate <= 0 || i < 0 {
+// always let through) may be logged at now, at most rate a second (0: no
+// limit), and how many were skipped before it.
+func (l *logLimiter) allow(i int, now time.Time, rate int) (ok bool, skipped int) {
+	if rate <= 0 || i < 0 {
 		return true, 0
 	}
 	l.mu.Lock()
@@ -81,7 +77,7 @@ func (l *logLimiter) allow(i int, now time.Time) (ok bool, skipped int) {
 	if d := now.Sub(w.start); d >= time.Second || d < 0 {
 		w.start, w.n = now, 0
 	}
-	if w.n >= l.rate {
+	if w.n >= rate {
 		w.skipped++
 		return false, 0
 	}

@@ -61,7 +61,7 @@ func TestLogLimiter(t *testing.T) {
 		rate  int
 		steps []step
 	}{
-		{"no limit", -1, []step{{0, 0, true, 0}, {0, 0, true, 0}, {0, 0, true, 0}}},
+		{"no limit", 0, []step{{0, 0, true, 0}, {0, 0, true, 0}, {0, 0, true, 0}}},
 		{"unknown reason always", 1, []step{{0, -1, true, 0}, {0, -1, true, 0}}},
 		{"two a second", 2, []step{
 			{0, 0, true, 0}, {10 * time.Millisecond, 0, true, 0},
@@ -74,9 +74,9 @@ func TestLogLimiter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := logLimiter{rate: tt.rate}
+			var l logLimiter
 			for i, s := range tt.steps {
-				ok, skipped := l.allow(s.reason, t0.Add(s.at))
+				ok, skipped := l.allow(s.reason, t0.Add(s.at), tt.rate)
 				if ok != s.ok || skipped != s.skipped {
 					t.Errorf("step %d: allow = %v, %d; want %v, %d", i, ok, skipped, s.ok, s.skipped)
 				}
@@ -95,8 +95,10 @@ func TestRejectLogLimit(t *testing.T) {
 	now := time.Unix(1000, 0)
 	core, logs := observer.New(zapcore.InfoLevel)
 	var seen int
-	g, err := New(testConfig(), Options{
-		Hostname: testHost, Logger: zap.New(core), LogLimit: 3,
+	cfg := testConfig()
+	cfg.LogLimit = 3
+	g, err := New(cfg, Options{
+		Hostname: testHost, Logger: zap.New(core),
 		Now: func() time.Time { return now }, OnReject: func(Rejection) { seen++ },
 	})
 	if err != nil {

@@ -149,6 +149,7 @@ func TestValidate(t *testing.T) {
 		{"guard.dnsbl.reply", func(c *Config) { c.DNSBL.Reply = 554 }},
 		{"guard.pregreet.cache_size", func(c *Config) { c.Pregreet.CacheSize = 0 }},
 		{"guard.pregreet.action", func(c *Config) { c.Pregreet.Action = "enforce" }},
+		{"guard.log_limit", func(c *Config) { c.LogLimit = -1 }},
 		{"guard.max_errors", func(c *Config) { c.MaxErrors = -1 }},
 		{"guard.tarpit", func(c *Config) { c.Tarpit.Max = time.Hour }},
 		{"guard.proxy_header_timeout", func(c *Config) { c.ProxyHeaderTimeout = 0 }},
