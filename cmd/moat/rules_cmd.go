@@ -16,12 +16,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"moat/gateway"
+	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/mailbox"
 	"moat/policy"
 	"moat/policy/content"
 	"moat/policy/dkim"
 	"moat/policy/dmarc"
+	"moat/policy/dnsbl"
 	"moat/policy/iprev"
 	"moat/policy/spf"
 	"moat/relay/route"
@@ -100,7 +102,9 @@ func rulesTestCommand() *cobra.Command {
 		Use:   "test --eml FILE --ip IP --helo NAME --from ADDR --to ADDR [--to ADDR...]",
 		Short: "Run a message through the checks and the rules offline and show each stage",
 		Long: `Run one message through what moat serve would do with it, offline: the
-relay and recipient checks, the sender authentication checks (iprev, SPF,
+guard's deny list and DNS lists (skipped for allow-listed and trusted
+clients; a refusal at connect ends the test, a lower score is the dnsbl
+fact of the rules), the relay and recipient checks, the sender authentication checks (iprev, SPF,
 DKIM, DMARC) as configured in auth, and the rules of every stage (connect,
 helo, mail, rcpt once per recipient, data). It prints the facts the checks
 found, each rule that matched (with dry runs), the score and the verdict.
@@ -141,20 +145,23 @@ zone file (RFC 1035 master file syntax) served from memory, e.g.:
 
 // testReport is what `moat rules test` found; printed as text or JSON.
 type testReport struct {
-	Client     string         `json:"client"`
-	Trusted    bool           `json:"trusted"`
-	AuthUser   string         `json:"auth_user,omitempty"`
-	Inbound    bool           `json:"inbound_checks"`
-	IPRev      *policy.IPRev  `json:"iprev,omitempty"`
-	SPF        *policy.SPF    `json:"spf,omitempty"`
-	DKIM       *policy.DKIM   `json:"dkim,omitempty"`
-	DMARC      *policy.DMARC  `json:"dmarc,omitempty"`
-	Recipients []testRcpt     `json:"recipients"`
-	Stages     []testStage    `json:"stages"`
-	Hits       []testHit      `json:"hits"`
-	Score      float64        `json:"score"`
-	Verdict    map[string]any `json:"verdict"`
-	Headers    []rules.Header `json:"headers,omitempty"`
+	Client      string         `json:"client"`
+	Trusted     bool           `json:"trusted"`
+	AuthUser    string         `json:"auth_user,omitempty"`
+	Inbound     bool           `json:"inbound_checks"`
+	Guard       string         `json:"guard,omitempty"` // "refused": at connect, before any check
+	DNSBL       *policy.DNSBL  `json:"dnsbl,omitempty"`
+	DNSBLFailed []string       `json:"dnsbl_failed,omitempty"`
+	IPRev       *policy.IPRev  `json:"iprev,omitempty"`
+	SPF         *policy.SPF    `json:"spf,omitempty"`
+	DKIM        *policy.DKIM   `json:"dkim,omitempty"`
+	DMARC       *policy.DMARC  `json:"dmarc,omitempty"`
+	Recipients  []testRcpt     `json:"recipients"`
+	Stages      []testStage    `json:"stages"`
+	Hits        []testHit      `json:"hits"`
+	Score       float64        `json:"score"`
+	Verdict     map[string]any `json:"verdict"`
+	Headers     []rules.Header `json:"headers,omitempty"`
 }
 
 type testRcpt struct {
@@ -178,6 +185,51 @@ type testHit struct {
 	DryRun bool           `json:"dry_run,omitempty"`
 	Note   string         `json:"note,omitempty"`
 	Facts  map[string]any `json:"facts,omitempty"`
+}
+
+// guardTest runs the guard's lists for `moat rules test`: the deny list,
+// then, for a client not on the allow list (trusted_networks included),
+// the DNS lists, whose result is also the dnsbl fact of the rules. It
+// reports whether the guard refuses the client at connect, with
+// rep.Verdict set.
+func guardTest(ctx context.Context, cfg *Config, res dnsres.Resolver, ip netip.Addr, f *rules.Facts, rep *testReport) (bool, error) {
+	g := guardConfig(cfg)
+	allow, deny, err := g.Listed(ip)
+	if err != nil {
+		return false, err
+	}
+	if deny {
+		rep.Guard = "refused"
+		rep.Verdict = map[string]any{"action": "reject", "rule": "guard:" + guard.ReasonDenyList, "reply": "554 5.7.1 Access denied (guard.deny, at connect)"}
+		return true, nil
+	}
+	if allow || len(g.DNSBL.Zones) == 0 {
+		return false, nil
+	}
+	lists, err := dnsbl.New(g.DNSBL.Config, res, dnsbl.Options{})
+	if err != nil {
+		return false, err
+	}
+	r := lists.Check(ctx, ip)
+	f.DNSBL = r.DNSBL
+	rep.DNSBL, rep.DNSBLFailed = &f.DNSBL, r.FailedZones()
+	if r.Score < g.DNSBL.Threshold {
+		return false, nil
+	}
+	reply := "550 5.7.1"
+	if g.DNSBL.Reply == 421 {
+		reply = "421 4.7.1"
+	}
+	var zones []string
+	for _, h := range r.Hits {
+		if !h.Allowed {
+			zones = append(zones, h.Zone)
+		}
+	}
+	rep.Guard = "refused"
+	rep.Verdict = map[string]any{"action": "reject", "rule": "guard:" + guard.ReasonDNSBL,
+		"reply": fmt.Sprintf("%s blocked using %s (score %g ≥ guard.dnsbl.threshold %g, at connect)", reply, strings.Join(zones, ","), r.Score, g.DNSBL.Threshold)}
+	return true, nil
 }
 
 // maxTestMessage bounds the --eml read when the config sets no limit.
@@ -238,6 +290,13 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 		}
 	}
 	rep := &testReport{Client: ip.String(), Trusted: f.Conn.Trusted, AuthUser: in.authUser}
+	// The guard comes first (gateway/guard): its deny list and DNS lists
+	// refuse a client at connect, before any check or rule.
+	if refused, err := guardTest(ctx, cfg, res, ip, &f, rep); err != nil {
+		return err
+	} else if refused {
+		return printTestReport(w, rep, in.asJSON)
+	}
 	may := f.Conn.Trusted || in.authUser != ""
 	// gateway session.inbound(): checks run when auth is enabled, for
 	// clients that are neither trusted nor authenticated.
@@ -359,7 +418,19 @@ func printTestReport(w io.Writer, r *testReport, asJSON bool) error {
 		who = "in trusted_networks"
 	}
 	fmt.Fprintf(w, "client      %s (%s)\n", r.Client, who)
-	if !r.Inbound {
+	if r.DNSBL != nil {
+		fmt.Fprintf(w, "dnsbl       score %g", r.DNSBL.Score)
+		for _, h := range r.DNSBL.Hits {
+			fmt.Fprintf(w, " %s=%s(%+g)", clean(h.Zone), h.Answer, h.Weight)
+		}
+		if len(r.DNSBLFailed) > 0 {
+			fmt.Fprintf(w, " no answer from %s", strings.Join(r.DNSBLFailed, ","))
+		}
+		fmt.Fprintln(w)
+	}
+	if r.Guard != "" {
+		fmt.Fprintln(w, "checks      not run: the guard refuses the client at connect")
+	} else if !r.Inbound {
 		fmt.Fprintln(w, "checks      skipped (auth.enabled is off, or the client is trusted or authenticated)")
 	} else {
 		fmt.Fprintln(w, "facts:")

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -202,6 +204,70 @@ func TestRulesTest(t *testing.T) {
 	// Bad input is refused clearly.
 	if _, _, err := runRules(append(base, "--ip", "not-an-ip")...); err == nil || !strings.Contains(err.Error(), "--ip") {
 		t.Errorf("bad ip: %v", err)
+	}
+}
+
+// TestRulesTestGuard: the guard's lists run first, as at connect. A
+// denied client and one the DNS lists score at the threshold are refused
+// before any check; below it the score is the rules' dnsbl fact; a
+// trusted client is not looked up.
+func TestRulesTestGuard(t *testing.T) {
+	dir := t.TempDir()
+	zone := writeTestFile(t, dir, "zone.txt", testZone+"7.100.51.198.bl.test. IN A 127.0.0.2\n")
+	rf := writeTestFile(t, dir, "10-rules.yaml", `rules:
+  - name: listed
+    stage: connect
+    when: dnsbl.score > 0
+    action: score
+    score: 2.5
+`)
+	config := func(threshold int) string {
+		return writeTestFile(t, dir, fmt.Sprintf("moat-%d.yaml", threshold), `data_dir: `+dir+`
+domains:
+  local: [example.com]
+mailboxes:
+  users:
+    recipient@example.com: {}
+trusted_networks: [127.0.0.0/8]
+guard:
+  deny: [203.0.113.9]
+  dnsbl: {zones: [{zone: bl.test, weight: 1}], threshold: `+strconv.Itoa(threshold)+`}
+rules:
+  paths: [`+rf+`]
+`)
+	}
+	eml := filepath.Join("testdata", "spamassassin", "gtube.eml")
+	tests := []struct {
+		name      string
+		threshold int
+		ip        string
+		want      []string
+		not       []string
+	}{
+		{"listed at the threshold", 1, "198.51.100.7", []string{"dnsbl       score 1 bl.test=127.0.0.2(+1)", "checks      not run", "verdict     reject  rule guard:dnsbl  reply \"550 5.7.1 blocked using bl.test"}, []string{"stages:", "iprev"}},
+		{"listed below it: a fact", 5, "198.51.100.7", []string{"dnsbl       score 1 bl.test", "connect  listed: score — +2.5", "score       2.5"}, nil},
+		{"not listed", 1, "192.0.2.1", []string{"dnsbl       score 0", "verdict     accept"}, []string{"listed: score"}},
+		{"denied", 1, "203.0.113.9", []string{"checks      not run", "verdict     reject  rule guard:deny_list  reply \"554 5.7.1"}, []string{"dnsbl "}},
+		{"trusted: no lookup", 1, "127.0.0.1", []string{"verdict     accept"}, []string{"dnsbl "}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, err := runRules("test", "--config", config(tc.threshold), "--dns", zone, "--eml", eml, "--helo", "mail.example.com",
+				"--to", "recipient@example.com", "--from", "sender@example.com", "--ip", tc.ip)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(out, w) {
+					t.Errorf("output has %q:\n%s", w, out)
+				}
+			}
+		})
 	}
 }
 

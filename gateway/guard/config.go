@@ -3,6 +3,7 @@ package guard
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"moat/policy/dnsbl"
@@ -211,4 +212,21 @@ func (c Config) Validate() error {
 		add("guard.tarpit: base and max must be within 0 to 1m")
 	}
 	return errors.Join(errs...)
+}
+
+// Listed reports whether ip is on the allow list and on the deny list of
+// c (inline and files), as the guard finds it at connect: deny wins, and
+// an allow-listed client skips the limits, the DNS lists and the pregreet
+// test. For offline tools (moat rules test); the guard itself compiles
+// the lists once per config.
+func (c Config) Listed(ip netip.Addr) (allow, deny bool, err error) {
+	a, err := loadList("guard.allow", c.Allow, c.AllowFiles)
+	if err != nil {
+		return false, false, err
+	}
+	d, err := loadList("guard.deny", c.Deny, c.DenyFiles)
+	if err != nil {
+		return false, false, err
+	}
+	return a.Contains(ip), d.Contains(ip), nil
 }
