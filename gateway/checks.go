@@ -74,18 +74,3 @@ func (c *Checks) mailLog() *maillog.Logger {
 	}
 	return c.MailLog
 }
-
-// verdictName is the label of a decision in logs and metrics.
-func verdictName(a rules.Action) string {
-	switch a {
-	case rules.Reject:
-		return "rejected"
-	case rules.Tempfail, rules.Greylist:
-		return "tempfailed"
-	case rules.Discard:
-		return "discarded"
-	case rules.Quarantine:
-		return "quarantined"
-	}
-	return "accepted"
-}

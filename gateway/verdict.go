@@ -65,7 +65,7 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 	switch v.Action {
 	case rules.Reject, rules.Tempfail, rules.Greylist:
 		if s.checks.Verdict != nil {
-			s.checks.Verdict(verdictName(v.Action), v.Rule, s.facts.Conn.IP.String())
+			s.checks.Verdict(v.Action.Verdict(), v.Rule, s.facts.Conn.IP.String())
 		}
 		s.pendingRule, s.pendingIncident = v.Rule, v.IncidentID
 		fields := append(rules.Explain(v), zap.String("sender", s.env.sender))
@@ -96,7 +96,7 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 		} else if s.env.quarantine != "" {
 			a = rules.Quarantine
 		}
-		s.checks.Verdict(verdictName(a), v.Rule, s.facts.Conn.IP.String())
+		s.checks.Verdict(a.Verdict(), v.Rule, s.facts.Conn.IP.String())
 	}
 	return nil
 }

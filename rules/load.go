@@ -41,6 +41,26 @@ const (
 	Log        Action = "log"        // non-terminal: recorded in Explain
 )
 
+// Verdict names the outcome of a decision with action a, as the logs and
+// the metrics count it: rejected, tempfailed, greylisted, discarded,
+// quarantined, or accepted (accept, continue and the non-terminal
+// actions).
+func (a Action) Verdict() string {
+	switch a {
+	case Reject:
+		return "rejected"
+	case Tempfail:
+		return "tempfailed"
+	case Greylist:
+		return "greylisted"
+	case Discard:
+		return "discarded"
+	case Quarantine:
+		return "quarantined"
+	}
+	return "accepted"
+}
+
 // Terminal reports whether the action ends evaluation.
 func (a Action) Terminal() bool {
 	switch a {

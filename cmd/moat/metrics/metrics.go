@@ -32,7 +32,8 @@ import (
 	"moat/rules"
 )
 
-// Verdicts counted by moat_messages_total and the per-minute chart.
+// Verdicts counted by moat_messages_total and the per-minute chart: the
+// names rules.Action.Verdict gives.
 const (
 	VerdictAccepted    = "accepted"
 	VerdictRejected    = "rejected"
@@ -342,27 +343,6 @@ func (m *Metrics) rejectedClient(client string) {
 	m.mu.Lock()
 	m.topClients.add(client)
 	m.mu.Unlock()
-}
-
-// VerdictFor maps a rules action to the verdict label: accept and continue
-// → accepted, reject → rejected, tempfail → tempfailed, greylist →
-// greylisted, discard → discarded, quarantine → quarantined.
-func VerdictFor(a rules.Action) string {
-	switch a {
-	case rules.Continue, rules.Accept:
-		return VerdictAccepted
-	case rules.Reject:
-		return VerdictRejected
-	case rules.Tempfail:
-		return VerdictTempfailed
-	case rules.Greylist:
-		return VerdictGreylisted
-	case rules.Discard:
-		return VerdictDiscarded
-	case rules.Quarantine:
-		return VerdictQuarantined
-	}
-	return other
 }
 
 // RuleHits counts the rules that matched in one evaluation (pass
