@@ -39,6 +39,7 @@ type appConfig struct {
 	dataDir  string // default t.TempDir()
 	dns      string // DNS server address; default a fresh dnstest server
 	listener string // extra keys of the mx listener, e.g. "greet_delay: 2s"
+	tls      string // the mx listener's tls mode; default none
 	trusted  string // trusted_networks list; default []
 	relay    string // domains.relay map; default {}
 	extra    string // appended top-level keys (routes, queue, guard, ...)
@@ -62,9 +63,12 @@ func writeConfig(t testing.TB, c appConfig) string {
 	if c.relay == "" {
 		c.relay = "{}"
 	}
-	listener := `{name: mx, address: "127.0.0.1:0", mode: mx, tls: none}`
+	if c.tls == "" {
+		c.tls = "none"
+	}
+	listener := `{name: mx, address: "127.0.0.1:0", mode: mx, tls: ` + c.tls + `}`
 	if c.listener != "" {
-		listener = `{name: mx, address: "127.0.0.1:0", mode: mx, tls: none, ` + c.listener + `}`
+		listener = `{name: mx, address: "127.0.0.1:0", mode: mx, tls: ` + c.tls + `, ` + c.listener + `}`
 	}
 	cfg := `
 hostname: mx.example.org

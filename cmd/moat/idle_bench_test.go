@@ -6,6 +6,8 @@ package main
 
 import (
 	"bufio"
+	"cmp"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -22,12 +24,15 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"moat/test/testenv"
 )
 
 // The helper process is told where to connect and how often by these.
 const (
 	idleHelperAddr = "MOAT_IDLE_HELPER_ADDR"
 	idleHelperN    = "MOAT_IDLE_HELPER_CONNS"
+	idleHelperTLS  = "MOAT_IDLE_HELPER_TLS"
 	idleReady      = "moat-idle-ready"
 	idleFailed     = "moat-idle-failed"
 )
@@ -38,7 +43,8 @@ const (
 // divided by the connections; MOAT_BENCH_IDLE of them (default 2000, the
 // issue's figure is 10000), through the whole stack (guard, metrics,
 // gateway). MOAT_BENCH_IDLE_PROFILE=file writes a heap profile while the
-// connections are idle.
+// connections are idle. MOAT_BENCH_IDLE_TLS=1 measures sessions idle
+// after STARTTLS (TLS 1.3, a P-256 certificate) and a second EHLO.
 //
 // The client side runs in a child process (this test binary again, as
 // TestIdleClientHelper), so that the figures are the server's alone and so
@@ -55,9 +61,14 @@ func BenchmarkIdleConnectionsRSS(b *testing.B) {
 		runtime.MemProfileRate = 64 // fine enough to see a few bytes per connection
 	}
 	raiseNoFile(b, uint64(n+1000))
-	path := writeConfig(b, appConfig{
-		extra: fmt.Sprintf("guard: {allow: [127.0.0.0/8], max_connections: %d}\n", 2*n+1000),
-	})
+	c := appConfig{extra: fmt.Sprintf("guard: {allow: [127.0.0.0/8], max_connections: %d}\n", 2*n+1000)}
+	useTLS := os.Getenv("MOAT_BENCH_IDLE_TLS") == "1"
+	if useTLS {
+		cert, key := testenv.SelfSigned(b, b.TempDir(), "mx.example.org")
+		c.tls = "starttls"
+		c.extra += "tls: {cert_file: " + cert + ", key_file: " + key + "}\n"
+	}
+	path := writeConfig(b, c)
 	a, _ := runApp(b, path, zap.NewNop(), nil)
 	addr := a.gw.Addr("mx").String()
 	for i := 0; i < b.N; i++ {
@@ -65,7 +76,7 @@ func BenchmarkIdleConnectionsRSS(b *testing.B) {
 		rss0, heap0, stack0, g0 := vmRSS(b), heapAndStack(), stackInuse(), runtime.NumGoroutine()
 
 		cmd := exec.Command(os.Args[0], "-test.run=^TestIdleClientHelper$")
-		cmd.Env = append(os.Environ(), idleHelperAddr+"="+addr, idleHelperN+"="+strconv.Itoa(n))
+		cmd.Env = append(os.Environ(), idleHelperAddr+"="+addr, idleHelperN+"="+strconv.Itoa(n), idleHelperTLS+"="+strconv.FormatBool(useTLS))
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -147,6 +158,7 @@ func TestIdleClientHelper(t *testing.T) {
 		t.Skip("helper process of BenchmarkIdleConnectionsRSS only")
 	}
 	n, _ := strconv.Atoi(os.Getenv(idleHelperN))
+	useTLS, _ := strconv.ParseBool(os.Getenv(idleHelperTLS))
 	var rl syscall.Rlimit
 	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Cur < rl.Max {
 		rl.Cur = rl.Max
@@ -164,7 +176,7 @@ func TestIdleClientHelper(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := w; j < n; j += workers {
-				c, err := idleOpen(addr)
+				c, err := idleOpen(addr, useTLS)
 				if err != nil {
 					mu.Lock()
 					if first == nil {
@@ -194,27 +206,43 @@ func TestIdleClientHelper(t *testing.T) {
 	}
 }
 
-// idleOpen connects, reads the greeting, says EHLO and reads the reply.
-func idleOpen(addr string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+// idleOpen connects, reads the greeting, says EHLO and reads the reply;
+// with useTLS it then starts TLS and says EHLO again (RFC 3207 §4.2).
+func idleOpen(addr string, useTLS bool) (net.Conn, error) {
+	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	c.SetDeadline(time.Now().Add(30 * time.Second))
+	raw.SetDeadline(time.Now().Add(30 * time.Second))
+	var c net.Conn = raw
 	br := bufio.NewReaderSize(c, 512)
-	if err := idleReply(br, "220"); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("greeting: %w", err)
+	step := func(cmd, code string) error {
+		if cmd != "" {
+			if _, err := io.WriteString(c, cmd+"\r\n"); err != nil {
+				return err
+			}
+		}
+		if err := idleReply(br, code); err != nil {
+			return fmt.Errorf("%s: %w", cmp.Or(cmd, "greeting"), err)
+		}
+		return nil
 	}
-	if _, err := io.WriteString(c, "EHLO idle.example\r\n"); err != nil {
-		c.Close()
+	err = step("", "220")
+	if err == nil {
+		err = step("EHLO idle.example", "250")
+	}
+	if err == nil && useTLS {
+		if err = step("STARTTLS", "220"); err == nil {
+			tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: "mx.example.org"})
+			c, br = tc, bufio.NewReaderSize(tc, 512)
+			err = step("EHLO idle.example", "250")
+		}
+	}
+	if err != nil {
+		raw.Close()
 		return nil, err
 	}
-	if err := idleReply(br, "250"); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("EHLO: %w", err)
-	}
-	c.SetDeadline(time.Time{})
+	raw.SetDeadline(time.Time{})
 	return c, nil
 }
 

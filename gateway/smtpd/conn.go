@@ -212,10 +212,13 @@ func (c *Conn) fill(deadline time.Time) error {
 	if !idle {
 		deadline = time.Now().Add(c.srv.cfg.ReadTimeout)
 	}
-	if idle && c.raw != nil && !chainBuffered(c.nc) {
+	switch {
+	case idle && c.raw != nil && !chainBuffered(c.nc):
 		if err := c.wait(deadline); err != nil {
 			return err
 		}
+	case idle && c.tc != nil && len(c.kpt) == 0 && (c.rbp == nil || c.r == c.w):
+		return c.fillTLS(deadline)
 	}
 	c.takeRead()
 	buf := *c.rbp
@@ -250,6 +253,36 @@ func (c *Conn) wait(deadline time.Time) error {
 	}
 	c.rw.SetReadDeadline(deadline)
 	return waitReadable(c.raw)
+}
+
+// tlsIdleRead is what fillTLS reads before it takes a read buffer.
+const tlsIdleRead = 256
+
+// fillTLS is fill's read of a new command line over TLS, where there is
+// no socket to wait on: crypto/tls may hold decrypted bytes the socket
+// does not show. It gives the read buffer back and reads into a small
+// array on the stack, so that a silent client holds no read buffer;
+// crypto/tls keeps the rest of a record for the next read. Only with
+// nothing unread (no partial line), so that what arrives fits.
+func (c *Conn) fillTLS(deadline time.Time) error {
+	c.releaseRead()
+	if h := c.srv.idleHook; h != nil {
+		h(c)
+	}
+	c.rw.SetReadDeadline(deadline)
+	var small [tlsIdleRead]byte
+	for i := 0; i < 100; i++ {
+		n, err := c.rw.Read(small[:])
+		if n > 0 {
+			c.takeRead()
+			c.w = copy(*c.rbp, small[:n])
+			return nil // an error comes back on the next read
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
 }
 
 // takeRead makes sure a read buffer is held, with any kept bytes in it.

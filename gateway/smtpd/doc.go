@@ -34,8 +34,11 @@
 // written at once so the guard can delay it (its tarpit). A wrapper that
 // reads ahead of the server must say so with a Buffered() int method;
 // over TLS (implicit or after STARTTLS) crypto/tls keeps its own buffers
-// and may hold decrypted bytes, so those connections simply block in Read
-// holding their read buffer.
+// and may hold decrypted bytes the socket does not show, so there is no
+// waiting on the socket: a connection with no partial line reads into a
+// 256-byte array on its stack and takes a read buffer only when bytes
+// come (crypto/tls keeps the rest of a record for the next read). Its
+// goroutine, parked inside crypto/tls, keeps an 8 KiB stack.
 //
 // Every read has a deadline (Config.ReadTimeout), every write too
 // (Config.WriteTimeout); lines are bounded by Config.MaxLineLength, and a

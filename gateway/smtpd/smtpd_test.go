@@ -289,6 +289,20 @@ func TestSTARTTLSAndAUTH(t *testing.T) {
 	}
 	c = &client{t: t, c: tc, br: newReader(tc)}
 	c.expect("NOOP", 250, "")
+	// Idle inside TLS: no read buffer held either (a small read waits).
+	// Every wait from here on is inside TLS, and one follows this NOOP.
+	for len(ts.idle) > 0 {
+		<-ts.idle
+	}
+	c.expect("NOOP", 250, "")
+	select {
+	case st := <-ts.idle:
+		if st.readBuf || st.writeBuf {
+			t.Fatalf("idle inside TLS holds %+v", st)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no idle wait inside TLS: it reads with a buffer held")
+	}
 	text := c.expect("EHLO client.example", 250, "AUTH PLAIN")
 	if strings.Contains(text, "STARTTLS") {
 		t.Errorf("STARTTLS offered inside TLS:\n%s", text)

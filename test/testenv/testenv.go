@@ -165,7 +165,7 @@ func NewMoat(t testing.TB, bin string, o MoatOptions) *Moat {
 	if o.Submission {
 		m.Submission = "127.0.0.1:" + strconv.Itoa(FreePort(t))
 		fmt.Fprintf(&b, "  - {name: submission, address: %q, mode: submission, tls: starttls, require_tls: true}\n", m.Submission)
-		cert, key := selfSigned(t, dir, "moat.test")
+		cert, key := SelfSigned(t, dir, "moat.test")
 		fmt.Fprintf(&b, "tls: {cert_file: %q, key_file: %q}\n", cert, key)
 		m.UsersFile = filepath.Join(dir, "users")
 		if err := os.WriteFile(m.UsersFile, nil, 0o600); err != nil {

@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// selfSigned writes a self-signed certificate for name and its key (PEM)
+// SelfSigned writes a self-signed certificate for name and its key (PEM)
 // into dir and returns their paths.
-func selfSigned(t testing.TB, dir, name string) (cert, key string) {
+func SelfSigned(t testing.TB, dir, name string) (cert, key string) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
