@@ -68,6 +68,24 @@ func (e *eolReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// wholeEOL applies the same policy to a message already whole in memory
+// (BDAT): it is checked in place and copied only to be normalized.
+func wholeEOL(b []byte, normalize bool) ([]byte, error) {
+	var e eolReader
+	if e.check(b) && !e.pendingCR {
+		return b, nil
+	}
+	if !normalize {
+		return nil, errBareEOL
+	}
+	e = eolReader{out: make([]byte, 0, len(b)+len(b)/32+2)}
+	e.fix(b)
+	if e.pendingCR {
+		e.out = append(e.out, '\n')
+	}
+	return e.out, nil
+}
+
 // check reports whether every CR and LF of b (after what came before)
 // is part of a CRLF.
 func (e *eolReader) check(b []byte) bool {

@@ -17,6 +17,7 @@ import (
 // FuzzEOLReader: in reject mode the reader either passes the bytes
 // through unchanged (no bare CR/LF) or fails with errBareEOL; in
 // normalize mode it never fails and its output has only CRLF line ends.
+// wholeEOL (BDAT) gives the same result.
 func FuzzEOLReader(f *testing.F) {
 	for _, s := range []string{"a\r\nb\r\n", "a\nb", "a\rb", "\r", "\n", "\r\r\n", ".\r\n", "x\r\n.\n.\r\n"} {
 		f.Add([]byte(s), false)
@@ -24,6 +25,10 @@ func FuzzEOLReader(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, normalize bool) {
 		out, err := io.ReadAll(newEOLReader(iotest.HalfReader(bytes.NewReader(data)), normalize))
+		// The BDAT path, on the message whole, decides the same.
+		if whole, werr := wholeEOL(bytes.Clone(data), normalize); (werr == nil) != (err == nil) || err == nil && !bytes.Equal(whole, out) {
+			t.Fatalf("whole: %q, %v; streamed: %q, %v", whole, werr, out, err)
+		}
 		if normalize {
 			if err != nil {
 				t.Fatalf("normalize failed: %v", err)

@@ -357,15 +357,23 @@ func (s *session) Data(r io.Reader) error {
 		return s.fail("data", reply.BadSequence)
 	}
 	start := s.srv.opt.Now()
-	er := newEOLReader(r, s.srv.opt.SMTP.BareLineEndings == "normalize")
-	body := getBody(bodyHint(s.env.size, s.srv.opt.SMTP.MaxMessageSize))
-	defer func() {
-		// Nothing keeps the message past its DATA (the spool has its own
-		// copy), and the next transaction's rules must not see it.
-		s.facts.Message = nil
-		putBody(body)
-	}()
-	if _, err := body.ReadFrom(er); err != nil {
+	// Nothing keeps the message past its DATA (the spool has its own
+	// copy), and the next transaction's rules must not see it.
+	defer func() { s.facts.Message = nil }()
+	normalize := s.srv.opt.SMTP.BareLineEndings == "normalize"
+	var raw []byte
+	var err error
+	if whole, ok := r.(interface{ Bytes() []byte }); ok {
+		// BDAT (RFC 3030): smtpd has gathered the chunks; they are
+		// checked where they are rather than copied again.
+		raw, err = wholeEOL(whole.Bytes(), normalize)
+	} else {
+		body := getBody(bodyHint(s.env.size, s.srv.opt.SMTP.MaxMessageSize))
+		defer putBody(body)
+		_, err = body.ReadFrom(newEOLReader(r, normalize))
+		raw = body.Bytes()
+	}
+	if err != nil {
 		var se *smtp.SMTPError
 		switch {
 		case errors.Is(err, errBareEOL):
@@ -377,7 +385,6 @@ func (s *session) Data(r io.Reader) error {
 			return s.fail("data", reply.TempLocal.With(err))
 		}
 	}
-	raw := body.Bytes()
 	if s.checks != nil && s.checks.AuthservID != "" {
 		// RFC 8601 §5: nobody else may speak in our name.
 		raw = stripOwnAuthResults(raw, s.checks.AuthservID)

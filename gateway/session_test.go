@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"net/smtp"
 	"os"
 	"path/filepath"
@@ -199,6 +201,42 @@ func TestBareLineEndings(t *testing.T) {
 	rc.expect("DATA", 354, "")
 	rc.send("Subject: x\r\n\r\na\nb\rc\r\n")
 	rc.expect(".", 250, "")
+	if got := ts.spool.all()[0].data; !has(got, "\r\n\r\na\r\nb\r\nc\r\n") {
+		t.Errorf("not normalized: %q", got)
+	}
+}
+
+// TestBDAT: a message sent in BDAT chunks (RFC 3030) reaches the spool
+// byte for byte, and the line-end policy applies to it as to DATA.
+func TestBDAT(t *testing.T) {
+	bdat := func(ts *testServer, body string) (int, string) {
+		rc := dialRaw(t, ts.addr)
+		rc.expect("EHLO c.example", 250, "CHUNKING")
+		rc.expect("MAIL FROM:<s@far.example>", 250, "")
+		rc.expect("RCPT TO:<alice@example.org>", 250, "")
+		half := len(body) / 2
+		rc.send(fmt.Sprintf("BDAT %d\r\n%s", half, body[:half]))
+		if code, text := rc.reply(); code != 250 {
+			t.Fatalf("first chunk: %q", text)
+		}
+		rc.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(body)-half, body[half:]))
+		return rc.reply()
+	}
+	ts := startServer(t, nil)
+	clean := "Subject: chunks\r\n\r\nline one\r\nline two\r\n"
+	if code, text := bdat(ts, clean); code != 250 {
+		t.Fatalf("clean BDAT: %q", text)
+	}
+	if got := ts.spool.all(); len(got) != 1 || !bytes.HasSuffix(got[0].data, []byte(clean)) {
+		t.Fatalf("spooled %d, want the message whole at the end", len(got))
+	}
+	if code, text := bdat(ts, "Subject: x\r\n\r\na\nb\r\n"); code != 550 || !strings.Contains(text, "5.5.2") {
+		t.Errorf("bare LF in BDAT: %d %q, want 550 5.5.2", code, text)
+	}
+	ts = startServer(t, func(o *Options) { o.SMTP.BareLineEndings = "normalize" })
+	if code, text := bdat(ts, "Subject: x\r\n\r\na\nb\rc\r\n"); code != 250 {
+		t.Fatalf("normalize BDAT: %q", text)
+	}
 	if got := ts.spool.all()[0].data; !has(got, "\r\n\r\na\r\nb\r\nc\r\n") {
 		t.Errorf("not normalized: %q", got)
 	}
