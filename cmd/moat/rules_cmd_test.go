@@ -128,21 +128,28 @@ mail.example.com.         IN A   192.0.2.1
 7.100.51.198.in-addr.arpa. IN PTR dyn.example.net.
 `
 
-func rulesTestSetup(t *testing.T) (cfg, zone string) {
-	t.Helper()
-	dir := t.TempDir()
-	rf := writeTestFile(t, dir, "10-rules.yaml", goodRules)
-	zone = writeTestFile(t, dir, "zone.txt", testZone)
-	cfg = writeTestFile(t, dir, "moat.yaml", `data_dir: `+dir+`
+// rulesTestConfig is the configuration the rules test command runs with:
+// example.com local with one mailbox, loopback trusted, the rule file rf,
+// and extra top-level keys.
+func rulesTestConfig(dir, rf, extra string) string {
+	return `data_dir: ` + dir + `
 domains:
   local: [example.com]
 mailboxes:
   users:
     recipient@example.com: {}
 trusted_networks: [127.0.0.0/8]
-rules:
-  paths: [`+rf+`]
-`)
+` + extra + `rules:
+  paths: [` + rf + `]
+`
+}
+
+func rulesTestSetup(t *testing.T) (cfg, zone string) {
+	t.Helper()
+	dir := t.TempDir()
+	rf := writeTestFile(t, dir, "10-rules.yaml", goodRules)
+	zone = writeTestFile(t, dir, "zone.txt", testZone)
+	cfg = writeTestFile(t, dir, "moat.yaml", rulesTestConfig(dir, rf, ""))
 	return cfg, zone
 }
 
@@ -184,16 +191,7 @@ func TestRulesTest(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, errOut)
 			}
-			for _, w := range tc.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
-			for _, w := range tc.not {
-				if strings.Contains(out, w) {
-					t.Errorf("output has %q:\n%s", w, out)
-				}
-			}
+			checkOutput(t, out, tc.want, tc.not)
 		})
 	}
 	// JSON output carries the same verdict.
@@ -222,19 +220,10 @@ func TestRulesTestGuard(t *testing.T) {
     score: 2.5
 `)
 	config := func(threshold int) string {
-		return writeTestFile(t, dir, fmt.Sprintf("moat-%d.yaml", threshold), `data_dir: `+dir+`
-domains:
-  local: [example.com]
-mailboxes:
-  users:
-    recipient@example.com: {}
-trusted_networks: [127.0.0.0/8]
-guard:
+		return writeTestFile(t, dir, fmt.Sprintf("moat-%d.yaml", threshold), rulesTestConfig(dir, rf, `guard:
   deny: [203.0.113.9]
   dnsbl: {zones: [{zone: bl.test, weight: 1}], threshold: `+strconv.Itoa(threshold)+`}
-rules:
-  paths: [`+rf+`]
-`)
+`))
 	}
 	eml := filepath.Join("testdata", "spamassassin", "gtube.eml")
 	tests := []struct {
@@ -257,17 +246,24 @@ rules:
 			if err != nil {
 				t.Fatalf("%v\n%s", err, errOut)
 			}
-			for _, w := range tc.want {
-				if !strings.Contains(out, w) {
-					t.Errorf("output lacks %q:\n%s", w, out)
-				}
-			}
-			for _, w := range tc.not {
-				if strings.Contains(out, w) {
-					t.Errorf("output has %q:\n%s", w, out)
-				}
-			}
+			checkOutput(t, out, tc.want, tc.not)
 		})
+	}
+}
+
+// checkOutput fails t for each of want that out lacks and each of not
+// that it has.
+func checkOutput(t *testing.T, out string, want, not []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+	for _, w := range not {
+		if strings.Contains(out, w) {
+			t.Errorf("output has %q:\n%s", w, out)
+		}
 	}
 }
 
