@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
 )
 
 // Record kinds.
@@ -35,9 +36,14 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// encodeHeader returns the header and the id+envelope bytes of a record.
-func encodeHeader(kind byte, id string, env []byte, msgLen int64, msgCRC uint32, segSeq uint64, off int64) []byte {
-	b := make([]byte, hdrSize+len(id)+len(env))
+// appendHeader appends the header and the id+envelope bytes of a record
+// to dst.
+func appendHeader(dst []byte, kind byte, id string, env []byte, msgLen int64, msgCRC uint32, segSeq uint64, off int64) []byte {
+	dst = slices.Grow(dst, hdrSize+len(id)+len(env))
+	at := len(dst)
+	dst = dst[:at+hdrSize+len(id)+len(env)]
+	b := dst[at:]
+	clear(b[:hdrSize])
 	binary.LittleEndian.PutUint32(b[0:], recMagic)
 	b[8] = kind
 	b[9] = byte(len(id))
@@ -49,7 +55,7 @@ func encodeHeader(kind byte, id string, env []byte, msgLen int64, msgCRC uint32,
 	copy(b[hdrSize:], id)
 	copy(b[hdrSize+len(id):], env)
 	binary.LittleEndian.PutUint32(b[4:], crc32.Checksum(b[8:], castagnoli))
-	return b
+	return dst
 }
 
 // rec is one decoded record.

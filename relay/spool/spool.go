@@ -149,6 +149,7 @@ type Spool struct {
 
 	// wmu orders appends: the current segment and its size.
 	wmu     sync.Mutex
+	wbuf    []byte // under wmu: the record being written, kept for the next
 	cur     *segment
 	lastSeq uint64 // of the newest segment file
 
@@ -331,28 +332,39 @@ func noSpace(err error) error {
 // beyond memMsgLimit in an unlinked temp file.
 type staged struct {
 	mem  []byte
+	buf  *bytes.Buffer // holds mem; back to stageBufs at close
 	file *os.File
 	n    int64
 	crc  uint32
 }
 
+// stageBufs recycles the buffers of messages staged in memory: once
+// appended, a message is on disk and its buffer free.
+var stageBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 func (m *staged) close() {
 	if m.file != nil {
 		m.file.Close()
 	}
+	if m.buf != nil && m.buf.Cap() <= maxReusedRecord {
+		m.buf.Reset()
+		stageBufs.Put(m.buf)
+	}
+	m.buf, m.mem = nil, nil
 }
 
 // stage takes in the message: in memory up to memMsgLimit, else in a
 // temporary file. sizeHint, when the caller knows the size, saves
 // growing the buffer on the way.
 func (s *Spool) stage(r io.Reader, sizeHint int64) (*staged, error) {
-	m := &staged{}
-	var buf bytes.Buffer
+	buf := stageBufs.Get().(*bytes.Buffer)
+	m := &staged{buf: buf}
 	if sizeHint > 0 && sizeHint <= memMsgLimit {
 		buf.Grow(int(sizeHint) + bytes.MinRead)
 	}
 	n, err := buf.ReadFrom(io.LimitReader(r, memMsgLimit+1))
 	if err != nil {
+		m.close()
 		return nil, err
 	}
 	if n <= memMsgLimit {
@@ -367,7 +379,7 @@ func (s *Spool) stage(r io.Reader, sizeHint int64) (*staged, error) {
 	os.Remove(f.Name())
 	m.file = f
 	h := crc32.New(castagnoli)
-	m.n, err = io.Copy(io.MultiWriter(f, h), io.MultiReader(&buf, r))
+	m.n, err = io.Copy(io.MultiWriter(f, h), io.MultiReader(buf, r))
 	m.crc = h.Sum32()
 	if err != nil {
 		f.Close()
@@ -375,6 +387,9 @@ func (s *Spool) stage(r io.Reader, sizeHint int64) (*staged, error) {
 	}
 	return m, nil
 }
+
+// maxReusedRecord bounds the record buffer kept between appends.
+const maxReusedRecord = 256 << 10
 
 // offWriter writes at a tracked offset of a file.
 type offWriter struct {
@@ -411,7 +426,12 @@ func (s *Spool) append(kind byte, id string, env []byte, msg *staged, refs int, 
 		g = s.cur
 	}
 	start := g.size
-	head := encodeHeader(kind, id, env, msgLen, msgCRC, g.seq, start)
+	rec := appendHeader(s.wbuf[:0], kind, id, env, msgLen, msgCRC, g.seq, start)
+	defer func() {
+		if cap(rec) <= maxReusedRecord {
+			s.wbuf = rec
+		}
+	}()
 	ow := &offWriter{f: g.f, off: start}
 	var w io.Writer = ow
 	if s.wrapWrite != nil {
@@ -420,15 +440,16 @@ func (s *Spool) append(kind byte, id string, env []byte, msg *staged, refs int, 
 	var err error
 	switch {
 	case msg == nil:
-		_, err = w.Write(head)
+		_, err = w.Write(rec)
 	case msg.file != nil:
-		if _, err = w.Write(head); err == nil {
+		if _, err = w.Write(rec); err == nil {
 			_, err = io.Copy(w, io.NewSectionReader(msg.file, 0, msg.n))
 		}
 	default:
 		// One write for a message held in memory: a copy costs less
 		// than a second system call.
-		_, err = w.Write(append(head, msg.mem...))
+		rec = append(rec, msg.mem...)
+		_, err = w.Write(rec)
 	}
 	if err == nil && ow.off != start+total {
 		err = io.ErrShortWrite
