@@ -238,7 +238,7 @@ func (m *Message) HeaderMalformed() bool { return m.headerMalformed }
 // walker carries the budgets of one body walk.
 type walker struct {
 	m     *Message
-	text  strings.Builder
+	text  bytes.Buffer
 	parts int
 }
 
@@ -253,6 +253,9 @@ func (m *Message) walkBody() {
 	if err != nil && !message.IsUnknownCharset(err) {
 		m.bodyMalformed = true
 	}
+	// Room for the text at once: about the size of the body, read into
+	// it directly (no copy of each part first).
+	w.text.Grow(min(len(m.raw)-end, m.opt.MaxText) + bytes.MinRead)
 	w.entity(e, 0, err)
 	m.text = w.text.String()
 }
@@ -318,21 +321,27 @@ func (w *walker) entity(e *message.Entity, depth int, newErr error) {
 	if room <= 0 {
 		return
 	}
-	buf, err := io.ReadAll(io.LimitReader(body, int64(room)))
+	// A newline between parts, taken back if this one adds nothing.
+	mark := w.text.Len()
+	if mark > 0 {
+		w.text.WriteByte('\n')
+		room--
+	}
+	var err error
+	if mediaType == "text/html" {
+		var buf []byte
+		buf, err = io.ReadAll(io.LimitReader(body, int64(room)))
+		s := stripTags(string(buf))
+		w.text.WriteString(s[:min(len(s), room)])
+	} else {
+		_, err = w.text.ReadFrom(io.LimitReader(body, int64(room)))
+	}
 	if err != nil {
 		w.m.bodyMalformed = true
 	}
-	s := string(buf)
-	if mediaType == "text/html" {
-		s = stripTags(s)
+	if mark > 0 && w.text.Len() == mark+1 {
+		w.text.Truncate(mark)
 	}
-	if w.text.Len() > 0 && s != "" {
-		w.text.WriteByte('\n')
-	}
-	if len(s) > w.m.opt.MaxText-w.text.Len() {
-		s = s[:max(0, w.m.opt.MaxText-w.text.Len())]
-	}
-	w.text.WriteString(s)
 }
 
 func (w *walker) attachment(e *message.Entity, mediaType, name string) {

@@ -144,3 +144,26 @@ func FuzzParse(f *testing.F) {
 		_ = m.Malformed()
 	})
 }
+
+// TestTextParts: the text parts are joined by one newline each; a part
+// that adds nothing adds no newline, and MaxText cuts the joined text.
+func TestTextParts(t *testing.T) {
+	part := func(ct, body string) string {
+		return "--b\r\nContent-Type: " + ct + "\r\n\r\n" + body + "\r\n"
+	}
+	raw := "Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
+		part("text/plain", "one") + part("text/plain", "") + part("text/html", "<p>two</p>") + part("text/plain", "three") + "--b--\r\n"
+	m, err := Parse([]byte(raw), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Text(); got != "one\n two \nthree" {
+		t.Errorf("text %q", got)
+	}
+	for max, want := range map[int]string{4: "one", 6: "one\nth", 9: "one\n tw\nt"} {
+		m, _ := Parse([]byte(raw), Options{MaxText: max})
+		if got := m.Text(); got != want {
+			t.Errorf("MaxText %d: text %q, want %q", max, got, want)
+		}
+	}
+}
