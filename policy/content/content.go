@@ -22,6 +22,7 @@ import (
 	"mime"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
@@ -257,7 +258,11 @@ func (m *Message) walkBody() {
 	// it directly (no copy of each part first).
 	w.text.Grow(min(len(m.raw)-end, m.opt.MaxText) + bytes.MinRead)
 	w.entity(e, 0, err)
-	m.text = w.text.String()
+	// The buffer is the walker's and never written again: the string
+	// can share its bytes, as strings.Builder's does.
+	if b := w.text.Bytes(); len(b) > 0 {
+		m.text = unsafe.String(unsafe.SliceData(b), len(b))
+	}
 }
 
 // entity visits one MIME entity; errors mark the message malformed and end
