@@ -24,72 +24,32 @@ import (
 // release and delete open both spools themselves: their lock then proves
 // that no daemon is using them.
 func quarantineCommand() *cobra.Command {
-	var cfgPath, adminAddr string
-	cmd := &cobra.Command{
-		Use:   "quarantine",
-		Short: "List, inspect, release or delete quarantined messages",
-	}
-	cmd.PersistentFlags().StringVar(&cfgPath, "config", "", "configuration file (YAML): admin.address, admin.token_file and data_dir")
-	cmd.PersistentFlags().StringVar(&adminAddr, "admin", "", "admin API address host:port (overrides admin.address)")
-	target := func() (*quarantineTarget, error) {
-		t, err := newQueueTarget(cfgPath, adminAddr)
-		if err != nil {
-			return nil, err
-		}
-		dataDir := filepath.Dir(t.spoolDir)
-		return &quarantineTarget{queueTarget: t, dir: filepath.Join(dataDir, "quarantine")}, nil
-	}
-
+	cmd, target := adminCommand("quarantine", "List, inspect, release or delete quarantined messages",
+		func(cfgPath, adminAddr string) (*quarantineTarget, error) {
+			t, err := newQueueTarget(cfgPath, adminAddr)
+			if err != nil {
+				return nil, err
+			}
+			return &quarantineTarget{queueTarget: t, dir: filepath.Join(filepath.Dir(t.spoolDir), "quarantine")}, nil
+		})
 	var limit int
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List quarantined messages: id, age, sender, recipients, client",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			t, err := target()
-			if err != nil {
-				return err
-			}
+	list := targetCommand("list", "List quarantined messages: id, age, sender, recipients, client", cobra.NoArgs, target,
+		func(cmd *cobra.Command, t *quarantineTarget, _ []string) error {
 			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
-		},
-	}
+		})
 	list.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("at most this many messages (default %d)", admin.DefaultListLimit))
-	show := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one quarantined message's envelope and headers",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := target()
-			if err != nil {
-				return err
-			}
+	show := targetCommand("show ID", "Show one quarantined message's envelope and headers", cobra.ExactArgs(1), target,
+		func(cmd *cobra.Command, t *quarantineTarget, args []string) error {
 			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
-		},
-	}
-	release := &cobra.Command{
-		Use:   "release ID",
-		Short: "Deliver a quarantined message after all: move it into the delivery queue",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := target()
-			if err != nil {
-				return err
-			}
+		})
+	release := targetCommand("release ID", "Deliver a quarantined message after all: move it into the delivery queue", cobra.ExactArgs(1), target,
+		func(cmd *cobra.Command, t *quarantineTarget, args []string) error {
 			return t.release(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
-		},
-	}
-	del := &cobra.Command{
-		Use:   "delete ID",
-		Short: "Delete a quarantined message without notice to anyone",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := target()
-			if err != nil {
-				return err
-			}
+		})
+	del := targetCommand("delete ID", "Delete a quarantined message without notice to anyone", cobra.ExactArgs(1), target,
+		func(cmd *cobra.Command, t *quarantineTarget, args []string) error {
 			return t.delete(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
-		},
-	}
+		})
 	cmd.AddCommand(list, show, release, del)
 	return cmd
 }

@@ -27,77 +27,64 @@ const maxTokenFile = 4096
 // talks to the running daemon's admin API; list and show read the spool
 // directly when the daemon does not answer.
 func queueCommand() *cobra.Command {
-	var cfgPath, adminAddr string
-	cmd := &cobra.Command{
-		Use:   "queue",
-		Short: "Inspect and manage the delivery queue of a running moat",
-	}
-	cmd.PersistentFlags().StringVar(&cfgPath, "config", "", "configuration file (YAML): admin.address, admin.token_file and data_dir")
-	cmd.PersistentFlags().StringVar(&adminAddr, "admin", "", "admin API address host:port (overrides admin.address)")
-	target := func() (*queueTarget, error) { return newQueueTarget(cfgPath, adminAddr) }
-
+	cmd, target := adminCommand("queue", "Inspect and manage the delivery queue of a running moat", newQueueTarget)
 	var limit int
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List queued messages: id, age, state, sender, recipients, last error",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			t, err := target()
-			if err != nil {
-				return err
-			}
+	list := targetCommand("list", "List queued messages: id, age, state, sender, recipients, last error", cobra.NoArgs, target,
+		func(cmd *cobra.Command, t *queueTarget, _ []string) error {
 			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
-		},
-	}
+		})
 	list.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("at most this many messages (default %d)", admin.DefaultListLimit))
-
-	show := &cobra.Command{
-		Use:   "show ID",
-		Short: "Show one message's envelope and headers",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := target()
-			if err != nil {
-				return err
-			}
+	show := targetCommand("show ID", "Show one message's envelope and headers", cobra.ExactArgs(1), target,
+		func(cmd *cobra.Command, t *queueTarget, args []string) error {
 			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
-		},
-	}
-	flush := &cobra.Command{
-		Use:   "flush [ID]",
-		Short: "Attempt delivery now: of one message, or of every message not held",
-		Args:  cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := target()
-			if err != nil {
-				return err
-			}
+		})
+	flush := targetCommand("flush [ID]", "Attempt delivery now: of one message, or of every message not held", cobra.MaximumNArgs(1), target,
+		func(cmd *cobra.Command, t *queueTarget, args []string) error {
 			if len(args) == 0 {
 				return t.flushAll(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
 			return t.op(cmd.Context(), cmd.OutOrStdout(), "flush", args[0])
-		},
-	}
+		})
 	cmd.AddCommand(list, show, flush)
 	for _, op := range []struct{ name, short string }{
 		{"delete", "Remove a message from the queue without notice to anyone"},
 		{"hold", "Stop delivery attempts of a message until release"},
 		{"release", "Resume delivery attempts of a held message, starting now"},
 	} {
-		cmd.AddCommand(&cobra.Command{
-			Use:   op.name + " ID",
-			Short: op.short,
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				t, err := target()
-				if err != nil {
-					return err
-				}
+		cmd.AddCommand(targetCommand(op.name+" ID", op.short, cobra.ExactArgs(1), target,
+			func(cmd *cobra.Command, t *queueTarget, args []string) error {
 				return t.op(cmd.Context(), cmd.OutOrStdout(), op.name, args[0])
-			},
-		})
+			}))
 	}
 	return cmd
+}
+
+// adminCommand is the parent of commands that talk to the daemon's admin
+// API (or read its data directory): it takes --config and --admin, and
+// target builds what its subcommands work on from them.
+func adminCommand[T any](use, short string, newTarget func(cfgPath, adminAddr string) (T, error)) (*cobra.Command, func() (T, error)) {
+	var cfgPath, adminAddr string
+	cmd := &cobra.Command{Use: use, Short: short}
+	cmd.PersistentFlags().StringVar(&cfgPath, "config", "", "configuration file (YAML): admin.address, admin.token_file and data_dir")
+	cmd.PersistentFlags().StringVar(&adminAddr, "admin", "", "admin API address host:port (overrides admin.address)")
+	return cmd, func() (T, error) { return newTarget(cfgPath, adminAddr) }
+}
+
+// targetCommand is a subcommand of an adminCommand: it builds the target
+// and runs fn on it.
+func targetCommand[T any](use, short string, args cobra.PositionalArgs, target func() (T, error), fn func(*cobra.Command, T, []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			t, err := target()
+			if err != nil {
+				return err
+			}
+			return fn(cmd, t, a)
+		},
+	}
 }
 
 // queueTarget is where the queue commands look: the daemon's admin API,
