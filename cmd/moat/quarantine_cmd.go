@@ -93,7 +93,7 @@ func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, l
 		if limit <= 0 {
 			limit = admin.DefaultListLimit
 		}
-		l, err = admin.SummarizeAll(envs, limit, time.Now()), nil
+		l, err = admin.SummarizeAll(envs, limit, time.Now(), "quarantined"), nil
 	}
 	if err != nil {
 		return quarantineError("list", err)

@@ -167,15 +167,7 @@ func (t *queueTarget) list(ctx context.Context, stdout, stderr io.Writer, limit 
 		if limit <= 0 {
 			limit = admin.DefaultListLimit
 		}
-		l, err = &admin.List{Total: len(envs)}, nil
-		now := time.Now()
-		for _, env := range envs {
-			if len(l.Messages) == limit {
-				l.Truncated = true
-				break
-			}
-			l.Messages = append(l.Messages, admin.Summarize(env, now))
-		}
+		l, err = admin.SummarizeAll(envs, limit, time.Now(), ""), nil
 	}
 	if err != nil {
 		return queueError("list", err)

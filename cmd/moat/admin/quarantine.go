@@ -144,22 +144,7 @@ func (s *Server) quarantineList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, SummarizeAll(envs, limit, time.Now()))
-}
-
-// SummarizeAll turns a listing into a List of at most limit entries.
-func SummarizeAll(envs []*spool.Envelope, limit int, now time.Time) *List {
-	out := &List{Total: len(envs), Messages: make([]Message, 0, min(len(envs), limit))}
-	for _, env := range envs {
-		if len(out.Messages) == limit {
-			out.Truncated = true
-			break
-		}
-		m := Summarize(env, now)
-		m.State = "quarantined"
-		out.Messages = append(out.Messages, m)
-	}
-	return out
+	writeJSON(w, SummarizeAll(envs, limit, time.Now(), "quarantined"))
 }
 
 // QuarantineDetail reads one quarantined message's envelope and headers.

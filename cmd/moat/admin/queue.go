@@ -101,6 +101,24 @@ func State(env *spool.Envelope) string {
 	return "queued"
 }
 
+// SummarizeAll turns a listing into a List of at most limit entries; a
+// state other than "" is every message's (the quarantine's).
+func SummarizeAll(envs []*spool.Envelope, limit int, now time.Time, state string) *List {
+	out := &List{Total: len(envs), Messages: make([]Message, 0, min(len(envs), limit))}
+	for _, env := range envs {
+		if len(out.Messages) == limit {
+			out.Truncated = true
+			break
+		}
+		m := Summarize(env, now)
+		if state != "" {
+			m.State = state
+		}
+		out.Messages = append(out.Messages, m)
+	}
+	return out
+}
+
 // Summarize turns an envelope into a list entry as of now.
 func Summarize(env *spool.Envelope, now time.Time) Message {
 	m := Message{
@@ -188,16 +206,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	now := time.Now()
-	out := List{Total: len(envs), Messages: make([]Message, 0, min(len(envs), limit))}
-	for _, env := range envs {
-		if len(out.Messages) == limit {
-			out.Truncated = true
-			break
-		}
-		out.Messages = append(out.Messages, Summarize(env, now))
-	}
-	writeJSON(w, out)
+	writeJSON(w, SummarizeAll(envs, limit, time.Now(), ""))
 }
 
 func (s *Server) show(w http.ResponseWriter, r *http.Request) {
