@@ -98,7 +98,8 @@ type Pregreet struct {
 	// "drop" answers 521 at once (postscreen's drop). Holding costs a
 	// bot the whole delay for each attempt, so a herd that redials
 	// after each refusal dials less often; a held connection costs the
-	// guard one parked goroutine until the delay ends.
+	// guard one parked goroutine until the delay ends, and counts toward
+	// max_connections and the concurrency limits meanwhile.
 	Action string `mapstructure:"action"`
 }
 
