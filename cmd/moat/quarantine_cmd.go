@@ -85,15 +85,9 @@ func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, l
 		if ferr != nil {
 			return ferr
 		}
-		defer sp.Close()
-		envs, lerr := sp.List()
-		if lerr != nil {
-			return lerr
+		if l, err = offlineList(sp, limit, "quarantined"); err != nil {
+			return err
 		}
-		if limit <= 0 {
-			limit = admin.DefaultListLimit
-		}
-		l, err = admin.SummarizeAll(envs, limit, time.Now(), "quarantined"), nil
 	}
 	if err != nil {
 		return quarantineError("list", err)

@@ -150,6 +150,20 @@ func (t *queueTarget) fallback(stderr io.Writer, cause error) (*spool.Spool, err
 	return sp, nil
 }
 
+// offlineList lists a spool the daemon is not there to list, read-only,
+// and closes it; state as for admin.SummarizeAll.
+func offlineList(sp *spool.Spool, limit int, state string) (*admin.List, error) {
+	defer sp.Close()
+	envs, err := sp.List()
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = admin.DefaultListLimit
+	}
+	return admin.SummarizeAll(envs, limit, time.Now(), state), nil
+}
+
 func (t *queueTarget) list(ctx context.Context, stdout, stderr io.Writer, limit int) error {
 	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
 	defer cancel()
@@ -159,15 +173,9 @@ func (t *queueTarget) list(ctx context.Context, stdout, stderr io.Writer, limit 
 		if ferr != nil {
 			return ferr
 		}
-		defer sp.Close()
-		envs, lerr := sp.List()
-		if lerr != nil {
-			return lerr
+		if l, err = offlineList(sp, limit, ""); err != nil {
+			return err
 		}
-		if limit <= 0 {
-			limit = admin.DefaultListLimit
-		}
-		l, err = admin.SummarizeAll(envs, limit, time.Now(), ""), nil
 	}
 	if err != nil {
 		return queueError("list", err)

@@ -131,20 +131,9 @@ func qID(w http.ResponseWriter, r *http.Request) (string, bool) {
 
 // quarantineList serves GET /api/quarantine (?limit=N as for the queue).
 func (s *Server) quarantineList(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.quarantineAPI(w)
-	if !ok {
-		return
+	if q, ok := s.quarantineAPI(w); ok {
+		s.writeList(w, r, q.List, "quarantined")
 	}
-	limit, ok := listLimit(w, r)
-	if !ok {
-		return
-	}
-	envs, err := q.List()
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, SummarizeAll(envs, limit, time.Now(), "quarantined"))
 }
 
 // QuarantineDetail reads one quarantined message's envelope and headers.

@@ -193,20 +193,24 @@ func listLimit(w http.ResponseWriter, r *http.Request) (int, bool) {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.queueAPI(w)
-	if !ok {
-		return
+	if q, ok := s.queueAPI(w); ok {
+		s.writeList(w, r, q.List, "")
 	}
+}
+
+// writeList answers a listing (?limit=N) of what list returns; state as
+// for SummarizeAll.
+func (s *Server) writeList(w http.ResponseWriter, r *http.Request, list func() ([]*spool.Envelope, error), state string) {
 	limit, ok := listLimit(w, r)
 	if !ok {
 		return
 	}
-	envs, err := q.List()
+	envs, err := list()
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, SummarizeAll(envs, limit, time.Now(), ""))
+	writeJSON(w, SummarizeAll(envs, limit, time.Now(), state))
 }
 
 func (s *Server) show(w http.ResponseWriter, r *http.Request) {
