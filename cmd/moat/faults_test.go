@@ -405,10 +405,25 @@ queue: {retry_min: 200ms, retry_max: 1s}
 	}
 
 	fill := fillDisk(t, dataDir)
-	// 64 KB, so that it needs pages the full filesystem no longer has (a
-	// small record may still fit in the last page of a spool file).
-	big := relayMsg(99) + strings.Repeat(strings.Repeat("z", 78)+"\r\n", 800)
-	err := trySend(addr, "sender@far.example", []string{"user@relay.example"}, big)
+	// The spool keeps zeros written ahead of its records (relay/spool,
+	// preallocate): messages of 4 KB fill that reserve, then one needs
+	// pages the full filesystem no longer has.
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(60 * time.Second))
+	c := gosmtp.NewClient(conn)
+	if err = c.Hello("client.far.example"); err != nil {
+		t.Fatal(err)
+	}
+	extra := 0
+	for ; extra < 400 && err == nil; extra++ {
+		msg := relayMsg(100+extra) + strings.Repeat(strings.Repeat("z", 78)+"\r\n", 50)
+		err = c.SendMail("sender@far.example", []string{"user@relay.example"}, strings.NewReader(msg))
+	}
+	c.Close()
+	extra-- // the refused one
 	if code, ec := smtpCode(t, err); code != 452 || ec != "4.3.1" {
 		t.Fatalf("disk full: got %d %s (%v), want 452 4.3.1", code, ec, err)
 	}
@@ -418,11 +433,12 @@ queue: {retry_min: 200ms, retry_max: 1s}
 	if left := dirEntries(t, filepath.Join(dataDir, "spool", "tmp")); len(left) != 0 {
 		t.Errorf("spool/tmp keeps %v after the refused write", left)
 	}
-	// Let a few delivery retries (backend down) meet the full disk: their
-	// envelope updates fail with ENOSPC and must leave the records whole.
+	// Let delivery retries (backend down) meet the full disk: their
+	// envelope updates use up what is left of the reserve, then fail with
+	// ENOSPC, and must leave the records whole.
 	time.Sleep(1500 * time.Millisecond)
-	if n := len(queuedEnvelopes(t, a)); n != before {
-		t.Fatalf("%d messages spooled after the refused one, want %d", n, before)
+	if n := len(queuedEnvelopes(t, a)); n != before+extra {
+		t.Fatalf("%d messages spooled after the refused one, want %d + %d", n, before, extra)
 	}
 
 	if err := os.Remove(fill); err != nil {
@@ -450,7 +466,7 @@ queue: {retry_min: 200ms, retry_max: 1s}
 			t.Errorf("%s changed in the spool", id)
 		}
 	}
-	waitFor(t, "the earlier messages at the backend", func() bool { return sk.count() >= before })
+	waitFor(t, "the earlier messages at the backend", func() bool { return sk.count() >= before+extra })
 	waitSpoolEmpty(t, a2)
 	sk.mu.Lock()
 	defer sk.mu.Unlock()
@@ -463,8 +479,8 @@ queue: {retry_min: 200ms, retry_max: 1s}
 			t.Errorf("message %d not delivered", i)
 		}
 	}
-	if len(sk.msgs) != before {
-		t.Errorf("backend got %d messages, want %d", len(sk.msgs), before)
+	if len(sk.msgs) != before+extra {
+		t.Errorf("backend got %d messages, want %d", len(sk.msgs), before+extra)
 	}
 }
 

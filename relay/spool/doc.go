@@ -57,10 +57,18 @@
 // and returns without waiting; the next batch's sync (at the latest the
 // one at Close) makes it durable.
 //
+// The current segment is kept zero-filled 1 MiB ahead of its last record
+// (written, not fallocated), so that a batch's fdatasync finds its blocks
+// allocated and the file's length already durable: it writes the data and
+// flushes the disk cache, with no journal commit for the growth. On ext4
+// that halves the time and CPU of a sync. A record never starts with a
+// zero byte, so the zeros read as the end of the log.
+//
 // A segment rolls at Options.SegmentSize (64 MiB): the old segment is
-// fdatasynced in full, the new file created and the directory fsynced,
-// once per segment, not per message. So every segment but the last is
-// complete on disk.
+// cut back to its last record and fdatasynced in full, the new file
+// created and the directory fsynced, once per segment, not per message.
+// So every segment but the last is complete on disk. Without room for
+// the zeros ahead (a full disk), the record is appended without them.
 //
 // On a write error (ENOSPC, EDQUOT → ErrNoSpace, RFC 3463 §3.4 "mail
 // system full", 452 4.3.1) the segment is cut back to where the record
@@ -74,15 +82,16 @@
 //
 // At every instant the disk holds: complete, synced segments; the current
 // segment, whose bytes up to the last completed fdatasync are durable and
-// whose tail after it may be any prefix of the records written since (or
-// garbage, on ext4 without a journal); and maybe a new empty segment whose
+// whose tail after it may be any prefix of the records written since,
+// then the zeros written ahead (or garbage, on ext4 without a journal); and maybe a new empty segment whose
 // creation was not yet synced (no record is written into it before its
 // directory fsync). A Put returned nil only after an fdatasync covering
 // its record, so every acknowledged message is in the durable part. Open
 // replays all segments in order: the last valid Put of an id sets its
 // message, later state records replace its envelope, a tombstone removes
 // it. An undecodable tail of the LAST segment is records whose callers
-// never got nil: it is cut off. Undecodable bytes anywhere else
+// never got nil: it is cut off, and so is a tail of zeros in any segment
+// (one whose cut at roll failed). Undecodable bytes anywhere else
 // (corruption, or a segment whose sync failed) make the segment damaged:
 // every record after the damage is found again by magic and full
 // verification, every parseable live message and every tombstone that

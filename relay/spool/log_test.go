@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -605,4 +606,106 @@ func TestReadHandles(t *testing.T) {
 	if got := openDeleted(t, dir); len(got) != 0 {
 		t.Errorf("descriptors on deleted files after the last reader: %v", got)
 	}
+}
+
+// zeroFailWriter fails every write of zeros only (the preallocation),
+// as a disk with no room for more than the record would.
+type zeroFailWriter struct{ w io.Writer }
+
+func (z zeroFailWriter) Write(p []byte) (int, error) {
+	if len(bytes.Trim(p, "\x00")) == 0 {
+		return 0, syscall.ENOSPC
+	}
+	return z.w.Write(p)
+}
+
+// The current segment has zeros written ahead of its last record; a
+// rolled segment is cut back to its records; after a crash the zeros
+// read as the end of the log, in the last segment or (should the cut at
+// roll have failed) in any other, and are cut off: nothing is set aside.
+func TestPreallocate(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentSize: 8 << 10})
+	var bodies []string
+	for i := range 5 {
+		b := fmt.Sprintf("message %d %s", i, strings.Repeat("x", 3000))
+		put(t, s, b)
+		bodies = append(bodies, b)
+	}
+	segs := segFiles(t, dir)
+	if len(segs) < 2 {
+		t.Fatalf("want a rolled segment, have %v", segs)
+	}
+	s.wmu.Lock()
+	size, alloc := s.cur.size, s.cur.alloc
+	s.wmu.Unlock()
+	data, err := os.ReadFile(segs[len(segs)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(data)) != alloc || alloc < size+preallocStep/2 {
+		t.Fatalf("current segment: %d bytes on disk, records %d, alloc %d", len(data), size, alloc)
+	}
+	if len(bytes.Trim(data[size:], "\x00")) != 0 {
+		t.Fatal("the space ahead of the records is not zeros")
+	}
+	for _, p := range segs[:len(segs)-1] {
+		fi, _ := os.Stat(p)
+		if fi.Size() > 8<<10 {
+			t.Errorf("rolled segment %s keeps %d bytes: not cut back to its records", p, fi.Size())
+		}
+	}
+	want := state(t, s)
+	if len(want) != 5 {
+		t.Fatalf("state %v", want)
+	}
+
+	// kill -9: copy the files as they are, the current one with its zeros,
+	// and an older one as if its cut at roll had failed.
+	crash := t.TempDir()
+	os.MkdirAll(filepath.Join(crash, dirQueue), 0o700)
+	for i, p := range segs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			b = append(b, make([]byte, 100000)...)
+		}
+		if err := os.WriteFile(filepath.Join(crash, dirQueue, filepath.Base(p)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	r := open(t, crash, Options{})
+	if got := state(t, r); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after the crash: %v, want %v", got, want)
+	}
+	r.Close()
+	assertEmpty(t, filepath.Join(crash, dirBad))
+	for _, p := range segs {
+		fi, err := os.Stat(filepath.Join(crash, dirQueue, filepath.Base(p)))
+		if err == nil && fi.Size() > 8<<10 {
+			t.Errorf("%s: zeros not cut off at recovery (%d bytes)", p, fi.Size())
+		}
+	}
+
+	// A disk with room for the record but not for the zeros ahead.
+	full := t.TempDir()
+	f := open(t, full, Options{})
+	f.wrapWrite = func(_ string, w io.Writer) io.Writer { return zeroFailWriter{w} }
+	env := put(t, f, bodies[0])
+	f.wmu.Lock()
+	size, alloc = f.cur.size, f.cur.alloc
+	f.wmu.Unlock()
+	if fi, _ := os.Stat(segFiles(t, full)[0]); fi.Size() != size || alloc != size {
+		t.Errorf("without room for zeros: %d bytes on disk, records %d, alloc %d", fi.Size(), size, alloc)
+	}
+	f.wrapWrite = nil
+	f.Close()
+	f = open(t, full, Options{})
+	if got := readAll(t, f, env.ID); got != bodies[0] {
+		t.Errorf("after reopen: %.20q", got)
+	}
+	f.Close()
 }

@@ -100,6 +100,24 @@ func scanSegment(r io.ReaderAt, size int64, seq uint64, apply func(rec)) (end in
 	return off, false, bad
 }
 
+// allZero reports whether r holds only zero bytes in [from, size).
+func allZero(r io.ReaderAt, from, size int64) bool {
+	buf := make([]byte, 64<<10)
+	for o := from; o < size; {
+		n, err := r.ReadAt(buf[:min(int64(len(buf)), size-o)], o)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return false
+			}
+		}
+		if err != nil && n == 0 {
+			return false
+		}
+		o += int64(n)
+	}
+	return true
+}
+
 // resync returns the offset of the next decodable record at or after
 // from, or -1.
 func resync(r io.ReaderAt, from, size int64, seq uint64) int64 {
@@ -168,8 +186,10 @@ func (s *Spool) recover() error {
 		end, torn, bad := scanSegment(f, fi.Size(), seq, func(r rec) { s.replayRecord(g, r) })
 		last := i == len(seqs)-1
 		switch {
-		case torn && last && !bad:
-			// Records past the last sync: none was acknowledged.
+		case torn && !bad && (last || allZero(f, end, fi.Size())):
+			// Records past the last sync (none was acknowledged), or
+			// the zeros written ahead (preallocate) of a segment whose
+			// cut at roll failed.
 			if err := f.Truncate(end); err != nil {
 				return fmt.Errorf("spool: cutting torn tail of %s: %w", g.path, err)
 			}

@@ -80,7 +80,11 @@ const (
 	defCompactAge  = 10 * time.Minute
 	idStripes      = 256
 	memMsgLimit    = 1 << 20 // larger messages are staged in an unlinked temp file
+	preallocStep   = 1 << 20 // zeros written ahead of the end of the current segment
 )
+
+// zeroBlock is what preallocate writes, a block at a time.
+var zeroBlock [64 << 10]byte
 
 // segment is one log file queue/<seq>.seg.
 type segment struct {
@@ -91,6 +95,7 @@ type segment struct {
 	f          *os.File // open for writing while current or being synced
 	fileRefs   int      // holders of f: 1 while current, +1 per sync in flight
 	size       int64    // bytes appended
+	alloc      int64    // file length: size plus zeros written ahead (preallocate)
 	syncFailed bool     // a sync or an undo failed: roll, and fail its waiters
 
 	// Under Spool.mu:
@@ -432,11 +437,15 @@ func (s *Spool) append(kind byte, id string, env []byte, msg *staged, refs int, 
 			s.wbuf = rec
 		}
 	}()
-	ow := &offWriter{f: g.f, off: start}
+	ow := &offWriter{f: g.f}
 	var w io.Writer = ow
 	if s.wrapWrite != nil {
 		w = s.wrapWrite(g.path, ow)
 	}
+	if !s.opt.NoSync && start+total > g.alloc {
+		s.preallocate(g, w, ow, start+total)
+	}
+	ow.off = start
 	var err error
 	switch {
 	case msg == nil:
@@ -458,9 +467,11 @@ func (s *Spool) append(kind byte, id string, env []byte, msg *staged, refs int, 
 		if e := g.f.Truncate(start); e != nil {
 			g.syncFailed = true // never append after an unknown tail
 		}
+		g.alloc = start
 		return nil, 0, nil, noSpace(err)
 	}
 	g.size = start + total
+	g.alloc = max(g.alloc, g.size)
 	if refs > 0 {
 		s.mu.Lock()
 		g.live += refs
@@ -477,6 +488,31 @@ func (s *Spool) append(kind byte, id string, env []byte, msg *staged, refs int, 
 	return g, start + hdrSize + int64(len(id)+len(env)), ch, nil
 }
 
+// preallocate writes zeros from the end of g's file to preallocStep past
+// its records (or to need, for a bigger record), so that the fdatasync of
+// a batch finds its blocks allocated and written and the file's length
+// durable: only the first sync after an extension, once per MiB, commits
+// the growth; the others write the data and flush the disk's cache (about
+// half the time and CPU of a sync after a plain append on ext4). The zeros
+// are no format change: a record never starts with a zero byte, so
+// recovery reads them as the end of the log. On a write error (a full
+// disk) the file is cut back to its records and the record is appended
+// without zeros ahead. Only when syncing (it is for the sync); called with
+// wmu held; ow is w's innermost writer.
+func (s *Spool) preallocate(g *segment, w io.Writer, ow *offWriter, need int64) {
+	end := max(need, g.size+preallocStep)
+	ow.off = g.alloc
+	for ow.off < end {
+		if _, err := w.Write(zeroBlock[:min(int64(len(zeroBlock)), end-ow.off)]); err != nil {
+			if g.f.Truncate(g.size) == nil {
+				g.alloc = g.size
+			}
+			return
+		}
+	}
+	g.alloc = ow.off
+}
+
 // roll makes a new current segment: the old one is synced in full (so a
 // segment other than the last never has a torn tail), the new file is
 // created and its name made durable with a directory fsync, once per
@@ -489,6 +525,11 @@ func (s *Spool) roll() error {
 	// header names another segment).
 	seq := max(s.lastSeq+1, uint64(time.Now().UnixNano()))
 	if old != nil {
+		if old.alloc > old.size && old.f.Truncate(old.size) == nil {
+			// A sealed segment ends with its last record. Should the
+			// cut fail, the zeros stay: recovery reads them as the end.
+			old.alloc = old.size
+		}
 		if !s.opt.NoSync && !old.syncFailed {
 			if err := unix.Fdatasync(int(old.f.Fd())); err != nil {
 				old.syncFailed = true
