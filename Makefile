@@ -31,7 +31,7 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # moat vs a private Postfix vs smtp-sink alone on loopback (scripts/bench.sh:
-# BENCH_MESSAGES, BENCH_SESSIONS, BENCH_SIZE, BENCH_PER_CONN), results in
+# BENCH_MESSAGES, BENCH_SESSIONS, BENCH_SIZE, BENCH_PER_CONN, BENCH_ROUNDS), results in
 # bench/results/; then the Go micro-benchmarks (BENCH_GO=0 skips them).
 bench:
 	bash scripts/bench.sh

@@ -18,8 +18,10 @@
 # Profiling: BENCH_CASES=moat BENCH_MOAT_BIN=/tmp/moat-unstripped
 # BENCH_PERF=/tmp/moat.perf bash scripts/bench.sh, then perf report -i FILE.
 #
-# Writes bench/results/bench.csv, bench/results/bench.svg and prints a
-# Markdown table. Every server listens on 127.0.0.1 only and is stopped on
+# BENCH_ROUNDS (3) rounds of every case, one after the other. Writes
+# bench/results/bench.csv (one line per case and round),
+# bench/results/bench.svg and prints a Markdown table of the medians and
+# the ratios of each round. Every server listens on 127.0.0.1 only and is stopped on
 # exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,10 @@ SIZE=${BENCH_SIZE:-2048}
 PER_CONN=${BENCH_PER_CONN:-10}
 DRAIN_TIMEOUT=${BENCH_DRAIN_TIMEOUT:-240}
 CASES=${BENCH_CASES:-"moat postfix sink"}
+# The machine's speed drifts by tens of percent over minutes: the cases
+# run in rounds (all of them, then all again) and the report takes each
+# ratio within a round and the median over rounds.
+ROUNDS=${BENCH_ROUNDS:-3}
 RESULTS=$ROOT/bench/results
 mkdir -p "$RESULTS"
 
@@ -128,6 +134,7 @@ wait_sink() { # wait_sink COUNT: until smtp-sink has COUNT messages
 
 start_moat() { # -> SERVER_ADDR SERVER_PID
 	local port dir=$W/moat
+	rm -rf "$dir" # each round starts from an empty spool
 	mkdir -p "$dir"
 	port=$(free_port)
 	SERVER_ADDR=127.0.0.1:$port
@@ -163,6 +170,7 @@ EOF
 
 start_postfix() { # -> SERVER_ADDR SERVER_PID (master)
 	local port dir=$W/postfix
+	rm -rf "$dir"
 	mkdir -p "$dir/etc" "$dir/spool" "$dir/data"
 	chown postfix "$dir/data"
 	port=$(free_port)
@@ -215,7 +223,7 @@ anvil     unix - - n - 1 anvil
 scache    unix - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
 EOF
-	PF_DIRS+=("$dir")
+	[ ${#PF_DIRS[@]} -gt 0 ] || PF_DIRS+=("$dir")
 	if ! postfix -c "$dir/etc" start >"$dir/start.log" 2>&1; then
 		cat "$dir/start.log" "$dir/maillog" >&2 2>/dev/null || true
 		return 1
@@ -225,7 +233,7 @@ EOF
 }
 
 CSV=$RESULTS/bench.csv
-echo "case,messages,sessions,size,rate,accept_rate,p50_ms,p99_ms,cpu_per_1000,peak_mb,smtp_source_rate" >"$CSV"
+echo "case,messages,sessions,size,rate,accept_rate,p50_ms,p99_ms,cpu_per_1000,peak_mb,smtp_source_rate,round" >"$CSV"
 jnum() { grep -o "\"$1\":[0-9.e+-]*" | head -1 | cut -d: -f2; }
 
 run_case() { # run_case LABEL
@@ -279,7 +287,7 @@ run_case() { # run_case LABEL
 	wait_sink $((2 * N))
 	echo "   smtp-source accepted: $srate msg/s" >&2
 
-	echo "$label,$N,$C,$SIZE,$rate,$(echo "$out" | jnum rate),$(echo "$out" | jnum p50_ms),$(echo "$out" | jnum p99_ms),$cpu,$peak,$srate" >>"$CSV"
+	echo "$label,$N,$C,$SIZE,$rate,$(echo "$out" | jnum rate),$(echo "$out" | jnum p50_ms),$(echo "$out" | jnum p99_ms),$cpu,$peak,$srate,$ROUND" >>"$CSV"
 
 	case $label in
 	moat)
@@ -296,12 +304,15 @@ run_case() { # run_case LABEL
 }
 
 echo "== machine: $(nproc) cores; $(df -h "$W" | awk 'NR==2{print $1, $2, "size,", $4, "free"}'); $(uname -r)" >&2
-for c in $CASES; do
-	case $c in
-	moat) run_case moat ;;
-	postfix) run_case postfix ;;
-	sink) run_case smtp-sink ;;
-	esac
+for ROUND in $(seq 1 "$ROUNDS"); do
+	echo "== round $ROUND of $ROUNDS" >&2
+	for c in $CASES; do
+		case $c in
+		moat) run_case moat ;;
+		postfix) run_case postfix ;;
+		sink) run_case smtp-sink ;;
+		esac
+	done
 done
 
 "$W/report" -csv "$CSV" -svg "$RESULTS/bench.svg"

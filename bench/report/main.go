@@ -1,7 +1,11 @@
 // Command report turns the benchmark's CSV (written by scripts/bench.sh)
 // into an SVG bar chart and a Markdown table for the README, with the
-// ratios moat/Postfix and moat/ceiling. No external tools: the SVG is
-// written by hand.
+// ratios moat/Postfix and moat/ceiling. The script runs the cases in
+// rounds (moat, Postfix, the sink, then again), because the machine's
+// speed drifts: the table shows each case's median over the rounds, and
+// each ratio is taken within a round, from cases run minutes apart, then
+// its median reported with every round's value. No external tools: the
+// SVG is written by hand.
 //
 //	report -csv bench/results/bench.csv -svg bench/results/bench.svg
 package main
@@ -13,6 +17,7 @@ import (
 	"html"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -29,10 +34,11 @@ type row struct {
 	CPUPer1000 float64 // CPU seconds of the server's processes per 1,000 messages
 	PeakMB     float64 // peak memory of the server's processes, MiB
 	SourceRate float64 // smtp-source cross-check, messages/s accepted
+	Round      int     // 1, 2, ...: the cases of one round ran one after the other
 }
 
 var header = []string{"case", "messages", "sessions", "size", "rate", "accept_rate",
-	"p50_ms", "p99_ms", "cpu_per_1000", "peak_mb", "smtp_source_rate"}
+	"p50_ms", "p99_ms", "cpu_per_1000", "peak_mb", "smtp_source_rate", "round"}
 
 func main() {
 	in := flag.String("csv", "bench/results/bench.csv", "CSV written by scripts/bench.sh")
@@ -77,49 +83,113 @@ func read(r io.Reader) ([]row, error) {
 		rows = append(rows, row{
 			Case: rec[0], Messages: int(num(1)), Sessions: int(num(2)), Size: int(num(3)),
 			Rate: num(4), AcceptRate: num(5), P50: num(6), P99: num(7),
-			CPUPer1000: num(8), PeakMB: num(9), SourceRate: num(10),
+			CPUPer1000: num(8), PeakMB: num(9), SourceRate: num(10), Round: int(num(11)),
 		})
 	}
 	return rows, nil
 }
 
-func find(rows []row, prefix string) (row, bool) {
+// summarize returns one row per case, in first-seen order, each field the
+// median of that case's rounds.
+func summarize(rows []row) []row {
+	var order []string
+	by := map[string][]row{}
 	for _, r := range rows {
-		if strings.HasPrefix(r.Case, prefix) {
-			return r, true
+		if by[r.Case] == nil {
+			order = append(order, r.Case)
+		}
+		by[r.Case] = append(by[r.Case], r)
+	}
+	var out []row
+	for _, c := range order {
+		rs := by[c]
+		med := func(f func(row) float64) float64 {
+			v := make([]float64, len(rs))
+			for i, r := range rs {
+				v[i] = f(r)
+			}
+			return median(v)
+		}
+		out = append(out, row{
+			Case: c, Messages: rs[0].Messages, Sessions: rs[0].Sessions, Size: rs[0].Size,
+			Rate:       med(func(r row) float64 { return r.Rate }),
+			AcceptRate: med(func(r row) float64 { return r.AcceptRate }),
+			P50:        med(func(r row) float64 { return r.P50 }),
+			P99:        med(func(r row) float64 { return r.P99 }),
+			CPUPer1000: med(func(r row) float64 { return r.CPUPer1000 }),
+			PeakMB:     med(func(r row) float64 { return r.PeakMB }),
+			SourceRate: med(func(r row) float64 { return r.SourceRate }),
+			Round:      len(rs),
+		})
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+// roundRatios returns a.Rate/b.Rate of each round that ran both cases
+// (by name prefix), in round order.
+func roundRatios(rows []row, a, b string, f func(row) float64) []float64 {
+	num, den := map[int]float64{}, map[int]float64{}
+	var rounds []int
+	for _, r := range rows {
+		switch {
+		case strings.HasPrefix(r.Case, a):
+			num[r.Round] = f(r)
+			rounds = append(rounds, r.Round)
+		case strings.HasPrefix(r.Case, b):
+			den[r.Round] = f(r)
 		}
 	}
-	return row{}, false
+	var out []float64
+	for _, k := range rounds {
+		if d, ok := den[k]; ok && d > 0 {
+			out = append(out, num[k]/d)
+		}
+	}
+	return out
 }
 
 func writeTable(w io.Writer, rows []row) {
-	if len(rows) > 0 {
-		r := rows[0]
-		fmt.Fprintf(w, "%d messages of %d bytes, %d concurrent sessions, loopback.\n\n", r.Messages, r.Size, r.Sessions)
+	sum := summarize(rows)
+	if len(sum) > 0 {
+		r := sum[0]
+		fmt.Fprintf(w, "%d messages of %d bytes, %d concurrent sessions, loopback; medians of %d round(s).\n\n", r.Messages, r.Size, r.Sessions, r.Round)
 	}
 	fmt.Fprintln(w, "| case | messages/s (to sink) | accepted/s | p50 ms | p99 ms | CPU s / 1000 msgs | peak memory MiB | smtp-source msgs/s |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
-	for _, r := range rows {
+	for _, r := range sum {
 		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.2f | %.2f | %.3f | %.1f | %.0f |\n",
 			r.Case, r.Rate, r.AcceptRate, r.P50, r.P99, r.CPUPer1000, r.PeakMB, r.SourceRate)
 	}
-	m, okm := find(rows, "moat")
-	p, okp := find(rows, "postfix")
-	c, okc := find(rows, "smtp-sink")
 	fmt.Fprintln(w)
-	if okm && okp && p.Rate > 0 {
-		fmt.Fprintf(w, "moat/Postfix throughput: %.2f×; CPU per message: %.2f×\n", m.Rate/p.Rate, ratio(m.CPUPer1000, p.CPUPer1000))
+	rate := func(r row) float64 { return r.Rate }
+	cpu := func(r row) float64 { return r.CPUPer1000 }
+	if v := roundRatios(rows, "moat", "postfix", rate); len(v) > 0 {
+		fmt.Fprintf(w, "moat/Postfix throughput: %.2f× (rounds: %s); CPU per message: %.2f×\n",
+			median(v), list(v), median(roundRatios(rows, "moat", "postfix", cpu)))
 	}
-	if okm && okc && c.Rate > 0 {
-		fmt.Fprintf(w, "moat/ceiling (smtp-sink alone) throughput: %.2f×\n", m.Rate/c.Rate)
+	if v := roundRatios(rows, "moat", "smtp-sink", rate); len(v) > 0 {
+		fmt.Fprintf(w, "moat/ceiling (smtp-sink alone) throughput: %.2f× (rounds: %s)\n", median(v), list(v))
 	}
 }
 
-func ratio(a, b float64) float64 {
-	if b == 0 {
-		return 0
+func list(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.2f", x)
 	}
-	return a / b
+	return strings.Join(s, ", ")
 }
 
 // writeSVG draws two bar groups: throughput, and p50/p99 latency.
@@ -135,10 +205,10 @@ func writeSVG(w io.Writer, rows []row) {
 		title string
 		bars  []bar
 	}{
-		{title: "Throughput, messages/s (client start to last message at the sink)"},
-		{title: "Latency, end of DATA to 250, ms (p50 / p99)"},
+		{title: "Throughput, messages/s (client start to last message at the sink), median"},
+		{title: "Latency, end of DATA to 250, ms (p50 / p99), median"},
 	}
-	for _, r := range rows {
+	for _, r := range summarize(rows) {
 		panels[0].bars = append(panels[0].bars, bar{r.Case, r.Rate, "/s", "#3b6ea5"})
 		panels[1].bars = append(panels[1].bars,
 			bar{r.Case + " p50", r.P50, " ms", "#6a9f58"},
