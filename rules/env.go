@@ -175,6 +175,7 @@ const (
 	needBody = 1 << iota
 	needAttachments
 	needMalformed
+	needAddresses // from and to: the address lists of the header
 )
 
 // state is the per-evaluation environment plus what the functions need.
@@ -229,8 +230,6 @@ func newState(ctx context.Context, e *Engine, f *Facts) *state {
 	*v.DMARC = dmarcFacts{Result: string(f.DMARC.Result), Policy: f.DMARC.Policy, Domain: strings.ToLower(f.DMARC.Domain), Sampled: f.DMARC.Sampled}
 	if m := f.Message; m != nil {
 		v.Subject = m.Subject()
-		*v.From = makeAddress(m.From())
-		v.To = m.To()
 		if v.Size == 0 {
 			v.Size = int(m.Size())
 		}
@@ -257,6 +256,10 @@ func (s *state) fill(need int) {
 	}
 	if need&needMalformed != 0 {
 		s.env.Malformed = m.Malformed()
+	}
+	if need&needAddresses != 0 && s.filled&needAddresses == 0 {
+		*s.env.From = makeAddress(m.From())
+		s.env.To = m.To()
 	}
 	s.filled |= need
 }

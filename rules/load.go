@@ -638,6 +638,8 @@ func (in *inspector) Visit(np *ast.Node) {
 			in.rule.needs |= needAttachments
 		case "malformed":
 			in.rule.needs |= needMalformed
+		case "from", "to":
+			in.rule.needs |= needAddresses
 		case "header", "headers", "ratelimit", "in_list", "cidr":
 			return
 		}

@@ -98,8 +98,10 @@ type Message struct {
 
 	headerMalformed bool
 	subject         string
-	from            string
-	to              []string
+
+	addrOnce sync.Once // From and To are parsed on first use
+	from     string
+	to       []string
 
 	once          sync.Once
 	text          string
@@ -133,8 +135,6 @@ func Parse(raw []byte, opt Options) (*Message, error) {
 	}
 	m.header = h
 	m.subject = decodeWords(h.Get("Subject"))
-	m.from = firstAddress(h, "From")
-	m.to = addresses(h, "To", "Cc")
 	return m, nil
 }
 
@@ -204,10 +204,22 @@ func (m *Message) HasHeader(name string) bool { return m.header.Has(name) }
 func (m *Message) Subject() string { return m.subject }
 
 // From returns the first RFC5322.From address, lower-cased, or "".
-func (m *Message) From() string { return m.from }
+func (m *Message) From() string {
+	m.addrOnce.Do(m.parseAddresses)
+	return m.from
+}
 
 // To returns the To and Cc addresses, lower-cased.
-func (m *Message) To() []string { return m.to }
+func (m *Message) To() []string {
+	m.addrOnce.Do(m.parseAddresses)
+	return m.to
+}
+
+// parseAddresses parses From, To and Cc: only for a rule that reads them.
+func (m *Message) parseAddresses() {
+	m.from = firstAddress(m.header, "From")
+	m.to = addresses(m.header, "To", "Cc")
+}
 
 // Size returns the size of the raw message in bytes.
 func (m *Message) Size() int64 { return int64(len(m.raw)) }
