@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"moat/internal/deadline"
 	"moat/internal/dnsres"
 	"moat/internal/maillog"
 	"moat/policy/dkimsign"
@@ -58,7 +59,7 @@ func (c *Checks) timeout() time.Duration {
 
 // timed runs fn under the check deadline and reports its latency.
 func (c *Checks) timed(name string, fn func(ctx context.Context)) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout())
+	ctx, cancel := deadline.WithTimeout(context.Background(), c.timeout())
 	defer cancel()
 	start := time.Now()
 	fn(ctx)

@@ -17,6 +17,7 @@ import (
 
 	"moat/gateway/guard"
 	"moat/gateway/smtpd"
+	"moat/internal/deadline"
 	"moat/internal/maillog"
 	"moat/internal/reply"
 	"moat/policy"
@@ -425,7 +426,7 @@ func (s *session) Data(r io.Reader) error {
 		HELO:       s.facts.Conn.HELO,
 		Protocol:   s.protocol(),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
+	ctx, cancel := deadline.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
 	defer cancel()
 	// net.Buffers hands both parts over as they are (io.MultiReader
 	// would copy them through a new 32 KiB buffer).

@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"moat/internal/deadline"
 	"moat/policy"
 	"moat/rules"
 )
@@ -39,7 +40,7 @@ func (s *session) evaluate(stage rules.Stage, rc *acceptedRcpt) error {
 	if rc != nil {
 		f.Rcpt = rc.addr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.checks.timeout())
+	ctx, cancel := deadline.WithTimeout(context.Background(), s.checks.timeout())
 	defer cancel()
 	v := s.checks.Rules.Evaluate(ctx, stage, f)
 	if s.checks.RuleHits != nil && len(v.Explain) > 0 {

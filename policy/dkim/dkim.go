@@ -38,6 +38,7 @@ import (
 
 	"github.com/emersion/go-msgauth/dkim"
 
+	"moat/internal/deadline"
 	"moat/internal/dnsres"
 	"moat/policy"
 )
@@ -130,7 +131,7 @@ func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 				txts, err = nil, &net.DNSError{Err: fmt.Sprintf("internal error: %v", p), Name: name, IsTemporary: true}
 			}
 		}()
-		lctx, cancel := context.WithTimeout(ctx, opt.LookupTimeout)
+		lctx, cancel := deadline.WithTimeout(ctx, opt.LookupTimeout)
 		defer cancel()
 		txts, err = r.LookupTXT(lctx, name)
 		if err != nil {
