@@ -287,7 +287,7 @@ func signatureTags(hdr []byte) []map[string]string {
 	for f := range fields(hdr) {
 		name, value, ok := bytes.Cut(f, []byte(":"))
 		if ok && bytes.EqualFold(bytes.TrimRight(name, " \t"), []byte("DKIM-Signature")) {
-			out = append(out, ParseTags(string(value)))
+			out = append(out, parseTags(string(value), labelTag))
 		}
 	}
 	return out
@@ -295,18 +295,24 @@ func signatureTags(hdr []byte) []map[string]string {
 
 // ParseTags parses an RFC 6376 §3.2 tag-list leniently: "t=v; t=v", white
 // space removed from values, at most 64 tags, first occurrence kept.
-func ParseTags(v string) map[string]string {
+func ParseTags(v string) map[string]string { return parseTags(v, nil) }
+
+// labelTag reports the tags signatureTags keeps: not b= and bh=, the
+// bulk of a signature, which only go-msgauth reads.
+func labelTag(k string) bool { return k == "d" || k == "s" || k == "a" || k == "i" || k == "l" }
+
+// parseTags is ParseTags keeping only the tags keep accepts (nil: all).
+func parseTags(v string, keep func(string) bool) map[string]string {
 	m := map[string]string{}
-	for n, part := range strings.Split(v, ";") {
-		if n >= maxTags {
-			break
-		}
+	for n := 0; v != "" && n < maxTags; n++ {
+		var part string
+		part, v, _ = strings.Cut(v, ";")
 		k, val, ok := strings.Cut(part, "=")
 		if !ok {
 			continue
 		}
 		k = strings.TrimSpace(k)
-		if _, dup := m[k]; dup || k == "" {
+		if _, dup := m[k]; dup || k == "" || (keep != nil && !keep(k)) {
 			continue
 		}
 		m[k] = strings.Map(func(r rune) rune {

@@ -417,8 +417,9 @@ func FuzzParseTags(f *testing.F) {
 
 // TestSignatureTags: only DKIM-Signature fields count, whatever the case
 // of the name or space before the colon; folded values are joined and
-// stripped of white space; the header section ends at the first blank
-// line, with CRLF or bare LF.
+// stripped of white space; only the tags that label a result are kept
+// (not v=, b=, bh=); the header section ends at the first blank line, with
+// CRLF or bare LF.
 func TestSignatureTags(t *testing.T) {
 	tests := []struct {
 		name, hdr string
@@ -426,12 +427,15 @@ func TestSignatureTags(t *testing.T) {
 	}{
 		{"none", "From: a@example.org\r\nSubject: x\r\n\r\n", nil},
 		{"one folded", "From: a@example.org\r\nDKIM-Signature: v=1; a=rsa-sha256;\r\n\td=example.org; s=sel;\r\n b=AB CD\r\nSubject: x\r\n\r\nbody DKIM-Signature: d=no\r\n",
-			[]map[string]string{{"v": "1", "a": "rsa-sha256", "d": "example.org", "s": "sel", "b": "ABCD"}}},
+			[]map[string]string{{"a": "rsa-sha256", "d": "example.org", "s": "sel"}}},
 		{"case and space", "dkim-signature : d=a.example; s=1\r\nDKIM-SIGNATURE:d=b.example\r\n\r\n",
 			[]map[string]string{{"d": "a.example", "s": "1"}, {"d": "b.example"}}},
 		{"bare LF, no blank line", "X: y\nDKIM-Signature: d=c.example;\n i=@c.example", []map[string]string{{"d": "c.example", "i": "@c.example"}}},
 		{"leading continuation", " DKIM-Signature: d=x\r\nDKIM-Signature: d=y\r\n", []map[string]string{{"d": "y"}}},
 		{"not the name", "DKIM-Signatures: d=x\r\nX-DKIM-Signature: d=y\r\n", nil},
+	}
+	if got := ParseTags("v=1; a=rsa-sha256;\r\n\td=example.org; b=AB CD; d=dup"); !reflect.DeepEqual(got, map[string]string{"v": "1", "a": "rsa-sha256", "d": "example.org", "b": "ABCD"}) {
+		t.Errorf("ParseTags: %v", got)
 	}
 	for _, tt := range tests {
 		if got := signatureTags([]byte(tt.hdr)); !reflect.DeepEqual(got, tt.want) {
