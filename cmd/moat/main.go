@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/spf13/cobra"
@@ -28,9 +29,25 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 // 15–32% less CPU per message, for about 27 MiB more memory.
 const defaultGOGC = 400
 
+// extraProcs is how many more Ps than CPUs moat runs with when
+// $GOMAXPROCS is not set. moat blocks in system calls by design: the
+// spool's group commit waits in fdatasync, Maildir delivery in fsync.
+// With one P per CPU, a P stuck in such a call idles a CPU's worth of Go
+// work until sysmon hands it off (20 µs at the earliest, and a thread
+// switch each time, which costs more in a VM). Two spare Ps keep the CPUs
+// fed while those calls wait. make bench, moat alone, 10,000 messages,
+// default against default+2 side by side over 8 rounds on the 2-CPU
+// development VM: 2,220–2,983 against 2,601–3,415 messages/s, faster in
+// every round (per-round ratio 1.05–1.31, median 1.15). Setting it also
+// stops Go from following later changes of a cgroup CPU limit.
+const extraProcs = 2
+
 func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGOGC)
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + extraProcs)
 	}
 	root := rootCommand()
 	if err := root.Execute(); err != nil {
