@@ -953,7 +953,8 @@ func (s *Spool) List() ([]*Envelope, error) {
 
 // DiskBytes is the size of the segment files of the spool in dir (what
 // the spool occupies on disk, removed messages included until their
-// segment is deleted or compacted); 0 if there are none.
+// segment is deleted or compacted, and the zeros written ahead of the
+// current segment, up to 1 MiB); 0 if there are none.
 func DiskBytes(dir string) int64 {
 	ents, err := os.ReadDir(filepath.Join(dir, dirQueue))
 	if err != nil {

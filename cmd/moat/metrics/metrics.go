@@ -496,7 +496,7 @@ var (
 	queueMessagesDesc = prometheus.NewDesc("moat_queue_messages", "Messages in the queue by state (active, deferred, held, waiting).", []string{"state"}, nil)
 	queueRcptsDesc    = prometheus.NewDesc("moat_queue_recipients", "Pending recipients in the queue.", nil, nil)
 	queueOldestDesc   = prometheus.NewDesc("moat_queue_oldest_age_seconds", "Age of the oldest queued message.", nil, nil)
-	spoolBytesDesc    = prometheus.NewDesc("moat_spool_bytes", "Bytes of message data in the spool.", nil, nil)
+	spoolBytesDesc    = prometheus.NewDesc("moat_spool_bytes", "Bytes the spool's files take on disk: messages, removed ones until their segment goes, and up to 1 MiB of zeros written ahead.", nil, nil)
 )
 
 type queueCollector struct{ m *Metrics }

@@ -137,7 +137,7 @@ moat_queue_messages{state="waiting"} 4
 # HELP moat_queue_oldest_age_seconds Age of the oldest queued message.
 # TYPE moat_queue_oldest_age_seconds gauge
 moat_queue_oldest_age_seconds 90
-# HELP moat_spool_bytes Bytes of message data in the spool.
+# HELP moat_spool_bytes Bytes the spool's files take on disk: messages, removed ones until their segment goes, and up to 1 MiB of zeros written ahead.
 # TYPE moat_spool_bytes gauge
 moat_spool_bytes 4096
 `
