@@ -21,8 +21,8 @@
 # BENCH_ROUNDS (3) rounds of every case, one after the other. Writes
 # bench/results/bench.csv (one line per case and round),
 # bench/results/bench.svg and prints a Markdown table of the medians and
-# the ratios of each round. Every server listens on 127.0.0.1 only and is stopped on
-# exit.
+# the ratios of each round. Every server listens on 127.0.0.1 only and is
+# stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
