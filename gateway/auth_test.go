@@ -3,18 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
-	"moat/internal/dnstest"
-	"moat/policy"
-	"moat/policy/dkim"
-	"moat/policy/dkimsign"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -26,29 +16,13 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"moat/internal/dnstest"
 	"moat/internal/reply"
+	"moat/policy"
+	"moat/policy/dkim"
+	"moat/policy/dkimsign"
+	"moat/test/testenv"
 )
-
-// selfSigned returns a server TLS config for mx.example.org.
-func selfSigned(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "mx.example.org"},
-		DNSNames:     []string{"mx.example.org"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
-}
 
 type fakeUsers map[string]string // user -> password
 
@@ -91,7 +65,7 @@ func (l *fakeLimiter) AllowMessage(string, int) error {
 func startSubmission(t *testing.T, lim *fakeLimiter) *testServer {
 	return startServer(t, func(o *Options) {
 		o.Listeners = []Listener{{Name: "sub", Address: "127.0.0.1:0", Mode: "submission", TLS: "starttls"}}
-		o.TLS = selfSigned(t)
+		o.TLS = testenv.ServerTLS(t, "mx.example.org")
 		o.State.Users = fakeUsers{"alice@example.org": "correct horse"}
 		o.Checks = &Checks{AuthLimits: lim}
 	})
@@ -211,7 +185,7 @@ func TestSubmissionRateLimit(t *testing.T) {
 func TestNoAuthOnMXListener(t *testing.T) {
 	ts := startServer(t, func(o *Options) {
 		o.Listeners[0].TLS = "starttls"
-		o.TLS = selfSigned(t)
+		o.TLS = testenv.ServerTLS(t, "mx.example.org")
 		o.State.Users = fakeUsers{"alice@example.org": "pw"}
 	})
 	c := dialTLS(t, ts.addr)
@@ -240,7 +214,7 @@ func TestSubmissionIsDKIMSigned(t *testing.T) {
 	dnsSrv.Add(`sub._domainkey.example.org. 300 IN TXT "` + txt + `"`)
 	ts := startServer(t, func(o *Options) {
 		o.Listeners = []Listener{{Name: "sub", Address: "127.0.0.1:0", Mode: "submission", TLS: "starttls"}}
-		o.TLS = selfSigned(t)
+		o.TLS = testenv.ServerTLS(t, "mx.example.org")
 		o.State.Users = fakeUsers{"alice@example.org": "correct horse"}
 		o.Checks = &Checks{Signer: signer, AuthLimits: &fakeLimiter{}}
 	})

@@ -2,12 +2,7 @@ package guard
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"math/big"
 	"net"
@@ -25,6 +20,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
 	"moat/policy/dnsbl"
+	"moat/test/testenv"
 )
 
 func TestMultiLineBannerAndPassCache(t *testing.T) {
@@ -462,7 +458,7 @@ func itoa(n int) string { return big.NewInt(int64(n)).String() }
 // After STARTTLS the bytes are TLS: the ClientHello must not be taken for
 // a TLS-on-plaintext client, and the facts survive the TLS wrapper.
 func TestStartTLS(t *testing.T) {
-	s := startServer(t, testConfig(), testOpts{tls: selfSigned(t), listener: ListenerOptions{GreetDelay: 100 * time.Millisecond}})
+	s := startServer(t, testConfig(), testOpts{tls: testenv.ServerTLS(t, testHost), listener: ListenerOptions{GreetDelay: 100 * time.Millisecond}})
 	conn, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}).Dial("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -502,7 +498,7 @@ func TestImplicitTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := tls.NewListener(g.Listen(inner, ListenerOptions{Name: "smtps", ImplicitTLS: true, GreetDelay: time.Minute}), selfSigned(t))
+	ln := tls.NewListener(g.Listen(inner, ListenerOptions{Name: "smtps", ImplicitTLS: true, GreetDelay: time.Minute}), testenv.ServerTLS(t, testHost))
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &session{}, nil }))
 	srv.Domain = testHost
 	go srv.Serve(ln)
@@ -537,23 +533,6 @@ func TestListenerClose(t *testing.T) {
 	}
 	c.expectClosed() // the pending connection is closed too
 	waitFor(t, "release", func() bool { return g.Active() == 0 })
-}
-
-func selfSigned(t testing.TB) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: testHost}, DNSNames: []string{testHost},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }
 
 // fakeResolver answers A lookups from a map.

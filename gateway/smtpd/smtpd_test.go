@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"moat/test/testenv"
 )
 
 func TestEHLOAdvertises(t *testing.T) {
 	cfg := testConfig()
-	cfg.TLS = selfSigned(t, "mx.example.org")
+	cfg.TLS = testenv.ServerTLS(t, "mx.example.org")
 	ts := start(t, cfg, nil)
 	c := dial(t, ts.addr)
 	text := c.expect("EHLO client.example", 250, "250-mx.example.org Hello client.example")
@@ -271,7 +273,7 @@ func TestTooManyErrors(t *testing.T) {
 
 func TestSTARTTLSAndAUTH(t *testing.T) {
 	cfg := testConfig()
-	cfg.TLS = selfSigned(t, "mx.example.org")
+	cfg.TLS = testenv.ServerTLS(t, "mx.example.org")
 	ts := start(t, cfg, nil)
 	c := dial(t, ts.addr)
 	c.expect("EHLO client.example", 250, "STARTTLS")
@@ -330,7 +332,7 @@ func TestSTARTTLSAndAUTH(t *testing.T) {
 
 func TestImplicitTLS(t *testing.T) {
 	cfg := testConfig()
-	tlsCfg := selfSigned(t, "mx.example.org")
+	tlsCfg := testenv.ServerTLS(t, "mx.example.org")
 	var state atomic.Bool
 	ts := start(t, cfg, func(l net.Listener) net.Listener { return tls.NewListener(l, tlsCfg) })
 	ts.srv.newSession = func(c *Conn) (smtp.Session, error) {

@@ -17,6 +17,7 @@ import (
 	"moat/internal/reply"
 	"moat/relay/route"
 	"moat/relay/transport"
+	"moat/test/testenv"
 )
 
 func byRcpt(rs []transport.Result) map[string]error {
@@ -208,7 +209,7 @@ func TestSMTPUTF8Missing(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	cert, roots := testCert(t)
+	cert, roots := testenv.Cert(t, "sink.test", "localhost", "mx1.test", "127.0.0.1")
 	withTLS := func(s *smtp.Server) { s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}} }
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
