@@ -83,13 +83,13 @@ func dialTLS(t *testing.T, addr string) *gosmtp.Client {
 
 func TestSubmissionNeedsTLSAndAuth(t *testing.T) {
 	ts := startSubmission(t, &fakeLimiter{})
-	rc := dialRaw(t, ts.addr)
-	text := rc.expect("EHLO laptop.example.org", 250, "STARTTLS")
+	rc := testenv.DialRaw(t, ts.addr)
+	text := rc.Expect("EHLO laptop.example.org", 250, "STARTTLS")
 	if strings.Contains(text, "AUTH") {
 		t.Fatalf("AUTH advertised before TLS:\n%s", text)
 	}
-	rc.expect("AUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAGNvcnJlY3QgaG9yc2U=", 523, "5.7.10")
-	rc.expect("MAIL FROM:<alice@example.org>", 530, "5.7.0")
+	rc.Expect("AUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAGNvcnJlY3QgaG9yc2U=", 523, "5.7.10")
+	rc.Expect("MAIL FROM:<alice@example.org>", 530, "5.7.0")
 }
 
 func TestSubmissionWrongPasswordCounted(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"moat/policy/dkim"
 	"moat/policy/dkimsign"
 	"moat/rules"
+	"moat/test/testenv"
 )
 
 // withChecks turns the checks on, with a real DNS server and the rule
@@ -56,17 +57,17 @@ func withChecks(t *testing.T, srv *dnstest.Server, ruleText string, extra func(*
 // sendRaw runs one transaction and returns the final reply text.
 func sendRaw(t *testing.T, addr, from, to, msg string) (int, string) {
 	t.Helper()
-	rc := dialRaw(t, addr)
-	rc.expect("EHLO client.far.example", 250, "")
-	if code, text := rc.cmd("MAIL FROM:<" + from + ">"); code != 250 {
+	rc := testenv.DialRaw(t, addr)
+	rc.Expect("EHLO client.far.example", 250, "")
+	if code, text := rc.Cmd("MAIL FROM:<" + from + ">"); code != 250 {
 		return code, text
 	}
-	if code, text := rc.cmd("RCPT TO:<" + to + ">"); code != 250 {
+	if code, text := rc.Cmd("RCPT TO:<" + to + ">"); code != 250 {
 		return code, text
 	}
-	rc.expect("DATA", 354, "")
-	rc.send(msg)
-	return rc.cmd(".")
+	rc.Expect("DATA", 354, "")
+	rc.Send(msg)
+	return rc.Cmd(".")
 }
 
 const farMsg = "From: Boss <boss@far.example>\r\nTo: alice@example.org\r\nSubject: pay now\r\n" +

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -144,76 +143,6 @@ func startServer(t *testing.T, mutate func(*Options)) *testServer {
 
 func trusted(o *Options) {
 	o.State.TrustedNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-}
-
-// rawClient speaks SMTP byte by byte, for misbehaving clients.
-type rawClient struct {
-	t  *testing.T
-	c  net.Conn
-	br *bufio.Reader
-}
-
-func dialRaw(t *testing.T, addr string) *rawClient {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	rc := &rawClient{t: t, c: c, br: bufio.NewReader(c)}
-	if code, _ := rc.reply(); code != 220 {
-		t.Fatalf("greeting: %d", code)
-	}
-	return rc
-}
-
-// reply reads one (possibly multi-line) reply.
-func (r *rawClient) reply() (int, string) {
-	r.t.Helper()
-	r.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var text []string
-	for {
-		line, err := r.br.ReadString('\n')
-		if err != nil {
-			return 0, strings.Join(append(text, "ERR "+err.Error()), "\n")
-		}
-		line = strings.TrimRight(line, "\r\n")
-		if len(line) < 4 {
-			r.t.Fatalf("short reply line %q", line)
-		}
-		text = append(text, line)
-		if line[3] == ' ' {
-			var code int
-			fmt.Sscanf(line[:3], "%d", &code)
-			return code, strings.Join(text, "\n")
-		}
-	}
-}
-
-func (r *rawClient) send(s string) {
-	r.t.Helper()
-	r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(r.c, s); err != nil {
-		r.t.Fatalf("write: %v", err)
-	}
-}
-
-// cmd sends one line and returns the reply.
-func (r *rawClient) cmd(line string) (int, string) {
-	r.t.Helper()
-	r.send(line + "\r\n")
-	return r.reply()
-}
-
-// expect sends a line and checks the reply code and, if given, a
-// substring of the reply.
-func (r *rawClient) expect(line string, code int, sub string) string {
-	r.t.Helper()
-	got, text := r.cmd(line)
-	if got != code || (sub != "" && !strings.Contains(text, sub)) {
-		r.t.Fatalf("%q: got %q, want %d %q", line, text, code, sub)
-	}
-	return text
 }
 
 func has(b []byte, s string) bool { return bytes.Contains(b, []byte(s)) }

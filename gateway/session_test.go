@@ -15,6 +15,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"moat/relay/spool"
+	"moat/test/testenv"
 )
 
 const simpleMsg = "From: sender@far.example\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -73,13 +74,13 @@ func TestAcceptLocalWithGoSMTPClient(t *testing.T) {
 
 func TestQueuedReplyNamesID(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<bob@example.org>", 250, "")
-	rc.expect("DATA", 354, "")
-	rc.send(simpleMsg)
-	rc.expect(".", 250, "2.0.0 Ok: queued as TEST0001")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<bob@example.org>", 250, "")
+	rc.Expect("DATA", 354, "")
+	rc.Send(simpleMsg)
+	rc.Expect(".", 250, "2.0.0 Ok: queued as TEST0001")
 }
 
 func TestNetSMTPClientAndAliasFanOut(t *testing.T) {
@@ -138,19 +139,19 @@ func TestRelayRules(t *testing.T) {
 				mut = trusted
 			}
 			ts := startServer(t, mut)
-			rc := dialRaw(t, ts.addr)
-			rc.expect("EHLO c.example", 250, "")
-			rc.expect("MAIL FROM:<s@far.example>", 250, "")
-			code, text := rc.cmd("RCPT TO:<" + tc.rcpt + ">")
+			rc := testenv.DialRaw(t, ts.addr)
+			rc.Expect("EHLO c.example", 250, "")
+			rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+			code, text := rc.Cmd("RCPT TO:<" + tc.rcpt + ">")
 			if code != tc.code || (tc.enh != "" && !strings.Contains(text, tc.enh)) {
 				t.Fatalf("RCPT %s: %q, want %d %s", tc.rcpt, text, tc.code, tc.enh)
 			}
 			if code != 250 {
 				return
 			}
-			rc.expect("DATA", 354, "")
-			rc.send(simpleMsg)
-			rc.expect(".", 250, "")
+			rc.Expect("DATA", 354, "")
+			rc.Send(simpleMsg)
+			rc.Expect(".", 250, "")
 			env := ts.spool.all()[0].env
 			if env.Recipients[0].Route != tc.route {
 				t.Errorf("route %q, want %q", env.Recipients[0].Route, tc.route)
@@ -161,46 +162,46 @@ func TestRelayRules(t *testing.T) {
 
 func TestOversize(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("MAIL FROM:<s@far.example> SIZE=1000000", 552, "5.3.4")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<alice@example.org>", 250, "")
-	rc.expect("DATA", 354, "")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example> SIZE=1000000", 552, "5.3.4")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.Expect("DATA", 354, "")
 	line := strings.Repeat("x", 998) + "\r\n"
 	for i := 0; i < 80; i++ { // 80 KB > 64 KiB
-		rc.send(line)
+		rc.Send(line)
 	}
-	rc.expect(".", 552, "5.3.4")
+	rc.Expect(".", 552, "5.3.4")
 	if n := len(ts.spool.all()); n != 0 {
 		t.Fatalf("%d messages spooled", n)
 	}
 	// The session goes on.
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 }
 
 func TestBareLineEndings(t *testing.T) {
 	for _, body := range []string{"a\nb\r\n", "a\rb\r\n", "a\r\r\n"} {
 		ts := startServer(t, nil)
-		rc := dialRaw(t, ts.addr)
-		rc.expect("EHLO c.example", 250, "")
-		rc.expect("MAIL FROM:<s@far.example>", 250, "")
-		rc.expect("RCPT TO:<alice@example.org>", 250, "")
-		rc.expect("DATA", 354, "")
-		rc.send("Subject: x\r\n\r\n" + body)
-		rc.expect(".", 550, "5.5.2")
+		rc := testenv.DialRaw(t, ts.addr)
+		rc.Expect("EHLO c.example", 250, "")
+		rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+		rc.Expect("RCPT TO:<alice@example.org>", 250, "")
+		rc.Expect("DATA", 354, "")
+		rc.Send("Subject: x\r\n\r\n" + body)
+		rc.Expect(".", 550, "5.5.2")
 		if n := len(ts.spool.all()); n != 0 {
 			t.Fatalf("%q: %d messages spooled", body, n)
 		}
 	}
 	ts := startServer(t, func(o *Options) { o.SMTP.BareLineEndings = "normalize" })
-	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<alice@example.org>", 250, "")
-	rc.expect("DATA", 354, "")
-	rc.send("Subject: x\r\n\r\na\nb\rc\r\n")
-	rc.expect(".", 250, "")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.Expect("DATA", 354, "")
+	rc.Send("Subject: x\r\n\r\na\nb\rc\r\n")
+	rc.Expect(".", 250, "")
 	if got := ts.spool.all()[0].data; !has(got, "\r\n\r\na\r\nb\r\nc\r\n") {
 		t.Errorf("not normalized: %q", got)
 	}
@@ -210,17 +211,17 @@ func TestBareLineEndings(t *testing.T) {
 // byte for byte, and the line-end policy applies to it as to DATA.
 func TestBDAT(t *testing.T) {
 	bdat := func(ts *testServer, body string) (int, string) {
-		rc := dialRaw(t, ts.addr)
-		rc.expect("EHLO c.example", 250, "CHUNKING")
-		rc.expect("MAIL FROM:<s@far.example>", 250, "")
-		rc.expect("RCPT TO:<alice@example.org>", 250, "")
+		rc := testenv.DialRaw(t, ts.addr)
+		rc.Expect("EHLO c.example", 250, "CHUNKING")
+		rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+		rc.Expect("RCPT TO:<alice@example.org>", 250, "")
 		half := len(body) / 2
-		rc.send(fmt.Sprintf("BDAT %d\r\n%s", half, body[:half]))
-		if code, text := rc.reply(); code != 250 {
+		rc.Send(fmt.Sprintf("BDAT %d\r\n%s", half, body[:half]))
+		if code, text := rc.Reply(); code != 250 {
 			t.Fatalf("first chunk: %q", text)
 		}
-		rc.send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(body)-half, body[half:]))
-		return rc.reply()
+		rc.Send(fmt.Sprintf("BDAT %d LAST\r\n%s", len(body)-half, body[half:]))
+		return rc.Reply()
 	}
 	ts := startServer(t, nil)
 	clean := "Subject: chunks\r\n\r\nline one\r\nline two\r\n"
@@ -258,17 +259,17 @@ func TestSmugglingPayloads(t *testing.T) {
 					t.Fatal(err)
 				}
 				ts := startServer(t, func(o *Options) { o.SMTP.BareLineEndings = mode })
-				rc := dialRaw(t, ts.addr)
-				rc.expect("EHLO c.example", 250, "")
-				rc.expect("MAIL FROM:<sender@attacker.example>", 250, "")
-				rc.expect("RCPT TO:<alice@example.org>", 250, "")
-				rc.expect("DATA", 354, "")
-				rc.send(string(payload))
-				code, text := rc.reply()
+				rc := testenv.DialRaw(t, ts.addr)
+				rc.Expect("EHLO c.example", 250, "")
+				rc.Expect("MAIL FROM:<sender@attacker.example>", 250, "")
+				rc.Expect("RCPT TO:<alice@example.org>", 250, "")
+				rc.Expect("DATA", 354, "")
+				rc.Send(string(payload))
+				code, text := rc.Reply()
 				if name == "pipelined-after-eod" {
 					// Commands after a valid end of data are commands.
 					for code == 250 || code == 354 {
-						code, text = rc.reply()
+						code, text = rc.Reply()
 						if strings.HasPrefix(text, "ERR") {
 							break
 						}
@@ -276,7 +277,7 @@ func TestSmugglingPayloads(t *testing.T) {
 				} else if code != 250 && code != 550 {
 					t.Fatalf("end of data: %q", text)
 				}
-				rc.cmd("QUIT")
+				rc.Cmd("QUIT")
 				msgs := ts.spool.all()
 				for _, m := range msgs {
 					if m.env.Sender == "admin@spoofed.example" {
@@ -331,37 +332,37 @@ func checkCRLF(b []byte) error {
 
 func TestMalformedCommands(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
-	rc.expect("FOOO bar", 500, "5.5.")
-	rc.expect("FOO bar", 501, "5.5.2")
-	rc.expect("MAIL FROM:<a@b.example>", 503, "5.5.1") // before EHLO (RFC 5321 §4.1.4: bad sequence)
-	rc.expect("EHLO", 501, "5.5.")
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("RCPT TO:<alice@example.org>", 503, "5.5.1")
-	rc.expect("MAIL TO:<a@b.example>", 501, "5.5.2")
-	rc.expect("MAIL FROM:<not an address>", 501, "")
-	rc.expect("MAIL FROM:<s@far.example> SIZE=abc", 501, "")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<>", 501, "")
-	rc.expect("DATA", 503, "5.5.1")
-	rc.expect("DATA extra", 501, "5.5.4")
-	rc.expect("VRFY alice@example.org", 252, "")
-	rc.expect("NOOP", 250, "")
-	rc.expect("RSET", 250, "")
-	rc.expect("QUIT", 221, "")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("FOOO bar", 500, "5.5.")
+	rc.Expect("FOO bar", 501, "5.5.2")
+	rc.Expect("MAIL FROM:<a@b.example>", 503, "5.5.1") // before EHLO (RFC 5321 §4.1.4: bad sequence)
+	rc.Expect("EHLO", 501, "5.5.")
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("RCPT TO:<alice@example.org>", 503, "5.5.1")
+	rc.Expect("MAIL TO:<a@b.example>", 501, "5.5.2")
+	rc.Expect("MAIL FROM:<not an address>", 501, "")
+	rc.Expect("MAIL FROM:<s@far.example> SIZE=abc", 501, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<>", 501, "")
+	rc.Expect("DATA", 503, "5.5.1")
+	rc.Expect("DATA extra", 501, "5.5.4")
+	rc.Expect("VRFY alice@example.org", 252, "")
+	rc.Expect("NOOP", 250, "")
+	rc.Expect("RSET", 250, "")
+	rc.Expect("QUIT", 221, "")
 }
 
 func TestLongLineRefusedWithoutBuffering(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
+	rc := testenv.DialRaw(t, ts.addr)
 	// 10 MB without a line end: the server must give up long before.
 	chunk := strings.Repeat("A", 64<<10)
 	var werr error
-	rc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	rc.Conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	for i := 0; i < 160 && werr == nil; i++ {
-		_, werr = rc.c.Write([]byte(chunk))
+		_, werr = rc.Conn.Write([]byte(chunk))
 	}
-	code, text := rc.reply()
+	code, text := rc.Reply()
 	if code != 500 || !strings.Contains(text, "5.4.0") {
 		if werr == nil || !(errors.Is(werr, syscall.ECONNRESET) || errors.Is(werr, syscall.EPIPE)) {
 			t.Fatalf("got %q (write error %v), want 500 5.4.0", text, werr)
@@ -371,8 +372,8 @@ func TestLongLineRefusedWithoutBuffering(t *testing.T) {
 
 func TestIdleClientTimesOut(t *testing.T) {
 	ts := startServer(t, func(o *Options) { o.SMTP.ReadTimeout = 300 * time.Millisecond })
-	rc := dialRaw(t, ts.addr)
-	code, text := rc.reply()
+	rc := testenv.DialRaw(t, ts.addr)
+	code, text := rc.Reply()
 	if code != 421 {
 		t.Fatalf("got %q, want 421 after idle timeout", text)
 	}
@@ -389,13 +390,13 @@ func TestSpoolFailureIsTemporary(t *testing.T) {
 	} {
 		ts := startServer(t, nil)
 		ts.spool.fail = tc.err
-		rc := dialRaw(t, ts.addr)
-		rc.expect("EHLO c.example", 250, "")
-		rc.expect("MAIL FROM:<s@far.example>", 250, "")
-		rc.expect("RCPT TO:<alice@example.org>", 250, "")
-		rc.expect("DATA", 354, "")
-		rc.send(simpleMsg)
-		text := rc.expect(".", tc.code, tc.enh)
+		rc := testenv.DialRaw(t, ts.addr)
+		rc.Expect("EHLO c.example", 250, "")
+		rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+		rc.Expect("RCPT TO:<alice@example.org>", 250, "")
+		rc.Expect("DATA", 354, "")
+		rc.Send(simpleMsg)
+		text := rc.Expect(".", tc.code, tc.enh)
 		if strings.Contains(text, "exploded") {
 			t.Errorf("internal text leaked: %q", text)
 		}
@@ -404,13 +405,13 @@ func TestSpoolFailureIsTemporary(t *testing.T) {
 
 func TestShutdownTellsIdleClients421(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
 	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- ts.srv.Shutdown(ctx) }()
-	code, text := rc.reply()
+	code, text := rc.Reply()
 	if code != 421 || !strings.Contains(text, "4.3.2") {
 		t.Fatalf("got %q, want 421 4.3.2", text)
 	}
@@ -419,19 +420,19 @@ func TestShutdownTellsIdleClients421(t *testing.T) {
 
 func TestShutdownLetsSessionFinish(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 	ctx, cancel := contextWithTimeout(5 * time.Second)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- ts.srv.Shutdown(ctx) }()
 	time.Sleep(50 * time.Millisecond)
-	rc.expect("RCPT TO:<alice@example.org>", 250, "")
-	rc.expect("DATA", 354, "")
-	rc.send(simpleMsg)
-	rc.expect(".", 250, "")
-	rc.expect("QUIT", 221, "")
+	rc.Expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.Expect("DATA", 354, "")
+	rc.Send(simpleMsg)
+	rc.Expect(".", 250, "")
+	rc.Expect("QUIT", 221, "")
 	if err := <-done; err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}

@@ -1,13 +1,13 @@
 package gateway
 
 import (
-	"bufio"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"moat/gateway/guard"
+	"moat/test/testenv"
 )
 
 // unwrapConn stands for the metrics wrapper: it unwraps with Unwrap, not
@@ -49,20 +49,19 @@ func TestProxyHeaderWithPipelinedCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	rc := &rawClient{t: t, c: c}
-	rc.br = bufio.NewReader(c)
-	rc.send("PROXY TCP4 192.0.2.7 192.0.2.25 1234 25\r\nEHLO client.example\r\n")
-	if code, text := rc.reply(); code != 220 {
+	rc := testenv.NewRaw(t, c)
+	rc.Send("PROXY TCP4 192.0.2.7 192.0.2.25 1234 25\r\nEHLO client.example\r\n")
+	if code, text := rc.Reply(); code != 220 {
 		t.Fatalf("greeting: %q", text)
 	}
-	if code, text := rc.reply(); code != 250 {
+	if code, text := rc.Reply(); code != 250 {
 		t.Fatalf("EHLO read ahead by the guard: %q", text)
 	}
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<alice@example.org>", 250, "")
-	rc.expect("DATA", 354, "")
-	rc.send(simpleMsg)
-	rc.expect(".", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<alice@example.org>", 250, "")
+	rc.Expect("DATA", 354, "")
+	rc.Send(simpleMsg)
+	rc.Expect(".", 250, "")
 	env := ts.spool.all()[0].env
 	if env.ClientIP != "192.0.2.7" {
 		t.Errorf("client %q, want the one from the PROXY header", env.ClientIP)
@@ -73,34 +72,34 @@ func TestProxyHeaderWithPipelinedCommand(t *testing.T) {
 // the postmaster of this host, from anyone.
 func TestBarePostmaster(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<Postmaster>", 250, "")
-	rc.expect("DATA", 354, "")
-	rc.send(simpleMsg)
-	rc.expect(".", 250, "")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<Postmaster>", 250, "")
+	rc.Expect("DATA", 354, "")
+	rc.Send(simpleMsg)
+	rc.Expect(".", 250, "")
 	env := ts.spool.all()[0].env
 	if len(env.Recipients) != 1 || env.Recipients[0].Address != "postmaster@example.org" {
 		t.Fatalf("recipients %+v", env.Recipients)
 	}
 	// A host name with no local postmaster above it: 550, not a relay.
 	ts = startServer(t, func(o *Options) { o.Hostname = "mx.elsewhere.example" })
-	rc = dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<postmaster>", 550, "5.1.1")
+	rc = testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<postmaster>", 550, "5.1.1")
 }
 
 // Shutdown reaches clients that never said EHLO too: 421 4.3.2.
 func TestShutdownTellsSilentClients421(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
+	rc := testenv.DialRaw(t, ts.addr)
 	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- ts.srv.Shutdown(ctx) }()
-	code, text := rc.reply()
+	code, text := rc.Reply()
 	if code != 421 || !strings.Contains(text, "4.3.2") {
 		t.Fatalf("got %q, want 421 4.3.2", text)
 	}
@@ -111,7 +110,7 @@ func TestShutdownTellsSilentClients421(t *testing.T) {
 // connection after the reply (RFC 5321 §3.8), so Shutdown need not wait.
 func TestRefusalWith421Closes(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := dialRaw(t, ts.addr)
+	rc := testenv.DialRaw(t, ts.addr)
 	ctx, cancel := contextWithTimeout(5 * time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -119,8 +118,8 @@ func TestRefusalWith421Closes(t *testing.T) {
 	for !ts.srv.isClosing() {
 		time.Sleep(time.Millisecond)
 	}
-	rc.expect("EHLO c.example", 421, "4.3.2")
-	if code, text := rc.reply(); code != 0 {
+	rc.Expect("EHLO c.example", 421, "4.3.2")
+	if code, text := rc.Reply(); code != 0 {
 		t.Fatalf("still open after 421: %q", text)
 	}
 	if err := <-done; err != nil {

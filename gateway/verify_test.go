@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"moat/internal/reply"
+	"moat/test/testenv"
 )
 
 // fakeVerifier knows one backend user and refuses the rest; after three
@@ -28,16 +29,16 @@ func TestRelayRecipientVerification(t *testing.T) {
 	ts := startServer(t, func(o *Options) {
 		o.State.Verifier = &fakeVerifier{unknown: map[netip.Addr]int{}}
 	})
-	rc := dialRaw(t, ts.addr)
-	rc.expect("EHLO c.example", 250, "")
-	rc.expect("MAIL FROM:<s@far.example>", 250, "")
-	rc.expect("RCPT TO:<known@corp.example>", 250, "")
+	rc := testenv.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
+	rc.Expect("RCPT TO:<known@corp.example>", 250, "")
 	for i := 0; i < 3; i++ {
-		rc.expect("RCPT TO:<nobody@corp.example>", 550, "5.1.1")
+		rc.Expect("RCPT TO:<nobody@corp.example>", 550, "5.1.1")
 	}
-	rc.expect("RCPT TO:<nobody@corp.example>", 421, "4.7.0")
+	rc.Expect("RCPT TO:<nobody@corp.example>", 421, "4.7.0")
 	// The channel is closed after a 421 (RFC 5321 §3.8).
-	if code, text := rc.cmd("NOOP"); code != 0 {
+	if code, text := rc.Cmd("NOOP"); code != 0 {
 		t.Fatalf("session still open after 421: %q", text)
 	}
 }

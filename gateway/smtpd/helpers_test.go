@@ -1,11 +1,9 @@
 package smtpd
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"moat/test/testenv"
 )
 
 // fakeSession records what the loop hands it.
@@ -181,67 +181,14 @@ func start(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *test
 	return ts
 }
 
-// client is a raw SMTP client.
-type client struct {
-	t  *testing.T
-	c  net.Conn
-	br *bufio.Reader
-}
-
-func dial(t *testing.T, addr string) *client {
+// dial connects a raw client to the test server and checks its greeting.
+func dial(t *testing.T, addr string) *testenv.Raw {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	c := testenv.DialRaw(t, addr)
+	if !strings.Contains(c.Greeting, "mx.example.org ESMTP") {
+		t.Fatalf("greeting %q", c.Greeting)
 	}
-	t.Cleanup(func() { c.Close() })
-	cl := &client{t: t, c: c, br: bufio.NewReader(c)}
-	if code, text := cl.reply(); code != 220 || !strings.Contains(text, "mx.example.org ESMTP") {
-		t.Fatalf("greeting %d %q", code, text)
-	}
-	return cl
-}
-
-// reply reads one reply (all its lines).
-func (c *client) reply() (int, string) {
-	c.t.Helper()
-	c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var lines []string
-	for {
-		line, err := c.br.ReadString('\n')
-		if err != nil {
-			return 0, strings.Join(append(lines, "ERR "+err.Error()), "\n")
-		}
-		if !strings.HasSuffix(line, "\r\n") || len(line) < 6 {
-			c.t.Fatalf("malformed reply line %q", line)
-		}
-		line = strings.TrimSuffix(line, "\r\n")
-		lines = append(lines, line)
-		if line[3] == ' ' {
-			var code int
-			fmt.Sscanf(line[:3], "%d", &code)
-			return code, strings.Join(lines, "\n")
-		}
-	}
-}
-
-func (c *client) send(s string) {
-	c.t.Helper()
-	c.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c.c, s); err != nil {
-		c.t.Fatalf("write: %v", err)
-	}
-}
-
-// expect sends a line and checks the reply's code and a part of its text.
-func (c *client) expect(line string, code int, sub string) string {
-	c.t.Helper()
-	c.send(line + "\r\n")
-	got, text := c.reply()
-	if got != code || !strings.Contains(text, sub) {
-		c.t.Fatalf("%q: got %q, want %d %q", line, text, code, sub)
-	}
-	return text
+	return c
 }
 
 // countConn counts the writes to a connection, and unwraps like moat's
@@ -307,5 +254,3 @@ func (b *byteConn) String() string                   { return b.out.String() }
 func newByteConn(r io.Reader) *byteConn { return &byteConn{r: r} }
 
 func (ts *testServer) conn(nc net.Conn) *Conn { return newConn(ts.srv, nc) }
-
-func newReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }

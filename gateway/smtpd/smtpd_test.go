@@ -22,7 +22,7 @@ func TestEHLOAdvertises(t *testing.T) {
 	cfg.TLS = testenv.ServerTLS(t, "mx.example.org")
 	ts := start(t, cfg, nil)
 	c := dial(t, ts.addr)
-	text := c.expect("EHLO client.example", 250, "250-mx.example.org Hello client.example")
+	text := c.Expect("EHLO client.example", 250, "250-mx.example.org Hello client.example")
 	for _, ext := range []string{"PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES", "CHUNKING", "STARTTLS", "SMTPUTF8", "SIZE 65536", "LIMITS RCPTMAX=3"} {
 		if !strings.Contains(text, "\n250-"+ext+"\n") && !strings.HasSuffix(text, "\n250 "+ext) {
 			t.Errorf("%s not advertised:\n%s", ext, text)
@@ -31,7 +31,7 @@ func TestEHLOAdvertises(t *testing.T) {
 	if strings.Contains(text, "AUTH") {
 		t.Errorf("AUTH advertised before TLS (RFC 4954 §4):\n%s", text)
 	}
-	c.expect("HELO client.example", 250, "mx.example.org Hello client.example")
+	c.Expect("HELO client.example", 250, "mx.example.org Hello client.example")
 }
 
 // The commands and their replies, in order (RFC 5321 §4.1.4, §4.3.2).
@@ -80,12 +80,12 @@ func TestConversation(t *testing.T) {
 	ts := start(t, testConfig(), nil)
 	c := dial(t, ts.addr)
 	for _, s := range steps {
-		text := c.expect(s.line, s.code, s.sub)
+		text := c.Expect(s.line, s.code, s.sub)
 		if strings.Contains(text, "secret") {
 			t.Fatalf("internal error text reached the client: %q", text)
 		}
 	}
-	if code, text := c.reply(); code != 0 {
+	if code, text := c.Reply(); code != 0 {
 		t.Errorf("after QUIT: %q", text)
 	}
 	f := ts.last()
@@ -102,45 +102,45 @@ func TestConversation(t *testing.T) {
 func TestDataAndBDAT(t *testing.T) {
 	ts := start(t, testConfig(), nil)
 	c := dial(t, ts.addr)
-	c.expect("EHLO client.example", 250, "")
-	c.expect("MAIL FROM:<a@b.example>", 250, "")
-	c.expect("RCPT TO:<alice@example.org>", 250, "")
-	c.expect("DATA", 354, "")
-	c.send("Subject: x\r\n\r\n..leading dot\r\n.\r\n")
-	got, text := c.reply()
+	c.Expect("EHLO client.example", 250, "")
+	c.Expect("MAIL FROM:<a@b.example>", 250, "")
+	c.Expect("RCPT TO:<alice@example.org>", 250, "")
+	c.Expect("DATA", 354, "")
+	c.Send("Subject: x\r\n\r\n..leading dot\r\n.\r\n")
+	got, text := c.Reply()
 	if got != 250 {
 		t.Fatalf("end of data: %q", text)
 	}
 	// RFC 3030: chunks, then LAST; the chunk's bytes are not commands.
-	c.expect("MAIL FROM:<a@b.example>", 250, "")
-	c.expect("RCPT TO:<alice@example.org>", 250, "")
-	c.send("BDAT 12\r\nQUIT\r\nRSET\r\n")
-	if got, text := c.reply(); got != 250 {
+	c.Expect("MAIL FROM:<a@b.example>", 250, "")
+	c.Expect("RCPT TO:<alice@example.org>", 250, "")
+	c.Send("BDAT 12\r\nQUIT\r\nRSET\r\n")
+	if got, text := c.Reply(); got != 250 {
 		t.Fatalf("BDAT: %q", text)
 	}
-	c.expect("BDAT 0 LAST", 250, "")
-	c.expect("DATA", 503, "5.5.1")
+	c.Expect("BDAT 0 LAST", 250, "")
+	c.Expect("DATA", 503, "5.5.1")
 	// Too big in total: refused, the transaction ends.
-	c.expect("MAIL FROM:<a@b.example>", 250, "")
-	c.expect("RCPT TO:<alice@example.org>", 250, "")
-	c.send("BDAT 70000 LAST\r\n" + strings.Repeat("x", 70000))
-	if got, text := c.reply(); got != 552 {
+	c.Expect("MAIL FROM:<a@b.example>", 250, "")
+	c.Expect("RCPT TO:<alice@example.org>", 250, "")
+	c.Send("BDAT 70000 LAST\r\n" + strings.Repeat("x", 70000))
+	if got, text := c.Reply(); got != 552 {
 		t.Fatalf("oversized BDAT: %q", text)
 	}
-	c.send("BDAT 1 LAST\r\nx")
-	if got, text := c.reply(); got != 503 {
+	c.Send("BDAT 1 LAST\r\nx")
+	if got, text := c.Reply(); got != 503 {
 		t.Fatalf("BDAT after the transaction ended: %q", text)
 	}
 	// DATA over the size limit: 552, and the session goes on.
-	c.expect("MAIL FROM:<a@b.example>", 250, "")
-	c.expect("RCPT TO:<alice@example.org>", 250, "")
-	c.expect("DATA", 354, "")
+	c.Expect("MAIL FROM:<a@b.example>", 250, "")
+	c.Expect("RCPT TO:<alice@example.org>", 250, "")
+	c.Expect("DATA", 354, "")
 	line := strings.Repeat("y", 998) + "\r\n"
-	c.send(strings.Repeat(line, 70) + ".\r\n")
-	if got, text := c.reply(); got != 552 || !strings.Contains(text, "5.3.4") {
+	c.Send(strings.Repeat(line, 70) + ".\r\n")
+	if got, text := c.Reply(); got != 552 || !strings.Contains(text, "5.3.4") {
 		t.Fatalf("oversized DATA: %q", text)
 	}
-	c.expect("NOOP", 250, "")
+	c.Expect("NOOP", 250, "")
 	msgs := ts.last().messages()
 	if len(msgs) != 2 || string(msgs[0]) != "Subject: x\r\n\r\n.leading dot\r\n" || string(msgs[1]) != "QUIT\r\nRSET\r\n" {
 		t.Fatalf("messages %q", msgs)
@@ -158,9 +158,9 @@ func TestPipeliningAndIdleBuffers(t *testing.T) {
 		t.Fatalf("idle after greeting holds %+v", st)
 	}
 	before := writes.Load()
-	c.send("EHLO client.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nNOOP\r\n")
+	c.Send("EHLO client.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nNOOP\r\n")
 	for _, want := range []int{250, 250, 250, 250, 250} {
-		if got, text := c.reply(); got != want {
+		if got, text := c.Reply(); got != want {
 			t.Fatalf("got %q, want %d", text, want)
 		}
 	}
@@ -172,12 +172,12 @@ func TestPipeliningAndIdleBuffers(t *testing.T) {
 		t.Errorf("%d writes for one pipelined group, want 1", n)
 	}
 	// Half a command: kept in a small slice of its own, not the buffer.
-	c.send("NO")
+	c.Send("NO")
 	st = <-ts.idle
 	if st.readBuf || st.writeBuf || st.kept != 2 {
 		t.Fatalf("idle with a partial line holds %+v", st)
 	}
-	c.expect("OP", 250, "2.0.0")
+	c.Expect("OP", 250, "2.0.0")
 }
 
 // A wrapper that read ahead (the guard after a PROXY header) is drained
@@ -191,17 +191,16 @@ func TestBufferedWrapper(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	cl := &client{t: t, c: c}
-	cl.br = newReader(c)
-	if code, text := cl.reply(); code != 220 {
+	cl := testenv.NewRaw(t, c)
+	if code, text := cl.Reply(); code != 220 {
 		t.Fatalf("greeting %q", text)
 	}
 	// The EHLO was "read ahead" by the wrapper: its reply comes
 	// although the client has sent nothing.
-	if code, text := cl.reply(); code != 250 || !strings.Contains(text, "Hello early.example") {
+	if code, text := cl.Reply(); code != 250 || !strings.Contains(text, "Hello early.example") {
 		t.Fatalf("reply to the buffered EHLO: %q", text)
 	}
-	cl.expect("QUIT", 221, "")
+	cl.Expect("QUIT", 221, "")
 }
 
 type preListener struct{ net.Listener }
@@ -219,33 +218,33 @@ func TestLongLineAndTimeout(t *testing.T) {
 	cfg.ReadTimeout = 300 * time.Millisecond
 	ts := start(t, cfg, nil)
 	c := dial(t, ts.addr)
-	c.send(strings.Repeat("A", 1001) + "\r\n")
-	if code, text := c.reply(); code != 500 || !strings.Contains(text, "5.4.0") {
+	c.Send(strings.Repeat("A", 1001) + "\r\n")
+	if code, text := c.Reply(); code != 500 || !strings.Contains(text, "5.4.0") {
 		t.Fatalf("long line: %q", text)
 	}
 	c = dial(t, ts.addr)
-	c.expect("EHLO client.example", 250, "")
-	if code, text := c.reply(); code != 421 || !strings.Contains(text, "4.4.2") {
+	c.Expect("EHLO client.example", 250, "")
+	if code, text := c.Reply(); code != 421 || !strings.Contains(text, "4.4.2") {
 		t.Fatalf("idle: %q", text)
 	}
 	// The whole command line must come within the timeout: dripping
 	// bytes does not renew it.
 	c = dial(t, ts.addr)
 	for _, part := range []string{"NO", "O", "P"} {
-		c.send(part)
+		c.Send(part)
 		time.Sleep(cfg.ReadTimeout * 2 / 3)
 	}
-	if code, text := c.reply(); code != 421 || !strings.Contains(text, "4.4.2") {
+	if code, text := c.Reply(); code != 421 || !strings.Contains(text, "4.4.2") {
 		t.Fatalf("dripped command: %q", text)
 	}
 	// A long DATA line ends the connection too.
 	c = dial(t, ts.addr)
-	c.expect("EHLO client.example", 250, "")
-	c.expect("MAIL FROM:<a@b.example>", 250, "")
-	c.expect("RCPT TO:<alice@example.org>", 250, "")
-	c.expect("DATA", 354, "")
-	c.send(strings.Repeat("B", 1003) + "\r\n.\r\n")
-	if code, text := c.reply(); code != 500 || !strings.Contains(text, "5.4.0") {
+	c.Expect("EHLO client.example", 250, "")
+	c.Expect("MAIL FROM:<a@b.example>", 250, "")
+	c.Expect("RCPT TO:<alice@example.org>", 250, "")
+	c.Expect("DATA", 354, "")
+	c.Send(strings.Repeat("B", 1003) + "\r\n.\r\n")
+	if code, text := c.Reply(); code != 500 || !strings.Contains(text, "5.4.0") {
 		t.Fatalf("long data line: %q", text)
 	}
 }
@@ -253,8 +252,8 @@ func TestLongLineAndTimeout(t *testing.T) {
 func TestSessionRefused(t *testing.T) {
 	ts := start(t, testConfig(), nil)
 	c := dial(t, ts.addr)
-	c.expect("EHLO refuse.example", 421, "4.3.2")
-	if code, text := c.reply(); code != 0 {
+	c.Expect("EHLO refuse.example", 421, "4.3.2")
+	if code, text := c.Reply(); code != 0 {
 		t.Fatalf("still open after 421: %q", text)
 	}
 }
@@ -263,10 +262,10 @@ func TestTooManyErrors(t *testing.T) {
 	ts := start(t, testConfig(), nil)
 	c := dial(t, ts.addr)
 	for i := 0; i < 3; i++ {
-		c.expect("XXXX", 500, "5.5.2")
+		c.Expect("XXXX", 500, "5.5.2")
 	}
-	c.expect("YYYY", 500, "5.5.2")
-	if code, text := c.reply(); code != 421 {
+	c.Expect("YYYY", 500, "5.5.2")
+	if code, text := c.Reply(); code != 421 {
 		t.Fatalf("after too many errors: %q", text)
 	}
 }
@@ -276,27 +275,27 @@ func TestSTARTTLSAndAUTH(t *testing.T) {
 	cfg.TLS = testenv.ServerTLS(t, "mx.example.org")
 	ts := start(t, cfg, nil)
 	c := dial(t, ts.addr)
-	c.expect("EHLO client.example", 250, "STARTTLS")
-	c.expect("AUTH PLAIN AHUAcA==", 523, "5.7.10")
-	c.expect("STARTTLS extra", 501, "5.5.4")
+	c.Expect("EHLO client.example", 250, "STARTTLS")
+	c.Expect("AUTH PLAIN AHUAcA==", 523, "5.7.10")
+	c.Expect("STARTTLS extra", 501, "5.5.4")
 	// RFC 3207 §5: a command pipelined after STARTTLS in plain text must
 	// not be run inside TLS (CVE-2011-0411).
-	c.send("STARTTLS\r\nRSET\r\n")
-	if code, text := c.reply(); code != 220 {
+	c.Send("STARTTLS\r\nRSET\r\n")
+	if code, text := c.Reply(); code != 220 {
 		t.Fatalf("STARTTLS: %q", text)
 	}
-	tc := tls.Client(c.c, &tls.Config{InsecureSkipVerify: true})
+	tc := tls.Client(c.Conn, &tls.Config{InsecureSkipVerify: true})
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	c = &client{t: t, c: tc, br: newReader(tc)}
-	c.expect("NOOP", 250, "")
+	c = testenv.NewRaw(t, tc)
+	c.Expect("NOOP", 250, "")
 	// Idle inside TLS: no read buffer held either (a small read waits).
 	// Every wait from here on is inside TLS, and one follows this NOOP.
 	for len(ts.idle) > 0 {
 		<-ts.idle
 	}
-	c.expect("NOOP", 250, "")
+	c.Expect("NOOP", 250, "")
 	select {
 	case st := <-ts.idle:
 		if st.readBuf || st.writeBuf {
@@ -305,20 +304,20 @@ func TestSTARTTLSAndAUTH(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no idle wait inside TLS: it reads with a buffer held")
 	}
-	text := c.expect("EHLO client.example", 250, "AUTH PLAIN")
+	text := c.Expect("EHLO client.example", 250, "AUTH PLAIN")
 	if strings.Contains(text, "STARTTLS") {
 		t.Errorf("STARTTLS offered inside TLS:\n%s", text)
 	}
-	c.expect("STARTTLS", 503, "5.5.1")
-	c.expect("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00u\x00wrong")), 535, "5.7.8")
-	c.expect("AUTH CRAM-MD5", 504, "5.7.4")
-	c.expect("AUTH PLAIN", 334, "")
-	c.expect("not base64!", 501, "5.5.2")
-	c.expect("AUTH PLAIN", 334, "")
-	c.expect("*", 501, "5.0.0")
-	c.expect("AUTH PLAIN", 334, "")
-	c.expect(base64.StdEncoding.EncodeToString([]byte("\x00u\x00p")), 235, "2.0.0")
-	c.expect("AUTH PLAIN", 503, "5.5.1")
+	c.Expect("STARTTLS", 503, "5.5.1")
+	c.Expect("AUTH PLAIN "+base64.StdEncoding.EncodeToString([]byte("\x00u\x00wrong")), 535, "5.7.8")
+	c.Expect("AUTH CRAM-MD5", 504, "5.7.4")
+	c.Expect("AUTH PLAIN", 334, "")
+	c.Expect("not base64!", 501, "5.5.2")
+	c.Expect("AUTH PLAIN", 334, "")
+	c.Expect("*", 501, "5.0.0")
+	c.Expect("AUTH PLAIN", 334, "")
+	c.Expect(base64.StdEncoding.EncodeToString([]byte("\x00u\x00p")), 235, "2.0.0")
+	c.Expect("AUTH PLAIN", 503, "5.5.1")
 	if n := len(ts.sessions()); n != 2 {
 		t.Errorf("%d sessions; STARTTLS must start a new one", n)
 	}
@@ -345,11 +344,11 @@ func TestImplicitTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tc.Close()
-	c := &client{t: t, c: tc, br: newReader(tc)}
-	if code, text := c.reply(); code != 220 {
+	c := testenv.NewRaw(t, tc)
+	if code, text := c.Reply(); code != 220 {
 		t.Fatalf("greeting %q", text)
 	}
-	text := c.expect("EHLO client.example", 250, "AUTH PLAIN")
+	text := c.Expect("EHLO client.example", 250, "AUTH PLAIN")
 	if strings.Contains(text, "STARTTLS") || !state.Load() {
 		t.Errorf("implicit TLS not seen (state %v):\n%s", state.Load(), text)
 	}
@@ -360,18 +359,18 @@ func TestShutdownWaits(t *testing.T) {
 	// Sessions still there at the deadline hear 421 4.3.2 and are closed
 	// (RFC 5321 §3.8), whether they said EHLO or not.
 	c := dial(t, ts.addr)
-	c.expect("EHLO client.example", 250, "")
+	c.Expect("EHLO client.example", 250, "")
 	silent := dial(t, ts.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if err := ts.srv.Shutdown(ctx); err == nil {
 		t.Fatal("Shutdown returned with sessions open")
 	}
-	for _, cl := range []*client{c, silent} {
-		if code, text := cl.reply(); code != 421 || !strings.Contains(text, "4.3.2") {
+	for _, cl := range []*testenv.Raw{c, silent} {
+		if code, text := cl.Reply(); code != 421 || !strings.Contains(text, "4.3.2") {
 			t.Errorf("at the deadline: %d %q, want 421 4.3.2", code, text)
 		}
-		if _, err := cl.br.ReadByte(); err == nil {
+		if _, err := cl.R.ReadByte(); err == nil {
 			t.Error("the connection stayed open after the 421")
 		}
 	}
