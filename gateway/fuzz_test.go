@@ -1,17 +1,15 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"moat/test/testenv"
 )
 
 // FuzzEOLReader: in reject mode the reader either passes the bytes
@@ -92,39 +90,15 @@ func (pipeAddrConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4321}
 }
 
-// commandSeeds reads testdata/command-seeds.tsv (escaped bytes column).
-func commandSeeds(f *testing.F) [][]byte {
-	b, err := os.ReadFile("testdata/command-seeds.tsv")
-	if err != nil {
-		f.Fatal(err)
-	}
-	var out [][]byte
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || strings.HasPrefix(line, "category\t") {
-			continue
-		}
-		cols := strings.Split(line, "\t")
-		if len(cols) < 3 || cols[0] == "reply" {
-			continue
-		}
-		if s, err := strconv.Unquote(`"` + strings.ReplaceAll(cols[2], `"`, `\"`) + `"`); err == nil {
-			out = append(out, []byte(s))
-		}
-	}
-	return out
-}
-
 // FuzzSession drives a whole SMTP session from a client transcript. The
 // server must never hit an internal error (smtpd answers a recovered
 // panic with "421 4.3.0 Internal server error"), and whatever it spools
 // must have CRLF line endings only.
 func FuzzSession(f *testing.F) {
 	prefix := "EHLO c.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<alice@example.org>\r\n"
-	for _, s := range commandSeeds(f) {
-		f.Add(s)
-		f.Add([]byte(prefix + string(s)))
+	for _, s := range testenv.CommandSeeds(f, "testdata/command-seeds.tsv") {
+		f.Add([]byte(s))
+		f.Add([]byte(prefix + s))
 	}
 	f.Add([]byte(prefix + "DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n"))
 	f.Add([]byte(prefix + "BDAT 5 LAST\r\nab\r\nc"))

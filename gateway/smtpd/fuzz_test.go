@@ -1,45 +1,20 @@
 package smtpd
 
 import (
-	"bufio"
 	"bytes"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"testing/iotest"
 
 	"github.com/emersion/go-smtp"
-)
 
-// seeds reads testdata/command-seeds.tsv (its bytes column is escaped).
-func seeds(f *testing.F) []string {
-	b, err := os.ReadFile("testdata/command-seeds.tsv")
-	if err != nil {
-		f.Fatal(err)
-	}
-	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || strings.HasPrefix(line, "category\t") {
-			continue
-		}
-		cols := strings.Split(line, "\t")
-		if len(cols) < 3 || cols[0] == "reply" {
-			continue
-		}
-		if s, err := strconv.Unquote(`"` + strings.ReplaceAll(cols[2], `"`, `\"`) + `"`); err == nil {
-			out = append(out, s)
-		}
-	}
-	return out
-}
+	"moat/test/testenv"
+)
 
 // FuzzCommand: the command, path and parameter parsers never panic, and
 // what they accept has the shape the loop relies on.
 func FuzzCommand(f *testing.F) {
-	for _, s := range seeds(f) {
+	for _, s := range testenv.CommandSeeds(f, "../testdata/command-seeds.tsv") {
 		f.Add(strings.TrimRight(s, "\r\n"))
 	}
 	f.Fuzz(func(t *testing.T, line string) {
@@ -107,7 +82,7 @@ func FuzzCommand(f *testing.F) {
 // client's bytes were split into reads.
 func FuzzConn(f *testing.F) {
 	prefix := "EHLO c.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<alice@example.org>\r\n"
-	for _, s := range seeds(f) {
+	for _, s := range testenv.CommandSeeds(f, "../testdata/command-seeds.tsv") {
 		f.Add([]byte(s))
 		f.Add([]byte(prefix + s))
 	}

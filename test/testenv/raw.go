@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,4 +95,30 @@ func (r *Raw) Expect(line string, code int, sub string) string {
 		r.t.Fatalf("%q: got %q, want %d %q", line, text, code, sub)
 	}
 	return text
+}
+
+// CommandSeeds reads the SMTP command seeds of a command-seeds.tsv
+// (category, name, bytes, note; the bytes column is escaped as in a Go
+// string), skipping comments, the header and the reply rows.
+func CommandSeeds(t testing.TB, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimRight(line, "\r\n")
+		if strings.HasPrefix(line, "#") || strings.HasPrefix(line, "category\t") {
+			continue
+		}
+		cols := strings.Split(line, "\t")
+		if len(cols) < 3 || cols[0] == "reply" {
+			continue
+		}
+		if s, err := strconv.Unquote(`"` + strings.ReplaceAll(cols[2], `"`, `\"`) + `"`); err == nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
