@@ -403,21 +403,6 @@ func TestSpoolFailureIsTemporary(t *testing.T) {
 	}
 }
 
-func TestShutdownTellsIdleClients421(t *testing.T) {
-	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
-	rc.Expect("EHLO c.example", 250, "")
-	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- ts.srv.Shutdown(ctx) }()
-	code, text := rc.Reply()
-	if code != 421 || !strings.Contains(text, "4.3.2") {
-		t.Fatalf("got %q, want 421 4.3.2", text)
-	}
-	<-done
-}
-
 func TestShutdownLetsSessionFinish(t *testing.T) {
 	ts := startServer(t, nil)
 	rc := testenv.DialRaw(t, ts.addr)

@@ -91,19 +91,24 @@ func TestBarePostmaster(t *testing.T) {
 	rc.Expect("RCPT TO:<postmaster>", 550, "5.1.1")
 }
 
-// Shutdown reaches clients that never said EHLO too: 421 4.3.2.
-func TestShutdownTellsSilentClients421(t *testing.T) {
-	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
-	ctx, cancel := contextWithTimeout(200 * time.Millisecond)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- ts.srv.Shutdown(ctx) }()
-	code, text := rc.Reply()
-	if code != 421 || !strings.Contains(text, "4.3.2") {
-		t.Fatalf("got %q, want 421 4.3.2", text)
+// Shutdown tells a client waiting before or after EHLO: 421 4.3.2.
+func TestShutdownTellsWaitingClients421(t *testing.T) {
+	for _, ehlo := range []bool{false, true} {
+		ts := startServer(t, nil)
+		rc := testenv.DialRaw(t, ts.addr)
+		if ehlo {
+			rc.Expect("EHLO c.example", 250, "")
+		}
+		ctx, cancel := contextWithTimeout(200 * time.Millisecond)
+		done := make(chan error, 1)
+		go func() { done <- ts.srv.Shutdown(ctx) }()
+		code, text := rc.Reply()
+		if code != 421 || !strings.Contains(text, "4.3.2") {
+			t.Fatalf("after EHLO %v: got %q, want 421 4.3.2", ehlo, text)
+		}
+		<-done
+		cancel()
 	}
-	<-done
 }
 
 // A session refused with 421 (here: EHLO while shutting down) ends the
