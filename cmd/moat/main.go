@@ -29,25 +29,41 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 // 15–32% less CPU per message, for about 27 MiB more memory.
 const defaultGOGC = 400
 
-// extraProcs is how many more Ps than CPUs moat runs with when
-// $GOMAXPROCS is not set. moat blocks in system calls by design: the
-// spool's group commit waits in fdatasync, Maildir delivery in fsync.
-// With one P per CPU, a P stuck in such a call idles a CPU's worth of Go
-// work until sysmon hands it off (20 µs at the earliest, and a thread
-// switch each time, which costs more in a VM). Two spare Ps keep the CPUs
-// fed while those calls wait. make bench, moat alone, 10,000 messages,
-// default against default+2 side by side over 8 rounds on the 2-CPU
-// development VM: 2,220–2,983 against 2,601–3,415 messages/s, faster in
-// every round (per-round ratio 1.05–1.31, median 1.15). Setting it also
-// stops Go from following later changes of a cgroup CPU limit.
-const extraProcs = 2
+// defaultProcs is the number of Ps (Go's scheduler slots) moat runs with
+// on cpus CPUs when $GOMAXPROCS is not set: at least minProcs, and two
+// more than the CPUs.
+//
+// moat blocks in system calls by design: the spool's group commit waits
+// in fdatasync, Maildir delivery in fsync, and a loopback or LAN write
+// does the receiver's TCP work before it returns. A goroutine coming back
+// from such a call needs a free P; if there is none, it waits in the
+// global run queue behind the sessions, and the group commit's waiters
+// wait with it. While it is in the call, sysmon takes its P away (a
+// thread switch, which costs more in a VM) as soon as other goroutines
+// wait. Spare Ps make both rare. What they need depends on how many
+// goroutines block at once, not on the number of CPUs, hence a floor.
+//
+// make bench, moat alone, 10,000 messages, side by side on the 2-CPU
+// development VM (per-round ratios against the default of the time):
+//   - CPUs+2 against CPUs: faster in all 8 rounds, median 1.15;
+//   - 8 Ps against CPUs+2 (4): two runs of 8 rounds, medians 1.10 and
+//     1.13, faster in 6 of 8 in each; 12 Ps gave 1.11, 6 Ps 1.07 and
+//     1.02.
+//
+// Setting it also stops Go from following later changes of a cgroup CPU
+// limit.
+func defaultProcs(cpus int) int {
+	return max(cpus+2, minProcs)
+}
+
+const minProcs = 8
 
 func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGOGC)
 	}
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + extraProcs)
+		runtime.GOMAXPROCS(defaultProcs(runtime.GOMAXPROCS(0)))
 	}
 	root := rootCommand()
 	if err := root.Execute(); err != nil {
