@@ -46,9 +46,9 @@ const defaultGOGC = 400
 // make bench, moat alone, 10,000 messages, side by side on the 2-CPU
 // development VM (per-round ratios against the default of the time):
 //   - CPUs+2 against CPUs: faster in all 8 rounds, median 1.15;
-//   - 8 Ps against CPUs+2 (4): two runs of 8 rounds, medians 1.10 and
-//     1.13, faster in 6 of 8 in each; 12 Ps gave 1.11, 6 Ps 1.07 and
-//     1.02.
+//   - 8 Ps against CPUs+2 (4): three runs of 8 rounds, medians 1.10,
+//     1.13 and 1.05, faster in 17 of the 24 rounds; 12 Ps gave 1.11,
+//     6 Ps 1.07 and 1.02.
 //
 // Setting it also stops Go from following later changes of a cgroup CPU
 // limit.
