@@ -138,7 +138,7 @@ func (s *Server) Update(st *State) { s.state.Store(st) }
 // Start binds every listener and serves in the background.
 func (s *Server) Start() error {
 	for _, cfg := range s.opt.Listeners {
-		ln, err := net.Listen("tcp", cfg.Address)
+		ln, err := listen(cfg.Address)
 		if err != nil {
 			s.closeListeners()
 			return fmt.Errorf("listener %s: %w", cfg.Name, err)
@@ -146,6 +146,15 @@ func (s *Server) Start() error {
 		s.serve(cfg, ln)
 	}
 	return nil
+}
+
+// listen binds a TCP listener whose connections have no TCP keepalive
+// (Go turns it on by default, at four setsockopt calls per connection):
+// every read has a deadline (RFC 5321 §4.5.3.2), which ends the session
+// of a client that vanished.
+func listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // Serve serves one already bound listener (tests, socket activation).
