@@ -1,9 +1,10 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"io"
+
+	"moat/internal/dataend"
 )
 
 // errBareEOL is returned by eolReader when the message holds a bare CR or
@@ -98,7 +99,7 @@ func (e *eolReader) check(b []byte) bool {
 			b = b[1:]
 			continue
 		}
-		i := bytes.IndexAny(b, "\r\n")
+		i := dataend.IndexLineEnd(b)
 		if i < 0 {
 			return true
 		}

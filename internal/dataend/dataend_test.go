@@ -1,6 +1,9 @@
 package dataend
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+)
 
 // end returns how many bytes of b make the data, "." CRLF included, or
 // -1 when b does not end it.
@@ -56,6 +59,67 @@ func FuzzNext(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if got, want := end(b), reference(b); got != want {
 			t.Fatalf("%q: end at %d, want %d", b, got, want)
+		}
+	})
+}
+
+func TestIndexLineEnd(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int
+	}{
+		{"", -1},
+		{"abc", -1},
+		{"abc\r\n", 3},
+		{"abc\n", 3},
+		{"a\rb\n", 1},
+		{"ab\nc\r", 2},
+		{"\r", 0},
+		{"\n\r", 0},
+	} {
+		if got := IndexLineEnd([]byte(tt.in)); got != tt.want {
+			t.Errorf("%q: %d, want %d", tt.in, got, tt.want)
+		}
+	}
+}
+
+// FuzzIndexLineEnd: the same answer as bytes.IndexAny(b, "\r\n").
+func FuzzIndexLineEnd(f *testing.F) {
+	for _, s := range []string{"", "a\r\n", "a\nb\r", "a\rb\n", "\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := IndexLineEnd(b), bytes.IndexAny(b, "\r\n"); got != want {
+			t.Fatalf("%q: %d, want %d", b, got, want)
+		}
+	})
+}
+
+// message is 2 KB of 70-character lines, as the relay benchmark sends.
+var message = bytes.Repeat([]byte("abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqr\r\n"), 29)
+
+func scanLines(b []byte, index func([]byte) int) int {
+	n := 0
+	for {
+		i := index(b)
+		if i < 0 {
+			return n
+		}
+		n++
+		b = b[i+1:]
+	}
+}
+
+// BenchmarkLineEnds: IndexLineEnd against bytes.IndexAny over a message.
+func BenchmarkLineEnds(b *testing.B) {
+	b.Run("IndexLineEnd", func(b *testing.B) {
+		for b.Loop() {
+			scanLines(message, IndexLineEnd)
+		}
+	})
+	b.Run("IndexAny", func(b *testing.B) {
+		for b.Loop() {
+			scanLines(message, func(p []byte) int { return bytes.IndexAny(p, "\r\n") })
 		}
 	})
 }

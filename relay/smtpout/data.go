@@ -2,7 +2,8 @@ package smtpout
 
 import (
 	"bufio"
-	"bytes"
+
+	"moat/internal/dataend"
 )
 
 // dataWriter writes message data as SMTP sends it (RFC 5321 §4.5.2): a
@@ -44,7 +45,7 @@ func (d *dataWriter) Write(b []byte) (int, error) {
 			n++
 			continue
 		}
-		i := bytes.IndexAny(b[n:], "\r\n")
+		i := dataend.IndexLineEnd(b[n:])
 		if i < 0 {
 			d.write(b[n:])
 			break
