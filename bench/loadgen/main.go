@@ -70,6 +70,18 @@ func signedMessage(c config, keyFile, selector string) ([]byte, error) {
 	return append([]byte(sig), m.Bytes()...), nil
 }
 
+// lfLines turns a CRLF message into the file smtp-source -F sends:
+// smtp-source ends every line it reads with CRLF (and stuffs leading
+// dots), so the file has bare LF line ends. A CR or LF anywhere else
+// would not survive the trip.
+func lfLines(msg []byte) ([]byte, error) {
+	lf := bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))
+	if bytes.IndexByte(lf, '\r') >= 0 || bytes.Count(msg, []byte("\r\n")) != bytes.Count(msg, []byte("\n")) {
+		return nil, errors.New("message has a bare CR or LF")
+	}
+	return lf, nil
+}
+
 // Result is the JSON line loadgen prints.
 type Result struct {
 	Label    string  `json:"label"`
@@ -96,6 +108,7 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", time.Minute, "deadline of each SMTP step")
 	dkimKey := flag.String("dkim-key", "", "sign the message with this key (PEM) for the -from domain; the same signed message is then sent every time")
 	dkimSel := flag.String("dkim-selector", "bench", "DKIM selector")
+	writeMsg := flag.String("write-message", "", "write the signed message to this file with LF line ends (for smtp-source -F) and exit")
 	flag.Parse()
 	c.runID = time.Now().UnixNano()
 	if *dkimKey != "" {
@@ -105,6 +118,21 @@ func main() {
 			os.Exit(2)
 		}
 		c.signed = msg
+	}
+	if *writeMsg != "" {
+		if c.signed == nil {
+			fmt.Fprintln(os.Stderr, "loadgen: -write-message needs -dkim-key")
+			os.Exit(2)
+		}
+		lf, err := lfLines(c.signed)
+		if err == nil {
+			err = os.WriteFile(*writeMsg, lf, 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(2)
+		}
+		return
 	}
 	if err := checkLoopback(c.addr); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)

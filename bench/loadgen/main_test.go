@@ -28,6 +28,18 @@ func TestMakeBody(t *testing.T) {
 	}
 }
 
+func TestLFLines(t *testing.T) {
+	lf, err := lfLines([]byte("A: b\r\n c\r\n\r\nbody\r\n"))
+	if err != nil || string(lf) != "A: b\n c\n\nbody\n" {
+		t.Errorf("lfLines = %q, %v", lf, err)
+	}
+	for _, bad := range []string{"a\rb\r\n", "a\nb\r\n"} {
+		if _, err := lfLines([]byte(bad)); err == nil {
+			t.Errorf("lfLines(%q) accepted", bad)
+		}
+	}
+}
+
 func TestCheckLoopback(t *testing.T) {
 	for addr, ok := range map[string]bool{"127.0.0.1:25": true, "[::1]:25": true, "192.0.2.1:25": false, "example.org:25": false} {
 		if err := checkLoopback(addr); (err == nil) != ok {
