@@ -99,10 +99,7 @@ func (s *Server) newSession(cfg Listener, c *smtpd.Conn) (smtp.Session, error) {
 		return nil, wire(reply.ShuttingDown, conn.ID)
 	}
 	if r := sess.checks; r != nil && r.Resolver != nil && conn.IP.IsValid() {
-		ctx, cancel := context.WithTimeout(context.Background(), r.timeout())
-		p := iprev.Start(ctx, r.Resolver, conn.IP)
-		sess.iprev = p
-		go func() { p.Wait(); cancel() }()
+		sess.iprev = iprev.Start(r.Resolver, conn.IP, r.timeout())
 	}
 	// smtpd creates the session at the first EHLO/HELO, so the connect
 	// and helo stages are decided here.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -64,6 +65,13 @@ type Server struct {
 	closing   bool
 	wg        sync.WaitGroup
 
+	// handoff passes an accepted connection to a goroutine that has
+	// served one and waits for the next (see run); stopped is closed when
+	// the server stops accepting, and ends those waits.
+	handoff chan *Conn
+	stopped chan struct{}
+	waiting atomic.Int32
+
 	// idleHook, when set (by this package's tests), is called each time
 	// a connection is about to wait for its next command on the socket.
 	idleHook func(*Conn)
@@ -95,6 +103,8 @@ func New(cfg Config, newSession NewSessionFunc, log *zap.Logger) *Server {
 		log:        log,
 		listeners:  map[net.Listener]struct{}{},
 		conns:      map[*Conn]struct{}{},
+		handoff:    make(chan *Conn),
+		stopped:    make(chan struct{}),
 	}
 	size := readBufSize
 	if cfg.MaxLineLength+2 > size {
@@ -111,8 +121,9 @@ const readBufSize = 8 << 10
 // ErrServerClosed is returned by Serve after Shutdown or Close.
 var ErrServerClosed = errors.New("smtpd: server closed")
 
-// Serve accepts connections on ln and runs each in its own goroutine
-// until ln fails or the server is shut down (then it returns
+// Serve accepts connections on ln and runs each in a goroutine of its
+// own (a new one, or one that has served another connection and is
+// free) until ln fails or the server is shut down (then it returns
 // ErrServerClosed).
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
@@ -151,18 +162,55 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go s.run(c)
+		select {
+		case s.handoff <- c:
+		default:
+			go s.run(c)
+		}
 	}
 }
 
+// Bounds of the goroutines that wait for another connection after
+// serving one.
+const (
+	maxWaiting  = 64
+	waitForNext = 10 * time.Second
+)
+
+// run serves c, then waits a while for another connection to serve
+// (at most maxWaiting goroutines wait). A goroutine keeps the stack it
+// grew: a new one per connection grew its stack by copying, about four
+// times, on every connection (DKIM and the rules run deep).
 func (s *Server) run(c *Conn) {
-	defer func() {
+	var next *time.Timer
+	for {
+		c.serve()
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()
 		s.wg.Done()
-	}()
-	c.serve()
+
+		if s.waiting.Add(1) > maxWaiting {
+			s.waiting.Add(-1)
+			return
+		}
+		if next == nil {
+			next = time.NewTimer(waitForNext)
+		} else {
+			next.Reset(waitForNext)
+		}
+		select {
+		case c = <-s.handoff:
+			s.waiting.Add(-1)
+		case <-next.C:
+			s.waiting.Add(-1)
+			return
+		case <-s.stopped:
+			s.waiting.Add(-1)
+			next.Stop()
+			return
+		}
+	}
 }
 
 func (s *Server) isClosing() bool {
@@ -175,6 +223,9 @@ func (s *Server) isClosing() bool {
 func (s *Server) closeListeners() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closing {
+		close(s.stopped)
+	}
 	s.closing = true
 	var err error
 	for ln := range s.listeners {

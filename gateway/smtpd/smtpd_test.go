@@ -380,6 +380,48 @@ func TestShutdownWaits(t *testing.T) {
 	}
 }
 
+// TestGoroutineReuse checks that a goroutine done with one connection
+// serves the next, that at most maxWaiting wait, and that stopping the
+// server ends their wait.
+func TestGoroutineReuse(t *testing.T) {
+	ts := start(t, testConfig(), nil)
+	waitFor := func(n int32) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ts.srv.waiting.Load() != n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d goroutines wait for a connection, want %d", ts.srv.waiting.Load(), n)
+			}
+		}
+	}
+	quit := func(c *testenv.Raw) {
+		c.Expect("QUIT", 221, "")
+		c.Conn.Close()
+	}
+	first := dial(t, ts.addr)
+	first.Expect("EHLO client.example", 250, "")
+	quit(first)
+	waitFor(1)
+	// The next connection is served by the goroutine that waited.
+	second := dial(t, ts.addr)
+	waitFor(0)
+	second.Expect("EHLO client.example", 250, "")
+	second.Expect("MAIL FROM:<a@example.org>", 250, "")
+	quit(second)
+	waitFor(1)
+
+	var many []*testenv.Raw
+	for range maxWaiting + 6 {
+		many = append(many, dial(t, ts.addr))
+	}
+	for _, c := range many {
+		quit(c)
+	}
+	waitFor(maxWaiting)
+
+	ts.srv.Close()
+	waitFor(0)
+}
+
 // The DATA states: dot-stuffing undone, only CRLF.CRLF ends, CR and LF
 // handed over as they came.
 func TestDataReader(t *testing.T) {

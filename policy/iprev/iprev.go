@@ -18,7 +18,9 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
+	"moat/internal/deadline"
 	"moat/internal/dnsres"
 	"moat/policy"
 )
@@ -96,11 +98,13 @@ type Pending struct {
 	res  policy.IPRev
 }
 
-// Start begins Check in a goroutine bounded by ctx.
-func Start(ctx context.Context, r dnsres.Resolver, ip netip.Addr) *Pending {
+// Start begins Check in a goroutine, bounded by timeout.
+func Start(r dnsres.Resolver, ip netip.Addr, timeout time.Duration) *Pending {
 	p := &Pending{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
+		ctx, cancel := deadline.WithTimeout(context.Background(), timeout)
+		defer cancel()
 		p.res = Check(ctx, r, ip)
 	}()
 	return p

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 
@@ -46,7 +47,7 @@ func TestCheck(t *testing.T) {
 		{"192.0.2.99", policy.ResultFail},
 	}
 	for _, tt := range tests {
-		got := Start(context.Background(), r, netip.MustParseAddr(tt.ip)).Wait()
+		got := Start(r, netip.MustParseAddr(tt.ip), 5*time.Second).Wait()
 		if got.Result != tt.want {
 			t.Errorf("%s: got %+v, want %s", tt.ip, got, tt.want)
 		}
