@@ -189,6 +189,7 @@ func (s *Server) run(c *Conn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 		s.wg.Done()
+		c = nil // not kept alive while waiting
 
 		if s.waiting.Add(1) > maxWaiting {
 			s.waiting.Add(-1)
