@@ -205,12 +205,29 @@ func (c *Client) deliverChunk(ctx context.Context, dests []dest, msg *transport.
 		if i >= c.o.MaxAttempts {
 			break
 		}
-		if err := c.lim.acquire(ctx, d.key); err != nil {
+		// While it waits for a slot, the delivery may ride on a session
+		// that has sent its commands already (chain.go).
+		r := newRider(d.key, msg, rcpts)
+		carried, err := c.lim.acquireOrRide(ctx, d.key, r)
+		if err != nil {
+			if carried != nil {
+				carried.close()
+				c.lim.release(d.key)
+			}
 			lastErr = fmt.Errorf("waiting for a connection slot to %s: %w", d, err)
 			break
 		}
-		s, err := c.session(ctx, d)
+		var s *session
 		out := outStale
+		if carried != nil {
+			s, out = carried, carried.carry(ctx, r, res)
+		}
+		if out == outStale {
+			if s != nil {
+				s.close()
+			}
+			s, err = c.session(ctx, d)
+		}
 		for err == nil && out == outStale {
 			if out = s.transact(ctx, msg, rcpts, res); out == outStale {
 				// A pooled connection that died while idle: nothing was
@@ -228,6 +245,8 @@ func (c *Client) deliverChunk(ctx context.Context, dests []dest, msg *transport.
 			continue
 		}
 		switch {
+		case out == outKeep && s.handOn():
+			return // the rider carried on this session has it, slot and all
 		case out == outKeep && ctx.Err() == nil && s.used < c.o.MaxMessagesPerConn:
 			c.pool.put(s)
 		case out == outKeep:

@@ -67,9 +67,17 @@ func (d *dataWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// Close ends the data: the line in progress with CRLF, then "." CRLF,
-// and flushes.
+// Close ends the data (see end) and flushes.
 func (d *dataWriter) Close() error {
+	if err := d.end(); err != nil {
+		return err
+	}
+	return d.w.Flush()
+}
+
+// end ends the data: the line in progress with CRLF, then "." CRLF,
+// buffered (more commands may follow in the same write).
+func (d *dataWriter) end() error {
 	switch d.state {
 	case dwBegin, dwData:
 		d.write(crlf)
@@ -77,10 +85,7 @@ func (d *dataWriter) Close() error {
 		d.writeByte('\n')
 	}
 	d.write(dotCRLF)
-	if d.err != nil {
-		return d.err
-	}
-	return d.w.Flush()
+	return d.err
 }
 
 var (

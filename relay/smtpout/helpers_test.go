@@ -183,15 +183,41 @@ func startServer(t testing.TB, b *backend, mod func(*smtp.Server)) (string, *cou
 // scripted is a tiny SMTP server for what go-smtp's server lacks
 // (XFORWARD) and for misbehaving peers. It records every command line.
 type scripted struct {
-	ehlo  []string // extension lines after the first EHLO line
-	greet string   // default "220 scripted ESMTP"
-	hang  bool     // accept and never answer
-	rcpt  string   // the reply to RCPT; default "250 2.1.5 ok"
+	ehlo  []string      // extension lines after the first EHLO line
+	greet string        // default "220 scripted ESMTP"
+	hang  bool          // accept and never answer
+	rcpt  string        // the reply to RCPT; default "250 2.1.5 ok"
+	delay time.Duration // before the greeting
+	rtt   time.Duration // waited before reading what a new write of the client brought
+	// The final dot of the failDot-th message of the server is refused
+	// with 550; at the dropDot-th the connection is closed unanswered,
+	// at the closeDot-th right after the 250.
+	failDot, dropDot, closeDot int
 
 	mu       sync.Mutex
 	lines    []string
 	buffered []int // for each line, the bytes already received after it
 	msgs     int   // messages ended with the final dot
+	afterDot []int // for each final dot, the bytes already received after it
+}
+
+// chained counts the final dots that the next commands had followed in
+// the same write.
+func (s *scripted) chained() int {
+	return s.chainedFrom(0)
+}
+
+// chainedFrom is chained from the i-th final dot of the server on.
+func (s *scripted) chainedFrom(i int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, b := range s.afterDot[min(i, len(s.afterDot)):] {
+		if b > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // buffer returns, for each command line, the bytes that had already
@@ -250,6 +276,7 @@ func (s *scripted) serve(c net.Conn) {
 		return
 	}
 	br := bufio.NewReader(c)
+	time.Sleep(s.delay)
 	greet := s.greet
 	if greet == "" {
 		greet = "220 scripted ESMTP"
@@ -259,6 +286,9 @@ func (s *scripted) serve(c net.Conn) {
 		return
 	}
 	for {
+		if br.Buffered() == 0 {
+			time.Sleep(s.rtt)
+		}
 		line, err := br.ReadString('\n')
 		if err != nil {
 			return
@@ -284,6 +314,9 @@ func (s *scripted) serve(c net.Conn) {
 		case "DATA":
 			io.WriteString(c, "354 go on\r\n")
 			for {
+				if br.Buffered() == 0 {
+					time.Sleep(s.rtt)
+				}
 				l, err := br.ReadString('\n')
 				if err != nil {
 					return
@@ -294,8 +327,20 @@ func (s *scripted) serve(c net.Conn) {
 			}
 			s.mu.Lock()
 			s.msgs++
+			n := s.msgs
+			s.afterDot = append(s.afterDot, br.Buffered())
 			s.mu.Unlock()
-			io.WriteString(c, "250 2.0.0 queued\r\n")
+			switch n {
+			case s.dropDot:
+				return
+			case s.failDot:
+				io.WriteString(c, "550 5.7.1 refused\r\n")
+			default:
+				io.WriteString(c, "250 2.0.0 queued\r\n")
+				if n == s.closeDot {
+					return
+				}
+			}
 		case "RCPT":
 			r := s.rcpt
 			if r == "" {

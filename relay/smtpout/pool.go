@@ -2,42 +2,135 @@ package smtpout
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
+
+	"moat/relay/transport"
 )
 
-// limiter bounds sessions in use overall and per destination. Its map
-// holds only destinations in use, so it stays bounded by max.
+// limiter bounds sessions in use overall and per destination. Its maps
+// hold only destinations in use or waited for, so they stay bounded by
+// max and by the deliveries waiting (at most one per queue worker).
 type limiter struct {
 	max, perDest int
 
-	mu    sync.Mutex
-	total int
-	per   map[string]int
-	wake  chan struct{} // closed and replaced on every release
+	mu     sync.Mutex
+	total  int
+	per    map[string]int
+	wake   chan struct{}       // closed and replaced on every release
+	riders map[string][]*rider // deliveries waiting for a slot, by destination
+
+	noChain bool // set by this package's benchmarks, to compare
+}
+
+// rider is a delivery waiting for a slot to key that a session to key may
+// take on instead (see chain.go): claimed, it waits for handed, which
+// brings the session with its commands sent, or nil.
+type rider struct {
+	key     string
+	msg     *transport.Message
+	rcpts   []string
+	g       *group // its commands, sent by the session that claimed it
+	claimed bool   // l.mu
+	handed  chan *session
 }
 
 func newLimiter(max, perDest int) *limiter {
-	return &limiter{max: max, perDest: perDest, per: map[string]int{}, wake: make(chan struct{})}
+	return &limiter{max: max, perDest: perDest, per: map[string]int{}, wake: make(chan struct{}), riders: map[string][]*rider{}}
 }
 
 func (l *limiter) acquire(ctx context.Context, key string) error {
+	_, err := l.acquireOrRide(ctx, key, nil)
+	return err
+}
+
+// acquireOrRide takes a slot for key, waiting for one. With r set, the
+// delivery also waits as a rider: a session to key may claim it and hand
+// itself over, slot and all, with r's commands sent (s non-nil). If that
+// session cannot carry r after all it hands nil, and r waits on.
+func (l *limiter) acquireOrRide(ctx context.Context, key string, r *rider) (*session, error) {
 	for {
 		l.mu.Lock()
+		if r != nil && r.claimed {
+			l.mu.Unlock()
+			if s := <-r.handed; s != nil {
+				return s, nil
+			}
+			l.mu.Lock()
+			r.claimed = false
+			l.mu.Unlock()
+			continue
+		}
 		if l.total < l.max && l.per[key] < l.perDest {
 			l.total++
 			l.per[key]++
+			l.dropRider(r)
 			l.mu.Unlock()
-			return nil
+			return nil, nil
+		}
+		if r != nil && !slices.Contains(l.riders[key], r) {
+			l.riders[key] = append(l.riders[key], r)
 		}
 		wake := l.wake
+		var handed chan *session
+		if r != nil {
+			handed = r.handed
+		}
 		l.mu.Unlock()
 		select {
 		case <-wake:
+		case s := <-handed:
+			if s != nil {
+				return s, nil
+			}
+			l.mu.Lock()
+			r.claimed = false
+			l.mu.Unlock()
 		case <-ctx.Done():
-			return ctx.Err()
+			l.mu.Lock()
+			claimed := r != nil && r.claimed
+			l.dropRider(r)
+			l.mu.Unlock()
+			if claimed {
+				// A session is carrying r: take what it hands, so
+				// that its slot is not lost; the caller closes it.
+				return <-r.handed, ctx.Err()
+			}
+			return nil, ctx.Err()
 		}
 	}
+}
+
+// dropRider takes r off the riders of its key (l.mu held).
+func (l *limiter) dropRider(r *rider) {
+	if r == nil {
+		return
+	}
+	rs := l.riders[r.key]
+	if i := slices.Index(rs, r); i >= 0 {
+		rs = slices.Delete(rs, i, i+1)
+	}
+	if len(rs) == 0 {
+		delete(l.riders, r.key)
+	} else {
+		l.riders[r.key] = rs
+	}
+}
+
+// claim takes the longest-waiting rider for key, if any; the caller must
+// hand it a session or nil.
+func (l *limiter) claim(key string) *rider {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rs := l.riders[key]
+	if len(rs) == 0 {
+		return nil
+	}
+	r := rs[0]
+	l.dropRider(r)
+	r.claimed = true
+	return r
 }
 
 func (l *limiter) release(key string) {

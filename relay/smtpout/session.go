@@ -53,6 +53,10 @@ type session struct {
 	bw        *bufio.Writer
 	used      int
 	idleTimer *time.Timer
+
+	lim     *limiter // its client's, for riders (chain.go)
+	maxUsed int      // MaxMessagesPerConn
+	next    *rider   // the rider whose commands followed the last dot
 }
 
 // errTLSHandshake marks a failed TLS handshake: with opportunistic TLS
@@ -157,7 +161,8 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 	if err := cl.Hello(c.o.Hostname); err != nil {
 		return nil, remoteErr(err, d.String(), hello)
 	}
-	s := &session{key: d.key, name: d.String(), raw: raw, wc: wc, c: cl, t: t, lmtp: c.lmtp, tls: tlsOn}
+	s := &session{key: d.key, name: d.String(), raw: raw, wc: wc, c: cl, t: t, lmtp: c.lmtp, tls: tlsOn,
+		lim: c.lim, maxUsed: c.o.MaxMessagesPerConn}
 	if c.o.Username != "" {
 		if err := c.auth(s); err != nil {
 			return nil, err

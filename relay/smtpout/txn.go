@@ -29,71 +29,115 @@ const (
 // The commands go out as one group when the server offers PIPELINING
 // (RFC 2920 §3.1): RSET (on a reused session), XFORWARD, MAIL, every
 // RCPT and DATA in one write, their replies read in order; then the
-// message and its final dot in one more write. Two round trips per
-// message instead of up to six. Without PIPELINING each command waits
-// for its reply, and nothing follows a refused MAIL or a transaction
-// without recipients.
+// message and its final dot in one more write, with the commands of the
+// next transaction, when a delivery to the same destination waits for a
+// session (see chain.go). Two round trips per message instead of up to
+// six, one when transactions follow each other. Without PIPELINING each
+// command waits for its reply, and nothing follows a refused MAIL or a
+// transaction without recipients.
 func (s *session) transact(ctx context.Context, msg *transport.Message, rcpts []string, res map[string]error) outcome {
 	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
 	defer stop()
 	reused := s.used > 0
 	s.used++
-	all := func(rs []string, err error) {
-		for _, r := range rs {
+	if err := s.refuse(msg, rcpts); err != nil {
+		for _, r := range rcpts {
 			res[r] = err
 		}
+		return outKeep
 	}
+	g := s.commands(msg, rcpts, reused)
+	if err := g.start(); err != nil {
+		if reused {
+			return outStale
+		}
+		for _, r := range rcpts {
+			res[r] = fmt.Errorf("%s: sending commands: %w", s.name, err)
+		}
+		return outDrop
+	}
+	return s.finish(msg, rcpts, res, g, reused)
+}
+
+// carry runs the transaction of r, whose commands this session sent
+// after the final dot of the one before.
+func (s *session) carry(ctx context.Context, r *rider, res map[string]error) outcome {
+	stop := context.AfterFunc(ctx, func() { s.raw.Close() })
+	defer stop()
+	s.used++
+	return s.finish(r.msg, r.rcpts, res, r.g, true)
+}
+
+// refuse returns what every recipient is told when msg cannot be sent in
+// this session at all, or nil.
+func (s *session) refuse(msg *transport.Message, rcpts []string) error {
 	if s.maxSize > 0 && msg.Size > s.maxSize {
 		// RFC 1870 §6.2: do not send what the server said it refuses.
-		all(rcpts, reply.New(552, 3, 4, fmt.Sprintf("Message size %d exceeds the limit of %d of %s", msg.Size, s.maxSize, s.name)))
-		return outKeep
+		return reply.New(552, 3, 4, fmt.Sprintf("Message size %d exceeds the limit of %d of %s", msg.Size, s.maxSize, s.name))
 	}
 	if msg.UTF8 && !s.utf8 {
 		// RFC 6531 §3.2: no SMTPUTF8 at the next hop, so no delivery.
-		all(rcpts, reply.New(550, 6, 7, fmt.Sprintf("%s does not support SMTPUTF8, which the message needs", s.name)))
-		return outKeep
+		return reply.New(550, 6, 7, fmt.Sprintf("%s does not support SMTPUTF8, which the message needs", s.name))
 	}
 	for _, a := range append([]string{msg.Sender}, rcpts...) {
 		if strings.ContainsAny(a, "\r\n<>") {
-			all(rcpts, transport.Permanent(fmt.Errorf("address %q cannot be sent in a command", a)))
-			return outKeep
+			return transport.Permanent(fmt.Errorf("address %q cannot be sent in a command", a))
 		}
 	}
+	return nil
+}
 
-	g := &group{s: s, pipelined: s.pipeline}
-	if reused {
-		g.cmds = append(g.cmds, "RSET") // RFC 5321 §4.1.1.5
+// commands is the group of a transaction: RSET first on a reused
+// session (RFC 5321 §4.1.1.5), then XFORWARD, MAIL, RCPT and DATA.
+func (s *session) commands(msg *transport.Message, rcpts []string, rset bool) *group {
+	g := &group{s: s, pipelined: s.pipeline, rset: rset}
+	if rset {
+		g.cmds = append(g.cmds, "RSET")
 	}
 	xfwd := s.xforwardLines(msg)
+	g.xfwd = len(xfwd)
 	g.cmds = append(g.cmds, xfwd...)
 	g.cmds = append(g.cmds, s.mailCommand(msg))
 	for _, r := range rcpts {
 		g.cmds = append(g.cmds, "RCPT TO:<"+r+">")
 	}
 	g.cmds = append(g.cmds, "DATA")
-	if err := g.start(); err != nil {
-		if reused {
-			return outStale
-		}
-		all(rcpts, fmt.Errorf("%s: sending commands: %w", s.name, err))
-		return outDrop
-	}
+	return g
+}
 
-	if reused {
+// finish reads the replies of a started group and sends the message.
+// stale: a session that gives no first reply was dead before this
+// transaction (a pooled one, or one that carries a rider), so nothing
+// was sent and another session may be tried (outStale).
+func (s *session) finish(msg *transport.Message, rcpts []string, res map[string]error, g *group, stale bool) outcome {
+	all := func(rs []string, err error) {
+		for _, r := range rs {
+			res[r] = err
+		}
+	}
+	if g.rset {
 		// The reply to RSET proves the pooled connection is alive.
 		if r, err := g.next(s.t.Mail); err != nil || r.Code != 250 {
 			return outStale
 		}
+		stale = false
 	}
-	for range xfwd {
+	for range g.xfwd {
 		if _, err := g.next(s.t.Mail); err != nil {
+			if stale {
+				return outStale
+			}
 			all(rcpts, fmt.Errorf("%s: XFORWARD: %w", s.name, err))
 			return outDrop
 		}
+		stale = false
 		// A refusal is not a reason not to deliver.
 	}
 	mr, err := g.next(s.t.Mail)
 	if err != nil {
+		if stale {
+			return outStale
+		}
 		all(rcpts, fmt.Errorf("%s: MAIL FROM: %w", s.name, err))
 		return outDrop
 	}
@@ -151,7 +195,9 @@ func (s *session) transact(ctx context.Context, msg *transport.Message, rcpts []
 
 // sendData sends the message after the 354 reply (RFC 5321 §4.1.1.4),
 // dot-stuffed, and reads the reply to the final dot: one for SMTP, one
-// per accepted recipient for LMTP (RFC 2033 §4.2).
+// per accepted recipient for LMTP (RFC 2033 §4.2). The commands of a
+// claimed rider follow the dot in the same write; the rider is kept in
+// s.next when the session stays usable, else handed back.
 func (s *session) sendData(msg *transport.Message, accepted []string, res map[string]error) outcome {
 	fail := func(rs []string, err error) outcome {
 		for _, r := range rs {
@@ -170,25 +216,40 @@ func (s *session) sendData(msg *transport.Message, accepted []string, res map[st
 	_, err = io.CopyBuffer(dw, body, *buf)
 	copyBufs.Put(buf)
 	body.Close()
+	var r *rider
 	if err == nil {
-		err = dw.Close() // the final dot, and the flush
+		err = dw.end()
+	}
+	if err == nil {
+		if r = s.claimRider(); r != nil {
+			r.g.write()
+		}
+		err = s.bw.Flush()
 	}
 	if err != nil {
+		handBack(r)
 		return fail(accepted, fmt.Errorf("%s: sending the message: %w", s.name, err))
 	}
 	if !s.lmtp {
-		r, err := s.wc.reply(s.t.DataFinal)
+		fr, err := s.wc.reply(s.t.DataFinal)
 		if err != nil {
+			handBack(r)
 			return fail(accepted, fmt.Errorf("%s: end of DATA: %w", s.name, err))
 		}
 		var e error
-		if r.Code != 250 {
-			e = wireErr(r, s.name, "end of DATA")
+		if fr.Code != 250 {
+			e = wireErr(fr, s.name, "end of DATA")
 		}
 		for _, rcpt := range accepted {
 			res[rcpt] = e
 		}
-		return keepUnless421(r)
+		out := keepUnless421(fr)
+		if out == outKeep {
+			s.next = r
+		} else {
+			handBack(r)
+		}
+		return out
 	}
 	keep := outKeep
 	for i, rcpt := range accepted {
@@ -248,7 +309,9 @@ type group struct {
 	s         *session
 	cmds      []string
 	pipelined bool
-	i         int // the next reply to read
+	rset      bool // starts with RSET
+	xfwd      int  // XFORWARD commands after it
+	i         int  // the next reply to read
 }
 
 // start writes every command of a pipelined group (RFC 2920 §3.1: DATA
@@ -257,11 +320,16 @@ func (g *group) start() error {
 	if !g.pipelined {
 		return nil
 	}
+	g.write()
+	return g.s.bw.Flush()
+}
+
+// write buffers every command of the group.
+func (g *group) write() {
 	for _, c := range g.cmds {
 		g.s.bw.WriteString(c)
 		g.s.bw.WriteString("\r\n")
 	}
-	return g.s.bw.Flush()
 }
 
 // next reads the reply to the next command, sending it first when not

@@ -1,0 +1,179 @@
+package smtpout
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"moat/relay/route"
+	"moat/relay/transport"
+)
+
+// deliverAll runs n deliveries at once, one recipient each, through a
+// client with a single session to the server, and returns each one's
+// result by recipient.
+func deliverAll(t *testing.T, addr string, n int) map[string]error {
+	t.Helper()
+	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, MaxConns: 1, MaxConnsPerDest: 1})
+	defer c.Close()
+	var mu sync.Mutex
+	got := map[string]error{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rcpt := fmt.Sprintf("r%d@example.net", i)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			for _, r := range c.Deliver(ctx, testMsg(testBody), []string{rcpt}) {
+				mu.Lock()
+				got[r.Recipient] = r.Err
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(got) != n {
+		t.Fatalf("%d results for %d deliveries", len(got), n)
+	}
+	return got
+}
+
+// count sorts the results: delivered, refused for good, to try again.
+func count(res map[string]error) (ok, perm, temp int) {
+	for _, err := range res {
+		switch {
+		case err == nil:
+			ok++
+		case transport.IsPermanent(err):
+			perm++
+		default:
+			temp++
+		}
+	}
+	return
+}
+
+// TestChainedTransactions: deliveries waiting for the one session ride
+// on it, their commands sent behind the final dot of the message before
+// (RFC 2920 §3.1), with no RSET in between.
+func TestChainedTransactions(t *testing.T) {
+	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond}
+	addr := startScripted(t, s)
+	res := deliverAll(t, addr, 8)
+	if ok, _, _ := count(res); ok != 8 {
+		t.Fatalf("results %v", res)
+	}
+	if s.messages() != 8 {
+		t.Errorf("%d messages at the server, want 8", s.messages())
+	}
+	if s.chained() == 0 {
+		t.Error("no MAIL followed a final dot in the same write")
+	}
+	rsets, mails := 0, 0
+	for _, l := range s.commands() {
+		rsets += strings.Count(l, "RSET")
+		if strings.HasPrefix(l, "MAIL") {
+			mails++
+		}
+	}
+	if mails != 8 || rsets > 7-s.chained() {
+		t.Errorf("%d MAIL and %d RSET for 8 messages, %d chained", mails, rsets, s.chained())
+	}
+}
+
+// Without PIPELINING nothing is chained.
+func TestNoChainWithoutPipelining(t *testing.T) {
+	s := &scripted{delay: 100 * time.Millisecond}
+	addr := startScripted(t, s)
+	if ok, _, _ := count(deliverAll(t, addr, 4)); ok != 4 || s.messages() != 4 || s.chained() != 0 {
+		t.Errorf("delivered %d, %d at the server, %d chained", ok, s.messages(), s.chained())
+	}
+}
+
+// A refused message does not take the one riding behind it down.
+func TestChainedAfterRefusal(t *testing.T) {
+	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond, failDot: 1}
+	addr := startScripted(t, s)
+	res := deliverAll(t, addr, 6)
+	if ok, perm, temp := count(res); ok != 5 || perm != 1 || temp != 0 {
+		t.Errorf("delivered %d, refused %d, deferred %d: %v", ok, perm, temp, res)
+	}
+	if s.messages() != 6 || s.chainedFrom(0) == s.chainedFrom(1) {
+		t.Errorf("%d messages at the server; the refused one carried no commands behind it (%d chained)", s.messages(), s.chained())
+	}
+}
+
+// The server closes the connection after a final dot without a reply:
+// that message is deferred (it may have arrived), and the delivery whose
+// commands followed the dot, of which nothing else was sent, is made on
+// a new connection, once.
+func TestChainedConnectionLost(t *testing.T) {
+	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond, dropDot: 1}
+	addr := startScripted(t, s)
+	res := deliverAll(t, addr, 6)
+	if ok, perm, temp := count(res); ok != 5 || perm != 0 || temp != 1 {
+		t.Errorf("delivered %d, refused %d, deferred %d: %v", ok, perm, temp, res)
+	}
+	// Every message's content reached the server once: the lost
+	// connection carried one message and the next one's commands only.
+	if s.messages() != 6 || s.chainedFrom(0) == s.chainedFrom(1) {
+		t.Errorf("%d messages at the server, want 6; the lost one carried no commands behind it (%d chained)", s.messages(), s.chained())
+	}
+}
+
+// The server closes the connection right after its 250 to a final dot,
+// before it answers the commands that followed: the rider tries a new
+// connection at once, as with a dead pooled one, and is delivered.
+func TestChainedStale(t *testing.T) {
+	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond, closeDot: 1}
+	addr := startScripted(t, s)
+	res := deliverAll(t, addr, 6)
+	if ok, _, _ := count(res); ok != 6 {
+		t.Errorf("results %v", res)
+	}
+	if s.messages() != 6 || s.chainedFrom(0) == s.chainedFrom(1) {
+		t.Errorf("%d messages at the server, want 6; the first carried no commands behind it (%d chained)", s.messages(), s.chained())
+	}
+}
+
+// BenchmarkChainRTT delivers through one session to a server 1 ms of
+// round trip away, 8 deliveries at a time: chained, each message costs
+// one round trip instead of two.
+func BenchmarkChainRTT(b *testing.B) {
+	for _, chain := range []bool{false, true} {
+		b.Run(fmt.Sprintf("chain=%v", chain), func(b *testing.B) {
+			s := &scripted{ehlo: []string{"PIPELINING"}, rtt: time.Millisecond}
+			addr := startScripted(b, s)
+			c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, MaxConns: 1, MaxConnsPerDest: 1, MaxMessagesPerConn: 1 << 30})
+			c.lim.noChain = !chain
+			defer c.Close()
+			var next sync.WaitGroup
+			jobs := make(chan int)
+			for range 8 {
+				next.Add(1)
+				go func() {
+					defer next.Done()
+					for i := range jobs {
+						for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{fmt.Sprintf("r%d@example.net", i)}) {
+							if r.Err != nil {
+								b.Error(r.Err)
+							}
+						}
+					}
+				}()
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				jobs <- i
+			}
+			close(jobs)
+			next.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
