@@ -30,7 +30,13 @@ import (
 //	(c) with Postfix stopped, an uncached recipient gets 4xx at RCPT
 //	    (RFC 5321 §4.2.5: the answer is unknown, not negative) while a
 //	    recipient the cache knows is accepted and queued; once Postfix
-//	    is back, `moat queue flush` delivers it.
+//	    is back, `moat queue flush` delivers it;
+//	(d) a burst of 60 messages from 12 clients at once, for alice (a
+//	    recipient the callahead cache knows), reaches Postfix
+//	    once each, with more deliveries than sessions to the backend,
+//	    so that transactions follow final dots in the same write (RFC
+//	    2920 §3.1, relay/smtpout/chain.go), and Postfix logs no improper
+//	    pipelining.
 func TestPostfixBackend(t *testing.T) {
 	pf := testenv.StartPostfix(t, "corp.test", []string{"alice", "bob"})
 	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
@@ -137,5 +143,49 @@ func TestPostfixBackend(t *testing.T) {
 		return err == nil && !strings.Contains(out, "alice@corp.test")
 	}) {
 		t.Errorf("(c) the delivered message is still queued:\n%s", listed)
+	}
+
+	// (d) A burst.
+	const clients, each = 12, 5
+	burst := fmt.Sprintf("burst-%d", time.Now().UnixNano())
+	errs := make(chan error, clients*each)
+	for c := range clients {
+		go func() {
+			for i := range each {
+				id := fmt.Sprintf("%s-%d-%d", burst, c, i)
+				errs <- testenv.Send(m.Addr, "sender@client.test", []string{"alice@corp.test"},
+					testenv.Message("sender@client.test", "alice@corp.test", id+"@client.test", id+"\r\n"))
+			}
+		}()
+	}
+	for range clients * each {
+		if err := <-errs; err != nil {
+			t.Fatalf("(d) burst: %v%s", err, logs())
+		}
+	}
+	count := func() (n int, ids map[string]int) {
+		ids = map[string]int{}
+		for _, f := range pf.Delivered("alice@corp.test") {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			body := string(testenv.Body(b))
+			if strings.Contains(body, burst) {
+				n++
+				ids[strings.TrimSpace(body)]++
+			}
+		}
+		return n, ids
+	}
+	if !testenv.WaitFor(60*time.Second, func() bool { n, _ := count(); return n >= clients*each }) {
+		n, _ := count()
+		t.Fatalf("(d) alice has %d of the %d burst messages%s", n, clients*each, logs())
+	}
+	if n, ids := count(); n != clients*each || len(ids) != clients*each {
+		t.Errorf("(d) %d burst messages at Postfix, %d distinct, want %d once each", n, len(ids), clients*each)
+	}
+	if strings.Contains(pf.Log(), "improper command pipelining") {
+		t.Errorf("(d) Postfix complains of the pipelining:%s", logs())
 	}
 }
