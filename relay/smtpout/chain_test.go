@@ -95,49 +95,36 @@ func TestNoChainWithoutPipelining(t *testing.T) {
 	}
 }
 
-// A refused message does not take the one riding behind it down.
-func TestChainedAfterRefusal(t *testing.T) {
-	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond, failDot: 1}
-	addr := startScripted(t, s)
-	res := deliverAll(t, addr, 6)
-	if ok, perm, temp := count(res); ok != 5 || perm != 1 || temp != 0 {
-		t.Errorf("delivered %d, refused %d, deferred %d: %v", ok, perm, temp, res)
-	}
-	if s.messages() != 6 || s.chainedFrom(0) == s.chainedFrom(1) {
-		t.Errorf("%d messages at the server; the refused one carried no commands behind it (%d chained)", s.messages(), s.chained())
-	}
-}
-
-// The server closes the connection after a final dot without a reply:
-// that message is deferred (it may have arrived), and the delivery whose
-// commands followed the dot, of which nothing else was sent, is made on
-// a new connection, once.
-func TestChainedConnectionLost(t *testing.T) {
-	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond, dropDot: 1}
-	addr := startScripted(t, s)
-	res := deliverAll(t, addr, 6)
-	if ok, perm, temp := count(res); ok != 5 || perm != 0 || temp != 1 {
-		t.Errorf("delivered %d, refused %d, deferred %d: %v", ok, perm, temp, res)
-	}
-	// Every message's content reached the server once: the lost
-	// connection carried one message and the next one's commands only.
-	if s.messages() != 6 || s.chainedFrom(0) == s.chainedFrom(1) {
-		t.Errorf("%d messages at the server, want 6; the lost one carried no commands behind it (%d chained)", s.messages(), s.chained())
-	}
-}
-
-// The server closes the connection right after its 250 to a final dot,
-// before it answers the commands that followed: the rider tries a new
-// connection at once, as with a dead pooled one, and is delivered.
-func TestChainedStale(t *testing.T) {
-	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond, closeDot: 1}
-	addr := startScripted(t, s)
-	res := deliverAll(t, addr, 6)
-	if ok, _, _ := count(res); ok != 6 {
-		t.Errorf("results %v", res)
-	}
-	if s.messages() != 6 || s.chainedFrom(0) == s.chainedFrom(1) {
-		t.Errorf("%d messages at the server, want 6; the first carried no commands behind it (%d chained)", s.messages(), s.chained())
+// TestChainedFailures: what goes wrong at the first message's final dot
+// does not cost the message riding behind it, whose commands followed
+// the dot: every message's content reaches the server once.
+//   - refused (550): the rider is delivered on the same session;
+//   - the connection closed without a reply: that message is deferred
+//     (it may have arrived), the rider is made on a new connection;
+//   - the connection closed right after the 250, before the replies to
+//     the rider's commands: the rider tries a new connection at once, as
+//     with a dead pooled one.
+func TestChainedFailures(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		server         *scripted
+		ok, perm, temp int
+	}{
+		{"refused", &scripted{failDot: 1}, 5, 1, 0},
+		{"lost", &scripted{dropDot: 1}, 5, 0, 1},
+		{"closed after 250", &scripted{closeDot: 1}, 6, 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.server
+			s.ehlo, s.delay = []string{"PIPELINING"}, 100*time.Millisecond
+			res := deliverAll(t, startScripted(t, s), 6)
+			if ok, perm, temp := count(res); ok != tt.ok || perm != tt.perm || temp != tt.temp {
+				t.Errorf("delivered %d, refused %d, deferred %d: %v", ok, perm, temp, res)
+			}
+			if s.messages() != 6 || s.chainedFrom(0) == s.chainedFrom(1) {
+				t.Errorf("%d messages at the server, want 6; the first carried no commands behind it (%d chained)", s.messages(), s.chained())
+			}
+		})
 	}
 }
 

@@ -58,6 +58,11 @@
 //     354 when no recipient was accepted gets no message: the connection
 //     is dropped, which discards the transaction. Without PIPELINING each
 //     command waits for its reply.
+//   - Chained transactions (chain.go): when every session to a
+//     destination is busy and another delivery waits for one, its
+//     commands follow the final dot of the message in progress, in the
+//     same write (RFC 2920 §3.1), and it takes the session over once the
+//     dot's reply has come: one round trip per message.
 //   - LMTP (RFC 2033 §4.2): after the final dot there is one reply per
 //     accepted recipient, and each one is that recipient's result.
 //   - Connection reuse: after a transaction a connection goes back to a

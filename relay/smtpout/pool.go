@@ -40,11 +40,6 @@ func newLimiter(max, perDest int) *limiter {
 	return &limiter{max: max, perDest: perDest, per: map[string]int{}, wake: make(chan struct{}), riders: map[string][]*rider{}}
 }
 
-func (l *limiter) acquire(ctx context.Context, key string) error {
-	_, err := l.acquireOrRide(ctx, key, nil)
-	return err
-}
-
 // acquireOrRide takes a slot for key, waiting for one. With r set, the
 // delivery also waits as a rider: a session to key may claim it and hand
 // itself over, slot and all, with r's commands sent (s non-nil). If that

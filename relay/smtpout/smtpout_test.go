@@ -414,19 +414,23 @@ func TestIdleTimeout(t *testing.T) {
 func TestLimiter(t *testing.T) {
 	l := newLimiter(2, 1)
 	ctx := context.Background()
-	if err := l.acquire(ctx, "a"); err != nil {
+	acquire := func(ctx context.Context, key string) error {
+		_, err := l.acquireOrRide(ctx, key, nil)
+		return err
+	}
+	if err := acquire(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.acquire(ctx, "b"); err != nil {
+	if err := acquire(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if err := l.acquire(short, "a"); err == nil {
+	if err := acquire(short, "a"); err == nil {
 		t.Fatal("per-destination limit not enforced")
 	}
 	got := make(chan error)
-	go func() { got <- l.acquire(ctx, "c") }()
+	go func() { got <- acquire(ctx, "c") }()
 	l.release("a")
 	if err := <-got; err != nil {
 		t.Fatal(err)
