@@ -470,12 +470,15 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 			return out
 		}),
 	}
-	opt := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient}
+	opt := func(name string) smtpout.Options {
+		return smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
+			Chained: func() { a.metrics.Chained(name) }}
+	}
 	for name, rt := range cfg.Routes {
-		r.transports[name] = smtpout.ForRoute(rt, opt)
+		r.transports[name] = smtpout.ForRoute(rt, opt(name))
 	}
 	if _, ok := r.transports[route.MX]; !ok {
-		r.transports[route.MX] = smtpout.NewMX(opt)
+		r.transports[route.MX] = smtpout.NewMX(opt(route.MX))
 	}
 	r.raw = r.transports
 	r.transports = make(map[string]transport.Transport, len(r.raw))

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,10 +15,12 @@ import (
 
 // deliverAll runs n deliveries at once, one recipient each, through a
 // client with a single session to the server, and returns each one's
-// result by recipient.
-func deliverAll(t *testing.T, addr string, n int) map[string]error {
+// result by recipient and how many were chained (Options.Chained).
+func deliverAll(t *testing.T, addr string, n int) (map[string]error, int) {
 	t.Helper()
-	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, MaxConns: 1, MaxConnsPerDest: 1})
+	var chained atomic.Int32
+	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, MaxConns: 1, MaxConnsPerDest: 1,
+		Chained: func() { chained.Add(1) }})
 	defer c.Close()
 	var mu sync.Mutex
 	got := map[string]error{}
@@ -40,7 +43,7 @@ func deliverAll(t *testing.T, addr string, n int) map[string]error {
 	if len(got) != n {
 		t.Fatalf("%d results for %d deliveries", len(got), n)
 	}
-	return got
+	return got, int(chained.Load())
 }
 
 // count sorts the results: delivered, refused for good, to try again.
@@ -64,9 +67,12 @@ func count(res map[string]error) (ok, perm, temp int) {
 func TestChainedTransactions(t *testing.T) {
 	s := &scripted{ehlo: []string{"PIPELINING"}, delay: 100 * time.Millisecond}
 	addr := startScripted(t, s)
-	res := deliverAll(t, addr, 8)
+	res, chained := deliverAll(t, addr, 8)
 	if ok, _, _ := count(res); ok != 8 {
 		t.Fatalf("results %v", res)
+	}
+	if chained != s.chained() {
+		t.Errorf("Options.Chained called %d times, %d dots had commands behind them", chained, s.chained())
 	}
 	if s.messages() != 8 {
 		t.Errorf("%d messages at the server, want 8", s.messages())
@@ -90,8 +96,9 @@ func TestChainedTransactions(t *testing.T) {
 func TestNoChainWithoutPipelining(t *testing.T) {
 	s := &scripted{delay: 100 * time.Millisecond}
 	addr := startScripted(t, s)
-	if ok, _, _ := count(deliverAll(t, addr, 4)); ok != 4 || s.messages() != 4 || s.chained() != 0 {
-		t.Errorf("delivered %d, %d at the server, %d chained", ok, s.messages(), s.chained())
+	res, chained := deliverAll(t, addr, 4)
+	if ok, _, _ := count(res); ok != 4 || s.messages() != 4 || s.chained() != 0 || chained != 0 {
+		t.Errorf("delivered %d, %d at the server, %d chained (%d counted)", ok, s.messages(), s.chained(), chained)
 	}
 }
 
@@ -117,7 +124,7 @@ func TestChainedFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := tt.server
 			s.ehlo, s.delay = []string{"PIPELINING"}, 100*time.Millisecond
-			res := deliverAll(t, startScripted(t, s), 6)
+			res, _ := deliverAll(t, startScripted(t, s), 6)
 			if ok, perm, temp := count(res); ok != tt.ok || perm != tt.perm || temp != tt.temp {
 				t.Errorf("delivered %d, refused %d, deferred %d: %v", ok, perm, temp, res)
 			}

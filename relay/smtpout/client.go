@@ -220,6 +220,9 @@ func (c *Client) deliverChunk(ctx context.Context, dests []dest, msg *transport.
 		var s *session
 		out := outStale
 		if carried != nil {
+			if c.o.Chained != nil {
+				c.o.Chained()
+			}
 			s, out = carried, carried.carry(ctx, r, res)
 		}
 		if out == outStale {

@@ -112,6 +112,10 @@ type Options struct {
 	IdleTimeout        time.Duration // default 30 s
 	MaxMessagesPerConn int           // default 100
 	MaxRcptsPerTxn     int           // default 100
+
+	// Chained, if set, is called for each transaction whose commands
+	// followed the final dot of the one before (chain.go).
+	Chained func()
 }
 
 func (o Options) withDefaults(lmtp bool) Options {

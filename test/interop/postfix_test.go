@@ -6,7 +6,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -35,8 +38,8 @@ import (
 //	    recipient the callahead cache knows), reaches Postfix
 //	    once each, with more deliveries than sessions to the backend,
 //	    so that transactions follow final dots in the same write (RFC
-//	    2920 §3.1, relay/smtpout/chain.go), and Postfix logs no improper
-//	    pipelining.
+//	    2920 §3.1, relay/smtpout/chain.go; moat_delivery_chained_total
+//	    counts them), and Postfix logs no improper pipelining.
 func TestPostfixBackend(t *testing.T) {
 	pf := testenv.StartPostfix(t, "corp.test", []string{"alice", "bob"})
 	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
@@ -187,5 +190,17 @@ func TestPostfixBackend(t *testing.T) {
 	}
 	if strings.Contains(pf.Log(), "improper command pipelining") {
 		t.Errorf("(d) Postfix complains of the pipelining:%s", logs())
+	}
+	resp, err := http.Get("http://" + m.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	chained := regexp.MustCompile(`(?m)^moat_delivery_chained_total\{route="backend"\} (\d+)$`).FindSubmatch(metrics)
+	if chained == nil || string(chained[1]) == "0" {
+		t.Errorf("(d) no transaction was chained to Postfix: %q", chained)
+	} else {
+		t.Logf("(d) %s of the %d burst transactions were chained", chained[1], clients*each)
 	}
 }

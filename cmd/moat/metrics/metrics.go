@@ -99,6 +99,7 @@ type Metrics struct {
 	ruleDuration  *prometheus.HistogramVec
 	ruleErrors    *prometheus.CounterVec
 	deliveries    *prometheus.CounterVec
+	chained       *prometheus.CounterVec
 	dnsQueries    *prometheus.CounterVec
 	dnsDuration   *prometheus.HistogramVec
 	checkDuration *prometheus.HistogramVec
@@ -169,6 +170,9 @@ func NewWithOptions(opt Options) *Metrics {
 	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moat_delivery_attempts_total", Help: "Delivery attempts per recipient, by route and result (delivered, deferred, bounced).",
 	}, []string{"route", "result"})
+	m.chained = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "moat_delivery_chained_total", Help: "Mail transactions sent behind the final dot of the one before on a session, by route (RFC 2920 §3.1).",
+	}, []string{"route"})
 	m.dnsQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "moat_dns_lookups_total", Help: "DNS queries sent, by type and outcome.",
 	}, []string{"qtype", "outcome"})
@@ -194,7 +198,7 @@ func NewWithOptions(opt Options) *Metrics {
 		Name: "moat_auth_failures_total", Help: "Failed SMTP AUTH attempts by reason.",
 	}, []string{"reason"})
 	m.reg.MustRegister(m.connections, m.rejected, m.sessions, m.messages, m.ruleHits, m.ruleDuration,
-		m.ruleErrors, m.deliveries, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
+		m.ruleErrors, m.deliveries, m.chained, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
 		&queueCollector{m: m}, &spoolCollector{m: m})
 	if !opt.NoRuntimeCollectors {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -434,6 +438,11 @@ func (m *Metrics) Delivery(route, result string) {
 		result = other
 	}
 	m.deliveries.WithLabelValues(m.routeNames.value(route), result).Inc()
+}
+
+// Chained counts one transaction chained on a session of route.
+func (m *Metrics) Chained(route string) {
+	m.chained.WithLabelValues(m.routeNames.value(route)).Inc()
 }
 
 // DeliveryResult counts ev like Delivery and keeps it in the recent list.

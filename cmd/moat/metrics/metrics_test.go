@@ -54,6 +54,8 @@ func TestHooksMoveCounters(t *testing.T) {
 	m.TLS("garbage")
 	m.AuthFailure("bad_credentials")
 	m.Delivery("backend", DeliveryDeferred)
+	m.Chained("backend")
+	m.Chained("backend")
 
 	tests := []struct {
 		name string
@@ -74,6 +76,7 @@ func TestHooksMoveCounters(t *testing.T) {
 		{"tls other", testutil.ToFloat64(m.tlsConns.WithLabelValues("other")), 1},
 		{"auth", testutil.ToFloat64(m.authFailures.WithLabelValues("bad_credentials")), 1},
 		{"delivery", testutil.ToFloat64(m.deliveries.WithLabelValues("backend", DeliveryDeferred)), 1},
+		{"chained", testutil.ToFloat64(m.chained.WithLabelValues("backend")), 2},
 	}
 	for _, tc := range tests {
 		if tc.got != tc.want {
