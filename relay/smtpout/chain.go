@@ -30,7 +30,7 @@ import "moat/relay/transport"
 // and not for a message this session would refuse (the rider then finds
 // that out on its own).
 func (s *session) claimRider() *rider {
-	if s.lim == nil || s.lim.noChain || s.lmtp || !s.pipeline || s.used >= s.maxUsed {
+	if s.lim.noChain || s.lmtp || !s.pipeline || s.used >= s.maxUsed {
 		return nil
 	}
 	r := s.lim.claim(s.key)

@@ -225,19 +225,17 @@ func (c *Client) deliverChunk(ctx context.Context, dests []dest, msg *transport.
 			}
 			s, out = carried, carried.carry(ctx, r, res)
 		}
-		if out == outStale {
+		for out == outStale {
+			// A pooled connection that died while idle, or a carried
+			// one that gave no reply: nothing was delivered on it; take
+			// the next one, or a new one.
 			if s != nil {
 				s.close()
 			}
-			s, err = c.session(ctx, d)
-		}
-		for err == nil && out == outStale {
-			if out = s.transact(ctx, msg, rcpts, res); out == outStale {
-				// A pooled connection that died while idle: nothing was
-				// delivered on it; take the next one, or a new one.
-				s.close()
-				s, err = c.session(ctx, d)
+			if s, err = c.session(ctx, d); err != nil {
+				break
 			}
+			out = s.transact(ctx, msg, rcpts, res)
 		}
 		if err != nil {
 			c.lim.release(d.key)
