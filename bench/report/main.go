@@ -1,5 +1,5 @@
 // Command report turns the benchmark's CSV (written by scripts/bench.sh)
-// into an SVG bar chart and a Markdown table for the README, with the
+// into an SVG bar chart and a Markdown table for bench/RESULTS.md, with the
 // ratios moat/Postfix and moat/ceiling. The script runs the cases in
 // rounds (Postfix, moat, the sink, then again), because the machine's
 // speed drifts: the table shows each case's median over the rounds, and

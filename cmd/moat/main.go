@@ -24,9 +24,9 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 // defaultGOGC is the garbage collector's target when $GOGC is not set.
-// A gateway's heap is small (tens of MiB) and churns fast: at 400 instead
-// of Go's 100, `make bench` measured 17–38% more messages per second and
-// 15–32% less CPU per message, for about 27 MiB more memory.
+// A gateway's heap is small (tens of MiB) and churns fast, so collecting
+// four times less often buys throughput and CPU for a few tens of MiB of
+// memory (figures: bench/RESULTS.md, "Go runtime settings").
 const defaultGOGC = 400
 
 // defaultProcs is the number of Ps (Go's scheduler slots) moat runs with
@@ -41,14 +41,8 @@ const defaultGOGC = 400
 // wait with it. While it is in the call, sysmon takes its P away (a
 // thread switch, which costs more in a VM) as soon as other goroutines
 // wait. Spare Ps make both rare. What they need depends on how many
-// goroutines block at once, not on the number of CPUs, hence a floor.
-//
-// make bench, moat alone, 10,000 messages, side by side on the 2-CPU
-// development VM (per-round ratios against the default of the time):
-//   - CPUs+2 against CPUs: faster in all 8 rounds, median 1.15;
-//   - 8 Ps against CPUs+2 (4): three runs of 8 rounds, medians 1.10,
-//     1.13 and 1.05, faster in 17 of the 24 rounds; 12 Ps gave 1.11,
-//     6 Ps 1.07 and 1.02.
+// goroutines block at once, not on the number of CPUs, hence a floor
+// (figures: bench/RESULTS.md, "Go runtime settings").
 //
 // Setting it also stops Go from following later changes of a cgroup CPU
 // limit.
