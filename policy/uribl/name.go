@@ -45,7 +45,11 @@ func (s Subject) IsIP() bool { return s.IP.IsValid() }
 //
 //   - An IP literal, bare or in brackets ("[192.0.2.1]", "[IPv6:2001:db8::1]",
 //     RFC 5321 §4.1.3), becomes an address (IPv4-mapped IPv6 is taken as
-//     IPv4; a zone such as %eth0 is dropped).
+//     IPv4; a zone such as %eth0 is dropped). Loopback, private (RFC 1918,
+//     RFC 4193), link-local, multicast and unspecified addresses are not
+//     asked: they are not reachable from the Internet, so no public list
+//     holds them, and asking would tell the list operator about internal
+//     addresses.
 //   - A name is made lower-case, converted to A-labels when it holds
 //     non-ASCII (IDNA lookup profile, RFC 5891 §5), checked (labels of 1
 //     to 63 letters, digits, '-' or '_', at most 253 characters, a last
@@ -74,7 +78,11 @@ func Reduce(host string) (Subject, bool) {
 		return Subject{}, false
 	}
 	if ip, err := netip.ParseAddr(h); err == nil {
-		return Subject{IP: ip.WithZone("").Unmap()}, true
+		ip = ip.WithZone("").Unmap()
+		if !publicAddr(ip) {
+			return Subject{}, false
+		}
+		return Subject{IP: ip}, true
 	}
 	ascii := true
 	for i := 0; i < len(h); i++ {
@@ -100,6 +108,11 @@ func Reduce(host string) (Subject, bool) {
 		return Subject{}, false
 	}
 	return Subject{Domain: reg}, true
+}
+
+// publicAddr reports whether ip may be held by a public list.
+func publicAddr(ip netip.Addr) bool {
+	return ip.IsGlobalUnicast() && !ip.IsPrivate()
 }
 
 // validName checks a lower-case A-label name: labels of 1 to 63 octets of
