@@ -61,6 +61,15 @@ func NewAnswers(o AnswersOptions) (*Answers, error) {
 	return &Answers{res: o.Resolver, ttl: o.TTL, now: o.Now, cache: cache}, nil
 }
 
+// Cached returns the cached answer for name (nil when not listed) if
+// there is a fresh one, without a lookup.
+func (a *Answers) Cached(name string) ([]netip.Addr, bool) {
+	if e, ok := a.cache.Get(name); ok && a.now().Before(e.expires) {
+		return e.addrs, true
+	}
+	return nil, false
+}
+
 // Lookup returns the A records of name (nil when not listed), from the
 // cache when fresh. A non-nil error is a failure: neither listed nor not
 // listed.

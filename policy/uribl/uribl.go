@@ -283,33 +283,43 @@ func (c *Checker) Check(ctx context.Context, in Input) Result {
 		return res
 	}
 
+	done := make([]bool, len(jobs))
+	outcomes := make([]outcome, len(jobs))
+	received := 0
+	// Answers in the cache need no goroutine.
+	var misses []int
+	for i, j := range jobs {
+		if addrs, ok := c.answers.Cached(j.qname); ok {
+			outcomes[i], done[i] = outcome{job: i, addrs: addrs}, true
+			received++
+			continue
+		}
+		misses = append(misses, i)
+	}
+	if len(misses) == 0 {
+		c.evaluate(&res, subs, jobs, outcomes)
+		return res
+	}
+
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	queue := make(chan int, len(jobs))
-	for i := range jobs {
+	queue := make(chan int, len(misses))
+	for _, i := range misses {
 		queue <- i
 	}
 	close(queue)
 	// Buffered for every job, so that a worker never blocks on sending
 	// after Check has returned at the deadline.
-	results := make(chan outcome, len(jobs))
-	workers := min(c.parallel, len(jobs))
+	results := make(chan outcome, len(misses))
+	workers := min(c.parallel, len(misses))
 	for range workers {
 		go func() {
 			for i := range queue {
-				if err := ctx.Err(); err != nil {
-					results <- outcome{job: i, err: err}
-					continue
-				}
-				addrs, err := c.answers.Lookup(ctx, jobs[i].qname)
-				results <- outcome{job: i, addrs: addrs, err: err}
+				results <- c.lookup(ctx, i, jobs[i].qname)
 			}
 		}()
 	}
 
-	done := make([]bool, len(jobs))
-	outcomes := make([]outcome, len(jobs))
-	received := 0
 collect:
 	for received < len(jobs) {
 		select {
@@ -338,6 +348,23 @@ drain:
 	}
 	c.evaluate(&res, subs, jobs, outcomes)
 	return res
+}
+
+// lookup asks for one query name; a panic below it becomes a failure of
+// that lookup, not a crash of the server.
+func (c *Checker) lookup(ctx context.Context, i int, qname string) (o outcome) {
+	o.job = i
+	defer func() {
+		if p := recover(); p != nil {
+			o.addrs, o.err = nil, fmt.Errorf("uribl: lookup of %s panicked: %v", qname, p)
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		o.err = err
+		return o
+	}
+	o.addrs, o.err = c.answers.Lookup(ctx, qname)
+	return o
 }
 
 // evaluate turns the outcomes into facts.
