@@ -375,3 +375,29 @@ func BenchmarkCheckWarm(b *testing.B) {
 		c.Check(context.Background(), in)
 	}
 }
+
+// TestCacheExpiry: after cache_ttl an answer is asked again.
+func TestCacheExpiry(t *testing.T) {
+	srv := newServer(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg := Config{Zones: testZones()[:1], CacheTTL: time.Minute}
+	c, err := New(cfg, dnsres.ForTest(srv.Addr()), Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Input{Domains: []string{"evil.example"}}
+	before := srv.Queries()
+	c.Check(context.Background(), in)
+	now = now.Add(59 * time.Second)
+	c.Check(context.Background(), in)
+	if n := srv.Queries() - before; n != 1 {
+		t.Fatalf("%d queries within the TTL, want 1", n)
+	}
+	now = now.Add(2 * time.Second)
+	if r := c.Check(context.Background(), in); !r.Listed {
+		t.Fatalf("got %+v", r.Facts)
+	}
+	if n := srv.Queries() - before; n != 2 {
+		t.Fatalf("%d queries after the TTL, want 2", n)
+	}
+}
