@@ -57,11 +57,13 @@ func (s Subject) IsIP() bool { return s.IP.IsValid() }
 //     the public suffix plus one label, by the Public Suffix List embedded
 //     in golang.org/x/net/publicsuffix, private section included (so
 //     each site under a hosting suffix such as github.io is its own
-//     subject). That is the name domain lists key on (SURBL, URIBL and
-//     Spamhaus DBL all document querying the registered domain); RFC 5782
-//     §2.2 only says a domain list is asked for the name as a prefix of
-//     the zone. A name that is itself a public suffix ("com", "co.uk") is
-//     not asked.
+//     subject). That is the name SURBL and URIBL document as the one to
+//     ask (they strip host parts); RFC 5782 §2.2 only says a domain list
+//     is asked for the name as a prefix of the zone. Spamhaus DBL can
+//     also list individual host names below a registered domain; those
+//     are not asked (one lookup per registered domain keeps the cost of
+//     a message bounded). A name that is itself a public suffix ("com",
+//     "co.uk") is not asked.
 func Reduce(host string) (Subject, bool) {
 	if len(host) > maxHostInput {
 		return Subject{}, false
