@@ -26,9 +26,8 @@
 //     queries), and any answer in a zone's error_codes (e.g. 127.0.1.255
 //     for DBL, "IP queries not allowed"; 127.0.0.1 for URIBL, "query
 //     refused");
-//   - an answer outside 127.0.0.0/8, which no list uses for listings
-//     (RFC 5782 §2.1 puts them in 127.0.0.0/8) and which a resolver that
-//     rewrites NXDOMAIN would give.
+//   - an answer outside 127.0.0.0/8, where list answers are (RFC 5782
+//     §2.1, §2.3), such as a resolver that rewrites NXDOMAIN gives.
 //
 // A failure counts in Facts.Errors (zones that failed at least once) and
 // adds nothing to the score. Answers, "not listed" included, are cached
