@@ -21,13 +21,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
-
-	lru "github.com/hashicorp/golang-lru/v2"
 
 	"moat/internal/dnsres"
 	"moat/policy"
@@ -98,7 +95,7 @@ func (c Config) Validate(key string) error {
 	}
 	for i, z := range c.Zones {
 		zk := fmt.Sprintf("%s.zones[%d]", key, i)
-		if err := checkZoneName(z.Zone); err != nil {
+		if err := CheckZoneName(z.Zone); err != nil {
 			errs = append(errs, fmt.Errorf("%s.zone: %w", zk, err))
 		}
 		if len(z.Match) > maxMatch {
@@ -122,7 +119,12 @@ func (c Config) Validate(key string) error {
 	return errors.Join(errs...)
 }
 
-func checkZoneName(z string) error {
+// CheckZoneName reports whether z (a trailing dot allowed) can be the
+// zone of a DNS list: letters, digits, '-' and '_' in labels of 1 to 63
+// octets, at most 200 octets in all, so that a query name (a reversed
+// IPv6 address takes 64 octets) still fits in 255 (RFC 1035 §2.3.4).
+// policy/uribl shares it.
+func CheckZoneName(z string) error {
 	z = strings.TrimSuffix(z, ".")
 	if z == "" {
 		return errors.New("must be set")
@@ -178,21 +180,13 @@ type Checker struct {
 	zones   []zone
 	names   []string // distinct zones, each queried once
 	timeout time.Duration
-	ttl     time.Duration
-	res     dnsres.Resolver
-	now     func() time.Time
-	cache   *lru.Cache[string, cached]
+	answers *Answers
 }
 
 type zone struct {
 	name    string
 	weight  float64
 	filters []Filter
-}
-
-type cached struct {
-	addrs   []netip.Addr // nil: not listed
-	expires time.Time
 }
 
 // New builds a Checker; it does no lookups.
@@ -204,10 +198,11 @@ func New(cfg Config, r dnsres.Resolver, opt Options) (*Checker, error) {
 		return nil, errors.New("dnsbl: a resolver is required")
 	}
 	cfg = cfg.withDefaults()
-	if opt.Now == nil {
-		opt.Now = time.Now
+	answers, err := NewAnswers(AnswersOptions{Resolver: r, Size: cfg.CacheSize, TTL: cfg.CacheTTL, Now: opt.Now})
+	if err != nil {
+		return nil, err
 	}
-	c := &Checker{timeout: cfg.Timeout, ttl: cfg.CacheTTL, res: r, now: opt.Now}
+	c := &Checker{timeout: cfg.Timeout, answers: answers}
 	seen := map[string]bool{}
 	for _, z := range cfg.Zones {
 		name := strings.ToLower(strings.TrimSuffix(z.Zone, "."))
@@ -226,11 +221,6 @@ func New(cfg Config, r dnsres.Resolver, opt Options) (*Checker, error) {
 			c.names = append(c.names, name)
 		}
 	}
-	cache, err := lru.New[string, cached](cfg.CacheSize)
-	if err != nil {
-		return nil, err
-	}
-	c.cache = cache
 	return c, nil
 }
 
@@ -257,7 +247,7 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr) Result {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a, err := c.lookup(ctx, QueryName(ip, name))
+			a, err := c.answers.Lookup(ctx, QueryName(ip, name))
 			answers[i] = answer{a, err}
 		}()
 	}
@@ -298,36 +288,6 @@ func (z zone) matches(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// lookup returns the A records of name (nil when not listed), from the
-// cache when fresh.
-func (c *Checker) lookup(ctx context.Context, name string) ([]netip.Addr, error) {
-	now := c.now()
-	if e, ok := c.cache.Get(name); ok && now.Before(e.expires) {
-		return e.addrs, nil
-	}
-	ips, err := c.res.LookupIP(ctx, "ip4", name)
-	if err != nil {
-		var dnsErr *net.DNSError
-		if errors.As(err, &dnsErr) && dnsErr.IsNotFound && !dnsErr.IsTemporary && !dnsErr.IsTimeout {
-			// RFC 5782 §2.1: NXDOMAIN (or no A record) is "not listed".
-			c.cache.Add(name, cached{expires: now.Add(c.ttl)})
-			return nil, nil
-		}
-		return nil, err
-	}
-	var addrs []netip.Addr
-	for _, ip := range ips {
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			addrs = append(addrs, a.Unmap())
-		}
-		if len(addrs) == 16 { // bound what one answer can make us keep
-			break
-		}
-	}
-	c.cache.Add(name, cached{addrs: addrs, expires: now.Add(c.ttl)})
-	return addrs, nil
 }
 
 const hexDigits = "0123456789abcdef"
