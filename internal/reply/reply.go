@@ -219,4 +219,9 @@ var (
 	BareLineEnding  = New(550, 5, 2, "Bare CR or LF in message data is not allowed (RFC 5321 §2.3.8)")
 	BadSequence     = New(503, 5, 1, "Bad sequence of commands")
 	NeedTLS         = New(530, 7, 0, "Must issue a STARTTLS command first")
+
+	// RFC 4954 §6 (the texts are those go-smtp used).
+	AuthFailed           = New(535, 7, 8, "Authentication failed")
+	AuthUnsupported      = New(502, 7, 0, "Authentication not supported")
+	AuthUnknownMechanism = New(504, 7, 4, "Unsupported authentication mechanism")
 )

@@ -61,7 +61,8 @@ func TestFromNeverLeaksInternals(t *testing.T) {
 
 func TestNamedRepliesAreValid(t *testing.T) {
 	for _, r := range []*Reply{Queued, RelayDenied, NoSuchUser, BadSenderSyntax, BadRcptSyntax,
-		MessageTooBig, StorageFull, TempLocal, ShuttingDown, BareLineEnding, BadSequence, NeedTLS} {
+		MessageTooBig, StorageFull, TempLocal, ShuttingDown, BareLineEnding, BadSequence, NeedTLS,
+		AuthFailed, AuthUnsupported, AuthUnknownMechanism} {
 		if err := r.Validate(); err != nil {
 			t.Errorf("%s: %v", r.Error(), err)
 		}
