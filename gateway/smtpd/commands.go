@@ -40,7 +40,7 @@ func (c *Conn) dispatch(verb, arg string) {
 		c.reply(replyNoop)
 	case "QUIT":
 		// RFC 5321 §4.1.1.10.
-		c.reply(replyBye.WithHost(c.srv.cfg.Hostname))
+		c.reply(c.srv.bye)
 		c.done = true
 	case "VRFY":
 		// RFC 5321 §3.5.3: 252 says neither yes nor no; moat reveals

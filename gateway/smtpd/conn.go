@@ -20,8 +20,7 @@ var errTooLongLine = errors.New("smtpd: line too long")
 
 // Conn is one SMTP connection: its protocol state and its I/O. Its
 // methods Conn, Hostname and TLSConnectionState are what a session may
-// ask (they match go-smtp's *smtp.Conn); everything else runs on the
-// connection's own goroutine.
+// ask; everything else runs on the connection's own goroutine.
 type Conn struct {
 	srv     *Server
 	nc      net.Conn        // the accepted connection, as the listener gave it
@@ -134,7 +133,7 @@ func (c *Conn) serve() {
 		c.tlsConn.SetDeadline(time.Time{})
 	}
 	// RFC 5321 §4.2, §3.1: the greeting.
-	c.reply(replyGreeting.Format(c.srv.cfg.Hostname))
+	c.reply(c.srv.greeting)
 	for !c.done {
 		line, err := c.readLine()
 		if err != nil {

@@ -56,6 +56,9 @@ type Server struct {
 	newSession NewSessionFunc
 	log        *zap.Logger
 
+	// greeting and bye name the host; built once, not per connection.
+	greeting, bye *reply.Reply
+
 	rbufs sync.Pool // *[]byte of readBufSize, taken while a command or data is read
 	wbufs sync.Pool // *[]byte, taken while replies wait to be written
 
@@ -105,6 +108,8 @@ func New(cfg Config, newSession NewSessionFunc, log *zap.Logger) *Server {
 		conns:      map[*Conn]struct{}{},
 		handoff:    make(chan *Conn),
 		stopped:    make(chan struct{}),
+		greeting:   replyGreeting.Format(cfg.Hostname),
+		bye:        replyBye.WithHost(cfg.Hostname),
 	}
 	size := readBufSize
 	if cfg.MaxLineLength+2 > size {
