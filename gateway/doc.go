@@ -1,7 +1,7 @@
 // Package gateway owns moat's SMTP server side: the listeners, TLS, the
-// SMTP session on top of moat's own protocol loop (gateway/smtpd, which
-// keeps go-smtp's session types), and the mapping of moat's reply values
-// to the wire.
+// SMTP session on top of moat's own protocol loop (gateway/smtpd, whose
+// Session interface it implements), and the choice of the reply.Reply
+// values that smtpd writes.
 //
 // The session is a state machine in three layers, each reset at the right
 // moment (RFC 5321 §4.1.4):
