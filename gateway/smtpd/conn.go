@@ -393,7 +393,7 @@ func (c *Conn) flush() error {
 // never reaches the client.
 func (c *Conn) replyErr(err error) {
 	var r *reply.Reply
-	if errors.As(err, &r) {
+	if errors.As(err, &r) && r != nil { // a nil *reply.Reply in an error is no reply
 		c.reply(r)
 		return
 	}

@@ -63,6 +63,10 @@ func (f *fakeSession) Rcpt(to string) error {
 	if to == "internal@error.example" {
 		return errors.New("secret internal detail")
 	}
+	if to == "nilreply@error.example" {
+		var r *reply.Reply // a nil reply inside a non-nil error
+		return r
+	}
 	f.rcpts = append(f.rcpts, to)
 	return nil
 }

@@ -62,6 +62,7 @@ func TestConversation(t *testing.T) {
 		{"RCPT TO:<alice@example.org> NOTIFY=NEVER", 555, "5.5.4"},
 		{"RCPT TO:<nobody@example.org>", 550, "5.1.1 No such user here"},
 		{"RCPT TO:<internal@error.example>", 451, "4.3.0"},
+		{"RCPT TO:<nilreply@error.example>", 451, "4.3.0"},
 		{"RCPT TO:<Postmaster>", 250, "2.1.5"},
 		{"RCPT TO:<alice@example.org>", 250, "2.1.5"},
 		{"RCPT TO:<bob@example.org>", 250, "2.1.5"},
