@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"moat/gateway/smtpd"
 	"moat/internal/maillog"
 	"moat/internal/reply"
 )
@@ -42,7 +42,7 @@ var (
 	errAuthzid      = reply.New(535, 7, 8, "Authentication credentials invalid")
 )
 
-var _ smtp.AuthSession = (*session)(nil)
+var _ smtpd.AuthSession = (*session)(nil)
 
 // authAllowed: AUTH on submission listeners, and on mx listeners only
 // when the operator enabled it. smtpd itself refuses AUTH before TLS
@@ -62,7 +62,7 @@ func (s *session) AuthMechanisms() []string {
 // Auth starts a SASL exchange.
 func (s *session) Auth(mech string) (sasl.Server, error) {
 	if !s.authAllowed() {
-		return nil, smtp.ErrAuthUnsupported
+		return nil, reply.AuthUnsupported
 	}
 	switch mech {
 	case sasl.Plain:
@@ -70,7 +70,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	case sasl.Login:
 		return &loginServer{check: s.checkPassword}, nil
 	}
-	return nil, smtp.ErrAuthUnknownMechanism
+	return nil, reply.AuthUnknownMechanism
 }
 
 // checkPassword verifies one credential under the limiter. The password
@@ -81,14 +81,14 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 	if authzid != "" && !strings.EqualFold(authzid, user) {
 		// RFC 4616 §2: we do not let one user act for another.
 		s.authFailure(user, "authzid", errAuthzid)
-		return wire(errAuthzid, s.facts.Conn.ID)
+		return errAuthzid
 	}
 	lim := s.checks.authLimiter()
 	if lim != nil {
 		delay, err := lim.BeforeAuth(ip, user)
 		if err != nil {
 			s.authFailure(user, "locked", reply.From(err, s.facts.Conn.ID))
-			return wire(err, s.facts.Conn.ID)
+			return reply.From(err, s.facts.Conn.ID)
 		}
 		if delay > 0 {
 			time.Sleep(delay)
@@ -97,14 +97,14 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 	ok, err := s.state.Users.Authenticate(user, pass)
 	if err != nil {
 		s.log.Warn("authentication backend failed", zap.String("user", user), zap.Error(err))
-		return wire(errAuthTemp, s.facts.Conn.ID)
+		return errAuthTemp
 	}
 	if !ok {
 		if lim != nil {
 			lim.AuthFailed(ip, user)
 		}
 		s.authFailure(user, "bad_password", reply.New(535, 7, 8, "Authentication credentials invalid"))
-		return smtp.ErrAuthFailed
+		return reply.AuthFailed
 	}
 	if lim != nil {
 		lim.AuthSucceeded(ip, user)

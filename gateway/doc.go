@@ -1,7 +1,7 @@
 // Package gateway owns moat's SMTP server side: the listeners, TLS, the
-// SMTP session on top of moat's own protocol loop (gateway/smtpd, which
-// keeps go-smtp's session types), and the mapping of moat's reply values
-// to the wire.
+// SMTP session on top of moat's own protocol loop (gateway/smtpd, whose
+// Session interface it implements), and the choice of the reply.Reply
+// values that smtpd writes.
 //
 // The session is a state machine in three layers, each reset at the right
 // moment (RFC 5321 §4.1.4):
@@ -21,10 +21,11 @@
 //   - no loss: Data answers 250 only after the spool says the message and
 //     its envelope are durable.
 //
-// Every callback returns through wire(), which turns moat's reply values
-// (and anything unexpected, as 451 4.3.0 with the session id) into the
-// *smtp.SMTPError that smtpd writes. Internal text never reaches the
-// client (smtpd itself also answers 451 4.3.0 to any other error).
+// Every refusal goes through fail(), which logs it and turns it into the
+// reply.Reply that smtpd writes (anything unexpected becomes 451 4.3.0
+// with the session id, reply.From); Data answers with a reply.Reply, the
+// 250 included. Internal text never reaches the client (smtpd itself
+// also answers 451 4.3.0 to any other error).
 //
 // Bare CR and bare LF inside DATA (RFC 5321 §2.3.8) are the raw material
 // of SMTP smuggling (CVE-2023-51764 class): smtpd only ends DATA at

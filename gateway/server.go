@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
 	"moat/gateway/smtpd"
@@ -175,7 +174,7 @@ func (s *Server) serve(cfg Listener, ln net.Listener) {
 	if cfg.TLS == "starttls" && s.opt.TLS != nil {
 		sc.TLS = s.opt.TLS
 	}
-	srv := smtpd.New(sc, func(c *smtpd.Conn) (smtp.Session, error) {
+	srv := smtpd.New(sc, func(c *smtpd.Conn) (smtpd.Session, error) {
 		return s.newSession(cfg, c)
 	}, s.log.Named("smtp"))
 	// The guard sees the raw socket (PROXY header, pregreet), so it sits

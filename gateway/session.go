@@ -12,7 +12,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
 	"moat/gateway/guard"
@@ -75,9 +74,9 @@ type acceptedRcpt struct {
 	route string // "local", a route name or "mx"
 }
 
-var _ smtp.Session = (*session)(nil)
+var _ smtpd.Session = (*session)(nil)
 
-func (s *Server) newSession(cfg Listener, c *smtpd.Conn) (smtp.Session, error) {
+func (s *Server) newSession(cfg Listener, c *smtpd.Conn) (smtpd.Session, error) {
 	st := s.state.Load()
 	sess := &session{srv: s, c: c, cfg: cfg, state: st, checks: s.opt.Checks, start: s.opt.Now()}
 	conn := &sess.facts.Conn
@@ -96,7 +95,7 @@ func (s *Server) newSession(cfg Listener, c *smtpd.Conn) (smtp.Session, error) {
 	sess.updateTLS()
 	sess.log = s.log.With(zap.String("conn_id", conn.ID))
 	if s.isClosing() {
-		return nil, wire(reply.ShuttingDown, conn.ID)
+		return nil, reply.ShuttingDown.WithHost(s.opt.Hostname) // RFC 5321 §3.8
 	}
 	if r := sess.checks; r != nil && r.Resolver != nil && conn.IP.IsValid() {
 		sess.iprev = iprev.Start(r.Resolver, conn.IP, r.timeout())
@@ -154,8 +153,8 @@ func (s *session) Logout() error {
 	return nil
 }
 
-// fail logs a refused command and returns its wire form.
-func (s *session) fail(stage string, err error, fields ...zap.Field) error {
+// fail logs a refused command and returns its reply.
+func (s *session) fail(stage string, err error, fields ...zap.Field) *reply.Reply {
 	r := reply.From(err, s.facts.Conn.ID)
 	s.rejected++
 	fields = append(fields, zap.String("stage", stage), zap.String("client", s.facts.Conn.IP.String()),
@@ -174,9 +173,9 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) error {
 		// RFC 5321 §3.8: a 421 names the host; smtpd closes the
 		// channel after writing it. (r may be a shared named reply:
 		// not changed in place.)
-		return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode(r.Enhanced), Message: s.srv.opt.Hostname + " " + r.Text}
+		return r.WithHost(s.srv.opt.Hostname)
 	}
-	return wire(r, s.facts.Conn.ID)
+	return r
 }
 
 // mailEvent writes one mail log line about the current transaction.
@@ -212,7 +211,7 @@ func (s *session) inbound() bool {
 }
 
 // Mail starts a transaction (RFC 5321 §4.1.1.2).
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+func (s *session) Mail(from string, opts *smtpd.MailOptions) error {
 	s.Reset()
 	s.facts.Conn.HELO = s.c.Hostname()
 	s.updateTLS()
@@ -285,7 +284,7 @@ func isIPLiteralSender(addr string) bool {
 
 // Rcpt adds a recipient. This is where moat refuses to be an open relay:
 // the relay decision comes first and no rule can overturn it.
-func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string) error {
 	if !s.env.active {
 		return s.fail("rcpt", reply.BadSequence)
 	}
@@ -350,7 +349,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 
 // Data receives the message (DATA, or the BDAT chunks of RFC 3030
 // joined by smtpd), checks it and spools it durably before 250.
-func (s *session) Data(r io.Reader) error {
+func (s *session) Data(r io.Reader) *reply.Reply {
 	if !s.env.active || len(s.env.rcpts) == 0 {
 		return s.fail("data", reply.BadSequence)
 	}
@@ -372,7 +371,7 @@ func (s *session) Data(r io.Reader) error {
 		raw = body.Bytes()
 	}
 	if err != nil {
-		var se *smtp.SMTPError
+		var se *reply.Reply
 		switch {
 		case errors.Is(err, errBareEOL):
 			return s.fail("data", reply.BareLineEnding, zap.String("sender", s.env.sender))
@@ -389,10 +388,10 @@ func (s *session) Data(r io.Reader) error {
 	}
 	msg := s.analyze(raw)
 	if err := s.checkSubmission(msg); err != nil {
-		return err
+		return reply.From(err, s.facts.Conn.ID)
 	}
 	if err := s.evaluate(rules.StageData, nil); err != nil {
-		return err
+		return reply.From(err, s.facts.Conn.ID)
 	}
 	if s.env.discard {
 		s.messages++
@@ -518,10 +517,9 @@ func putBody(b *bytes.Buffer) {
 	}
 }
 
-// queued is the 250 after DATA. It travels as an *smtp.SMTPError
-// because that is how smtpd (as go-smtp) lets a session choose the text.
-func (s *session) queued(what string) error {
-	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: " + what}
+// queued is the 250 after DATA.
+func (s *session) queued(what string) *reply.Reply {
+	return reply.Queued.Format(what)
 }
 
 // expand turns accepted recipients into the spool's per-recipient list:

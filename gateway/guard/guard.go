@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"moat/internal/dnsres"
+	"moat/internal/reply"
 	"moat/policy/dnsbl"
 )
 
@@ -330,7 +331,7 @@ func (l *listener) admit(raw net.Conn) {
 	if l.opt.ProxyProtocol && st.proxies.Contains(peer.Addr()) {
 		client, leftover, err := readProxyHeader(raw, st.cfg.ProxyHeaderTimeout)
 		if err != nil {
-			g.reject(l, raw, peer, ReasonProxyBadHeader, "", err.Error())
+			g.reject(l, raw, peer, ReasonProxyBadHeader, nil, err.Error())
 			return
 		}
 		if client.IsValid() {
@@ -615,29 +616,28 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (netip.AddrPort, []byte,
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), leftover, nil
 }
 
-// replyFor returns the reply line sent for a rejection, "" for none.
-// Only the deny list's names the client; the others are built once, in
+// replyFor returns the reply sent for a rejection, nil for none. Only
+// the deny list's names the client; the others are built once, in
 // newReplies.
-func (g *Guard) replyFor(reason string, ip netip.Addr) string {
+func (g *Guard) replyFor(reason string, ip netip.Addr) *reply.Reply {
 	if reason == ReasonDenyList {
-		// RFC 5321 §3.1: 554 in place of the greeting.
-		return "554 5.7.1 " + g.host + " Access denied for [" + ip.String() + "]\r\n"
+		return replyDenyList.Format(ip).WithHost(g.host)
 	}
 	if i := reasonIndex(reason); i >= 0 {
-		return g.rep.text[i]
+		return g.rep.reply[i]
 	}
-	return ""
+	return nil
 }
 
-func (g *Guard) dnsblReply(st *state, ip netip.Addr, zones string) string {
+func (g *Guard) dnsblReply(st *state, ip netip.Addr, zones string) *reply.Reply {
 	if st.cfg.DNSBL.Reply == 421 {
-		return "421 4.7.1 " + g.host + " Service unavailable; client [" + ip.String() + "] blocked using " + zones + ", try again later\r\n"
+		return replyDNSBLTemp.Format(ip, zones).WithHost(g.host)
 	}
-	return "550 5.7.1 " + g.host + " Service unavailable; client [" + ip.String() + "] blocked using " + zones + "\r\n"
+	return replyDNSBL.Format(ip, zones).WithHost(g.host)
 }
 
 // reject counts, logs and writes the reply (if any). The caller closes.
-func (g *Guard) reject(l *listener, raw net.Conn, client netip.AddrPort, reason, reply, detail string) {
+func (g *Guard) reject(l *listener, raw net.Conn, client netip.AddrPort, reason string, r *reply.Reply, detail string) {
 	i := reasonIndex(reason)
 	g.stats.rejectAt(i)
 	// Nothing is built for a line that would not be written.
@@ -654,8 +654,8 @@ func (g *Guard) reject(l *listener, raw net.Conn, client netip.AddrPort, reason,
 	if g.onRej != nil {
 		g.onRej(Rejection{Reason: reason, Listener: l.opt.Name, Client: client, Detail: detail})
 	}
-	if reply != "" && !l.opt.ImplicitTLS { // a TLS client could not read it
+	if r != nil && !l.opt.ImplicitTLS { // a TLS client could not read it
 		raw.SetWriteDeadline(time.Now().Add(replyWriteTimeout))
-		raw.Write(g.rep.bytesOf(i, reply))
+		raw.Write(g.rep.bytesOf(i, r))
 	}
 }

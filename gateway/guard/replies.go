@@ -3,50 +3,71 @@ package guard
 import (
 	"sync"
 	"time"
+
+	"moat/internal/reply"
 )
 
-// replies are the lines the guard writes that do not depend on the
+// The guard's replies, each naming this server (RFC 5321 §3.8 for a
+// 421; §3.1 for the 554 in place of the greeting). A text with verbs is
+// filled in with Format where the reply is sent.
+var (
+	// RFC 5321 §3.8: 421 and close when the service is not available.
+	replyMaxConns    = reply.New(421, 7, 0, "Too many connections, try again later")
+	replyClientConns = reply.New(421, 7, 0, "Too many connections from your address, try again later")
+	replyManyErrors  = reply.New(421, 7, 0, "Too many errors, closing connection")
+	replyCommandLoop = reply.New(421, 7, 0, "Too many commands, closing connection")
+	// RFC 7504 §3: 521, and the server closes at once.
+	replyProtocol = reply.New(521, 5, 1, "Protocol error")
+	// RFC 5321 §3.1: 554 in place of the greeting.
+	replyDenyList = reply.New(554, 7, 1, "Access denied for [%s]")
+	// The DNSBL hit: 550 by default, 421 (try later) as configured.
+	replyDNSBL     = reply.New(550, 7, 1, "Service unavailable; client [%s] blocked using %s")
+	replyDNSBLTemp = reply.New(421, 7, 1, "Service unavailable; client [%s] blocked using %s, try again later")
+)
+
+// replies are the replies the guard writes that do not depend on the
 // client, built once per Guard (the host name does not change), so that
 // turning a flood away allocates nothing for them.
 type replies struct {
-	banner []byte               // the pregreet test's first banner line
-	text   [len(reasons)]string // by reason index; "" for none
-	bytes  [len(reasons)][]byte // the same as bytes
+	banner []byte                     // the pregreet test's first banner line: half a reply (a "220-" line), not a reply value
+	reply  [len(reasons)]*reply.Reply // by reason index; nil for none
+	bytes  [len(reasons)][]byte       // the same on the wire
 }
 
 func newReplies(host string) *replies {
 	r := &replies{banner: []byte("220-" + host + " ESMTP\r\n")}
 	for i, reason := range reasons {
-		var t string
+		var rp *reply.Reply
 		switch reason {
 		case ReasonMaxConnections:
-			// RFC 5321 §3.8: 421 and close when the service is not available.
-			t = "421 4.7.0 " + host + " Too many connections, try again later\r\n"
+			rp = replyMaxConns
 		case ReasonPerIPRate, ReasonPerIPConcurrency, ReasonPerPrefixRate, ReasonPerPrefixConcurrency:
-			t = "421 4.7.0 " + host + " Too many connections from your address, try again later\r\n"
+			rp = replyClientConns
 		case ReasonPregreet, ReasonHTTP, ReasonProxyUntrusted:
-			// RFC 7504 §3: 521, and the server closes at once.
-			t = "521 5.5.1 " + host + " Protocol error\r\n"
+			rp = replyProtocol
 		case ReasonTooManyErrors:
-			t = "421 4.7.0 " + host + " Too many errors, closing connection\r\n"
+			rp = replyManyErrors
 		case ReasonCommandLoop:
-			t = "421 4.7.0 " + host + " Too many commands, closing connection\r\n"
+			rp = replyCommandLoop
 		}
 		// deny_list and dnsbl name the client (replyFor, dnsblReply);
 		// tls_on_plain and proxy_bad_header get nothing the peer could
 		// read.
-		r.text[i], r.bytes[i] = t, []byte(t)
+		if rp != nil {
+			r.reply[i] = rp.WithHost(host)
+			r.bytes[i] = r.reply[i].AppendWire(nil)
+		}
 	}
 	return r
 }
 
-// bytesOf returns reply as bytes: the prebuilt copy when reply is the
-// fixed line of reason i.
-func (r *replies) bytesOf(i int, reply string) []byte {
-	if i >= 0 && reply == r.text[i] {
+// bytesOf returns rp on the wire: the prebuilt copy when rp is the fixed
+// reply of reason i.
+func (r *replies) bytesOf(i int, rp *reply.Reply) []byte {
+	if i >= 0 && rp == r.reply[i] {
 		return r.bytes[i]
 	}
-	return []byte(reply)
+	return rp.AppendWire(nil)
 }
 
 // logLimiter lets through at most rate log lines a second for each

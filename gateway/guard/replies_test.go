@@ -35,12 +35,21 @@ func TestReplies(t *testing.T) {
 		{"no such reason", ""},
 	}
 	for _, tt := range tests {
-		got := g.replyFor(tt.reason, ip)
-		if got != tt.want {
+		r := g.replyFor(tt.reason, ip)
+		if r == nil {
+			if tt.want != "" {
+				t.Errorf("replyFor(%s) = nil, want %q", tt.reason, tt.want)
+			}
+			continue
+		}
+		if got := string(r.AppendWire(nil)); got != tt.want {
 			t.Errorf("replyFor(%s) = %q, want %q", tt.reason, got, tt.want)
 		}
-		if b := g.rep.bytesOf(reasonIndex(tt.reason), got); string(b) != tt.want {
+		if b := g.rep.bytesOf(reasonIndex(tt.reason), r); string(b) != tt.want {
 			t.Errorf("bytesOf(%s) = %q", tt.reason, b)
+		}
+		if err := r.Validate(); err != nil {
+			t.Errorf("replyFor(%s): %v", tt.reason, err)
 		}
 	}
 	if got := string(g.rep.banner); got != "220-mx.test ESMTP\r\n" {

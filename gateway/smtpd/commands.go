@@ -9,17 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
 	"moat/internal/dataend"
-)
-
-var (
-	enhSyntax   = smtp.EnhancedCode{5, 5, 2}
-	enhParams   = smtp.EnhancedCode{5, 5, 4}
-	enhSequence = smtp.EnhancedCode{5, 5, 1}
-	enhOK       = smtp.EnhancedCode{2, 0, 0}
+	"moat/internal/reply"
 )
 
 // dispatch runs one parsed command (RFC 5321 §4.1.1, §4.1.4 for what
@@ -27,7 +20,7 @@ var (
 func (c *Conn) dispatch(verb, arg string) {
 	switch verb {
 	case "":
-		c.syntaxError(500, "Error: bad syntax")
+		c.syntaxError(replyBadSyntax)
 	case "HELO", "EHLO":
 		c.hello(verb == "EHLO", arg)
 	case "MAIL":
@@ -41,37 +34,37 @@ func (c *Conn) dispatch(verb, arg string) {
 	case "RSET":
 		// RFC 5321 §4.1.1.5.
 		c.reset()
-		c.reply(250, enhOK, "Session reset")
+		c.reply(replyReset)
 	case "NOOP":
 		// RFC 5321 §4.1.1.9: the argument, if any, is ignored.
-		c.reply(250, enhOK, "I have successfully done nothing")
+		c.reply(replyNoop)
 	case "QUIT":
 		// RFC 5321 §4.1.1.10.
-		c.reply(221, enhOK, c.srv.cfg.Hostname+" Bye")
+		c.reply(c.srv.bye)
 		c.done = true
 	case "VRFY":
 		// RFC 5321 §3.5.3: 252 says neither yes nor no; moat reveals
 		// nothing about its mailboxes.
-		c.reply(252, smtp.EnhancedCode{2, 5, 0}, "Cannot VRFY user, but will accept message")
+		c.reply(replyVRFY)
 	case "EXPN", "HELP", "SEND", "SOML", "SAML", "TURN":
 		// RFC 5321 §4.2.4: 502 for a command not implemented.
-		c.reply(502, enhSequence, verb+" command not implemented")
+		c.reply(replyNotImpl.Format(verb))
 	case "AUTH":
 		c.authCmd(arg)
 	case "STARTTLS":
 		c.startTLS(arg)
 	default:
-		c.syntaxError(500, "Syntax errors, "+verb+" command unrecognized")
+		c.syntaxError(replyUnrecognized.Format(verb))
 	}
 }
 
 // reset ends the mail transaction (RSET, EHLO again, end of DATA/BDAT).
 func (c *Conn) reset() {
 	c.mail = false
-	c.nrc = 0
-	c.bdt = nil
-	if c.ses != nil {
-		c.ses.Reset()
+	c.rcpts = 0
+	c.chunks = nil
+	if c.session != nil {
+		c.session.Reset()
 	}
 }
 
@@ -80,39 +73,39 @@ func (c *Conn) reset() {
 func (c *Conn) hello(ehlo bool, arg string) {
 	domain, _, _ := strings.Cut(arg, " ")
 	if domain == "" {
-		c.reply(501, enhSyntax, "Domain/address argument required for HELO")
+		c.reply(replyHeloArg)
 		return
 	}
-	if c.bdt != nil {
-		c.reply(503, enhSequence, "HELO/EHLO not allowed during message transfer")
+	if c.chunks != nil {
+		c.reply(replyHelloInTransfer)
 		return
 	}
-	c.hel = domain
-	if c.ses != nil {
+	c.helo = domain
+	if c.session != nil {
 		c.reset()
 	} else {
 		ses, err := c.srv.newSession(c)
 		if err != nil {
-			c.hel = ""
+			c.helo = ""
 			c.replyErr(err)
 			return
 		}
-		c.ses = ses
-	}
-	host := c.srv.cfg.Hostname
-	if !ehlo {
-		c.reply(250, smtp.NoEnhancedCode, host+" Hello "+domain)
-		return
+		c.session = ses
 	}
 	// RFC 5321 §4.1.1.1: the first line names this server.
+	r := replyHello.Format(c.srv.cfg.Hostname, domain)
+	if !ehlo {
+		c.reply(r)
+		return
+	}
 	var b strings.Builder
-	b.WriteString(host + " Hello " + domain)
+	b.WriteString(r.Text)
 	b.WriteString("\nPIPELINING\n8BITMIME\nENHANCEDSTATUSCODES\nCHUNKING")
-	if c.tc == nil && c.srv.cfg.TLS != nil {
+	if c.tlsConn == nil && c.srv.cfg.TLS != nil {
 		b.WriteString("\nSTARTTLS")
 	}
-	if c.tc != nil { // RFC 4954 §4: no AUTH over plain text
-		if as, ok := c.ses.(smtp.AuthSession); ok {
+	if c.tlsConn != nil { // RFC 4954 §4: no AUTH over plain text
+		if as, ok := c.session.(AuthSession); ok {
 			if mechs := as.AuthMechanisms(); len(mechs) > 0 {
 				b.WriteString("\nAUTH " + strings.Join(mechs, " "))
 			}
@@ -124,113 +117,114 @@ func (c *Conn) hello(ehlo bool, arg string) {
 	b.WriteString("\nSIZE " + strconv.FormatInt(c.srv.cfg.MaxMessageBytes, 10))
 	// RFC 9422 §4.1.
 	b.WriteString("\nLIMITS RCPTMAX=" + strconv.Itoa(c.srv.cfg.MaxRecipients))
-	c.reply(250, smtp.NoEnhancedCode, b.String())
+	r.Text = b.String()
+	c.reply(r)
 }
 
 // mailCmd handles MAIL FROM (RFC 5321 §4.1.1.2).
 func (c *Conn) mailCmd(arg string) {
 	switch {
-	case c.ses == nil:
-		c.reply(503, enhSequence, "Please introduce yourself first")
+	case c.session == nil:
+		c.reply(replyNoHello)
 		return
-	case c.bdt != nil:
-		c.reply(503, enhSequence, "MAIL not allowed during message transfer")
+	case c.chunks != nil:
+		c.reply(replyMailInTransfer)
 		return
 	case c.mail:
 		// RFC 5321 §4.1.4: MAIL inside a transaction is a bad sequence.
-		c.reply(503, enhSequence, "Nested MAIL command")
+		c.reply(replyNestedMail)
 		return
 	}
 	rest, ok := cutPrefixFold(arg, "FROM:")
 	if !ok {
-		c.reply(501, enhSyntax, "Was expecting MAIL arg syntax of FROM:<address>")
+		c.reply(replyMailSyntax)
 		return
 	}
 	p := pathParser{s: strings.TrimSpace(rest)}
 	from, err := p.reversePath()
 	if err != nil || (p.s != "" && p.s[0] != ' ') {
-		c.reply(501, enhSyntax, "Was expecting MAIL arg syntax of FROM:<address>")
+		c.reply(replyMailSyntax)
 		return
 	}
 	ps, err := parseParams(p.s)
 	if err != nil {
-		c.reply(501, enhParams, "Unable to parse MAIL ESMTP parameters")
+		c.reply(replyMailParams)
 		return
 	}
 	opts, r := mailOptions(ps, c.srv.cfg.MaxMessageBytes, c.srv.cfg.SMTPUTF8)
 	if r != nil {
-		c.reply(r.code, r.enh, r.text)
+		c.reply(r)
 		return
 	}
-	if err := c.ses.Mail(from, opts); err != nil {
+	if err := c.session.Mail(from, opts); err != nil {
 		c.replyErr(err)
 		return
 	}
 	c.mail = true
-	c.nrc = 0
-	c.reply(250, smtp.EnhancedCode{2, 1, 0}, "Sender <"+from+"> ok")
+	c.rcpts = 0
+	c.reply(replySenderOK.Format(from))
 }
 
 // rcptCmd handles RCPT TO (RFC 5321 §4.1.1.3).
 func (c *Conn) rcptCmd(arg string) {
 	switch {
 	case !c.mail:
-		c.reply(503, enhSequence, "Missing MAIL FROM command")
+		c.reply(replyNoMail)
 		return
-	case c.bdt != nil:
-		c.reply(503, enhSequence, "RCPT not allowed during message transfer")
+	case c.chunks != nil:
+		c.reply(replyRcptInTransfer)
 		return
 	}
 	rest, ok := cutPrefixFold(arg, "TO:")
 	if !ok {
-		c.reply(501, enhSyntax, "Was expecting RCPT arg syntax of TO:<address>")
+		c.reply(replyRcptSyntax)
 		return
 	}
 	p := pathParser{s: strings.TrimSpace(rest)}
 	to, err := p.path(true)
 	if err != nil || (p.s != "" && p.s[0] != ' ') {
-		c.reply(501, enhSyntax, "Was expecting RCPT arg syntax of TO:<address>")
+		c.reply(replyRcptSyntax)
 		return
 	}
 	ps, err := parseParams(p.s)
 	if err != nil {
-		c.reply(501, enhParams, "Unable to parse RCPT ESMTP parameters")
+		c.reply(replyRcptParams)
 		return
 	}
 	if len(ps) > 0 {
 		// No RCPT parameter is advertised (DSN is not).
-		c.reply(555, enhParams, "Unknown RCPT TO argument")
+		c.reply(replyRcptParam)
 		return
 	}
-	if c.nrc >= c.srv.cfg.MaxRecipients {
+	if c.rcpts >= c.srv.cfg.MaxRecipients {
 		// RFC 5321 §4.5.3.1.10.
-		c.reply(452, smtp.EnhancedCode{4, 5, 3}, "Maximum limit of "+strconv.Itoa(c.srv.cfg.MaxRecipients)+" recipients reached")
+		c.reply(replyMaxRcpts.Format(c.srv.cfg.MaxRecipients))
 		return
 	}
-	if err := c.ses.Rcpt(to, &smtp.RcptOptions{}); err != nil {
+	if err := c.session.Rcpt(to); err != nil {
 		c.replyErr(err)
 		return
 	}
-	c.nrc++
-	c.reply(250, smtp.EnhancedCode{2, 1, 5}, "Recipient <"+to+"> ok")
+	c.rcpts++
+	c.reply(replyRcptOK.Format(to))
 }
 
 // dataCmd handles DATA (RFC 5321 §4.1.1.4).
 func (c *Conn) dataCmd(arg string) {
 	switch {
 	case arg != "":
-		c.reply(501, enhParams, "DATA command should not have any arguments")
+		c.reply(replyDataArgs)
 		return
-	case c.bdt != nil:
-		c.reply(503, enhSequence, "DATA not allowed during message transfer")
+	case c.chunks != nil:
+		c.reply(replyDataInTransfer)
 		return
-	case !c.mail || c.nrc == 0:
-		c.reply(503, enhSequence, "Missing RCPT TO command")
+	case !c.mail || c.rcpts == 0:
+		c.reply(replyNoRcpt)
 		return
 	}
-	c.reply(354, smtp.NoEnhancedCode, "Go ahead. End your data with <CR><LF>.<CR><LF>")
+	c.reply(replyStartData)
 	d := &dataReader{c: c, left: c.srv.cfg.MaxMessageBytes}
-	err := c.ses.Data(d)
+	r := c.session.Data(d)
 	if d.err == nil {
 		d.left = -1 // drain whatever the session left, without the size limit
 		d.drain()
@@ -241,16 +235,16 @@ func (c *Conn) dataCmd(arg string) {
 		c.readFailed(d.err)
 		return
 	}
-	c.dataDone(err)
+	c.dataDone(r)
 }
 
-// dataDone writes the reply to a whole message and ends the transaction.
-func (c *Conn) dataDone(err error) {
-	if err != nil {
-		c.replyErr(err)
-	} else {
-		c.reply(250, enhOK, "OK: queued")
+// dataDone writes the session's reply to a whole message (nil: a plain
+// 250) and ends the transaction.
+func (c *Conn) dataDone(r *reply.Reply) {
+	if r == nil {
+		r = replyDataOK
 	}
+	c.reply(r)
 	c.reset()
 }
 
@@ -259,92 +253,92 @@ func (c *Conn) dataDone(err error) {
 func (c *Conn) bdatCmd(arg string) {
 	f := strings.Fields(arg)
 	if len(f) == 0 || len(f) > 2 {
-		c.reply(501, enhParams, "Syntax: BDAT <size> [LAST]")
+		c.reply(replyBDATSyntax)
 		return
 	}
 	last := len(f) == 2
 	if last && !strings.EqualFold(f[1], "LAST") {
-		c.reply(501, enhParams, "Unknown BDAT argument")
+		c.reply(replyBDATArg)
 		return
 	}
 	// RFC 3030 §4: chunk-size = 1*DIGIT (no sign: the guard's tracker
 	// reads it the same way).
 	size, err := strconv.ParseInt(f[0], 10, 64)
 	if err != nil || size < 0 || strings.TrimLeft(f[0], "0123456789") != "" {
-		c.reply(501, enhParams, "Malformed size argument")
+		c.reply(replyBDATSize)
 		return
 	}
-	if !c.mail || c.nrc == 0 {
+	if !c.mail || c.rcpts == 0 {
 		// RFC 3030 §2: the chunk follows the command even when the
 		// command is refused.
 		if c.discard(size) == nil {
-			c.reply(503, enhSequence, "Missing RCPT TO command")
+			c.reply(replyNoRcpt)
 		}
 		return
 	}
 	have := int64(0)
-	if c.bdt != nil {
-		have = int64(c.bdt.Len())
+	if c.chunks != nil {
+		have = int64(c.chunks.Len())
 	}
 	if have+size > c.srv.cfg.MaxMessageBytes {
 		if c.discard(size) == nil {
-			c.reply(552, smtp.EnhancedCode{5, 3, 4}, "Max message size exceeded")
+			c.reply(replyTooBig)
 			c.reset()
 		}
 		return
 	}
-	if c.bdt == nil {
-		c.bdt = &bytes.Buffer{}
+	if c.chunks == nil {
+		c.chunks = &bytes.Buffer{}
 	}
 	// Read in pieces, so that a client announcing a big chunk and sending
 	// nothing makes us hold nothing.
 	for left := size; left > 0; {
 		k := min(left, 32<<10)
-		c.bdt.Grow(int(k))
-		buf := c.bdt.AvailableBuffer()[:k]
+		c.chunks.Grow(int(k))
+		buf := c.chunks.AvailableBuffer()[:k]
 		if err := c.readFull(buf); err != nil {
 			c.readFailed(err)
 			return
 		}
-		c.bdt.Write(buf)
+		c.chunks.Write(buf)
 		left -= k
 	}
 	if !last {
-		c.reply(250, enhOK, strconv.FormatInt(size, 10)+" octets received")
+		c.reply(replyChunkOK.Format(size))
 		return
 	}
-	msg := c.bdt
-	c.bdt = nil
-	c.dataDone(c.ses.Data(msg))
+	msg := c.chunks
+	c.chunks = nil
+	c.dataDone(c.session.Data(msg))
 }
 
 // authCmd handles AUTH (RFC 4954 §4) with the session's SASL server.
 func (c *Conn) authCmd(arg string) {
 	switch {
-	case c.ses == nil:
-		c.reply(503, enhSequence, "Please introduce yourself first")
+	case c.session == nil:
+		c.reply(replyNoHello)
 		return
 	case c.auth:
-		c.reply(503, enhSequence, "Already authenticated")
+		c.reply(replyAlreadyAuth)
 		return
 	case c.mail:
 		// RFC 4954 §4: not during a mail transaction.
-		c.reply(503, enhSequence, "AUTH not allowed during a mail transaction")
+		c.reply(replyAuthInMail)
 		return
 	}
 	f := strings.Fields(arg)
 	if len(f) == 0 || len(f) > 2 {
-		c.reply(501, enhParams, "Syntax: AUTH mechanism [initial-response]")
+		c.reply(replyAuthSyntax)
 		return
 	}
-	if c.tc == nil {
+	if c.tlsConn == nil {
 		// RFC 4954 §4 and RFC 3207: credentials only over TLS.
-		c.reply(523, smtp.EnhancedCode{5, 7, 10}, "TLS is required")
+		c.reply(replyTLSNeeded)
 		return
 	}
-	as, ok := c.ses.(smtp.AuthSession)
+	as, ok := c.session.(AuthSession)
 	if !ok {
-		c.replyErr(smtp.ErrAuthUnsupported)
+		c.reply(reply.AuthUnsupported)
 		return
 	}
 	srv, err := as.Auth(strings.ToUpper(f[0]))
@@ -355,7 +349,7 @@ func (c *Conn) authCmd(arg string) {
 	var resp []byte
 	if len(f) == 2 {
 		if resp, err = decodeSASL(f[1]); err != nil {
-			c.reply(501, enhSyntax, "Invalid base64 data")
+			c.reply(replyBadBase64)
 			return
 		}
 	}
@@ -369,10 +363,10 @@ func (c *Conn) authCmd(arg string) {
 			break
 		}
 		if i == 8 {
-			c.reply(501, enhSyntax, "Too many SASL steps")
+			c.reply(replyTooManySteps)
 			return
 		}
-		c.reply(334, smtp.NoEnhancedCode, base64.StdEncoding.EncodeToString(challenge))
+		c.reply(replyChallenge.Format(base64.StdEncoding.EncodeToString(challenge)))
 		line, err := c.readLine()
 		if err != nil {
 			c.readFailed(err)
@@ -380,16 +374,16 @@ func (c *Conn) authCmd(arg string) {
 		}
 		if line == "*" {
 			// RFC 4954 §4: the client cancelled.
-			c.reply(501, smtp.EnhancedCode{5, 0, 0}, "Negotiation cancelled")
+			c.reply(replyAuthCancelled)
 			return
 		}
 		if resp, err = decodeSASL(line); err != nil {
-			c.reply(501, enhSyntax, "Invalid base64 data")
+			c.reply(replyBadBase64)
 			return
 		}
 	}
 	c.auth = true
-	c.reply(235, enhOK, "Authentication succeeded")
+	c.reply(replyAuthOK)
 }
 
 // decodeSASL decodes a SASL response; "=" is the empty one (RFC 4954 §4).
@@ -404,26 +398,26 @@ func decodeSASL(s string) ([]byte, error) {
 func (c *Conn) startTLS(arg string) {
 	switch {
 	case arg != "":
-		c.reply(501, enhParams, "STARTTLS takes no parameters")
+		c.reply(replyTLSParams)
 		return
-	case c.tc != nil:
-		c.reply(503, enhSequence, "Already running in TLS")
+	case c.tlsConn != nil:
+		c.reply(replyAlreadyTLS)
 		return
 	case c.srv.cfg.TLS == nil:
-		c.reply(502, enhSequence, "TLS not supported")
+		c.reply(replyNoTLS)
 		return
-	case c.bdt != nil:
-		c.reply(503, enhSequence, "STARTTLS not allowed during message transfer")
+	case c.chunks != nil:
+		c.reply(replyTLSInTransfer)
 		return
 	}
-	c.reply(220, enhOK, "Ready to start TLS")
+	c.reply(replyStartTLS)
 	if c.flush() != nil {
 		return
 	}
 	// RFC 3207 §5 / CVE-2011-0411: whatever the client sent after
 	// STARTTLS in plain text is not part of the TLS session; drop it.
 	c.releaseRead()
-	c.kpt = nil
+	c.partial = nil
 	tc := tls.Server(c.nc, c.srv.cfg.TLS)
 	tc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
 	if err := tc.Handshake(); err != nil {
@@ -432,22 +426,22 @@ func (c *Conn) startTLS(arg string) {
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	c.rw, c.tc, c.raw = tc, tc, nil
+	c.rw, c.tlsConn, c.socket = tc, tc, nil
 	// RFC 3207 §4.2: forget everything learnt before; the client starts
 	// again with EHLO, and gets a new session then.
 	c.reset()
-	if c.ses != nil {
-		c.ses.Logout()
-		c.ses = nil
+	if c.session != nil {
+		c.session.Logout()
+		c.session = nil
 	}
-	c.hel = ""
+	c.helo = ""
 	c.auth = false
 }
 
 // dataReader reads DATA for the session: it removes the dot-stuffing of
 // RFC 5321 §4.5.2, ends at <CRLF>.<CRLF> and nowhere else (§4.1.1.4;
 // where exactly: package internal/dataend, which the guard follows too),
-// keeps CR and LF as they came, and fails with smtp.ErrDataTooLarge past
+// keeps CR and LF as they came, and fails with ErrDataTooLarge past
 // the size limit. ".\rX" at a line start gives "\rX".
 type dataReader struct {
 	c     *Conn
@@ -465,7 +459,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		return 0, d.err
 	}
 	if d.left == 0 {
-		return 0, smtp.ErrDataTooLarge
+		return 0, ErrDataTooLarge
 	}
 	if d.left > 0 && int64(len(p)) > d.left {
 		p = p[:d.left]
@@ -474,7 +468,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 	max := c.srv.cfg.MaxLineLength + 2
 	n := 0
 	for n < len(p) && d.state != dataend.End {
-		if c.rbp == nil || c.r == c.w {
+		if c.readBuf == nil || c.used == c.filled {
 			if n > 0 {
 				break
 			}
@@ -486,7 +480,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		src := (*c.rbp)[c.r:c.w]
+		src := (*c.readBuf)[c.used:c.filled]
 		i := 0
 		for i < len(src) && n < len(p) {
 			if d.state == dataend.Data {
@@ -523,7 +517,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 			if b == '\n' {
 				d.line = 0
 			} else if d.line++; d.line > max {
-				c.r += i
+				c.used += i
 				d.err = errTooLongLine
 				return n, d.err
 			}
@@ -538,7 +532,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 			p[n] = b
 			n++
 		}
-		c.r += i
+		c.used += i
 	}
 	if d.left > 0 {
 		d.left -= int64(n)

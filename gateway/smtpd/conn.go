@@ -7,13 +7,12 @@ import (
 	"io"
 	"net"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"moat/internal/reply"
 )
 
 // errTooLongLine: a command or DATA line over Config.MaxLineLength.
@@ -21,33 +20,43 @@ var errTooLongLine = errors.New("smtpd: line too long")
 
 // Conn is one SMTP connection: its protocol state and its I/O. Its
 // methods Conn, Hostname and TLSConnectionState are what a session may
-// ask (they match go-smtp's *smtp.Conn); everything else runs on the
-// connection's own goroutine.
+// ask; everything else runs on the connection's own goroutine.
 type Conn struct {
-	srv  *Server
-	nc   net.Conn        // the accepted connection, as the listener gave it
-	rw   net.Conn        // what is read and written: nc, or the *tls.Conn over it
-	tc   *tls.Conn       // the TLS layer, if any
-	raw  syscall.RawConn // the socket, for waiting without a buffer; nil over TLS
-	ses  smtp.Session    // nil before HELO/EHLO
-	bdt  *bytes.Buffer   // the BDAT chunks so far (RFC 3030)
-	rbp  *[]byte         // pooled read buffer; nil while idle
-	wbp  *[]byte         // pooled reply buffer; nil when nothing is pending
-	kpt  []byte          // unread bytes kept over an idle wait (part of a line)
-	r    int             // (*rbp)[r:w] is read but not yet used
-	w    int             //
-	wer  error           // the first write error
-	hel  string          // the HELO/EHLO argument
-	nrc  int             // recipients accepted in this transaction
-	nerr int             // bad or unknown commands so far
-	mail bool            // MAIL accepted, transaction open
-	auth bool            // AUTH succeeded
-	done bool            // the connection is to close
+	srv     *Server
+	nc      net.Conn        // the accepted connection, as the listener gave it
+	rw      net.Conn        // what is read and written: nc, or the *tls.Conn over it
+	tlsConn *tls.Conn       // the TLS layer, if any
+	socket  syscall.RawConn // the socket, for waiting without a buffer; nil over TLS
+	session Session         // nil before HELO/EHLO
+	chunks  *bytes.Buffer   // the BDAT chunks of this message so far (RFC 3030); nil outside BDAT
+
+	// Reading: readBuf is a pooled buffer, held only while a command or
+	// message data is being read; (*readBuf)[used:filled] has been read
+	// from the client and not yet used. Over an idle wait the buffer
+	// goes back to the pool and the unread part of a line, if any, is
+	// kept in partial.
+	readBuf *[]byte
+	used    int
+	filled  int
+	partial []byte
+
+	// Writing: replyBuf is a pooled buffer of replies not yet written;
+	// nil when none are pending. writeErr is the first write error:
+	// nothing is written after it.
+	replyBuf *[]byte
+	writeErr error
+
+	helo        string // the HELO/EHLO argument
+	rcpts       int    // recipients accepted in this transaction
+	badCommands int    // bad or unknown commands so far (errThreshold)
+	mail        bool   // MAIL accepted, transaction open
+	auth        bool   // AUTH succeeded
+	done        bool   // the connection is to close
 }
 
 func newConn(s *Server, nc net.Conn) *Conn {
 	c := &Conn{srv: s, nc: nc, rw: nc}
-	c.tc, c.raw = inspect(nc)
+	c.tlsConn, c.socket = inspect(nc)
 	return c
 }
 
@@ -56,14 +65,14 @@ func newConn(s *Server, nc net.Conn) *Conn {
 func (c *Conn) Conn() net.Conn { return c.rw }
 
 // Hostname returns the client's HELO/EHLO argument.
-func (c *Conn) Hostname() string { return c.hel }
+func (c *Conn) Hostname() string { return c.helo }
 
 // TLSConnectionState returns the TLS state, and false without TLS.
 func (c *Conn) TLSConnectionState() (tls.ConnectionState, bool) {
-	if c.tc == nil {
+	if c.tlsConn == nil {
 		return tls.ConnectionState{}, false
 	}
-	return c.tc.ConnectionState(), true
+	return c.tlsConn.ConnectionState(), true
 }
 
 // unwrap returns the connection below a wrapper: NetConn (crypto/tls and
@@ -114,17 +123,17 @@ func chainBuffered(nc net.Conn) bool {
 // serve runs the connection to its end.
 func (c *Conn) serve() {
 	defer c.close()
-	if c.tc != nil {
+	if c.tlsConn != nil {
 		// Implicit TLS (RFC 8314 §3.3): the handshake comes first.
-		c.tc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
-		if err := c.tc.Handshake(); err != nil {
+		c.tlsConn.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+		if err := c.tlsConn.Handshake(); err != nil {
 			c.srv.log.Debug("TLS handshake failed", zap.Error(err))
 			return
 		}
-		c.tc.SetDeadline(time.Time{})
+		c.tlsConn.SetDeadline(time.Time{})
 	}
 	// RFC 5321 §4.2, §3.1: the greeting.
-	c.reply(220, smtp.NoEnhancedCode, c.srv.cfg.Hostname+" ESMTP Service Ready")
+	c.reply(c.srv.greeting)
 	for !c.done {
 		line, err := c.readLine()
 		if err != nil {
@@ -140,11 +149,11 @@ func (c *Conn) readFailed(err error) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, errTooLongLine):
-		c.reply(500, smtp.EnhancedCode{5, 4, 0}, "Too long line, closing connection")
+		c.reply(replyLineTooLong)
 	case errors.As(err, &ne) && ne.Timeout():
 		// RFC 5321 §4.5.3.2: the server may close after a timeout, and
 		// says 421 first (§3.8).
-		c.reply(421, smtp.EnhancedCode{4, 4, 2}, c.srv.cfg.Hostname+" Idle timeout, closing connection")
+		c.reply(replyIdle.WithHost(c.srv.cfg.Hostname))
 	}
 	c.done = true
 }
@@ -152,12 +161,12 @@ func (c *Conn) readFailed(err error) {
 // close writes what is pending and ends the connection and its session.
 func (c *Conn) close() {
 	c.flush()
-	if c.ses != nil {
-		c.ses.Logout()
-		c.ses = nil
+	if c.session != nil {
+		c.session.Logout()
+		c.session = nil
 	}
 	c.releaseRead()
-	c.bdt = nil
+	c.chunks = nil
 	c.nc.Close()
 }
 
@@ -174,11 +183,11 @@ func (c *Conn) readLine() (string, error) {
 	max := c.srv.cfg.MaxLineLength
 	deadline := time.Now().Add(c.srv.cfg.ReadTimeout)
 	for {
-		if c.rbp != nil {
-			buf := (*c.rbp)[c.r:c.w]
+		if c.readBuf != nil {
+			buf := (*c.readBuf)[c.used:c.filled]
 			if i := bytes.IndexByte(buf, '\n'); i >= 0 {
 				line := buf[:i]
-				c.r += i + 1
+				c.used += i + 1
 				if n := len(line); n > 0 && line[n-1] == '\r' {
 					line = line[:n-1]
 				}
@@ -213,26 +222,26 @@ func (c *Conn) fill(deadline time.Time) error {
 		deadline = time.Now().Add(c.srv.cfg.ReadTimeout)
 	}
 	switch {
-	case idle && c.raw != nil && !chainBuffered(c.nc):
+	case idle && c.socket != nil && !chainBuffered(c.nc):
 		if err := c.wait(deadline); err != nil {
 			return err
 		}
-	case idle && c.tc != nil && len(c.kpt) == 0 && (c.rbp == nil || c.r == c.w):
+	case idle && c.tlsConn != nil && len(c.partial) == 0 && (c.readBuf == nil || c.used == c.filled):
 		return c.fillTLS(deadline)
 	}
 	c.takeRead()
-	buf := *c.rbp
-	if c.r > 0 {
-		c.w = copy(buf, buf[c.r:c.w])
-		c.r = 0
+	buf := *c.readBuf
+	if c.used > 0 {
+		c.filled = copy(buf, buf[c.used:c.filled])
+		c.used = 0
 	}
-	if c.w == len(buf) {
+	if c.filled == len(buf) {
 		return errTooLongLine // only a line can fill the buffer
 	}
 	c.rw.SetReadDeadline(deadline)
 	for i := 0; i < 100; i++ {
-		n, err := c.rw.Read(buf[c.w:])
-		c.w += n
+		n, err := c.rw.Read(buf[c.filled:])
+		c.filled += n
 		if n > 0 {
 			return nil
 		}
@@ -252,7 +261,7 @@ func (c *Conn) wait(deadline time.Time) error {
 		h(c)
 	}
 	c.rw.SetReadDeadline(deadline)
-	return waitReadable(c.raw)
+	return waitReadable(c.socket)
 }
 
 // tlsIdleRead is what fillTLS reads before it takes a read buffer.
@@ -275,7 +284,7 @@ func (c *Conn) fillTLS(deadline time.Time) error {
 		n, err := c.rw.Read(small[:])
 		if n > 0 {
 			c.takeRead()
-			c.w = copy(*c.rbp, small[:n])
+			c.filled = copy(*c.readBuf, small[:n])
 			return nil // an error comes back on the next read
 		}
 		if err != nil {
@@ -287,36 +296,36 @@ func (c *Conn) fillTLS(deadline time.Time) error {
 
 // takeRead makes sure a read buffer is held, with any kept bytes in it.
 func (c *Conn) takeRead() {
-	if c.rbp != nil {
+	if c.readBuf != nil {
 		return
 	}
-	c.rbp = c.srv.rbufs.Get().(*[]byte)
-	c.r, c.w = 0, copy(*c.rbp, c.kpt)
-	c.kpt = nil
+	c.readBuf = c.srv.rbufs.Get().(*[]byte)
+	c.used, c.filled = 0, copy(*c.readBuf, c.partial)
+	c.partial = nil
 }
 
 // releaseRead gives the read buffer back, keeping unread bytes aside.
 func (c *Conn) releaseRead() {
-	if c.rbp == nil {
+	if c.readBuf == nil {
 		return
 	}
-	if c.r < c.w {
-		c.kpt = append([]byte(nil), (*c.rbp)[c.r:c.w]...)
+	if c.used < c.filled {
+		c.partial = append([]byte(nil), (*c.readBuf)[c.used:c.filled]...)
 	}
-	c.srv.rbufs.Put(c.rbp)
-	c.rbp, c.r, c.w = nil, 0, 0
+	c.srv.rbufs.Put(c.readBuf)
+	c.readBuf, c.used, c.filled = nil, 0, 0
 }
 
 // readFull reads exactly len(p) bytes (BDAT chunks).
 func (c *Conn) readFull(p []byte) error {
 	for len(p) > 0 {
-		if c.rbp == nil || c.r == c.w {
+		if c.readBuf == nil || c.used == c.filled {
 			if err := c.fill(time.Time{}); err != nil {
 				return err
 			}
 		}
-		n := copy(p, (*c.rbp)[c.r:c.w])
-		c.r += n
+		n := copy(p, (*c.readBuf)[c.used:c.filled])
+		c.used += n
 		p = p[n:]
 	}
 	return nil
@@ -325,13 +334,13 @@ func (c *Conn) readFull(p []byte) error {
 // discard reads and drops n bytes (a refused BDAT chunk).
 func (c *Conn) discard(n int64) error {
 	for n > 0 {
-		if c.rbp == nil || c.r == c.w {
+		if c.readBuf == nil || c.used == c.filled {
 			if err := c.fill(time.Time{}); err != nil {
 				return err
 			}
 		}
-		k := min(int64(c.w-c.r), n)
-		c.r += int(k)
+		k := min(int64(c.filled-c.used), n)
+		c.used += int(k)
 		n -= k
 	}
 	return nil
@@ -339,129 +348,71 @@ func (c *Conn) discard(n int64) error {
 
 // --- writing ---
 
-// reply queues one reply (RFC 5321 §4.2): "code-text" lines then
-// "code text"; each line carries the enhanced code (RFC 2034 §4) unless
-// enh is smtp.NoEnhancedCode; smtp.EnhancedCodeNotSet becomes X.0.0.
-// Replies are written when the loop next waits for input, except a 5xx,
-// which goes at once so that the guard can delay each one (its tarpit),
-// and a 421, after which the connection closes (RFC 5321 §3.8).
-func (c *Conn) reply(code int, enh smtp.EnhancedCode, text string) {
-	if enh == smtp.EnhancedCodeNotSet {
-		switch code / 100 {
-		case 2, 4, 5:
-			enh = smtp.EnhancedCode{code / 100, 0, 0}
-		default:
-			enh = smtp.NoEnhancedCode
-		}
+// reply queues one reply (RFC 5321 §4.2; reply.AppendWire writes the
+// lines). Replies are written when the loop next waits for input,
+// except a 5xx, which goes at once so that the guard can delay each one
+// (its tarpit), and a 421, after which the connection closes (RFC 5321
+// §3.8).
+func (c *Conn) reply(r *reply.Reply) {
+	if c.replyBuf == nil {
+		c.replyBuf = c.srv.wbufs.Get().(*[]byte)
 	}
-	if c.wbp == nil {
-		c.wbp = c.srv.wbufs.Get().(*[]byte)
-	}
-	b := *c.wbp
-	for {
-		line, rest, more := cutLine(text)
-		b = strconv.AppendInt(b, int64(code), 10)
-		if more {
-			b = append(b, '-')
-		} else {
-			b = append(b, ' ')
-		}
-		if enh != smtp.NoEnhancedCode {
-			b = strconv.AppendInt(b, int64(enh[0]), 10)
-			b = append(b, '.')
-			b = strconv.AppendInt(b, int64(enh[1]), 10)
-			b = append(b, '.')
-			b = strconv.AppendInt(b, int64(enh[2]), 10)
-			b = append(b, ' ')
-		}
-		b = append(b, line...)
-		b = append(b, '\r', '\n')
-		if !more {
-			break
-		}
-		text = rest
-	}
-	*c.wbp = b
-	if code == 421 {
+	*c.replyBuf = r.AppendWire(*c.replyBuf)
+	if r.Code == 421 {
 		c.done = true
 	}
-	if code >= 500 || code == 421 {
+	if r.Code >= 500 || r.Code == 421 {
 		c.flush()
 	}
-}
-
-// cutLine splits reply text at its first LF; CR and other control
-// characters never reach the wire (a reply line is text, RFC 5321 §4.2).
-func cutLine(s string) (line, rest string, more bool) {
-	line, rest, more = cutByte(s, '\n')
-	for i := 0; i < len(line); i++ {
-		if line[i] < ' ' && line[i] != '\t' {
-			b := []byte(line)
-			for j := range b {
-				if b[j] < ' ' && b[j] != '\t' {
-					b[j] = ' '
-				}
-			}
-			return string(b), rest, more
-		}
-	}
-	return line, rest, more
-}
-
-func cutByte(s string, c byte) (string, string, bool) {
-	if i := strings.IndexByte(s, c); i >= 0 {
-		return s[:i], s[i+1:], true
-	}
-	return s, "", false
 }
 
 // flush writes the pending replies in one write and gives the buffer
 // back.
 func (c *Conn) flush() error {
-	if c.wbp == nil {
-		return c.wer
+	if c.replyBuf == nil {
+		return c.writeErr
 	}
-	b := *c.wbp
-	if len(b) > 0 && c.wer == nil {
+	b := *c.replyBuf
+	if len(b) > 0 && c.writeErr == nil {
 		c.rw.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		if _, err := c.rw.Write(b); err != nil {
-			c.wer = err
+			c.writeErr = err
 			c.done = true
 		}
 	}
 	if cap(b) <= 64<<10 {
-		*c.wbp = b[:0]
-		c.srv.wbufs.Put(c.wbp)
+		*c.replyBuf = b[:0]
+		c.srv.wbufs.Put(c.replyBuf)
 	}
-	c.wbp = nil
-	return c.wer
+	c.replyBuf = nil
+	return c.writeErr
 }
 
-// replyErr writes the reply for a session's error: an *smtp.SMTPError
-// as it is; anything else is logged and becomes 451 4.3.0, so internal
-// text never reaches the client.
+// replyErr writes the reply for a session's error: a *reply.Reply as
+// it is; anything else is logged and becomes 451 4.3.0, so internal text
+// never reaches the client.
 func (c *Conn) replyErr(err error) {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		c.reply(se.Code, se.EnhancedCode, se.Message)
+	var r *reply.Reply
+	if errors.As(err, &r) && r != nil { // a nil *reply.Reply in an error is no reply
+		c.reply(r)
 		return
 	}
 	c.srv.log.Warn("session error without a reply", zap.Error(err))
-	c.reply(451, smtp.EnhancedCode{4, 3, 0}, "Local error in processing, please try again later")
+	c.reply(reply.TempLocal)
 }
 
 // handle runs one command. A panic in the session ends the connection
-// with 421 (RFC 5321 §3.8), not the process.
+// with 421 naming the host (RFC 5321 §3.8), not the process.
 func (c *Conn) handle(line string) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.srv.log.Error("panic in SMTP session", zap.Any("panic", p), zap.ByteString("stack", debug.Stack()))
-			c.reply(421, smtp.EnhancedCode{4, 3, 0}, "Internal server error")
+			c.reply(replyInternal.WithHost(c.srv.cfg.Hostname))
 		}
 	}()
 	verb, arg, err := parseCommand(line)
 	if err != nil {
-		c.syntaxError(501, "Bad command")
+		c.syntaxError(replyBadCommand)
 		return
 	}
 	c.dispatch(verb, arg)
@@ -470,10 +421,12 @@ func (c *Conn) handle(line string) {
 // errThreshold: bad or unknown commands tolerated before closing.
 const errThreshold = 3
 
-func (c *Conn) syntaxError(code int, text string) {
-	c.reply(code, smtp.EnhancedCode{5, 5, 2}, text)
-	c.nerr++
-	if c.nerr > errThreshold {
-		c.reply(421, smtp.EnhancedCode{4, 7, 0}, c.srv.cfg.Hostname+" Too many errors, closing connection")
+// syntaxError writes r (a 500 or 501) and counts it; past errThreshold
+// the connection closes with 421.
+func (c *Conn) syntaxError(r *reply.Reply) {
+	c.reply(r)
+	c.badCommands++
+	if c.badCommands > errThreshold {
+		c.reply(replyManyErrors.WithHost(c.srv.cfg.Hostname))
 	}
 }

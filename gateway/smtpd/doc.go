@@ -1,10 +1,11 @@
 // Package smtpd owns moat's server side of the SMTP protocol: the command
 // loop of each connection, its reads and writes, command and parameter
 // parsing, the DATA and BDAT transfer, STARTTLS and AUTH. What a command
-// means for mail (who may relay, what is spooled) is the session's
-// business: it keeps go-smtp's types (smtp.Session, smtp.AuthSession,
-// smtp.MailOptions, smtp.SMTPError), so the gateway's session does not
-// care which loop drives it.
+// means for mail (who may relay, what is spooled) is the business of the
+// Session (and AuthSession) it calls: small interfaces of its own, that
+// answer with reply.Reply values, the success after DATA included.
+// Every reply smtpd writes itself is a named reply in replies.go; no
+// code is written inline (TestRepliesNamed).
 //
 // Implemented: RFC 5321 (§3.1 greeting, §4.1.1 commands, §4.1.4 order,
 // §4.5.2 dot-stuffing, §4.5.1 the bare <Postmaster> recipient, §4.5.3

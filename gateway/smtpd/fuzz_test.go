@@ -6,8 +6,7 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"github.com/emersion/go-smtp"
-
+	"moat/internal/reply"
 	"moat/test/testenv"
 )
 
@@ -99,7 +98,7 @@ func FuzzConn(f *testing.F) {
 		}
 		run := func(split bool) (string, []*fakeSession) {
 			ts := &testServer{}
-			ts.srv = New(cfg, func(c *Conn) (smtp.Session, error) {
+			ts.srv = New(cfg, func(c *Conn) (Session, error) {
 				s := &fakeSession{}
 				ts.ses = append(ts.ses, s)
 				return s, nil
@@ -120,6 +119,11 @@ func FuzzConn(f *testing.F) {
 			if len(line) < 6 || !strings.HasSuffix(line, "\r\n") || line[3] != ' ' && line[3] != '-' ||
 				strings.IndexFunc(line[:3], func(r rune) bool { return r < '0' || r > '9' }) >= 0 {
 				t.Fatalf("bad reply line %q from %q", line, in)
+			}
+			// RFC 3463 §2: an enhanced code has the class of the code.
+			w, _, _ := strings.Cut(line[4:], " ")
+			if e, err := reply.ParseEnhanced(strings.TrimSuffix(w, "\r\n")); err == nil && e[0] != int(line[0]-'0') {
+				t.Fatalf("reply line %q: enhanced code of another class", line)
 			}
 		}
 		if strings.Contains(whole, "Internal server error") {

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-sasl"
-	"github.com/emersion/go-smtp"
 
+	"moat/internal/reply"
 	"moat/test/testenv"
 )
 
@@ -22,7 +22,7 @@ import (
 type fakeSession struct {
 	mu      sync.Mutex
 	from    string
-	opts    *smtp.MailOptions
+	opts    *MailOptions
 	rcpts   []string
 	msgs    [][]byte
 	resets  int
@@ -31,7 +31,7 @@ type fakeSession struct {
 	refuse string
 }
 
-var _ smtp.AuthSession = (*fakeSession)(nil)
+var _ AuthSession = (*fakeSession)(nil)
 
 func (f *fakeSession) Reset() {
 	f.mu.Lock()
@@ -47,30 +47,37 @@ func (f *fakeSession) Logout() error {
 	return nil
 }
 
-func (f *fakeSession) Mail(from string, opts *smtp.MailOptions) error {
+func (f *fakeSession) Mail(from string, opts *MailOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.from, f.opts = from, opts
 	return nil
 }
 
-func (f *fakeSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (f *fakeSession) Rcpt(to string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if to == f.refuse {
-		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+		return reply.NoSuchUser
 	}
 	if to == "internal@error.example" {
 		return errors.New("secret internal detail")
+	}
+	if to == "nilreply@error.example" {
+		var r *reply.Reply // a nil reply inside a non-nil error
+		return r
 	}
 	f.rcpts = append(f.rcpts, to)
 	return nil
 }
 
-func (f *fakeSession) Data(r io.Reader) error {
+func (f *fakeSession) Data(r io.Reader) *reply.Reply {
 	b, err := io.ReadAll(r)
 	if err != nil {
-		return err
+		if rp := (*reply.Reply)(nil); errors.As(err, &rp) {
+			return rp
+		}
+		return reply.TempLocal
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -82,13 +89,13 @@ func (f *fakeSession) AuthMechanisms() []string { return []string{sasl.Plain} }
 
 func (f *fakeSession) Auth(mech string) (sasl.Server, error) {
 	if mech != sasl.Plain {
-		return nil, smtp.ErrAuthUnknownMechanism
+		return nil, reply.AuthUnknownMechanism
 	}
 	return sasl.NewPlainServer(func(_, user, pass string) error {
 		if user == "u" && pass == "p" {
 			return nil
 		}
-		return smtp.ErrAuthFailed
+		return reply.AuthFailed
 	}), nil
 }
 
@@ -143,9 +150,9 @@ func testConfig() Config {
 func start(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *testServer {
 	t.Helper()
 	ts := &testServer{idle: make(chan idleState, 100)}
-	ts.srv = New(cfg, func(c *Conn) (smtp.Session, error) {
+	ts.srv = New(cfg, func(c *Conn) (Session, error) {
 		if c.Hostname() == "refuse.example" {
-			return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2}, Message: "mx.example.org Service shutting down"}
+			return nil, reply.ShuttingDown.WithHost("mx.example.org")
 		}
 		f := &fakeSession{refuse: "nobody@example.org"}
 		ts.mu.Lock()
@@ -155,7 +162,7 @@ func start(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *test
 	}, nil)
 	ts.srv.idleHook = func(c *Conn) {
 		select {
-		case ts.idle <- idleState{readBuf: c.rbp != nil, writeBuf: c.wbp != nil, kept: len(c.kpt)}:
+		case ts.idle <- idleState{readBuf: c.readBuf != nil, writeBuf: c.replyBuf != nil, kept: len(c.partial)}:
 		default:
 		}
 	}

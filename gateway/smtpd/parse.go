@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/emersion/go-smtp"
+	"moat/internal/reply"
 )
 
 // errBadCommand: a line that is not "VERB" or "VERB SP args".
@@ -106,60 +106,47 @@ func hasControl(s string) bool {
 	return false
 }
 
-// reply is a reply this package writes itself.
-type reply struct {
-	code int
-	enh  smtp.EnhancedCode
-	text string
-}
-
-func (r *reply) Error() string { return strconv.Itoa(r.code) + " " + r.text }
-
-func rep(code int, enh smtp.EnhancedCode, text string) *reply {
-	return &reply{code: code, enh: enh, text: text}
-}
-
-// mailOptions turns the MAIL parameters into go-smtp's MailOptions
+// mailOptions turns the MAIL parameters into MailOptions
 // (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8, RFC 4954 §5 AUTH);
 // anything else is refused with 555 (RFC 5321 §4.1.1.11), including the
 // DSN and REQUIRETLS parameters, which are not advertised.
-func mailOptions(ps []param, maxSize int64, utf8 bool) (*smtp.MailOptions, *reply) {
-	opts := &smtp.MailOptions{}
+func mailOptions(ps []param, maxSize int64, utf8 bool) (*MailOptions, *reply.Reply) {
+	opts := &MailOptions{}
 	for _, p := range ps {
 		switch p.key {
 		case "SIZE":
 			n, err := strconv.ParseUint(p.value, 10, 63)
 			if err != nil || !p.eq {
-				return nil, rep(501, smtp.EnhancedCode{5, 5, 4}, "Unable to parse SIZE as an integer")
+				return nil, replySizeSyntax
 			}
 			if maxSize > 0 && int64(n) > maxSize {
 				// RFC 1870 §6.
-				return nil, rep(552, smtp.EnhancedCode{5, 3, 4}, "Max message size exceeded")
+				return nil, replyTooBig
 			}
 			opts.Size = int64(n)
 		case "BODY":
-			switch v := smtp.BodyType(strings.ToUpper(p.value)); v {
-			case smtp.Body7Bit, smtp.Body8BitMIME:
+			switch v := BodyType(strings.ToUpper(p.value)); v {
+			case Body7Bit, Body8BitMIME:
 				opts.Body = v
-			case smtp.BodyBinaryMIME:
+			case bodyBinary:
 				// RFC 3030 §3: not advertised here.
-				return nil, rep(504, smtp.EnhancedCode{5, 5, 4}, "BINARYMIME is not implemented")
+				return nil, replyBinaryMIME
 			default:
-				return nil, rep(501, smtp.EnhancedCode{5, 5, 4}, "Unknown BODY value")
+				return nil, replyBodyValue
 			}
 		case "SMTPUTF8":
 			if !utf8 {
-				return nil, rep(555, smtp.EnhancedCode{5, 5, 4}, "SMTPUTF8 is not implemented")
+				return nil, replyNoSMTPUTF8
 			}
 			if p.eq {
 				// RFC 6531 §3.4: the parameter has no value.
-				return nil, rep(501, smtp.EnhancedCode{5, 5, 4}, "SMTPUTF8 takes no value")
+				return nil, replySMTPUTF8Value
 			}
 			opts.UTF8 = true
 		case "AUTH":
 			v, ok := decodeXtext(p.value)
 			if !ok || !p.eq {
-				return nil, rep(501, smtp.EnhancedCode{5, 5, 4}, "Malformed AUTH parameter value")
+				return nil, replyAuthParam
 			}
 			if v == "<>" {
 				v = ""
@@ -167,13 +154,13 @@ func mailOptions(ps []param, maxSize int64, utf8 bool) (*smtp.MailOptions, *repl
 				pp := pathParser{s: v}
 				mb, err := pp.mailbox()
 				if err != nil || pp.s != "" {
-					return nil, rep(501, smtp.EnhancedCode{5, 5, 4}, "Malformed AUTH parameter mailbox")
+					return nil, replyAuthMailbox
 				}
 				v = mb
 			}
 			opts.Auth = &v
 		default:
-			return nil, rep(555, smtp.EnhancedCode{5, 5, 4}, "Unknown MAIL FROM argument")
+			return nil, replyMailParam
 		}
 	}
 	return opts, nil

@@ -3,7 +3,7 @@ package smtpd
 import (
 	"testing"
 
-	"github.com/emersion/go-smtp"
+	"moat/internal/reply"
 )
 
 func TestParseCommand(t *testing.T) {
@@ -90,12 +90,12 @@ func TestMailParams(t *testing.T) {
 	cases := []struct {
 		params string
 		utf8   bool
-		want   smtp.MailOptions
+		want   MailOptions
 		code   int // 0: accepted
 	}{
-		{params: "", want: smtp.MailOptions{}},
-		{params: " SIZE=1000 BODY=8BITMIME", want: smtp.MailOptions{Size: 1000, Body: smtp.Body8BitMIME}},
-		{params: " size=1000 body=7bit", want: smtp.MailOptions{Size: 1000, Body: smtp.Body7Bit}},
+		{params: "", want: MailOptions{}},
+		{params: " SIZE=1000 BODY=8BITMIME", want: MailOptions{Size: 1000, Body: Body8BitMIME}},
+		{params: " size=1000 body=7bit", want: MailOptions{Size: 1000, Body: Body7Bit}},
 		{params: " SIZE=100001", code: 552},
 		{params: " SIZE=abc", code: 501},
 		{params: " SIZE", code: 501},
@@ -103,12 +103,12 @@ func TestMailParams(t *testing.T) {
 		{params: " SIZE=99999999999999999999999", code: 501},
 		{params: " BODY=BINARYMIME", code: 504},
 		{params: " BODY=9BIT", code: 501},
-		{params: " SMTPUTF8", utf8: true, want: smtp.MailOptions{UTF8: true}},
+		{params: " SMTPUTF8", utf8: true, want: MailOptions{UTF8: true}},
 		{params: " SMTPUTF8", code: 555},
 		{params: " SMTPUTF8=yes", utf8: true, code: 501},
-		{params: " AUTH=<>", want: smtp.MailOptions{Auth: strp("")}},
-		{params: " AUTH=alice@example.org", want: smtp.MailOptions{Auth: strp("alice@example.org")}},
-		{params: " AUTH=e+2Bx@example.org", want: smtp.MailOptions{Auth: strp("e+x@example.org")}},
+		{params: " AUTH=<>", want: MailOptions{Auth: strp("")}},
+		{params: " AUTH=alice@example.org", want: MailOptions{Auth: strp("alice@example.org")}},
+		{params: " AUTH=e+2Bx@example.org", want: MailOptions{Auth: strp("e+x@example.org")}},
 		{params: " AUTH=a+4@example.org", code: 501},
 		{params: " AUTH=a+zz@example.org", code: 501},
 		{params: " RET=HDRS", code: 555},
@@ -123,14 +123,14 @@ func TestMailParams(t *testing.T) {
 	}
 	for _, tc := range cases {
 		ps, err := parseParams(tc.params)
-		var opts *smtp.MailOptions
+		var opts *MailOptions
 		code := 0
 		if err != nil {
 			code = 501
 		} else {
-			var r *reply
+			var r *reply.Reply
 			if opts, r = mailOptions(ps, 100000, tc.utf8); r != nil {
-				code = r.code
+				code = r.Code
 			}
 		}
 		if code != tc.code {

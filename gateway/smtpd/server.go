@@ -4,14 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"moat/internal/reply"
 )
 
 // Config holds the protocol settings of a Server. Zero values take the
@@ -46,15 +46,18 @@ type Config struct {
 // NewSessionFunc makes the session of a connection. It is called at the
 // client's first HELO or EHLO, and again at the first one after STARTTLS
 // (RFC 3207 §4.2: all knowledge from before TLS is discarded), so Conn's
-// Hostname is set. An error is the reply (an *smtp.SMTPError keeps its
-// code; a 421 also closes the connection).
-type NewSessionFunc func(c *Conn) (smtp.Session, error)
+// Hostname is set. An error is the reply, as for Session.Mail (a 421
+// also closes the connection).
+type NewSessionFunc func(c *Conn) (Session, error)
 
 // Server runs the SMTP protocol loop on the connections of its listeners.
 type Server struct {
 	cfg        Config
 	newSession NewSessionFunc
 	log        *zap.Logger
+
+	// greeting and bye name the host; built once, not per connection.
+	greeting, bye *reply.Reply
 
 	rbufs sync.Pool // *[]byte of readBufSize, taken while a command or data is read
 	wbufs sync.Pool // *[]byte, taken while replies wait to be written
@@ -105,6 +108,8 @@ func New(cfg Config, newSession NewSessionFunc, log *zap.Logger) *Server {
 		conns:      map[*Conn]struct{}{},
 		handoff:    make(chan *Conn),
 		stopped:    make(chan struct{}),
+		greeting:   replyGreeting.Format(cfg.Hostname),
+		bye:        replyBye.WithHost(cfg.Hostname),
 	}
 	size := readBufSize
 	if cfg.MaxLineLength+2 > size {
@@ -258,9 +263,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	bye := reply.ShuttingDown.WithHost(s.cfg.Hostname).AppendWire(nil)
 	for _, c := range conns {
 		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		io.WriteString(c.nc, "421 4.3.2 "+s.cfg.Hostname+" Service shutting down, closing transmission channel\r\n")
+		c.nc.Write(bye)
 		c.nc.Close()
 	}
 	return ctx.Err()

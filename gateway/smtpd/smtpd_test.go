@@ -12,8 +12,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
+	"moat/internal/reply"
 	"moat/test/testenv"
 )
 
@@ -63,6 +62,7 @@ func TestConversation(t *testing.T) {
 		{"RCPT TO:<alice@example.org> NOTIFY=NEVER", 555, "5.5.4"},
 		{"RCPT TO:<nobody@example.org>", 550, "5.1.1 No such user here"},
 		{"RCPT TO:<internal@error.example>", 451, "4.3.0"},
+		{"RCPT TO:<nilreply@error.example>", 451, "4.3.0"},
 		{"RCPT TO:<Postmaster>", 250, "2.1.5"},
 		{"RCPT TO:<alice@example.org>", 250, "2.1.5"},
 		{"RCPT TO:<bob@example.org>", 250, "2.1.5"},
@@ -91,7 +91,7 @@ func TestConversation(t *testing.T) {
 	f := ts.last()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.from != "" || f.opts == nil || f.opts.Size != 10 || !f.opts.UTF8 || f.opts.Body != smtp.Body8BitMIME {
+	if f.from != "" || f.opts == nil || f.opts.Size != 10 || !f.opts.UTF8 || f.opts.Body != Body8BitMIME {
 		t.Errorf("MAIL options %+v (from %q after RSET)", f.opts, f.from)
 	}
 	if f.logouts != 1 {
@@ -334,7 +334,7 @@ func TestImplicitTLS(t *testing.T) {
 	tlsCfg := testenv.ServerTLS(t, "mx.example.org")
 	var state atomic.Bool
 	ts := start(t, cfg, func(l net.Listener) net.Listener { return tls.NewListener(l, tlsCfg) })
-	ts.srv.newSession = func(c *Conn) (smtp.Session, error) {
+	ts.srv.newSession = func(c *Conn) (Session, error) {
 		_, ok := c.TLSConnectionState()
 		state.Store(ok)
 		return &fakeSession{}, nil
@@ -451,8 +451,8 @@ func TestDataReader(t *testing.T) {
 			c := ts.conn(newByteConn(r))
 			got, err := io.ReadAll(iotest.HalfReader(&dataReader{c: c, left: 1 << 20}))
 			rest := ""
-			if c.rbp != nil {
-				rest = string((*c.rbp)[c.r:c.w])
+			if c.readBuf != nil {
+				rest = string((*c.readBuf)[c.used:c.filled])
 			}
 			more, _ := io.ReadAll(r)
 			rest += string(more)
@@ -469,7 +469,7 @@ func TestDataReader(t *testing.T) {
 	}
 	// The size limit.
 	c = ts.conn(newByteConn(strings.NewReader("abcdef\r\n.\r\n")))
-	if _, err := io.ReadAll(&dataReader{c: c, left: 4}); err != smtp.ErrDataTooLarge {
+	if _, err := io.ReadAll(&dataReader{c: c, left: 4}); err != ErrDataTooLarge {
 		t.Errorf("over the limit: %v", err)
 	}
 }
@@ -478,9 +478,9 @@ func TestReplyFormat(t *testing.T) {
 	ts := &testServer{srv: New(testConfig(), nil, nil)}
 	b := newByteConn(strings.NewReader(""))
 	c := ts.conn(b)
-	c.reply(250, smtp.NoEnhancedCode, "one\ntwo")
-	c.reply(550, smtp.EnhancedCode{5, 7, 1}, "a\nb\r\x00c")
-	c.reply(451, smtp.EnhancedCodeNotSet, "x")
+	c.reply(reply.Plain(250, "one\ntwo"))
+	c.reply(reply.New(550, 7, 1, "a\nb\r\x00c"))
+	c.reply(reply.New(451, 0, 0, "x"))
 	c.flush()
 	want := "250-one\r\n250 two\r\n550-5.7.1 a\r\n550 5.7.1 b  c\r\n451 4.0.0 x\r\n"
 	if b.String() != want {

@@ -10,7 +10,12 @@
 // Every error that reaches the SMTP session goes through From, which turns
 // any error into the wire reply: a *Reply found with errors.As is used as
 // is; anything else becomes 451 4.3.0 with the session id, never a 5xx and
-// never internal text.
+// never internal text. AppendWire writes a Reply as the server sends it
+// (multi-line, RFC 5321 §4.2; enhanced code on every line, RFC 2034 §4).
+//
+// The client side is Read: the one reader of a server's replies that
+// moat's own SMTP clients (relay/smtpout, relay/verify) use, bounded in
+// line length and line count, returning a Response.
 package reply
 
 import (
@@ -21,10 +26,18 @@ import (
 )
 
 // Enhanced is an RFC 3463 enhanced status code: class.subject.detail.
+// The zero value means none: RFC 2034 §3 leaves it off the greeting,
+// the reply to HELO and EHLO, and the intermediate 334 and 354 replies.
 type Enhanced [3]int
 
-// String formats the code as "5.7.1".
+// None reports whether e is the zero value (no enhanced code).
+func (e Enhanced) None() bool { return e == Enhanced{} }
+
+// String formats the code as "5.7.1"; "" for none.
 func (e Enhanced) String() string {
+	if e.None() {
+		return ""
+	}
 	return fmt.Sprintf("%d.%d.%d", e[0], e[1], e[2])
 }
 
@@ -66,9 +79,20 @@ func New(code int, subject, detail int, text string) *Reply {
 	return &Reply{Code: code, Enhanced: Enhanced{code / 100, subject, detail}, Text: text}
 }
 
+// Plain builds a reply without an enhanced code: the greeting, the
+// replies to HELO and EHLO, and the intermediate 334 and 354 (RFC 2034
+// §3 asks for the enhanced code on every other 2yz, 4yz and 5yz reply).
+func Plain(code int, text string) *Reply {
+	return &Reply{Code: code, Text: text}
+}
+
 // Error renders the reply as it would appear on the wire (one line).
 func (r *Reply) Error() string {
-	s := fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
+	s := strconv.Itoa(r.Code)
+	if !r.Enhanced.None() {
+		s += " " + r.Enhanced.String()
+	}
+	s += " " + r.Text
 	if r.Cause != nil {
 		s += " (" + r.Cause.Error() + ")"
 	}
@@ -95,6 +119,24 @@ func (r *Reply) With(cause error) *Reply {
 func (r *Reply) Withf(format string, args ...any) *Reply {
 	c := *r
 	c.Text = fmt.Sprintf(format, args...)
+	return &c
+}
+
+// Format returns a copy whose text is r's text used as a format: a
+// named reply whose text has verbs for what varies (a host name, an
+// address, a count) is filled in where it is sent.
+func (r *Reply) Format(args ...any) *Reply {
+	c := *r
+	c.Text = fmt.Sprintf(r.Text, args...)
+	return &c
+}
+
+// WithHost returns a copy whose text starts with host: RFC 5321 §3.8
+// asks a 421 to name the server that closes the channel (and §3.1 the
+// 554 sent in place of a greeting).
+func (r *Reply) WithHost(host string) *Reply {
+	c := *r
+	c.Text = host + " " + r.Text
 	return &c
 }
 
@@ -165,23 +207,21 @@ func From(err error, sessionID string) *Reply {
 
 // Named replies used across the gateway. Copy with With/Withf to change.
 var (
-	OK               = New(250, 0, 0, "Ok")
-	Queued           = New(250, 0, 0, "Ok: queued")
-	RelayDenied      = New(554, 7, 1, "Relay access denied")
-	NoSuchUser       = New(550, 1, 1, "No such user here")
-	BadSenderSyntax  = New(501, 1, 7, "Bad sender address syntax")
-	BadRcptSyntax    = New(501, 1, 3, "Bad recipient address syntax")
-	TooManyRcpts     = New(452, 5, 3, "Too many recipients")
-	MessageTooBig    = New(552, 3, 4, "Message size exceeds fixed limit")
-	StorageFull      = New(452, 3, 1, "Insufficient system storage")
-	TempLocal        = New(451, 3, 0, "Local error in processing, please try again later")
-	TempDNS          = New(451, 4, 3, "Temporary DNS failure, please try again later")
-	ShuttingDown     = New(421, 3, 2, "Service shutting down, closing transmission channel")
-	TooBusy          = New(421, 7, 0, "Too many connections, try again later")
-	Denied           = New(554, 7, 1, "Access denied")
-	BareLineEnding   = New(550, 5, 2, "Bare CR or LF in message data is not allowed (RFC 5321 §2.3.8)")
-	BadSequence      = New(503, 5, 1, "Bad sequence of commands")
-	SyntaxError      = New(500, 5, 2, "Syntax error, command unrecognized")
-	NeedTLS          = New(530, 7, 0, "Must issue a STARTTLS command first")
-	PermanentFailure = New(554, 0, 0, "Transaction failed")
+	Queued          = New(250, 0, 0, "Ok: %s") // Format with what became of the message
+	RelayDenied     = New(554, 7, 1, "Relay access denied")
+	NoSuchUser      = New(550, 1, 1, "No such user here")
+	BadSenderSyntax = New(501, 1, 7, "Bad sender address syntax")
+	BadRcptSyntax   = New(501, 1, 3, "Bad recipient address syntax")
+	MessageTooBig   = New(552, 3, 4, "Message size exceeds fixed limit")
+	StorageFull     = New(452, 3, 1, "Insufficient system storage")
+	TempLocal       = New(451, 3, 0, "Local error in processing, please try again later")
+	ShuttingDown    = New(421, 3, 2, "Service shutting down, closing transmission channel")
+	BareLineEnding  = New(550, 5, 2, "Bare CR or LF in message data is not allowed (RFC 5321 §2.3.8)")
+	BadSequence     = New(503, 5, 1, "Bad sequence of commands")
+	NeedTLS         = New(530, 7, 0, "Must issue a STARTTLS command first")
+
+	// RFC 4954 §6 (the texts are those go-smtp used).
+	AuthFailed           = New(535, 7, 8, "Authentication failed")
+	AuthUnsupported      = New(502, 7, 0, "Authentication not supported")
+	AuthUnknownMechanism = New(504, 7, 4, "Unsupported authentication mechanism")
 )

@@ -60,9 +60,9 @@ func TestFromNeverLeaksInternals(t *testing.T) {
 }
 
 func TestNamedRepliesAreValid(t *testing.T) {
-	for _, r := range []*Reply{OK, Queued, RelayDenied, NoSuchUser, BadSenderSyntax, BadRcptSyntax, TooManyRcpts,
-		MessageTooBig, StorageFull, TempLocal, TempDNS, ShuttingDown, TooBusy, Denied, BareLineEnding, BadSequence,
-		SyntaxError, NeedTLS, PermanentFailure} {
+	for _, r := range []*Reply{Queued, RelayDenied, NoSuchUser, BadSenderSyntax, BadRcptSyntax,
+		MessageTooBig, StorageFull, TempLocal, ShuttingDown, BareLineEnding, BadSequence, NeedTLS,
+		AuthFailed, AuthUnsupported, AuthUnknownMechanism} {
 		if err := r.Validate(); err != nil {
 			t.Errorf("%s: %v", r.Error(), err)
 		}
@@ -89,4 +89,26 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip of %q: %+v, %v", s, again, err)
 		}
 	})
+}
+
+func TestAppendWire(t *testing.T) {
+	tests := []struct {
+		r    *Reply
+		want string
+	}{
+		{New(250, 1, 5, "Recipient ok"), "250 2.1.5 Recipient ok\r\n"},
+		{Plain(250, "mx Hello\nPIPELINING\nSIZE 10"), "250-mx Hello\r\n250-PIPELINING\r\n250 SIZE 10\r\n"},
+		{New(550, 7, 1, "a\nb\r\x00c"), "550-5.7.1 a\r\n550 5.7.1 b  c\r\n"},
+		{Plain(354, "Go ahead"), "354 Go ahead\r\n"},
+		{New(421, 4, 2, "Idle timeout").WithHost("mx.example"), "421 4.4.2 mx.example Idle timeout\r\n"},
+		{New(250, 1, 0, "Sender <%s> ok").Format("a@b"), "250 2.1.0 Sender <a@b> ok\r\n"},
+	}
+	for _, tt := range tests {
+		if got := string(tt.r.AppendWire(nil)); got != tt.want {
+			t.Errorf("AppendWire(%+v) = %q, want %q", tt.r, got, tt.want)
+		}
+	}
+	if got := Plain(220, "hi").Error(); got != "220 hi" {
+		t.Errorf("Plain.Error = %q", got)
+	}
 }

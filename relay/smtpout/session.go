@@ -110,7 +110,7 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 		}
 		var ext map[string]string
 		if er.Code == 250 {
-			ext = ehloKeywords(er)
+			ext = er.Keywords()
 		} else if mode == route.TLSRequired || c.lmtp {
 			return nil, wireErr(er, d.String(), hello)
 		}
@@ -305,7 +305,7 @@ func remoteErr(err error, host, stage string) error {
 }
 
 // wireErr does the same for a reply this package read.
-func wireErr(r *wireReply, host, stage string) error {
+func wireErr(r *reply.Response, host, stage string) error {
 	text := strings.Join(r.Lines, "\n")
 	var enh reply.Enhanced
 	if w, rest, ok := strings.Cut(text, " "); ok {

@@ -275,7 +275,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // keepUnless421 keeps a session after a refusal, except 421 (RFC 5321
 // §3.8: the server is closing the channel).
-func keepUnless421(r *wireReply) outcome {
+func keepUnless421(r *reply.Response) outcome {
 	if r.Code == 421 {
 		return outDrop
 	}
@@ -334,7 +334,7 @@ func (g *group) write() {
 
 // next reads the reply to the next command, sending it first when not
 // pipelined.
-func (g *group) next(timeout time.Duration) (*wireReply, error) {
+func (g *group) next(timeout time.Duration) (*reply.Response, error) {
 	if g.i >= len(g.cmds) {
 		return nil, errors.New("no command left in the group")
 	}

@@ -298,13 +298,13 @@ func (b *backend) setup(ctx context.Context, raw net.Conn, mode string) (*pconn,
 		raw.SetDeadline(dl)
 	}
 	c := &pconn{raw: raw, br: bufio.NewReaderSize(raw, maxLine)}
-	r, err := readReply(c.br)
+	r, err := reply.Read(c.br)
 	if err != nil {
 		return nil, fmt.Errorf("greeting: %w", err)
 	}
-	if r.code != 220 {
+	if r.Code != 220 {
 		// RFC 5321 §3.1: 554 (or 421) instead of 220 means no service.
-		return nil, fmt.Errorf("greeting: %s", r.text())
+		return nil, fmt.Errorf("greeting: %s", r)
 	}
 	hello := "EHLO"
 	if b.lmtp {
@@ -316,14 +316,14 @@ func (b *backend) setup(ctx context.Context, raw net.Conn, mode string) (*pconn,
 	}
 	if mode != route.TLSNone {
 		switch {
-		case ext["STARTTLS"]:
+		case hasKey(ext, "STARTTLS"):
 			r, err := c.cmd("STARTTLS")
 			if err != nil {
 				return nil, fmt.Errorf("STARTTLS: %w", err)
 			}
-			if r.code != 220 {
+			if r.Code != 220 {
 				if mode == route.TLSRequired {
-					return nil, fmt.Errorf("STARTTLS refused and TLS is required: %s", r.text())
+					return nil, fmt.Errorf("STARTTLS refused and TLS is required: %s", r)
 				}
 				break // opportunistic: carry on in clear
 			}
@@ -345,7 +345,7 @@ func (b *backend) setup(ctx context.Context, raw net.Conn, mode string) (*pconn,
 			return nil, errors.New("STARTTLS not offered and TLS is required")
 		}
 	}
-	c.utf8 = ext["SMTPUTF8"]
+	c.utf8 = hasKey(ext, "SMTPUTF8")
 	return c, nil
 }
 
@@ -359,7 +359,12 @@ type pconn struct {
 	timer     *time.Timer // idle timer while pooled
 }
 
-func (c *pconn) cmd(line string) (*wireReply, error) {
+// maxLine bounds a reply line from a backend. RFC 5321 §4.5.3.1.5 says
+// 512 octets with CRLF; real servers send a little more, so allow about
+// twice.
+const maxLine = 1024
+
+func (c *pconn) cmd(line string) (*reply.Response, error) {
 	// RFC 5321 §4.5.3.1.4: 512-octet command lines.
 	if len(line) > 510 || strings.ContainsAny(line, "\r\n") {
 		return nil, errors.New("command line too long or with a line break")
@@ -367,30 +372,30 @@ func (c *pconn) cmd(line string) (*wireReply, error) {
 	if _, err := c.raw.Write([]byte(line + "\r\n")); err != nil {
 		return nil, err
 	}
-	return readReply(c.br)
+	return reply.Read(c.br)
 }
 
 // hello says EHLO (or LHLO) and returns the keywords; with heloOK an
 // EHLO refused with 500 or 502 falls back to HELO (RFC 5321 §4.1.4
 // and §3.2).
-func (c *pconn) hello(cmd, name string, heloOK bool) (map[string]bool, error) {
+func (c *pconn) hello(cmd, name string, heloOK bool) (map[string]string, error) {
 	r, err := c.cmd(cmd + " " + name)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cmd, err)
 	}
-	if r.code == 250 {
-		return keywords(r), nil
+	if r.Code == 250 {
+		return r.Keywords(), nil
 	}
-	if heloOK && (r.code == 500 || r.code == 502) {
+	if heloOK && (r.Code == 500 || r.Code == 502) {
 		r, err = c.cmd("HELO " + name)
 		if err != nil {
 			return nil, fmt.Errorf("HELO: %w", err)
 		}
-		if r.code == 250 {
-			return map[string]bool{}, nil
+		if r.Code == 250 {
+			return map[string]string{}, nil
 		}
 	}
-	return nil, fmt.Errorf("%s: %s", cmd, r.text())
+	return nil, fmt.Errorf("%s: %s", cmd, r)
 }
 
 // probe runs MAIL FROM:<>, RCPT TO:<rcpt>, RSET. keep says whether the
@@ -417,35 +422,35 @@ func (c *pconn) probe(ctx context.Context, b *backend, rcpt string) (res result,
 	if err != nil {
 		return b.temp(fmt.Errorf("MAIL: %w", err)), false, !isTimeout(err)
 	}
-	if r.code != 250 {
+	if r.Code != 250 {
 		// A backend that refuses the null reverse-path (RFC 5321
 		// §4.5.5 says it must take it) tells nothing about rcpt.
-		return b.temp(fmt.Errorf("MAIL FROM:<> answered %s", r.text())), r.code != 421 && r.code/100 != 5, r.code == 421
+		return b.temp(fmt.Errorf("MAIL FROM:<> answered %s", r)), r.Code != 421 && r.Code/100 != 5, r.Code == 421
 	}
 	b.v.stats.probes.Add(1)
 	r, err = c.cmd("RCPT TO:<" + rcpt + ">")
 	if err != nil {
 		return b.temp(fmt.Errorf("RCPT: %w", err)), false, false
 	}
-	switch r.code / 100 {
+	switch r.Code / 100 {
 	case 2:
 		res = result{outcome: known}
 	case 5:
 		c.negatives++
-		rep := reply.NoSuchUser.With(fmt.Errorf("route %s (%s) answered %s", b.route, b.addr, r.text()))
-		if e, ok := r.enhanced(); ok && e[1] == 1 {
+		rep := reply.NoSuchUser.With(fmt.Errorf("route %s (%s) answered %s", b.route, b.addr, r))
+		if e, ok := r.Enhanced(); ok && e[1] == 1 {
 			rep.Enhanced = e // RFC 3463 §3.2: X.1.x is about the address
 		}
 		res = result{outcome: unknown, rep: rep}
 	default:
 		// 4yz, or a 3yz that makes no sense here.
-		res = b.temp(fmt.Errorf("RCPT answered %s", r.text()))
+		res = b.temp(fmt.Errorf("RCPT answered %s", r))
 	}
-	if r.code == 421 {
+	if r.Code == 421 {
 		return res, false, false
 	}
 	r, err = c.cmd("RSET")
-	keep = err == nil && r.code == 250 && c.probes < maxProbesPerConn && c.negatives < maxNegativesPerConn
+	keep = err == nil && r.Code == 250 && c.probes < maxProbesPerConn && c.negatives < maxNegativesPerConn
 	if keep {
 		c.raw.SetDeadline(time.Time{})
 	}
@@ -473,4 +478,10 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// hasKey reports whether an EHLO reply named the extension.
+func hasKey(ext map[string]string, k string) bool {
+	_, ok := ext[k]
+	return ok
 }

@@ -46,7 +46,8 @@
 // Why not github.com/emersion/go-smtp's client: its STARTTLS helper says
 // EHLO as "localhost" before the handshake and its Reset forces a new
 // EHLO before the next MAIL; a probe is five fixed commands, so this
-// package speaks them itself, with bounded reply reading (at most
-// maxReplyLines lines of at most maxLine octets, RFC 5321 §4.5.3.1.5)
+// package speaks them itself, with bounded reply reading (reply.Read:
+// at most reply.MaxLines lines of at most maxLine octets, RFC 5321
+// §4.5.3.1.5)
 // and a deadline on every read and write.
 package verify
