@@ -391,15 +391,8 @@ func (l *listener) admit(raw net.Conn) {
 		}
 		facts.DNSBL = r.DNSBL
 		facts.DNSBLFailed = r.FailedZones()
-		if r.Score >= threshold {
-			var zones []string
-			for _, h := range r.Hits {
-				if !h.Allowed {
-					zones = append(zones, h.Zone)
-				}
-			}
-			detail := strings.Join(zones, ",")
-			g.reject(l, raw, facts.Client, ReasonDNSBL, g.dnsblReply(st, ip, detail), detail)
+		if refuse, line, zones := DNSBLDecision(st.cfg.DNSBL, g.host, ip, r); refuse {
+			g.reject(l, raw, facts.Client, ReasonDNSBL, line, zones)
 			return
 		}
 		if pg.wasInterrupted() && facts.Pregreet == "" {
@@ -620,20 +613,12 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (netip.AddrPort, []byte,
 // newReplies.
 func (g *Guard) replyFor(reason string, ip netip.Addr) string {
 	if reason == ReasonDenyList {
-		// RFC 5321 §3.1: 554 in place of the greeting.
-		return "554 5.7.1 " + g.host + " Access denied for [" + ip.String() + "]\r\n"
+		return DenyReply(g.host, ip)
 	}
 	if i := reasonIndex(reason); i >= 0 {
 		return g.rep.text[i]
 	}
 	return ""
-}
-
-func (g *Guard) dnsblReply(st *state, ip netip.Addr, zones string) string {
-	if st.cfg.DNSBL.Reply == 421 {
-		return "421 4.7.1 " + g.host + " Service unavailable; client [" + ip.String() + "] blocked using " + zones + ", try again later\r\n"
-	}
-	return "550 5.7.1 " + g.host + " Service unavailable; client [" + ip.String() + "] blocked using " + zones + "\r\n"
 }
 
 // reject counts, logs and writes the reply (if any). The caller closes.
