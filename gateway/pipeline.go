@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"moat/gateway/guard"
 	"moat/internal/deadline"
 	"moat/internal/reply"
 	"moat/policy"
@@ -88,6 +89,10 @@ type Txn struct {
 	Quarantine string // the rule that quarantined, if any
 	// Refusal names who refused the last refused command.
 	Refusal Refusal
+	// Guard is what the offline guard screen found (nil: not run).
+	Guard *guard.ConnFacts
+	// Verdict is the rules' verdict of the last stage run.
+	Verdict rules.Verdict
 
 	listener Listener
 	state    *State
@@ -239,10 +244,12 @@ func (p *Pipeline) Checks(stage rules.Stage) []string {
 // first refusal ends the stage; it is returned (a *reply.Reply or an error
 // that reply.From turns into one) and named in t.Refusal.
 func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
-	t.Refusal = Refusal{}
+	t.Refusal, t.Verdict = Refusal{}, rules.Verdict{}
 	for _, c := range p.stages[stage] {
 		if err := p.call(ctx, stage, c, t); err != nil {
-			t.Refusal = Refusal{Check: c.Name()}
+			if t.Refusal.Check == "" { // a check may name itself more precisely
+				t.Refusal = Refusal{Check: c.Name()}
+			}
 			return err
 		}
 	}
@@ -311,6 +318,7 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 	ctx, cancel := deadline.WithTimeout(ctx, p.checks.timeout())
 	defer cancel()
 	v := p.checks.Rules.Evaluate(ctx, stage, f)
+	t.Verdict = v
 	if p.checks.RuleHits != nil && len(v.Explain) > 0 {
 		p.checks.RuleHits(v.Explain)
 	}

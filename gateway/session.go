@@ -254,7 +254,7 @@ func (s *session) Data(r io.Reader) error {
 		s.mailEvent(maillog.Discarded, "", "250 2.0.0 Ok: discarded", "", "")
 		return s.queued("discarded")
 	}
-	rcpts, err := s.expand()
+	rcpts, err := s.t.Expand()
 	if err != nil {
 		return s.fail("data", err)
 	}
@@ -351,10 +351,10 @@ func (s *session) queued(what string) error {
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: " + what}
 }
 
-// expand turns accepted recipients into the spool's per-recipient list:
+// Expand turns the accepted recipients into the spool's per-recipient list:
 // local recipients become their final mailboxes (aliases expanded, each
 // routed again: an alias may point off-site), duplicates removed.
-func (s *session) expand() ([]spool.Recipient, error) {
+func (t *Txn) Expand() ([]spool.Recipient, error) {
 	seen := map[string]bool{}
 	var out []spool.Recipient
 	add := func(addr, rt string) {
@@ -365,17 +365,17 @@ func (s *session) expand() ([]spool.Recipient, error) {
 		seen[k] = true
 		out = append(out, spool.Recipient{Address: addr, Route: rt, Status: spool.StatusPending})
 	}
-	for _, r := range s.t.Rcpts {
+	for _, r := range t.Rcpts {
 		if r.Route != "local" {
 			add(r.Addr, r.Route)
 			continue
 		}
-		targets, err := s.state.Directory.Expand(r.Addr)
+		targets, err := t.state.Directory.Expand(r.Addr)
 		if err != nil {
 			return nil, reply.TempLocal.With(fmt.Errorf("expanding %s: %w", r.Addr, err))
 		}
-		for _, t := range targets {
-			add(t, s.state.Router.Route(t).Route)
+		for _, a := range targets {
+			add(a, t.state.Router.Route(a).Route)
 		}
 	}
 	if len(out) == 0 {

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 
@@ -34,4 +35,26 @@ func DNSBLDecision(cfg DNSBL, host string, ip netip.Addr, r dnsbl.Result) (refus
 // §3.1: 554 in place of the greeting).
 func DenyReply(host string, ip netip.Addr) string {
 	return "554 5.7.1 " + host + " Access denied for [" + ip.String() + "]\r\n"
+}
+
+// Screen is the guard's list decision for a client without a connection
+// (the offline `moat rules test`): the deny list, then, for a client not
+// on the allow list, the DNS lists, decided by DNSBLDecision as at accept.
+// reason is "" when the client is admitted; else reply is the line the
+// listener writes. Rate limits and the pregreet test are not part of it.
+func (g *Guard) Screen(ctx context.Context, ip netip.Addr) (facts ConnFacts, reason, reply string) {
+	st := g.state.Load()
+	if st.deny.Contains(ip) {
+		return facts, ReasonDenyList, DenyReply(g.host, ip)
+	}
+	facts.Allowlisted = st.allow.Contains(ip)
+	if facts.Allowlisted || !st.dnsbl.Enabled() {
+		return facts, "", ""
+	}
+	r := st.dnsbl.Check(ctx, ip)
+	facts.DNSBL, facts.DNSBLFailed = r.DNSBL, r.FailedZones()
+	if refuse, line, _ := DNSBLDecision(st.cfg.DNSBL, g.host, ip, r); refuse {
+		return facts, ReasonDNSBL, line
+	}
+	return facts, "", ""
 }

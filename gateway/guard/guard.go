@@ -342,7 +342,7 @@ func (l *listener) admit(raw net.Conn) {
 	ip := facts.Client.Addr()
 
 	if st.deny.Contains(ip) {
-		g.reject(l, raw, facts.Client, ReasonDenyList, g.replyFor(ReasonDenyList, ip), "")
+		g.reject(l, raw, facts.Client, ReasonDenyList, DenyReply(g.host, ip), "")
 		return
 	}
 	facts.Allowlisted = st.allow.Contains(ip)
