@@ -8,7 +8,7 @@
 //
 //   - connection state (client address, HELO, TLS, authentication, facts
 //     found at connect) lives for the whole TCP connection;
-//   - envelope state (sender, recipients, routes, SPF) is reset by MAIL,
+//   - envelope state (sender, recipients, routes, SPF; Txn.Reset) is reset by MAIL,
 //     RSET, a new EHLO and the end of every DATA;
 //   - message state (the bytes, DKIM, DMARC, the verdict) lives inside one
 //     DATA or BDAT transfer.
@@ -20,6 +20,18 @@
 //     trusted_networks or authenticated (RFC 5321 §3.6.2, RFC 5068);
 //   - no loss: Data answers 250 only after the spool says the message and
 //     its envelope are durable.
+//
+// The order of the checks and rules is written once, in Pipeline
+// (pipeline.go, NewPipeline): per stage (connect, helo, mail, rcpt, data)
+// the built-in checks (stagechecks.go: guard screen, iprev; mail policy,
+// SPF; bare postmaster, address, route, recipient verification; message,
+// DKIM, DMARC, submission), then Checks.Extra, then the stage's rules. A
+// Check has optional per-stage methods (CheckMail, CheckRcpt, CheckData,
+// ...), writes facts into the Txn and returns a reply value to refuse; it
+// never writes to the client. A panic in a check is 451 4.3.0, and each
+// check's latency goes to Checks.Observe under its name. The session
+// drives the pipeline over its Txn; RunOffline drives the same pipeline
+// without a socket (moat rules test), so both give the same replies.
 //
 // Every callback returns through wire(), which turns moat's reply values
 // (and anything unexpected, as 451 4.3.0 with the session id) into the

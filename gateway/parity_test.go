@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -102,16 +100,6 @@ func newParityEnv(t *testing.T, hostname string, dnsSrv *dnstest.Server, backend
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "rules.yaml")
-	if err := os.WriteFile(p, []byte(parityRules), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	rcfg := rules.DefaultConfig()
-	rcfg.Paths = []string{p}
-	set, err := rules.Load(rcfg, rules.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	routes := map[string]route.Route{"backend": {Type: "smtp", Address: backendAddr, TLS: "none", VerifyRecipients: "callahead"}}
 	v, err := verify.New(verify.DefaultConfig(), routes, verify.Options{Hostname: hostname, Logger: zap.NewNop()})
 	if err != nil {
@@ -134,7 +122,7 @@ func newParityEnv(t *testing.T, hostname string, dnsSrv *dnstest.Server, backend
 	}
 	pe := &parityEnv{state: state}
 	checks := func() *Checks {
-		return &Checks{Resolver: res, Rules: rules.NewEngine(set, rules.EngineOptions{}), AuthservID: hostname, Timeout: 2 * time.Second}
+		return &Checks{Resolver: res, Rules: loadRules(t, parityRules, rules.LoadOptions{}), AuthservID: hostname, Timeout: 2 * time.Second}
 	}
 	ts := startServer(t, func(o *Options) {
 		o.Hostname = hostname

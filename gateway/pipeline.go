@@ -25,35 +25,28 @@ type Check interface {
 	Name() string
 }
 
-// ConnectChecker runs when the client connects (before the connect rules).
-type ConnectChecker interface {
-	Check
-	CheckConnect(ctx context.Context, t *Txn) error
-}
-
-// HeloChecker runs at EHLO/HELO (before the helo rules).
-type HeloChecker interface {
-	Check
-	CheckHelo(ctx context.Context, t *Txn) error
-}
-
-// MailChecker runs at MAIL FROM (before the mail rules).
-type MailChecker interface {
-	Check
-	CheckMail(ctx context.Context, t *Txn) error
-}
-
-// RcptChecker runs at each RCPT TO, for t.Rcpt (before the rcpt rules).
-type RcptChecker interface {
-	Check
-	CheckRcpt(ctx context.Context, t *Txn) error
-}
-
-// DataChecker runs at the end of DATA, over t.Raw (before the data rules).
-type DataChecker interface {
-	Check
-	CheckData(ctx context.Context, t *Txn) error
-}
+// The stage interfaces: a check implements those of the stages it runs
+// at. CheckConnect runs when the client connects, CheckHelo at EHLO/HELO,
+// CheckMail at MAIL FROM, CheckRcpt at each RCPT TO (for Txn.Rcpt),
+// CheckData at the end of DATA (over Txn.Raw); each before the rules of
+// its stage.
+type (
+	ConnectChecker interface {
+		CheckConnect(context.Context, *Txn) error
+	}
+	HeloChecker interface {
+		CheckHelo(context.Context, *Txn) error
+	}
+	MailChecker interface {
+		CheckMail(context.Context, *Txn) error
+	}
+	RcptChecker interface {
+		CheckRcpt(context.Context, *Txn) error
+	}
+	DataChecker interface {
+		CheckData(context.Context, *Txn) error
+	}
+)
 
 // Rcpt is a recipient of the transaction and its route ("local", a route
 // name or "mx").
@@ -191,7 +184,21 @@ type PipelineOptions struct {
 type Pipeline struct {
 	opt    PipelineOptions
 	checks *Checks
-	stages [5][]Check
+	stages [5][]step
+}
+
+// step is one check at one stage.
+type step struct {
+	check Check
+	run   func(ctx context.Context, t *Txn) error
+}
+
+// register adds c at stage if it has the method of stage's interface C.
+func register[C any](p *Pipeline, stage rules.Stage, c Check, method func(C, context.Context, *Txn) error) {
+	if x, ok := c.(C); ok {
+		run := func(ctx context.Context, t *Txn) error { return method(x, ctx, t) }
+		p.stages[stage] = append(p.stages[stage], step{check: c, run: run})
+	}
 }
 
 // NewPipeline returns the pipeline: the built-in checks in their order,
@@ -212,21 +219,11 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 		all = append(all, opt.Checks.Extra...)
 	}
 	for _, c := range all {
-		if _, ok := c.(ConnectChecker); ok {
-			p.stages[rules.StageConnect] = append(p.stages[rules.StageConnect], c)
-		}
-		if _, ok := c.(HeloChecker); ok {
-			p.stages[rules.StageHelo] = append(p.stages[rules.StageHelo], c)
-		}
-		if _, ok := c.(MailChecker); ok {
-			p.stages[rules.StageMail] = append(p.stages[rules.StageMail], c)
-		}
-		if _, ok := c.(RcptChecker); ok {
-			p.stages[rules.StageRcpt] = append(p.stages[rules.StageRcpt], c)
-		}
-		if _, ok := c.(DataChecker); ok {
-			p.stages[rules.StageData] = append(p.stages[rules.StageData], c)
-		}
+		register(p, rules.StageConnect, c, ConnectChecker.CheckConnect)
+		register(p, rules.StageHelo, c, HeloChecker.CheckHelo)
+		register(p, rules.StageMail, c, MailChecker.CheckMail)
+		register(p, rules.StageRcpt, c, RcptChecker.CheckRcpt)
+		register(p, rules.StageData, c, DataChecker.CheckData)
 	}
 	return p
 }
@@ -234,8 +231,8 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 // Checks returns the names of the checks of stage, in order.
 func (p *Pipeline) Checks(stage rules.Stage) []string {
 	var out []string
-	for _, c := range p.stages[stage] {
-		out = append(out, c.Name())
+	for _, st := range p.stages[stage] {
+		out = append(out, st.check.Name())
 	}
 	return out
 }
@@ -245,10 +242,10 @@ func (p *Pipeline) Checks(stage rules.Stage) []string {
 // that reply.From turns into one) and named in t.Refusal.
 func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 	t.Refusal, t.Verdict = Refusal{}, rules.Verdict{}
-	for _, c := range p.stages[stage] {
-		if err := p.call(ctx, stage, c, t); err != nil {
+	for _, st := range p.stages[stage] {
+		if err := p.call(ctx, st, t); err != nil {
 			if t.Refusal.Check == "" { // a check may name itself more precisely
-				t.Refusal = Refusal{Check: c.Name()}
+				t.Refusal = Refusal{Check: st.check.Name()}
 			}
 			return err
 		}
@@ -258,32 +255,21 @@ func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 
 // call runs one check under the check deadline, reports its latency to
 // Checks.Observe and turns a panic into a temporary failure (451 4.3.0).
-func (p *Pipeline) call(ctx context.Context, stage rules.Stage, c Check, t *Txn) (err error) {
+func (p *Pipeline) call(ctx context.Context, st step, t *Txn) (err error) {
+	name := st.check.Name()
 	ctx, cancel := deadline.WithTimeout(ctx, p.checks.timeout())
 	defer cancel()
 	start := time.Now()
 	defer func() {
 		if x := recover(); x != nil {
-			t.log.Error("check panicked", zap.String("check", c.Name()), zap.Any("panic", x))
-			err = reply.TempLocal.With(fmt.Errorf("check %s panicked: %v", c.Name(), x))
+			t.log.Error("check panicked", zap.String("check", name), zap.Any("panic", x))
+			err = reply.TempLocal.With(fmt.Errorf("check %s panicked: %v", name, x))
 		}
 		if p.checks != nil && p.checks.Observe != nil {
-			p.checks.Observe(c.Name(), time.Since(start))
+			p.checks.Observe(name, time.Since(start))
 		}
 	}()
-	switch stage {
-	case rules.StageConnect:
-		return c.(ConnectChecker).CheckConnect(ctx, t)
-	case rules.StageHelo:
-		return c.(HeloChecker).CheckHelo(ctx, t)
-	case rules.StageMail:
-		return c.(MailChecker).CheckMail(ctx, t)
-	case rules.StageRcpt:
-		return c.(RcptChecker).CheckRcpt(ctx, t)
-	case rules.StageData:
-		return c.(DataChecker).CheckData(ctx, t)
-	}
-	return nil
+	return st.run(ctx, t)
 }
 
 // inbound reports whether the inbound authentication checks apply: not

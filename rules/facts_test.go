@@ -123,15 +123,7 @@ func TestFactGroupLazy(t *testing.T) {
 
 // TestAttachmentsGroup: the built-in attachments fact is a fact group.
 func TestAttachmentsGroup(t *testing.T) {
-	raw, err := os.ReadFile("testdata/corpus/rspamd/exe_attm.eml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := content.Parse(raw, content.Options{})
-	s := mustLoad(t, map[string]string{"a.yaml": "rules:\n  - {name: exe, stage: data, action: reject, when: 'any(attachments, {.name endsWith \".exe\"})'}\n"})
-	f := baseFacts()
-	f.Message = m
-	v := NewEngine(s, EngineOptions{}).Evaluate(context.Background(), StageData, f)
+	v := evalExeMessage(t, "rules:\n  - {name: exe, stage: data, action: reject, when: 'any(attachments, {.name endsWith \".exe\"})'}\n")
 	if v.Rule != "exe" {
 		t.Fatalf("verdict %+v", v)
 	}
@@ -165,4 +157,27 @@ func mustLoadOpt(t testing.TB, files map[string]string, opt LoadOptions) *Set {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// exeMessage is a corpus message with an .exe attachment.
+func exeMessage(t testing.TB) *content.Message {
+	t.Helper()
+	raw, err := os.ReadFile("testdata/corpus/rspamd/exe_attm.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := content.Parse(raw, content.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// evalExeMessage evaluates the data-stage rules of ruleText over
+// exeMessage.
+func evalExeMessage(t testing.TB, ruleText string) Verdict {
+	t.Helper()
+	f := baseFacts()
+	f.Message = exeMessage(t)
+	return NewEngine(mustLoad(t, map[string]string{"a.yaml": ruleText}), EngineOptions{}).Evaluate(context.Background(), StageData, f)
 }

@@ -12,11 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"moat/internal/maillog"
 )
 
 func runRules(args ...string) (stdout, stderr string, err error) {
-	cmd := rulesCommand()
+	return runCommand(rulesCommand(), args...)
+}
+
+// runCommand runs a moat subcommand with args and returns what it wrote.
+func runCommand(cmd *cobra.Command, args ...string) (stdout, stderr string, err error) {
 	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	var o, e bytes.Buffer
 	cmd.SetOut(&o)
