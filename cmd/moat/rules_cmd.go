@@ -24,6 +24,19 @@ import (
 	"moat/rules"
 )
 
+// pipelineChecks are the checks added to the gateway pipeline after the
+// built-in ones of each stage (gateway.Checks.Extra), in order. With
+// pipelineFactGroups this is the one place a new check is registered:
+// moat serve, moat rules check and moat rules test all read it. A new
+// data-stage check is a gateway.Check with a CheckData method (its own
+// file) that stores its facts with Txn.Facts.SetGroup, listed here, and
+// its rules.FactGroup listed in pipelineFactGroups.
+func pipelineChecks(*Config) []gateway.Check { return nil }
+
+// pipelineFactGroups are the fact groups the pipelineChecks contribute to
+// the rules (rules.LoadOptions.FactGroups).
+func pipelineFactGroups(*Config) []rules.FactGroup { return nil }
+
 // rulesCommand is `moat rules check|test|explain`.
 func rulesCommand() *cobra.Command {
 	cmd := &cobra.Command{
@@ -251,6 +264,7 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 		Rules:      rules.NewEngine(set, rules.EngineOptions{}),
 		AuthservID: cfg.Auth.AuthservID,
 		Timeout:    cfg.Auth.Timeout,
+		Extra:      pipelineChecks(cfg),
 	}
 	if cfg.Auth.Enabled {
 		checks.Resolver = res
