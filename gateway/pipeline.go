@@ -308,11 +308,7 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 	if p.checks.RuleHits != nil && len(v.Explain) > 0 {
 		p.checks.RuleHits(v.Explain)
 	}
-	for _, h := range v.Explain {
-		if !h.DryRun {
-			f.Hits = append(f.Hits, h.Rule)
-		}
-	}
+	f.Hits = rules.AppendHits(f.Hits, v)
 	if len(v.DryRunHits) > 0 {
 		t.log.Info("dry-run rules matched", zap.String("stage", stage.String()), zap.Strings("rules", v.DryRunHits))
 	}

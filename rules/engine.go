@@ -231,6 +231,18 @@ func (e *Engine) run(machine *vm.VM, st *state, r *rule, stage Stage, f *Facts, 
 	return false
 }
 
+// AppendHits appends to hits the rules and built-in steps that matched in
+// v, dry runs excluded: how the caller carries the hits fact (Facts.Hits)
+// from one stage to the next.
+func AppendHits(hits []string, v Verdict) []string {
+	for _, h := range v.Explain {
+		if !h.DryRun {
+			hits = append(hits, h.Rule)
+		}
+	}
+	return hits
+}
+
 func (s *state) engineSet() *Set { return s.engine.set.Load() }
 
 // runSafe runs a program; a panic becomes an error (never a crash).
