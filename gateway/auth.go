@@ -11,8 +11,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
-	"moat/gateway/smtpd"
 	"moat/internal/maillog"
+	"moat/gateway/smtpd"
 	"moat/internal/reply"
 )
 
@@ -76,7 +76,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 // checkPassword verifies one credential under the limiter. The password
 // is never logged.
 func (s *session) checkPassword(authzid, user, pass string) error {
-	ip := s.facts.Conn.IP
+	ip := s.t.Facts.Conn.IP
 	user = strings.ToLower(strings.TrimSpace(user))
 	if authzid != "" && !strings.EqualFold(authzid, user) {
 		// RFC 4616 §2: we do not let one user act for another.
@@ -87,8 +87,8 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 	if lim != nil {
 		delay, err := lim.BeforeAuth(ip, user)
 		if err != nil {
-			s.authFailure(user, "locked", reply.From(err, s.facts.Conn.ID))
-			return reply.From(err, s.facts.Conn.ID)
+			s.authFailure(user, "locked", reply.From(err, s.t.Facts.Conn.ID))
+			return reply.From(err, s.t.Facts.Conn.ID)
 		}
 		if delay > 0 {
 			time.Sleep(delay)
@@ -109,7 +109,7 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 	if lim != nil {
 		lim.AuthSucceeded(ip, user)
 	}
-	s.facts.Conn.AuthUser = user
+	s.t.Facts.Conn.AuthUser = user
 	s.log.Info("authenticated", zap.String("user", user), zap.String("client", ip.String()))
 	return nil
 }
@@ -117,28 +117,14 @@ func (s *session) checkPassword(authzid, user, pass string) error {
 func (s *session) authFailure(user, reason string, r *reply.Reply) {
 	s.rejected++
 	s.log.Info("authentication failed", zap.String("user", user), zap.String("reason", reason),
-		zap.String("client", s.facts.Conn.IP.String()))
+		zap.String("client", s.t.Facts.Conn.IP.String()))
 	if s.checks != nil && s.checks.AuthFailure != nil {
 		s.checks.AuthFailure(reason)
 	}
 	if ml := s.checks.mailLog(); ml != nil {
-		ml.Log(maillog.Event{Kind: maillog.Rejected, ConnID: s.facts.Conn.ID, Client: s.facts.Conn.IP.String(),
-			HELO: s.facts.Conn.HELO, Reply: fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), Verdict: "auth:" + reason})
+		ml.Log(maillog.Event{Kind: maillog.Rejected, ConnID: s.t.Facts.Conn.ID, Client: s.t.Facts.Conn.IP.String(),
+			HELO: s.t.Facts.Conn.HELO, Reply: fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), Verdict: "auth:" + reason})
 	}
-}
-
-// mayUseSender checks RFC 6409 §8.1: an authenticated user sends only as
-// their own addresses and aliases.
-func (s *session) mayUseSender(addr string) bool {
-	if addr == "" {
-		return false // bounces are the MTA's business, not a user's
-	}
-	for _, a := range s.state.Users.SendAs(s.facts.Conn.AuthUser) {
-		if strings.EqualFold(a, addr) {
-			return true
-		}
-	}
-	return false
 }
 
 // loginServer is the server side of the LOGIN mechanism

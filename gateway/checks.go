@@ -1,10 +1,8 @@
 package gateway
 
 import (
-	"context"
 	"time"
 
-	"moat/internal/deadline"
 	"moat/internal/dnsres"
 	"moat/internal/maillog"
 	"moat/policy/dkimsign"
@@ -41,6 +39,9 @@ type Checks struct {
 	AuthLimits AuthLimiter
 	// AuthFailure, when set, is told each failed AUTH by reason (metrics).
 	AuthFailure func(reason string)
+	// Extra checks run after the built-in checks of each stage they
+	// implement (see Check), in this order, before the rules.
+	Extra []Check
 }
 
 func (c *Checks) authLimiter() AuthLimiter {
@@ -55,17 +56,6 @@ func (c *Checks) timeout() time.Duration {
 		return 20 * time.Second
 	}
 	return c.Timeout
-}
-
-// timed runs fn under the check deadline and reports its latency.
-func (c *Checks) timed(name string, fn func(ctx context.Context)) {
-	ctx, cancel := deadline.WithTimeout(context.Background(), c.timeout())
-	defer cancel()
-	start := time.Now()
-	fn(ctx)
-	if c.Observe != nil {
-		c.Observe(name, time.Since(start))
-	}
 }
 
 // mailLog returns the mail log (a nil *maillog.Logger logs nothing).

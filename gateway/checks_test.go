@@ -25,18 +25,7 @@ import (
 // file text given (may be empty).
 func withChecks(t *testing.T, srv *dnstest.Server, ruleText string, extra func(*Checks)) func(*Options) {
 	t.Helper()
-	cfg := rules.DefaultConfig()
-	if ruleText != "" {
-		p := filepath.Join(t.TempDir(), "rules.yaml")
-		if err := os.WriteFile(p, []byte(ruleText), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Paths = []string{p}
-	}
-	set, err := rules.Load(cfg, rules.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	eng := loadRules(t, ruleText, rules.LoadOptions{})
 	res, err := dnsres.New(dnsres.Config{Servers: []string{srv.Addr()}, Timeout: 300 * time.Millisecond, CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +33,7 @@ func withChecks(t *testing.T, srv *dnstest.Server, ruleText string, extra func(*
 	return func(o *Options) {
 		o.Checks = &Checks{
 			Resolver:   res,
-			Rules:      rules.NewEngine(set, rules.EngineOptions{}),
+			Rules:      eng,
 			AuthservID: "mx.example.org",
 			Timeout:    2 * time.Second,
 		}

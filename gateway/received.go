@@ -15,7 +15,7 @@ type receivedInfo struct {
 	hostname string
 	id       string
 	protocol string
-	rcpts    []acceptedRcpt
+	rcpts    []Rcpt
 	when     time.Time
 }
 
@@ -49,8 +49,8 @@ func writeReceived(w io.Writer, in receivedInfo) {
 		fmt.Fprintf(w, " (%s %s)", in.conn.TLSVersion, in.conn.TLSCipher)
 	}
 	fmt.Fprintf(w, "\r\n\tid %s", in.id)
-	if len(in.rcpts) == 1 && !strings.ContainsAny(in.rcpts[0].addr, "\r\n") {
-		fmt.Fprintf(w, "\r\n\tfor <%s>", sanitizeComment(in.rcpts[0].addr))
+	if len(in.rcpts) == 1 && !strings.ContainsAny(in.rcpts[0].Addr, "\r\n") {
+		fmt.Fprintf(w, "\r\n\tfor <%s>", sanitizeComment(in.rcpts[0].Addr))
 	}
 	// RFC 5322 §3.3 date-time.
 	fmt.Fprintf(w, ";\r\n\t%s\r\n", in.when.Format("Mon, 02 Jan 2006 15:04:05 -0700"))

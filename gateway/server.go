@@ -82,6 +82,8 @@ type Server struct {
 	opt   Options
 	log   *zap.Logger
 	state atomic.Pointer[State]
+	// pipe runs the checks and rules of every session's stages.
+	pipe *Pipeline
 
 	mu        sync.Mutex
 	listeners []*listener
@@ -126,6 +128,7 @@ func New(opt Options) (*Server, error) {
 		opt:      opt,
 		log:      opt.Logger,
 		idPrefix: base32.StdEncoding.EncodeToString(b[:])[:6],
+		pipe:     NewPipeline(PipelineOptions{Hostname: opt.Hostname, MaxMessageSize: opt.SMTP.MaxMessageSize, Checks: opt.Checks}),
 	}
 	s.state.Store(opt.State)
 	return s, nil

@@ -20,10 +20,6 @@ import (
 	"moat/internal/maillog"
 	"moat/internal/reply"
 	"moat/policy"
-	"moat/policy/content"
-	"moat/policy/iprev"
-	"moat/policy/spf"
-	"moat/relay/route"
 	"moat/relay/spool"
 	"moat/rules"
 )
@@ -39,39 +35,13 @@ type session struct {
 	log    *zap.Logger
 	start  time.Time
 
-	// connection state: facts.Conn, facts.DNSBL, facts.IPRev, and the
-	// score and headers that connect/helo rules produced.
-	facts    rules.Facts
-	iprev    *iprev.Pending
-	connHead []rules.Header
-	connAcc  bool // a connect/helo rule said accept
+	// t holds the connection's facts and the transaction's envelope,
+	// message and rule results; srv.pipe runs the stages over it.
+	t        *Txn
+	active   bool // a MAIL FROM was accepted (reset by Reset)
 	messages int
 	rejected int
 	tlsSeen  bool
-	// the rule and incident of a refusal being made (for the mail log)
-	pendingRule, pendingIncident string
-
-	// envelope state, reset by Reset
-	env envelope
-}
-
-type envelope struct {
-	active     bool
-	sender     string
-	utf8       bool
-	size       int64
-	rcpts      []acceptedRcpt
-	score      float64        // running score after the last rule stage
-	headers    []rules.Header // added by rules so far
-	accepted   bool           // a rule said accept: later rules skipped
-	discard    bool           // a rule said discard
-	quarantine string         // the rule that quarantined, if any
-	spf        policy.SPF
-}
-
-type acceptedRcpt struct {
-	addr  string
-	route string // "local", a route name or "mx"
 }
 
 var _ smtpd.Session = (*session)(nil)
@@ -79,68 +49,53 @@ var _ smtpd.Session = (*session)(nil)
 func (s *Server) newSession(cfg Listener, c *smtpd.Conn) (smtpd.Session, error) {
 	st := s.state.Load()
 	sess := &session{srv: s, c: c, cfg: cfg, state: st, checks: s.opt.Checks, start: s.opt.Now()}
-	conn := &sess.facts.Conn
-	conn.ID = s.newConnID()
-	conn.HELO = c.Hostname()
-	conn.Listener = cfg.Name
-	conn.Mode = cfg.Mode
+	conn := policy.Conn{ID: s.newConnID(), HELO: c.Hostname(), Listener: cfg.Name, Mode: cfg.Mode}
 	if ap, err := netip.ParseAddrPort(c.Conn().RemoteAddr().String()); err == nil {
 		conn.IP = ap.Addr().Unmap()
 		conn.Port = int(ap.Port())
 	}
-	conn.Trusted = inPrefixes(conn.IP, st.TrustedNetworks)
+	sess.log = s.log.With(zap.String("conn_id", conn.ID))
+	sess.t = NewTxn(TxnOptions{Conn: conn, Listener: cfg, State: st, Logger: sess.log})
 	if gf, ok := guard.FactsOf(c.Conn()); ok {
-		sess.facts.DNSBL = gf.DNSBL
+		// The listener guard has screened the client already.
+		sess.t.Facts.DNSBL = gf.DNSBL
 	}
 	sess.updateTLS()
-	sess.log = s.log.With(zap.String("conn_id", conn.ID))
 	if s.isClosing() {
 		return nil, reply.ShuttingDown.WithHost(s.opt.Hostname) // RFC 5321 §3.8
-	}
-	if r := sess.checks; r != nil && r.Resolver != nil && conn.IP.IsValid() {
-		sess.iprev = iprev.Start(r.Resolver, conn.IP, r.timeout())
 	}
 	// smtpd creates the session at the first EHLO/HELO, so the connect
 	// and helo stages are decided here.
 	for _, stage := range []rules.Stage{rules.StageConnect, rules.StageHelo} {
-		if err := sess.evaluate(stage, nil); err != nil {
-			return nil, err
+		if err := s.pipe.Run(context.Background(), stage, sess.t); err != nil {
+			return nil, sess.fail(stage.String(), err)
 		}
 	}
 	return sess, nil
 }
 
-// waitIPRev makes the iprev result and the PTR name available.
-func (s *session) waitIPRev() {
-	if s.iprev == nil {
-		return
-	}
-	s.facts.IPRev = s.iprev.Wait()
-	s.iprev = nil
-	if s.facts.IPRev.Result == policy.ResultPass && len(s.facts.IPRev.Names) > 0 {
-		s.facts.Conn.PTR = strings.TrimSuffix(s.facts.IPRev.Names[0], ".")
-	}
-}
-
 // updateTLS refreshes the TLS facts (after STARTTLS).
 func (s *session) updateTLS() {
 	if cs, ok := s.c.TLSConnectionState(); ok {
-		s.facts.Conn.TLS = true
-		s.facts.Conn.TLSVersion = tlsVersionName(cs.Version)
-		s.facts.Conn.TLSCipher = tlsCipherName(cs.CipherSuite)
+		s.t.Facts.Conn.TLS = true
+		s.t.Facts.Conn.TLSVersion = tlsVersionName(cs.Version)
+		s.t.Facts.Conn.TLSCipher = tlsCipherName(cs.CipherSuite)
 		if !s.tlsSeen && s.checks != nil && s.checks.TLS != nil {
-			s.checks.TLS(s.facts.Conn.TLSVersion)
+			s.checks.TLS(s.t.Facts.Conn.TLSVersion)
 		}
 		s.tlsSeen = true
 	}
 }
 
 // Reset discards the envelope (RSET, EHLO again, end of DATA).
-func (s *session) Reset() { s.env = envelope{} }
+func (s *session) Reset() {
+	s.active = false
+	s.t.Reset()
+}
 
 // Logout ends the session: one log line per connection.
 func (s *session) Logout() error {
-	c := s.facts.Conn
+	c := s.t.Facts.Conn
 	s.log.Info("connection closed",
 		zap.String("client", c.IP.String()),
 		zap.String("ptr", c.PTR),
@@ -155,9 +110,12 @@ func (s *session) Logout() error {
 
 // fail logs a refused command and returns its reply.
 func (s *session) fail(stage string, err error, fields ...zap.Field) *reply.Reply {
-	r := reply.From(err, s.facts.Conn.ID)
+	r := reply.From(err, s.t.Facts.Conn.ID)
 	s.rejected++
-	fields = append(fields, zap.String("stage", stage), zap.String("client", s.facts.Conn.IP.String()),
+	if rf := s.t.Refusal; rf.Check != "" {
+		fields = append(append(fields, zap.String("check", rf.Check)), rf.Fields...)
+	}
+	fields = append(fields, zap.String("stage", stage), zap.String("client", s.t.Facts.Conn.IP.String()),
 		zap.Int("code", r.Code), zap.String("enhanced", r.Enhanced.String()), zap.String("reply", r.Text))
 	if r.Cause != nil {
 		fields = append(fields, zap.NamedError("cause", r.Cause))
@@ -167,8 +125,8 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) *reply.Repl
 	if r.Temporary() {
 		kind = maillog.Tempfailed
 	}
-	s.mailEvent(kind, "", fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), s.pendingRule, s.pendingIncident)
-	s.pendingRule, s.pendingIncident = "", ""
+	s.mailEvent(kind, "", fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), s.t.Refusal.Rule, s.t.Refusal.Incident)
+	s.t.Refusal = Refusal{}
 	if r.Code == 421 {
 		// RFC 5321 §3.8: a 421 names the host; smtpd closes the
 		// channel after writing it. (r may be a shared named reply:
@@ -184,7 +142,7 @@ func (s *session) mailEvent(kind, queueID, replyText, rule, incident string) {
 	if ml == nil {
 		return
 	}
-	c := s.facts.Conn
+	c := s.t.Facts.Conn
 	ml.Log(maillog.Event{
 		Kind:       kind,
 		ConnID:     c.ID,
@@ -192,78 +150,30 @@ func (s *session) mailEvent(kind, queueID, replyText, rule, incident string) {
 		Client:     c.IP.String(),
 		ClientName: c.PTR,
 		HELO:       c.HELO,
-		Sender:     s.env.sender,
-		Recipients: rcptAddrs(s.env.rcpts),
+		Sender:     s.t.Sender,
+		Recipients: s.t.RcptAddrs(),
 		Rule:       rule,
 		Incident:   incident,
 		Reply:      replyText,
-		Size:       s.env.size,
+		Size:       s.t.Size,
 	})
-}
-
-// may reports whether the client may relay: trusted network or AUTH.
-func (s *session) may() bool { return s.facts.Conn.Trusted || s.facts.Conn.AuthUser != "" }
-
-// inbound reports whether the inbound authentication checks apply: not
-// for our own users and networks, whose mail we sign instead.
-func (s *session) inbound() bool {
-	return s.checks != nil && s.checks.Resolver != nil && !s.may()
 }
 
 // Mail starts a transaction (RFC 5321 §4.1.1.2).
 func (s *session) Mail(from string, opts *smtpd.MailOptions) error {
 	s.Reset()
-	s.facts.Conn.HELO = s.c.Hostname()
+	s.t.Facts.Conn.HELO = s.c.Hostname()
 	s.updateTLS()
-	if s.cfg.RequireTLS && !s.facts.Conn.TLS {
-		return s.fail("mail", reply.NeedTLS)
-	}
-	if s.cfg.Mode == "submission" && s.facts.Conn.AuthUser == "" {
-		return s.fail("mail", errAuthRequired, zap.String("sender", from))
-	}
-	if s.facts.Conn.AuthUser != "" && !s.mayUseSender(from) {
-		return s.fail("mail", errNotYours, zap.String("sender", from), zap.String("user", s.facts.Conn.AuthUser))
-	}
-	if from != "" {
-		if _, err := route.Domain(from); err != nil && !isIPLiteralSender(from) {
-			return s.fail("mail", reply.BadSenderSyntax.With(err), zap.String("sender", from))
-		}
-	}
-	if opts != nil && opts.Size > s.srv.opt.SMTP.MaxMessageSize {
-		// RFC 1870 §6.
-		return s.fail("mail", reply.MessageTooBig, zap.String("sender", from), zap.Int64("size", opts.Size))
-	}
-	s.env = envelope{active: true, sender: from, score: s.facts.Score, accepted: s.connAcc}
-	s.env.headers = append(s.env.headers, s.connHead...)
+	s.t.Sender = from
 	if opts != nil {
-		s.env.utf8 = opts.UTF8
-		s.env.size = opts.Size
+		s.t.UTF8 = opts.UTF8
+		s.t.Size = opts.Size
 	}
-	if s.inbound() {
-		// RFC 7208 §2.4: the MAIL FROM identity, or HELO for <>.
-		s.checks.timed("spf", func(ctx context.Context) {
-			s.env.spf = spf.Check(ctx, s.checks.Resolver, s.facts.Conn.IP, s.facts.Conn.HELO, from)
-		})
+	if err := s.srv.pipe.Run(context.Background(), rules.StageMail, s.t); err != nil {
+		return s.fail("mail", err, zap.String("sender", from))
 	}
-	if err := s.evaluate(rules.StageMail, nil); err != nil {
-		s.env.active = false
-		return err
-	}
+	s.active = true
 	return nil
-}
-
-// postmaster returns the local postmaster address of this host: that of
-// the hostname or of the nearest parent domain that is local, or "".
-func (s *session) postmaster() string {
-	h := strings.TrimSuffix(s.srv.opt.Hostname, ".")
-	for strings.Contains(h, ".") {
-		a := "postmaster@" + h
-		if s.state.Router.Route(a).Route == "local" {
-			return a
-		}
-		_, h, _ = strings.Cut(h, ".")
-	}
-	return ""
 }
 
 // isIPLiteralSender accepts user@[192.0.2.1] as a reverse path (RFC 5321
@@ -282,81 +192,31 @@ func isIPLiteralSender(addr string) bool {
 	return err == nil
 }
 
-// Rcpt adds a recipient. This is where moat refuses to be an open relay:
-// the relay decision comes first and no rule can overturn it.
+// Rcpt adds a recipient. The relay decision is a check that comes
+// before the rules, and no rule can overturn it.
 func (s *session) Rcpt(to string) error {
-	if !s.env.active {
+	if !s.active {
 		return s.fail("rcpt", reply.BadSequence)
 	}
-	if strings.EqualFold(to, "postmaster") {
-		// RFC 5321 §4.5.1: "RCPT TO:<Postmaster>" without a domain
-		// must be accepted; it is the postmaster of this host.
-		pm := s.postmaster()
-		if pm == "" {
-			return s.fail("rcpt", reply.NoSuchUser, zap.String("rcpt", to))
-		}
-		to = pm
+	s.t.Rcpt = &Rcpt{Addr: to}
+	defer func() { s.t.Rcpt = nil }()
+	if err := s.srv.pipe.Run(context.Background(), rules.StageRcpt, s.t); err != nil {
+		return s.fail("rcpt", err, zap.String("rcpt", s.t.Rcpt.Addr), zap.String("route", s.t.Rcpt.Route))
 	}
-	may := s.may()
-	dom, err := route.Domain(to)
-	if err != nil {
-		if may {
-			return s.fail("rcpt", reply.BadRcptSyntax.With(err), zap.String("rcpt", to))
-		}
-		// Source routes, IP literals and the like from an untrusted
-		// client are relay attempts (RFC 5321 §3.6.2, §4.1.1.3).
-		return s.fail("rcpt", reply.RelayDenied.With(err), zap.String("rcpt", to))
-	}
-	// RFC 5321 §2.3.5: a domain is absolute; "example.org." and
-	// "example.org" are the same, and only the second is stored.
-	to = strings.TrimSuffix(to, ".")
-	local, _, _ := strings.Cut(to, "@")
-	if !may && strings.ContainsAny(local, "%!@") {
-		// The percent hack and bang paths (RFC 1123 §5.2.16 era
-		// tricks) would let a backend relay for us: never for outsiders.
-		return s.fail("rcpt", reply.RelayDenied.Withf("Relay access denied: %q is not a plain mailbox", local), zap.String("rcpt", to))
-	}
-	d := s.state.Router.Route(to)
-	switch {
-	case d.Route == "local":
-		if !s.state.Directory.Exists(to) {
-			return s.fail("rcpt", reply.NoSuchUser, zap.String("rcpt", to))
-		}
-	case d.Relay && !may:
-		return s.fail("rcpt", reply.RelayDenied, zap.String("rcpt", to), zap.String("domain", dom))
-	case !d.Relay && s.state.Verifier != nil && s.state.Verifier.Verifies(d.Route):
-		// Ask the backend now rather than accept and bounce later
-		// (backscatter). Our own clients do not count toward the
-		// directory-harvest limit.
-		client := s.facts.Conn.IP
-		if may {
-			client = netip.Addr{}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.checks.timeout())
-		err := s.state.Verifier.Check(ctx, client, d.Route, to)
-		cancel()
-		if err != nil {
-			return s.fail("rcpt", err, zap.String("rcpt", to), zap.String("route", d.Route))
-		}
-	}
-	rc := acceptedRcpt{addr: to, route: d.Route}
-	if err := s.evaluate(rules.StageRcpt, &rc); err != nil {
-		return err
-	}
-	s.env.rcpts = append(s.env.rcpts, rc)
+	s.t.Rcpts = append(s.t.Rcpts, *s.t.Rcpt)
 	return nil
 }
 
 // Data receives the message (DATA, or the BDAT chunks of RFC 3030
 // joined by smtpd), checks it and spools it durably before 250.
 func (s *session) Data(r io.Reader) *reply.Reply {
-	if !s.env.active || len(s.env.rcpts) == 0 {
+	if !s.active || len(s.t.Rcpts) == 0 {
 		return s.fail("data", reply.BadSequence)
 	}
 	start := s.srv.opt.Now()
 	// Nothing keeps the message past its DATA (the spool has its own
 	// copy), and the next transaction's rules must not see it.
-	defer func() { s.facts.Message = nil }()
+	defer func() { s.t.Facts.Message, s.t.Raw = nil, nil }()
 	normalize := s.srv.opt.SMTP.BareLineEndings == "normalize"
 	var raw []byte
 	var err error
@@ -365,7 +225,7 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		// checked where they are rather than copied again.
 		raw, err = wholeEOL(whole.Bytes(), normalize)
 	} else {
-		body := getBody(bodyHint(s.env.size, s.srv.opt.SMTP.MaxMessageSize))
+		body := getBody(bodyHint(s.t.Size, s.srv.opt.SMTP.MaxMessageSize))
 		defer putBody(body)
 		_, err = body.ReadFrom(newEOLReader(r, normalize))
 		raw = body.Bytes()
@@ -374,7 +234,7 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		var se *reply.Reply
 		switch {
 		case errors.Is(err, errBareEOL):
-			return s.fail("data", reply.BareLineEnding, zap.String("sender", s.env.sender))
+			return s.fail("data", reply.BareLineEnding, zap.String("sender", s.t.Sender))
 		case errors.As(err, &se):
 			s.rejected++
 			return se // smtpd's own, e.g. 552 5.3.4 size exceeded
@@ -382,29 +242,23 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 			return s.fail("data", reply.TempLocal.With(err))
 		}
 	}
-	if s.checks != nil && s.checks.AuthservID != "" {
-		// RFC 8601 §5: nobody else may speak in our name.
-		raw = stripOwnAuthResults(raw, s.checks.AuthservID)
+	s.t.Raw = raw
+	if err := s.srv.pipe.Run(context.Background(), rules.StageData, s.t); err != nil {
+		return s.fail("data", err, zap.String("sender", s.t.Sender))
 	}
-	msg := s.analyze(raw)
-	if err := s.checkSubmission(msg); err != nil {
-		return reply.From(err, s.facts.Conn.ID)
-	}
-	if err := s.evaluate(rules.StageData, nil); err != nil {
-		return reply.From(err, s.facts.Conn.ID)
-	}
-	if s.env.discard {
+	raw, msg := s.t.Raw, s.t.Facts.Message
+	if s.t.Discard {
 		s.messages++
-		s.log.Info("discarded", zap.String("sender", s.env.sender), zap.Strings("recipients", rcptAddrs(s.env.rcpts)))
+		s.log.Info("discarded", zap.String("sender", s.t.Sender), zap.Strings("recipients", s.t.RcptAddrs()))
 		s.mailEvent(maillog.Discarded, "", "250 2.0.0 Ok: discarded", "", "")
 		return s.queued("discarded")
 	}
-	rcpts, err := s.expand()
+	rcpts, err := s.t.Expand()
 	if err != nil {
 		return s.fail("data", err)
 	}
 	dst := s.srv.opt.Spool
-	if s.env.quarantine != "" && s.checks.Quarantine != nil {
+	if s.t.Quarantine != "" && s.checks.Quarantine != nil {
 		dst = s.checks.Quarantine
 	}
 	id := dst.NewID()
@@ -412,14 +266,14 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 	s.writeAddedHeaders(&head, raw, msg, id, start)
 	env := &spool.Envelope{
 		ID:         id,
-		Sender:     s.env.sender,
+		Sender:     s.t.Sender,
 		Recipients: rcpts,
 		Received:   start,
 		Size:       int64(head.Len() + len(raw)),
-		UTF8:       s.env.utf8,
-		ClientIP:   s.facts.Conn.IP.String(),
-		ClientName: s.facts.Conn.PTR,
-		HELO:       s.facts.Conn.HELO,
+		UTF8:       s.t.UTF8,
+		ClientIP:   s.t.Facts.Conn.IP.String(),
+		ClientName: s.t.Facts.Conn.PTR,
+		HELO:       s.t.Facts.Conn.HELO,
 		Protocol:   s.protocol(),
 	}
 	ctx, cancel := deadline.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
@@ -440,46 +294,19 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		kind = maillog.Quarantined
 	}
 	s.messages++
-	s.mailEvent(kind, id, "250 2.0.0 Ok: queued as "+id, s.env.quarantine, "")
+	s.mailEvent(kind, id, "250 2.0.0 Ok: queued as "+id, s.t.Quarantine, "")
 	s.log.Info(kind,
 		zap.String("queue_id", id),
-		zap.String("client", s.facts.Conn.IP.String()),
-		zap.String("sender", s.env.sender),
-		zap.Strings("recipients", rcptAddrs(s.env.rcpts)),
+		zap.String("client", s.t.Facts.Conn.IP.String()),
+		zap.String("sender", s.t.Sender),
+		zap.Strings("recipients", s.t.RcptAddrs()),
 		zap.Int64("size", env.Size),
-		zap.String("spf", string(s.env.spf.Result)),
-		zap.String("dkim", string(s.facts.DKIM.Result)),
-		zap.String("dmarc", string(s.facts.DMARC.Result)),
-		zap.Float64("score", s.env.score),
+		zap.String("spf", string(s.t.Facts.SPF.Result)),
+		zap.String("dkim", string(s.t.Facts.DKIM.Result)),
+		zap.String("dmarc", string(s.t.Facts.DMARC.Result)),
+		zap.Float64("score", s.t.Score),
 		zap.Duration("took", s.srv.opt.Now().Sub(start)))
 	return s.queued("queued as " + id)
-}
-
-// checkSubmission applies, for an authenticated user, RFC 6409 §8.1 to
-// the From header too, and the per-user sending limits.
-func (s *session) checkSubmission(msg *content.Message) error {
-	user := s.facts.Conn.AuthUser
-	if user == "" {
-		return nil
-	}
-	if msg == nil {
-		return s.fail("data", errNotYours.Withf("Message header could not be read"))
-	}
-	from := msg.HeaderValues("From")
-	if len(from) != 1 {
-		return s.fail("data", errNotYours.Withf("Exactly one From header is required (RFC 5322 §3.6)"))
-	}
-	for _, a := range headerAddresses(from[0]) {
-		if !s.mayUseSender(a) {
-			return s.fail("data", errNotYours.Withf("From address %s not owned by user", a), zap.String("user", user))
-		}
-	}
-	if lim := s.checks.authLimiter(); lim != nil {
-		if err := lim.AllowMessage(user, len(s.env.rcpts)); err != nil {
-			return s.fail("data", err, zap.String("user", user))
-		}
-	}
-	return nil
 }
 
 // bodyHint is how much room to make for a message before reading it:
@@ -522,10 +349,10 @@ func (s *session) queued(what string) *reply.Reply {
 	return reply.Queued.Format(what)
 }
 
-// expand turns accepted recipients into the spool's per-recipient list:
+// Expand turns the accepted recipients into the spool's per-recipient list:
 // local recipients become their final mailboxes (aliases expanded, each
 // routed again: an alias may point off-site), duplicates removed.
-func (s *session) expand() ([]spool.Recipient, error) {
+func (t *Txn) Expand() ([]spool.Recipient, error) {
 	seen := map[string]bool{}
 	var out []spool.Recipient
 	add := func(addr, rt string) {
@@ -536,17 +363,17 @@ func (s *session) expand() ([]spool.Recipient, error) {
 		seen[k] = true
 		out = append(out, spool.Recipient{Address: addr, Route: rt, Status: spool.StatusPending})
 	}
-	for _, r := range s.env.rcpts {
-		if r.route != "local" {
-			add(r.addr, r.route)
+	for _, r := range t.Rcpts {
+		if r.Route != "local" {
+			add(r.Addr, r.Route)
 			continue
 		}
-		targets, err := s.state.Directory.Expand(r.addr)
+		targets, err := t.state.Directory.Expand(r.Addr)
 		if err != nil {
-			return nil, reply.TempLocal.With(fmt.Errorf("expanding %s: %w", r.addr, err))
+			return nil, reply.TempLocal.With(fmt.Errorf("expanding %s: %w", r.Addr, err))
 		}
-		for _, t := range targets {
-			add(t, s.state.Router.Route(t).Route)
+		for _, a := range targets {
+			add(a, t.state.Router.Route(a).Route)
 		}
 	}
 	if len(out) == 0 {
@@ -558,19 +385,11 @@ func (s *session) expand() ([]spool.Recipient, error) {
 // protocol is the "with" value of RFC 5321 §4.4 / RFC 3848.
 func (s *session) protocol() string {
 	p := "ESMTP"
-	if s.facts.Conn.TLS {
+	if s.t.Facts.Conn.TLS {
 		p += "S"
 	}
-	if s.facts.Conn.AuthUser != "" {
+	if s.t.Facts.Conn.AuthUser != "" {
 		p += "A"
 	}
 	return p
-}
-
-func rcptAddrs(rs []acceptedRcpt) []string {
-	out := make([]string, len(rs))
-	for i, r := range rs {
-		out[i] = r.addr
-	}
-	return out
 }

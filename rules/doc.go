@@ -27,6 +27,18 @@
 //   - A rule that fails at run time (a division by zero, a limiter error)
 //     turns the stage into 451 4.3.0 with an incident id and Verdict.Err;
 //     it never accepts silently.
+//   - Facts are the fields of the typed env (env.go), plus fact groups:
+//     a FactGroup (built in, like attachments, or handed in through
+//     LoadOptions.FactGroups by the checks that produce it) is one
+//     top-level name whose value has the type of its Zero. At load a patch
+//     turns the name into a call of a typed function (so member access is
+//     type-checked as for the built-in facts); at run time that call
+//     computes the group once per message (Compute, or the value a check
+//     stored with Facts.SetGroup) and caches it in Facts, where
+//     Engine.Group also reads it. Evaluation of rules that read no group
+//     is unchanged.
+//   - hits (Facts.Hits plus the rules matched earlier in this stage) lets
+//     a rule combine others (meta rules).
 //   - Every reply made here carries "[incident XXXXXXXXXX]"; the same id is
 //     in Verdict.IncidentID for the log line (Explain).
 package rules

@@ -147,7 +147,7 @@ func (e *Engine) Evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 	}
 	if rs := set.stages[stage]; len(rs) > 0 {
 		// The rule environment is built only for a stage that has rules.
-		st := newState(ctx, e, f)
+		st := newState(ctx, e, set, f)
 		var machine vm.VM
 		for _, r := range rs {
 			if done := e.run(&machine, st, r, stage, f, &v); done {
@@ -195,6 +195,8 @@ func (e *Engine) run(machine *vm.VM, st *state, r *rule, stage Stage, f *Facts, 
 		v.DryRunHits = append(v.DryRunHits, r.Name+": "+string(r.Action))
 		return false
 	}
+	// the hits fact: later rules of this stage see this one
+	st.env.Hits = append(st.env.Hits[:len(st.env.Hits):len(st.env.Hits)], r.Name)
 	switch r.Action {
 	case Score:
 		v.Score += r.Score
@@ -227,6 +229,18 @@ func (e *Engine) run(machine *vm.VM, st *state, r *rule, stage Stage, f *Facts, 
 	}
 	v.Explain = append(v.Explain, hit)
 	return false
+}
+
+// AppendHits appends to hits the rules and built-in steps that matched in
+// v, dry runs excluded: how the caller carries the hits fact (Facts.Hits)
+// from one stage to the next.
+func AppendHits(hits []string, v Verdict) []string {
+	for _, h := range v.Explain {
+		if !h.DryRun {
+			hits = append(hits, h.Rule)
+		}
+	}
+	return hits
 }
 
 func (s *state) engineSet() *Set { return s.engine.set.Load() }

@@ -56,10 +56,15 @@ type Facts struct {
 	DMARC   policy.DMARC
 	Message *content.Message // data stage; nil elsewhere
 	Score   float64          // running score carried from earlier stages
+	// Hits are the names of the rules (and built-in policy steps) that
+	// matched so far in this transaction, in order; dry runs excluded.
+	Hits []string
 	// Accepted is set by the gateway once an accept verdict was given at an
 	// earlier stage of this transaction: later stages then skip the user
 	// rules, the auth policy and the score thresholds.
 	Accepted bool
+
+	groups map[string]any // values of the fact groups (see FactGroup)
 }
 
 // Address facts: sender, rcpt and from.
@@ -114,32 +119,35 @@ type attachment struct {
 }
 
 // env is the typed expression environment: each field is a fact, named by
-// its expr tag. Fields added here need an entry in factStage.
+// its expr tag. Fields added here need an entry in factStage; a check's
+// own facts are better a FactGroup, which needs no change here.
 type env struct {
-	IP          string       `expr:"ip"`
-	PTR         string       `expr:"ptr"`
-	TLS         bool         `expr:"tls"`
-	Listener    string       `expr:"listener"`
-	Mode        string       `expr:"mode"`
-	Trusted     bool         `expr:"trusted"`
-	DNSBL       *dnsblFacts  `expr:"dnsbl"`
-	IPRev       *iprevFacts  `expr:"iprev"`
-	Score       float64      `expr:"score"`
-	HELO        string       `expr:"helo"`
-	AuthUser    string       `expr:"auth_user"`
-	Sender      *address     `expr:"sender"`
-	Size        int          `expr:"size"`
-	SPF         *authFacts   `expr:"spf"`
-	Rcpt        *address     `expr:"rcpt"`
-	Recipients  []string     `expr:"recipients"`
-	DKIM        *dkimFacts   `expr:"dkim"`
-	DMARC       *dmarcFacts  `expr:"dmarc"`
-	Subject     string       `expr:"subject"`
-	From        *address     `expr:"from"`
-	To          []string     `expr:"to"`
-	Body        string       `expr:"body"`
-	Attachments []attachment `expr:"attachments"`
-	Malformed   bool         `expr:"malformed"`
+	IP         string      `expr:"ip"`
+	PTR        string      `expr:"ptr"`
+	TLS        bool        `expr:"tls"`
+	Listener   string      `expr:"listener"`
+	Mode       string      `expr:"mode"`
+	Trusted    bool        `expr:"trusted"`
+	DNSBL      *dnsblFacts `expr:"dnsbl"`
+	IPRev      *iprevFacts `expr:"iprev"`
+	Score      float64     `expr:"score"`
+	HELO       string      `expr:"helo"`
+	AuthUser   string      `expr:"auth_user"`
+	Sender     *address    `expr:"sender"`
+	Size       int         `expr:"size"`
+	SPF        *authFacts  `expr:"spf"`
+	Rcpt       *address    `expr:"rcpt"`
+	Recipients []string    `expr:"recipients"`
+	DKIM       *dkimFacts  `expr:"dkim"`
+	DMARC      *dmarcFacts `expr:"dmarc"`
+	Subject    string      `expr:"subject"`
+	From       *address    `expr:"from"`
+	To         []string    `expr:"to"`
+	Body       string      `expr:"body"`
+	Malformed  bool        `expr:"malformed"`
+	Hits       []string    `expr:"hits"`
+	// the state the fact groups' functions read (see FactGroup)
+	Facts *state `expr:"__facts"`
 
 	Header    func(name string) string                                 `expr:"header"`
 	Headers   func(name string) []string                               `expr:"headers"`
@@ -165,7 +173,7 @@ var factStage = map[string]availability{
 	"recipients": {from: StageRcpt},
 	"dkim":       {from: StageData}, "dmarc": {from: StageData}, "subject": {from: StageData},
 	"from": {from: StageData}, "to": {from: StageData}, "body": {from: StageData},
-	"attachments": {from: StageData}, "malformed": {from: StageData},
+	"malformed": {from: StageData}, "hits": {from: StageConnect},
 	"header": {from: StageData}, "headers": {from: StageData},
 }
 
@@ -173,7 +181,6 @@ var factStage = map[string]availability{
 // before a rule that reads them runs.
 const (
 	needBody = 1 << iota
-	needAttachments
 	needMalformed
 	needAddresses // from and to: the address lists of the header
 )
@@ -194,12 +201,13 @@ type state struct {
 	facts  *Facts
 	ctx    context.Context
 	engine *Engine
+	set    *Set
 	rule   *rule
 	filled int
 }
 
-func newState(ctx context.Context, e *Engine, f *Facts) *state {
-	s := &state{facts: f, ctx: ctx, engine: e}
+func newState(ctx context.Context, e *Engine, set *Set, f *Facts) *state {
+	s := &state{facts: f, ctx: ctx, engine: e, set: set}
 	v := &s.env
 	n := &s.nested
 	v.DNSBL, v.IPRev, v.Sender, v.Rcpt, v.From = &n.dnsbl, &n.iprev, &n.sender, &n.rcpt, &n.from
@@ -234,6 +242,8 @@ func newState(ctx context.Context, e *Engine, f *Facts) *state {
 			v.Size = int(m.Size())
 		}
 	}
+	v.Hits = f.Hits
+	v.Facts = s
 	v.Header = s.header
 	v.Headers = s.headers
 	v.RateLimit = s.ratelimit
@@ -248,11 +258,6 @@ func (s *state) fill(need int) {
 	}
 	if need&needBody != 0 && s.filled&needBody == 0 {
 		s.env.Body = m.Text()
-	}
-	if need&needAttachments != 0 && s.filled&needAttachments == 0 {
-		for _, a := range m.Attachments() {
-			s.env.Attachments = append(s.env.Attachments, attachment{Name: strings.ToLower(a.Name), Type: a.ContentType, Size: int(a.Size)})
-		}
 	}
 	if need&needMalformed != 0 {
 		s.env.Malformed = m.Malformed()

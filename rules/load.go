@@ -88,6 +88,9 @@ type Header struct {
 type LoadOptions struct {
 	// ValidateRoute checks that a route named by a rule exists; nil accepts any name.
 	ValidateRoute func(name string) error
+	// FactGroups are the fact groups that checks contribute (see
+	// FactGroup), in addition to the built-in ones.
+	FactGroups []FactGroup
 }
 
 // Set is a compiled rule set: immutable, shared by evaluations.
@@ -97,6 +100,7 @@ type Set struct {
 	stages [numStages][]*rule
 	lists  map[string]*list
 	count  int
+	groups map[string]*FactGroup
 }
 
 // Files returns the rule files of the set, in evaluation order.
@@ -238,7 +242,10 @@ func load(cfg Config, opt LoadOptions) (*Set, []error) {
 	files, ferrs := expandPaths(cfg.Paths)
 	errs = append(errs, ferrs...)
 	s.files = files
-	c := newCompiler(s, opt)
+	c, err := newCompiler(s, opt)
+	if err != nil {
+		return s, append(errs, err)
+	}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -258,8 +265,13 @@ type compiler struct {
 	exprs []expr.Option
 }
 
-func newCompiler(s *Set, opt LoadOptions) *compiler {
+func newCompiler(s *Set, opt LoadOptions) (*compiler, error) {
 	c := &compiler{set: s, opt: opt, names: map[string]string{}}
+	groups, gopts, err := compileGroups(append(builtinGroups(), opt.FactGroups...))
+	if err != nil {
+		return nil, err
+	}
+	s.groups = groups
 	c.exprs = []expr.Option{
 		expr.Env(env{}),
 		expr.MaxNodes(5000),
@@ -279,7 +291,8 @@ func newCompiler(s *Set, opt LoadOptions) *compiler {
 			return pf.Contains(a.Unmap()), nil
 		}, new(func(ip, prefix string) bool)),
 	}
-	return c
+	c.exprs = append(c.exprs, gopts...)
+	return c, nil
 }
 
 // ruleKeys are the keys a rule may have.
@@ -634,8 +647,6 @@ func (in *inspector) Visit(np *ast.Node) {
 		switch n.Value {
 		case "body":
 			in.rule.needs |= needBody
-		case "attachments":
-			in.rule.needs |= needAttachments
 		case "malformed":
 			in.rule.needs |= needMalformed
 		case "from", "to":
@@ -645,8 +656,17 @@ func (in *inspector) Visit(np *ast.Node) {
 		}
 		in.roots[n.Value] = true
 	case *ast.MemberNode:
-		id, ok := n.Node.(*ast.IdentifierNode)
 		prop, ok2 := n.Property.(*ast.StringNode)
+		if call, isCall := n.Node.(*ast.CallNode); isCall && ok2 {
+			if g, isGroup := groupOf(call); isGroup {
+				in.paths[g+"."+prop.Value] = true
+				if in.memberRoots == nil {
+					in.memberRoots = map[string]bool{}
+				}
+				in.memberRoots[g] = true
+			}
+		}
+		id, ok := n.Node.(*ast.IdentifierNode)
 		if ok && ok2 {
 			if _, fact := factStage[id.Value]; fact {
 				in.paths[id.Value+"."+prop.Value] = true
@@ -664,6 +684,15 @@ func (in *inspector) Visit(np *ast.Node) {
 func (in *inspector) call(n *ast.CallNode) {
 	id, ok := n.Callee.(*ast.IdentifierNode)
 	if !ok {
+		return
+	}
+	if name, isGroup := groupOf(n); isGroup {
+		if g := in.set.groups[name]; g != nil {
+			if in.stage < g.Stage {
+				in.add(n, "%s is not known at stage %s (from stage %s on)", name, in.stage, g.Stage)
+			}
+			in.roots[name] = true
+		}
 		return
 	}
 	constString := func(i int) (string, bool) {

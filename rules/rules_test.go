@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"moat/policy"
-	"moat/policy/content"
 )
 
 // writeSet writes rule files into a temp dir and returns a config for them.
@@ -445,15 +444,7 @@ func TestWatch(t *testing.T) {
 }
 
 func TestContentFactsLazy(t *testing.T) {
-	raw, err := os.ReadFile("testdata/corpus/rspamd/exe_attm.eml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, _ := content.Parse(raw, content.Options{})
-	s := mustLoad(t, map[string]string{"a.yaml": "rules:\n  - {name: subj, stage: data, action: log, when: 'subject startsWith \"test\" && header(\"To\") == \"test@example.com\" && from.domain == \"srv.example.com\"'}\n"})
-	f := baseFacts()
-	f.Message = m
-	v := NewEngine(s, EngineOptions{}).Evaluate(context.Background(), StageData, f)
+	v := evalExeMessage(t, "rules:\n  - {name: subj, stage: data, action: log, when: 'subject startsWith \"test\" && header(\"To\") == \"test@example.com\" && from.domain == \"srv.example.com\"'}\n")
 	if len(v.Explain) != 1 || v.Explain[0].Facts[`header("To")`] != "test@example.com" {
 		t.Fatalf("%+v", v.Explain)
 	}

@@ -20,12 +20,14 @@ type TestResult struct {
 	Hits   []Hit // every hit of every stage, in order
 }
 
-// Test runs f through every stage of set offline, as the gateway would:
+// Test runs f through the rules of every stage of set offline:
 // connect, helo, mail, rcpt (once per recipient of f.Env.Recipients, or
 // once with f.Rcpt) and data (when f.Message is set), carrying the score
-// and stopping at the first terminal verdict. Rate limits and greylisting
-// use fresh in-memory stores with clock (nil: time.Now), so a greylist
-// action always defers on the first try.
+// and the hits, and stopping at the first terminal verdict. It runs rules
+// only; gateway.RunOffline runs the whole pipeline, checks included, as
+// moat rules test does. Rate limits and greylisting use fresh in-memory
+// stores with clock (nil: time.Now), so a greylist action always defers on
+// the first try.
 func Test(ctx context.Context, set *Set, f Facts, clock func() time.Time) TestResult {
 	e := NewEngine(set, EngineOptions{Clock: clock})
 	var res TestResult
@@ -36,7 +38,8 @@ func Test(ctx context.Context, set *Set, f Facts, clock func() time.Time) TestRe
 		v := e.Evaluate(ctx, st, facts)
 		res.Stages = append(res.Stages, StageResult{Stage: st, Rcpt: facts.Rcpt, Verdict: v})
 		res.Hits = append(res.Hits, v.Explain...)
-		f.Score = v.Score
+		facts.Hits = AppendHits(facts.Hits, v)
+		f.Score, f.Hits = v.Score, facts.Hits
 		headers = append(headers, v.Headers...)
 		if v.Route != "" {
 			route = v.Route

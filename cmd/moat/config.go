@@ -285,7 +285,7 @@ func (c *Config) Validate() error {
 
 // ruleLoadOptions checks what rules refer to outside themselves.
 func (c *Config) ruleLoadOptions() rules.LoadOptions {
-	return rules.LoadOptions{ValidateRoute: func(name string) error {
+	return rules.LoadOptions{FactGroups: pipelineFactGroups(c), ValidateRoute: func(name string) error {
 		if name == route.Local || name == route.MX {
 			return nil
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"path/filepath"
@@ -51,14 +50,7 @@ func quarantineData(t *testing.T, n int, keepOpen bool) (dataDir string, q, main
 }
 
 func runQuarantine(args ...string) (stdout, stderr string, err error) {
-	cmd := quarantineCommand()
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
-	var o, e bytes.Buffer
-	cmd.SetOut(&o)
-	cmd.SetErr(&e)
-	cmd.SetArgs(args)
-	err = cmd.Execute()
-	return o.String(), e.String(), err
+	return runCommand(quarantineCommand(), args...)
 }
 
 var queuedAs = regexp.MustCompile(`queued as ([0-9A-Za-z]{16})`)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -106,14 +105,7 @@ func (f *queueFixture) serve(t *testing.T, token string) string {
 }
 
 func runQueue(args ...string) (stdout, stderr string, err error) {
-	cmd := queueCommand()
-	cmd.SilenceErrors, cmd.SilenceUsage = true, true
-	var o, e bytes.Buffer
-	cmd.SetOut(&o)
-	cmd.SetErr(&e)
-	cmd.SetArgs(args)
-	err = cmd.Execute()
-	return o.String(), e.String(), err
+	return runCommand(queueCommand(), args...)
 }
 
 // deadAddr is a loopback address nobody listens on.

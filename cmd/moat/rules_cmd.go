@@ -11,24 +11,31 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"moat/gateway"
 	"moat/gateway/guard"
 	"moat/internal/dnsres"
-	"moat/mailbox"
+	"moat/internal/reply"
 	"moat/policy"
-	"moat/policy/content"
-	"moat/policy/dkim"
-	"moat/policy/dmarc"
-	"moat/policy/dnsbl"
-	"moat/policy/iprev"
-	"moat/policy/spf"
-	"moat/relay/route"
+	"moat/relay/verify"
 	"moat/rules"
 )
+
+// pipelineChecks are the checks added to the gateway pipeline after the
+// built-in ones of each stage (gateway.Checks.Extra), in order. With
+// pipelineFactGroups this is the one place a new check is registered:
+// moat serve, moat rules check and moat rules test all read it. A new
+// data-stage check is a gateway.Check with a CheckData method (its own
+// file) that stores its facts with Txn.Facts.SetGroup, listed here, and
+// its rules.FactGroup listed in pipelineFactGroups.
+func pipelineChecks(*Config) []gateway.Check { return nil }
+
+// pipelineFactGroups are the fact groups the pipelineChecks contribute to
+// the rules (rules.LoadOptions.FactGroups).
+func pipelineFactGroups(*Config) []rules.FactGroup { return nil }
 
 // rulesCommand is `moat rules check|test|explain`.
 func rulesCommand() *cobra.Command {
@@ -187,51 +194,6 @@ type testHit struct {
 	Facts  map[string]any `json:"facts,omitempty"`
 }
 
-// guardTest runs the guard's lists for `moat rules test`: the deny list,
-// then, for a client not on the allow list (trusted_networks included),
-// the DNS lists, whose result is also the dnsbl fact of the rules. It
-// reports whether the guard refuses the client at connect, with
-// rep.Verdict set.
-func guardTest(ctx context.Context, cfg *Config, res dnsres.Resolver, ip netip.Addr, f *rules.Facts, rep *testReport) (bool, error) {
-	g := guardConfig(cfg)
-	allow, deny, err := g.Listed(ip)
-	if err != nil {
-		return false, err
-	}
-	if deny {
-		rep.Guard = "refused"
-		rep.Verdict = map[string]any{"action": "reject", "rule": "guard:" + guard.ReasonDenyList, "reply": "554 5.7.1 Access denied (guard.deny, at connect)"}
-		return true, nil
-	}
-	if allow || len(g.DNSBL.Zones) == 0 {
-		return false, nil
-	}
-	lists, err := dnsbl.New(g.DNSBL.Config, res, dnsbl.Options{})
-	if err != nil {
-		return false, err
-	}
-	r := lists.Check(ctx, ip)
-	f.DNSBL = r.DNSBL
-	rep.DNSBL, rep.DNSBLFailed = &f.DNSBL, r.FailedZones()
-	if r.Score < g.DNSBL.Threshold {
-		return false, nil
-	}
-	reply := "550 5.7.1"
-	if g.DNSBL.Reply == 421 {
-		reply = "421 4.7.1"
-	}
-	var zones []string
-	for _, h := range r.Hits {
-		if !h.Allowed {
-			zones = append(zones, h.Zone)
-		}
-	}
-	rep.Guard = "refused"
-	rep.Verdict = map[string]any{"action": "reject", "rule": "guard:" + guard.ReasonDNSBL,
-		"reply": fmt.Sprintf("%s blocked using %s (score %g ≥ guard.dnsbl.threshold %g, at connect)", reply, strings.Join(zones, ","), r.Score, g.DNSBL.Threshold)}
-	return true, nil
-}
-
 // maxTestMessage bounds the --eml read when the config sets no limit.
 const maxTestMessage = 64 << 20
 
@@ -276,110 +238,114 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 		return err
 	}
 
-	var f rules.Facts
-	f.Conn = policy.Conn{ID: "test", IP: ip, HELO: in.helo, Listener: "test", Mode: "mx", AuthUser: in.authUser}
-	if in.authUser != "" {
-		f.Conn.Mode = "submission"
-	}
-	if in.tls {
-		f.Conn.TLS, f.Conn.TLSVersion = true, "TLS1.3"
-	}
+	trustedIP := false
 	for _, p := range trusted {
 		if p.Contains(ip) {
-			f.Conn.Trusted = true
+			trustedIP = true
 		}
 	}
-	rep := &testReport{Client: ip.String(), Trusted: f.Conn.Trusted, AuthUser: in.authUser}
-	// The guard comes first (gateway/guard): its deny list and DNS lists
-	// refuse a client at connect, before any check or rule.
-	if refused, err := guardTest(ctx, cfg, res, ip, &f, rep); err != nil {
-		return err
-	} else if refused {
-		return printTestReport(w, rep, in.asJSON)
+	conn := policy.Conn{ID: "test", IP: ip, HELO: in.helo, AuthUser: in.authUser}
+	if in.tls {
+		conn.TLS, conn.TLSVersion = true, "TLS1.3"
 	}
-	may := f.Conn.Trusted || in.authUser != ""
-	// gateway session.inbound(): checks run when auth is enabled, for
-	// clients that are neither trusted nor authenticated.
-	rep.Inbound = cfg.Auth.Enabled && !may
-	timed := func(fn func(ctx context.Context)) {
-		c, cancel := context.WithTimeout(ctx, cfg.Auth.Timeout)
-		defer cancel()
-		fn(c)
+	listener := gateway.Listener{Name: "test", Mode: "mx"}
+	if in.authUser != "" {
+		listener.Mode = "submission"
 	}
-	msg, perr := content.Parse(raw, content.DefaultOptions())
-	if perr != nil {
-		msg = nil // the gateway goes on without message facts too
-	}
-	if rep.Inbound {
-		timed(func(c context.Context) { f.IPRev = iprev.Check(c, res, ip) })
-		if f.IPRev.Result == policy.ResultPass && len(f.IPRev.Names) > 0 {
-			f.Conn.PTR = strings.TrimSuffix(f.IPRev.Names[0], ".")
-		}
-		// RFC 7208 §2.4: the MAIL FROM identity, or HELO for <>.
-		timed(func(c context.Context) { f.SPF = spf.Check(c, res, ip, in.helo, in.from) })
-		timed(func(c context.Context) { f.DKIM = dkim.Verify(c, res, bytes.NewReader(raw), dkim.Options{}) })
-		var from []string
-		if msg != nil {
-			from = msg.HeaderValues("From")
-		}
-		timed(func(c context.Context) {
-			f.DMARC = dmarc.Evaluate(c, res, dmarc.Input{From: from, SPF: f.SPF, DKIM: f.DKIM})
-		})
-		rep.IPRev, rep.SPF, rep.DKIM, rep.DMARC = &f.IPRev, &f.SPF, &f.DKIM, &f.DMARC
-	}
-
-	// The relay decision and the recipient check come before any rule
-	// (gateway session.Rcpt); a refused recipient is not evaluated.
-	router := route.NewRouter(cfg.routeConfig())
-	dir, err := mailbox.New(cfg.Mailboxes, cfg.Domains.Local)
+	// The guard's lists come first, as on the listener: one decision,
+	// guard.Screen, for both.
+	g, err := guard.New(guardConfig(cfg), guard.Options{Hostname: cfg.Hostname, Resolver: res})
 	if err != nil {
 		return err
 	}
-	var rcpts []string
-	for _, to := range in.to {
-		tr := testRcpt{Address: to}
-		if _, err := route.Domain(to); err != nil {
-			tr.Refused = "bad address: " + err.Error()
-		} else {
-			d := router.Route(to)
-			tr.Route = d.Route
-			switch {
-			case d.Route == route.Local && !dir.Exists(to):
-				tr.Refused = "550 5.1.1 no such user"
-			case d.Relay && !may:
-				tr.Refused = "554 5.7.1 relay access denied (not our domain, client neither trusted nor authenticated)"
+	// The same collaborators as moat serve (buildChecks), offline: fresh
+	// in-memory rate limits and greylisting.
+	checks := &gateway.Checks{
+		Rules:      rules.NewEngine(set, rules.EngineOptions{}),
+		AuthservID: cfg.Auth.AuthservID,
+		Timeout:    cfg.Auth.Timeout,
+		Extra:      pipelineChecks(cfg),
+	}
+	if cfg.Auth.Enabled {
+		checks.Resolver = res
+	}
+	state, err := rulesTestState(cfg, res)
+	if err != nil {
+		return err
+	}
+	out := gateway.RunOffline(ctx, gateway.PipelineOptions{
+		Hostname:       cfg.Hostname,
+		MaxMessageSize: cfg.SMTP.MaxMessageSize,
+		Checks:         checks,
+		Screen:         gateway.GuardScreen(g),
+	}, gateway.OfflineSession{
+		Conn: conn, Listener: listener, State: state,
+		From: in.from, To: in.to, Message: raw, DeclaredSize: int64(len(raw)),
+	})
+	rep := testReportOf(out, trustedIP, checks.Resolver != nil)
+	if gf := out.Txn.Guard; gf != nil && !gf.Allowlisted && len(cfg.Guard.DNSBL.Zones) > 0 && out.Rule != "guard:"+guard.ReasonDenyList {
+		rep.DNSBL, rep.DNSBLFailed = &gf.DNSBL, gf.DNSBLFailed
+	}
+	return printTestReport(w, rep, in.asJSON)
+}
+
+// rulesTestState is the gateway state of the configuration, built as
+// moat serve builds it: routes, mailboxes and users, trusted networks and
+// recipient verification (whose callahead asks the backend for real).
+func rulesTestState(cfg *Config, res dnsres.Resolver) (*gateway.State, error) {
+	v, err := verify.New(cfg.Verify, cfg.Routes, verify.Options{Hostname: cfg.Hostname, Logger: zap.NewNop(), Resolver: res})
+	if err != nil {
+		return nil, err
+	}
+	return buildState(cfg, v)
+}
+
+// testReportOf turns an offline session into the report.
+func testReportOf(out *gateway.OfflineResult, trustedIP, authChecks bool) *testReport {
+	t := out.Txn
+	f := &t.Facts
+	rep := &testReport{Client: f.Conn.IP.String(), Trusted: trustedIP, AuthUser: f.Conn.AuthUser}
+	rep.Inbound = authChecks && !t.May()
+	if out.Rule == "guard:"+guard.ReasonDenyList || out.Rule == "guard:"+guard.ReasonDNSBL {
+		rep.Guard = "refused"
+	}
+	if rep.Inbound && rep.Guard == "" {
+		rep.IPRev, rep.SPF, rep.DKIM, rep.DMARC = &f.IPRev, &f.SPF, &f.DKIM, &f.DMARC
+	}
+	for _, st := range out.Steps {
+		if st.Stage == rules.StageRcpt {
+			tr := testRcpt{Address: st.Rcpt, Route: st.Route}
+			if st.Reply != nil && st.Refusal.Check != "rules" {
+				tr.Refused = wireLine(st.Reply)
 			}
+			rep.Recipients = append(rep.Recipients, tr)
 		}
-		if tr.Refused == "" {
-			rcpts = append(rcpts, to)
+		if st.Reply != nil && st.Refusal.Check != "rules" {
+			continue // refused before the rules ran
 		}
-		rep.Recipients = append(rep.Recipients, tr)
-	}
-	f.Env = policy.Envelope{Sender: in.from, Recipients: rcpts, Size: int64(len(raw)), Received: time.Now()}
-	f.Message = msg
-	if len(rcpts) == 0 {
-		rep.Verdict = map[string]any{"action": "reject", "rule": "", "reply": "every recipient was refused"}
-		return printTestReport(w, rep, in.asJSON)
-	}
-	tres := rules.Test(ctx, set, f, nil)
-	for _, st := range tres.Stages {
 		a := string(st.Verdict.Action)
 		if a == "" {
 			a = "continue"
 		}
-		rep.Stages = append(rep.Stages, testStage{Stage: st.Stage.String(), Rcpt: st.Rcpt, Action: a, Rule: st.Verdict.Rule, Score: st.Verdict.Score})
+		rep.Stages = append(rep.Stages, testStage{Stage: st.Stage.String(), Rcpt: st.Rcpt, Action: a, Rule: st.Verdict.Rule, Score: st.Score})
 	}
-	for _, h := range tres.Hits {
+	for _, h := range out.Hits {
 		rep.Hits = append(rep.Hits, testHit{Stage: h.Stage.String(), Rule: h.Rule, Action: string(h.Action), DryRun: h.DryRun, Note: h.Note, Facts: h.Facts})
 	}
-	rep.Score = tres.Score
-	rep.Verdict = rules.ExplainMap(tres.Final)
-	delete(rep.Verdict, "hits")
-	if a, _ := rep.Verdict["action"].(string); a == "" {
-		rep.Verdict["action"] = "accept"
+	rep.Score = t.Score
+	rep.Verdict = map[string]any{"action": out.Action, "rule": out.Rule, "reply": wireLine(out.Final)}
+	if t.Refusal.Incident != "" {
+		rep.Verdict["incident"] = t.Refusal.Incident
 	}
-	rep.Headers = tres.Final.Headers
-	return printTestReport(w, rep, in.asJSON)
+	if out.Final.Code == 250 {
+		rep.Headers = t.Headers
+	}
+	return rep
+}
+
+// wireLine is a reply as the client reads it (the cause stays in the log).
+func wireLine(r *reply.Reply) string {
+	return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
 }
 
 // readMessage reads the message file, at most max bytes, and makes every

@@ -12,11 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
 	"moat/internal/maillog"
 )
 
 func runRules(args ...string) (stdout, stderr string, err error) {
-	cmd := rulesCommand()
+	return runCommand(rulesCommand(), args...)
+}
+
+// runCommand runs a moat subcommand with args and returns what it wrote.
+func runCommand(cmd *cobra.Command, args ...string) (stdout, stderr string, err error) {
 	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	var o, e bytes.Buffer
 	cmd.SetOut(&o)
@@ -178,11 +183,12 @@ func TestRulesTest(t *testing.T) {
 		{name: "trusted skips checks", args: []string{"--ip", "127.0.0.1", "--from", "sender@example.com"}, want: []string{
 			"in trusted_networks", "checks      skipped", "verdict     accept",
 		}, not: []string{"dmarc "}},
+		// As moat serve does (RFC 6409 §8.1), the sender must be the user's.
 		{name: "authenticated skips checks", args: []string{"--ip", "198.51.100.7", "--from", "sender@example.com", "--auth-user", "alice", "--tls"}, want: []string{
-			"authenticated as alice", "checks      skipped", "verdict     accept",
+			"authenticated as alice", "checks      skipped", `verdict     reject  rule check:mail_policy  reply "550 5.7.1 Sender address not owned by user"`,
 		}},
 		{name: "relay refused", args: []string{"--ip", "198.51.100.7", "--from", "sender@example.com", "--to", "x@elsewhere.example"}, want: []string{
-			"x@elsewhere.example  refused before the rules: 554 5.7.1 relay access denied", "rcpt     continue",
+			"x@elsewhere.example  refused before the rules: 554 5.7.1 Relay access denied", "rcpt     continue",
 		}},
 	}
 	for _, tc := range tests {
@@ -233,7 +239,7 @@ func TestRulesTestGuard(t *testing.T) {
 		want      []string
 		not       []string
 	}{
-		{"listed at the threshold", 1, "198.51.100.7", []string{"dnsbl       score 1 bl.test=127.0.0.2(+1)", "checks      not run", "verdict     reject  rule guard:dnsbl  reply \"550 5.7.1 blocked using bl.test"}, []string{"stages:", "iprev"}},
+		{"listed at the threshold", 1, "198.51.100.7", []string{"dnsbl       score 1 bl.test=127.0.0.2(+1)", "checks      not run", "verdict     reject  rule guard:dnsbl  reply \"550 5.7.1 ", "blocked using bl.test"}, []string{"stages:", "iprev"}},
 		{"listed below it: a fact", 5, "198.51.100.7", []string{"dnsbl       score 1 bl.test", "connect  listed: score — +2.5", "score       2.5"}, nil},
 		{"not listed", 1, "192.0.2.1", []string{"dnsbl       score 0", "verdict     accept"}, []string{"listed: score"}},
 		{"denied", 1, "203.0.113.9", []string{"checks      not run", "verdict     reject  rule guard:deny_list  reply \"554 5.7.1"}, []string{"dnsbl "}},

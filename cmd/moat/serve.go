@@ -432,6 +432,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
 		MailLog:     a.mailLog,
+		Extra:       pipelineChecks(cfg),
 	}
 	if cfg.Auth.Enabled {
 		c.Resolver = a.resolver

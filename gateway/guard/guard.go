@@ -343,7 +343,7 @@ func (l *listener) admit(raw net.Conn) {
 	ip := facts.Client.Addr()
 
 	if st.deny.Contains(ip) {
-		g.reject(l, raw, facts.Client, ReasonDenyList, g.replyFor(ReasonDenyList, ip), "")
+		g.reject(l, raw, facts.Client, ReasonDenyList, DenyReply(g.host, ip), "")
 		return
 	}
 	facts.Allowlisted = st.allow.Contains(ip)
@@ -392,15 +392,8 @@ func (l *listener) admit(raw net.Conn) {
 		}
 		facts.DNSBL = r.DNSBL
 		facts.DNSBLFailed = r.FailedZones()
-		if r.Score >= threshold {
-			var zones []string
-			for _, h := range r.Hits {
-				if !h.Allowed {
-					zones = append(zones, h.Zone)
-				}
-			}
-			detail := strings.Join(zones, ",")
-			g.reject(l, raw, facts.Client, ReasonDNSBL, g.dnsblReply(st, ip, detail), detail)
+		if refuse, line, zones := DNSBLDecision(st.cfg.DNSBL, g.host, ip, r); refuse {
+			g.reject(l, raw, facts.Client, ReasonDNSBL, line, zones)
 			return
 		}
 		if pg.wasInterrupted() && facts.Pregreet == "" {
@@ -621,19 +614,12 @@ func readProxyHeader(c net.Conn, timeout time.Duration) (netip.AddrPort, []byte,
 // newReplies.
 func (g *Guard) replyFor(reason string, ip netip.Addr) *reply.Reply {
 	if reason == ReasonDenyList {
-		return replyDenyList.Format(ip).WithHost(g.host)
+		return DenyReply(g.host, ip)
 	}
 	if i := reasonIndex(reason); i >= 0 {
 		return g.rep.reply[i]
 	}
 	return nil
-}
-
-func (g *Guard) dnsblReply(st *state, ip netip.Addr, zones string) *reply.Reply {
-	if st.cfg.DNSBL.Reply == 421 {
-		return replyDNSBLTemp.Format(ip, zones).WithHost(g.host)
-	}
-	return replyDNSBL.Format(ip, zones).WithHost(g.host)
 }
 
 // reject counts, logs and writes the reply (if any). The caller closes.

@@ -207,6 +207,7 @@ func From(err error, sessionID string) *Reply {
 
 // Named replies used across the gateway. Copy with With/Withf to change.
 var (
+	OK              = New(250, 0, 0, "Ok")
 	Queued          = New(250, 0, 0, "Ok: %s") // Format with what became of the message
 	RelayDenied     = New(554, 7, 1, "Relay access denied")
 	NoSuchUser      = New(550, 1, 1, "No such user here")
