@@ -18,10 +18,10 @@ import (
 
 	"moat/internal/dnstest"
 	"moat/internal/reply"
+	testenv "moat/internal/smtptest"
 	"moat/policy"
 	"moat/policy/dkim"
 	"moat/policy/dkimsign"
-	"moat/test/testenv"
 )
 
 type fakeUsers map[string]string // user -> password

@@ -14,11 +14,11 @@ import (
 
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
+	testenv "moat/internal/smtptest"
 	"moat/policy"
 	"moat/policy/dkim"
 	"moat/policy/dkimsign"
 	"moat/rules"
-	"moat/test/testenv"
 )
 
 // withChecks turns the checks on, with a real DNS server and the rule

@@ -9,7 +9,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"moat/test/testenv"
+	testenv "moat/internal/smtptest"
 )
 
 // FuzzEOLReader: in reject mode the reader either passes the bytes

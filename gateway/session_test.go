@@ -14,8 +14,8 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	testenv "moat/internal/smtptest"
 	"moat/relay/spool"
-	"moat/test/testenv"
 )
 
 const simpleMsg = "From: sender@far.example\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"moat/gateway/guard"
-	"moat/test/testenv"
+	testenv "moat/internal/smtptest"
 )
 
 // unwrapConn stands for the metrics wrapper: it unwraps with Unwrap, not

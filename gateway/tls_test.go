@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"moat/test/testenv"
+	testenv "moat/internal/smtptest"
 )
 
 // writePair writes a self-signed certificate for cn and its key as PEM.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"moat/internal/reply"
-	"moat/test/testenv"
+	testenv "moat/internal/smtptest"
 )
 
 // fakeVerifier knows one backend user and refuses the rest; after three

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"moat/cmd/moat/admin"
+	"moat/ops/admin"
 	"moat/relay/spool"
 )
 

@@ -8,7 +8,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"moat/test/testenv"
+	testenv "moat/internal/smtptest"
 )
 
 // FuzzCommand: the command, path and parameter parsers never panic, and

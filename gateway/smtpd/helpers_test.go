@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
-	"moat/test/testenv"
+	testenv "moat/internal/smtptest"
 )
 
 // fakeSession records what the loop hands it.

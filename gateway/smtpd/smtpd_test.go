@@ -14,7 +14,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"moat/test/testenv"
+	testenv "moat/internal/smtptest"
 )
 
 func TestEHLOAdvertises(t *testing.T) {

@@ -15,9 +15,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"moat/internal/reply"
+	testenv "moat/internal/smtptest"
 	"moat/relay/route"
 	"moat/relay/transport"
-	"moat/test/testenv"
 )
 
 func byRcpt(rs []transport.Result) map[string]error {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	testenv "moat/internal/smtptest"
 	"moat/relay/route"
-	"moat/test/testenv"
 )
 
 func knownSink() *sink {
