@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +29,7 @@ import (
 	"moat/policy/authlimit"
 	"moat/policy/cluster"
 	"moat/policy/dkimsign"
+	"moat/relay/quarantine"
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
@@ -255,7 +255,7 @@ func (a *app) build() error {
 	if a.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{}); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	if a.quarantine, err = spool.Open(filepath.Join(cfg.DataDir, "quarantine"), spool.Options{}); err != nil {
+	if a.quarantine, err = spool.Open(quarantine.Dir(cfg.DataDir), spool.Options{}); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	if cfg.Cluster.Enabled() {
@@ -343,7 +343,7 @@ func (a *app) build() error {
 			Token:      token,
 			Metrics:    m,
 			Queue:      admin.QueueOf(a.spool, a.queue),
-			Quarantine: admin.QuarantineOf(a.quarantine, a.spool, a.queue.Notify),
+			Quarantine: quarantine.New(a.quarantine, a.spool, a.queue.Notify),
 			Ready:      a.readyChecks(),
 			Logger:     log.Named("admin"),
 		}); err != nil {
@@ -514,16 +514,15 @@ func (a *app) transport(name string) (transport.Transport, bool) {
 	return t, ok
 }
 
-// deliverLocal writes one message into a local mailbox, with the
-// Return-Path that final delivery adds (RFC 5321 §4.4).
+// deliverLocal writes one message into a local mailbox (final
+// delivery: the mailbox adds Return-Path).
 func deliverLocal(ctx context.Context, dir *mailbox.Directory, msg *transport.Message, rcpt string) error {
 	r, err := msg.Open()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	rp := "Return-Path: <" + msg.Sender + ">\r\n"
-	return dir.Deliver(ctx, rcpt, io.MultiReader(strings.NewReader(rp), r))
+	return dir.DeliverFinal(ctx, msg.Sender, rcpt, r)
 }
 
 func (a *app) start() error {
