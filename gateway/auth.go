@@ -11,8 +11,8 @@ import (
 	"github.com/emersion/go-sasl"
 	"go.uber.org/zap"
 
-	"moat/internal/maillog"
 	"moat/gateway/smtpd"
+	"moat/internal/maillog"
 	"moat/internal/reply"
 )
 

@@ -18,10 +18,10 @@ import (
 
 	"moat/internal/dnstest"
 	"moat/internal/reply"
+	"moat/internal/smtptest"
 	"moat/policy"
 	"moat/policy/dkim"
 	"moat/policy/dkimsign"
-	"moat/test/testenv"
 )
 
 type fakeUsers map[string]string // user -> password
@@ -65,7 +65,7 @@ func (l *fakeLimiter) AllowMessage(string, int) error {
 func startSubmission(t *testing.T, lim *fakeLimiter) *testServer {
 	return startServer(t, func(o *Options) {
 		o.Listeners = []Listener{{Name: "sub", Address: "127.0.0.1:0", Mode: "submission", TLS: "starttls"}}
-		o.TLS = testenv.ServerTLS(t, "mx.example.org")
+		o.TLS = smtptest.ServerTLS(t, "mx.example.org")
 		o.State.Users = fakeUsers{"alice@example.org": "correct horse"}
 		o.Checks = &Checks{AuthLimits: lim}
 	})
@@ -83,7 +83,7 @@ func dialTLS(t *testing.T, addr string) *gosmtp.Client {
 
 func TestSubmissionNeedsTLSAndAuth(t *testing.T) {
 	ts := startSubmission(t, &fakeLimiter{})
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	text := rc.Expect("EHLO laptop.example.org", 250, "STARTTLS")
 	if strings.Contains(text, "AUTH") {
 		t.Fatalf("AUTH advertised before TLS:\n%s", text)
@@ -185,7 +185,7 @@ func TestSubmissionRateLimit(t *testing.T) {
 func TestNoAuthOnMXListener(t *testing.T) {
 	ts := startServer(t, func(o *Options) {
 		o.Listeners[0].TLS = "starttls"
-		o.TLS = testenv.ServerTLS(t, "mx.example.org")
+		o.TLS = smtptest.ServerTLS(t, "mx.example.org")
 		o.State.Users = fakeUsers{"alice@example.org": "pw"}
 	})
 	c := dialTLS(t, ts.addr)
@@ -214,7 +214,7 @@ func TestSubmissionIsDKIMSigned(t *testing.T) {
 	dnsSrv.Add(`sub._domainkey.example.org. 300 IN TXT "` + txt + `"`)
 	ts := startServer(t, func(o *Options) {
 		o.Listeners = []Listener{{Name: "sub", Address: "127.0.0.1:0", Mode: "submission", TLS: "starttls"}}
-		o.TLS = testenv.ServerTLS(t, "mx.example.org")
+		o.TLS = smtptest.ServerTLS(t, "mx.example.org")
 		o.State.Users = fakeUsers{"alice@example.org": "correct horse"}
 		o.Checks = &Checks{Signer: signer, AuthLimits: &fakeLimiter{}}
 	})

@@ -14,11 +14,11 @@ import (
 
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
+	"moat/internal/smtptest"
 	"moat/policy"
 	"moat/policy/dkim"
 	"moat/policy/dkimsign"
 	"moat/rules"
-	"moat/test/testenv"
 )
 
 // withChecks turns the checks on, with a real DNS server and the rule
@@ -46,7 +46,7 @@ func withChecks(t *testing.T, srv *dnstest.Server, ruleText string, extra func(*
 // sendRaw runs one transaction and returns the final reply text.
 func sendRaw(t *testing.T, addr, from, to, msg string) (int, string) {
 	t.Helper()
-	rc := testenv.DialRaw(t, addr)
+	rc := smtptest.DialRaw(t, addr)
 	rc.Expect("EHLO client.far.example", 250, "")
 	if code, text := rc.Cmd("MAIL FROM:<" + from + ">"); code != 250 {
 		return code, text

@@ -9,7 +9,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 // FuzzEOLReader: in reject mode the reader either passes the bytes
@@ -96,7 +96,7 @@ func (pipeAddrConn) RemoteAddr() net.Addr {
 // must have CRLF line endings only.
 func FuzzSession(f *testing.F) {
 	prefix := "EHLO c.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<alice@example.org>\r\n"
-	for _, s := range testenv.CommandSeeds(f, "testdata/command-seeds.tsv") {
+	for _, s := range smtptest.CommandSeeds(f, "testdata/command-seeds.tsv") {
 		f.Add([]byte(s))
 		f.Add([]byte(prefix + s))
 	}

@@ -18,12 +18,12 @@ import (
 	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
+	"moat/internal/smtptest"
 	"moat/policy"
 	"moat/policy/dnsbl"
 	"moat/relay/route"
 	"moat/relay/verify"
 	"moat/rules"
-	"moat/test/testenv"
 )
 
 // backendSession is a backend mail server that knows the recipients
@@ -181,7 +181,7 @@ func (pe *parityEnv) live(t *testing.T, ps paritySession) []string {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	rc := testenv.NewRaw(t, c)
+	rc := smtptest.NewRaw(t, c)
 	code, text := rc.Reply()
 	if code != 220 {
 		return []string{normal(text)}

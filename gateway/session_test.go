@@ -14,8 +14,8 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"moat/internal/smtptest"
 	"moat/relay/spool"
-	"moat/test/testenv"
 )
 
 const simpleMsg = "From: sender@far.example\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -74,7 +74,7 @@ func TestAcceptLocalWithGoSMTPClient(t *testing.T) {
 
 func TestQueuedReplyNamesID(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("EHLO c.example", 250, "")
 	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 	rc.Expect("RCPT TO:<bob@example.org>", 250, "")
@@ -139,7 +139,7 @@ func TestRelayRules(t *testing.T) {
 				mut = trusted
 			}
 			ts := startServer(t, mut)
-			rc := testenv.DialRaw(t, ts.addr)
+			rc := smtptest.DialRaw(t, ts.addr)
 			rc.Expect("EHLO c.example", 250, "")
 			rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 			code, text := rc.Cmd("RCPT TO:<" + tc.rcpt + ">")
@@ -162,7 +162,7 @@ func TestRelayRules(t *testing.T) {
 
 func TestOversize(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("EHLO c.example", 250, "")
 	rc.Expect("MAIL FROM:<s@far.example> SIZE=1000000", 552, "5.3.4")
 	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
@@ -183,7 +183,7 @@ func TestOversize(t *testing.T) {
 func TestBareLineEndings(t *testing.T) {
 	for _, body := range []string{"a\nb\r\n", "a\rb\r\n", "a\r\r\n"} {
 		ts := startServer(t, nil)
-		rc := testenv.DialRaw(t, ts.addr)
+		rc := smtptest.DialRaw(t, ts.addr)
 		rc.Expect("EHLO c.example", 250, "")
 		rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 		rc.Expect("RCPT TO:<alice@example.org>", 250, "")
@@ -195,7 +195,7 @@ func TestBareLineEndings(t *testing.T) {
 		}
 	}
 	ts := startServer(t, func(o *Options) { o.SMTP.BareLineEndings = "normalize" })
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("EHLO c.example", 250, "")
 	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 	rc.Expect("RCPT TO:<alice@example.org>", 250, "")
@@ -211,7 +211,7 @@ func TestBareLineEndings(t *testing.T) {
 // byte for byte, and the line-end policy applies to it as to DATA.
 func TestBDAT(t *testing.T) {
 	bdat := func(ts *testServer, body string) (int, string) {
-		rc := testenv.DialRaw(t, ts.addr)
+		rc := smtptest.DialRaw(t, ts.addr)
 		rc.Expect("EHLO c.example", 250, "CHUNKING")
 		rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 		rc.Expect("RCPT TO:<alice@example.org>", 250, "")
@@ -259,7 +259,7 @@ func TestSmugglingPayloads(t *testing.T) {
 					t.Fatal(err)
 				}
 				ts := startServer(t, func(o *Options) { o.SMTP.BareLineEndings = mode })
-				rc := testenv.DialRaw(t, ts.addr)
+				rc := smtptest.DialRaw(t, ts.addr)
 				rc.Expect("EHLO c.example", 250, "")
 				rc.Expect("MAIL FROM:<sender@attacker.example>", 250, "")
 				rc.Expect("RCPT TO:<alice@example.org>", 250, "")
@@ -332,7 +332,7 @@ func checkCRLF(b []byte) error {
 
 func TestMalformedCommands(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("FOOO bar", 500, "5.5.")
 	rc.Expect("FOO bar", 501, "5.5.2")
 	rc.Expect("MAIL FROM:<a@b.example>", 503, "5.5.1") // before EHLO (RFC 5321 §4.1.4: bad sequence)
@@ -354,7 +354,7 @@ func TestMalformedCommands(t *testing.T) {
 
 func TestLongLineRefusedWithoutBuffering(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	// 10 MB without a line end: the server must give up long before.
 	chunk := strings.Repeat("A", 64<<10)
 	var werr error
@@ -372,7 +372,7 @@ func TestLongLineRefusedWithoutBuffering(t *testing.T) {
 
 func TestIdleClientTimesOut(t *testing.T) {
 	ts := startServer(t, func(o *Options) { o.SMTP.ReadTimeout = 300 * time.Millisecond })
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	code, text := rc.Reply()
 	if code != 421 {
 		t.Fatalf("got %q, want 421 after idle timeout", text)
@@ -390,7 +390,7 @@ func TestSpoolFailureIsTemporary(t *testing.T) {
 	} {
 		ts := startServer(t, nil)
 		ts.spool.fail = tc.err
-		rc := testenv.DialRaw(t, ts.addr)
+		rc := smtptest.DialRaw(t, ts.addr)
 		rc.Expect("EHLO c.example", 250, "")
 		rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 		rc.Expect("RCPT TO:<alice@example.org>", 250, "")
@@ -405,7 +405,7 @@ func TestSpoolFailureIsTemporary(t *testing.T) {
 
 func TestShutdownLetsSessionFinish(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("EHLO c.example", 250, "")
 	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 	ctx, cancel := contextWithTimeout(5 * time.Second)

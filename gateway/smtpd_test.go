@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"moat/gateway/guard"
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 // unwrapConn stands for the metrics wrapper: it unwraps with Unwrap, not
@@ -49,7 +49,7 @@ func TestProxyHeaderWithPipelinedCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	rc := testenv.NewRaw(t, c)
+	rc := smtptest.NewRaw(t, c)
 	rc.Send("PROXY TCP4 192.0.2.7 192.0.2.25 1234 25\r\nEHLO client.example\r\n")
 	if code, text := rc.Reply(); code != 220 {
 		t.Fatalf("greeting: %q", text)
@@ -72,7 +72,7 @@ func TestProxyHeaderWithPipelinedCommand(t *testing.T) {
 // the postmaster of this host, from anyone.
 func TestBarePostmaster(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("EHLO c.example", 250, "")
 	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 	rc.Expect("RCPT TO:<Postmaster>", 250, "")
@@ -85,7 +85,7 @@ func TestBarePostmaster(t *testing.T) {
 	}
 	// A host name with no local postmaster above it: 550, not a relay.
 	ts = startServer(t, func(o *Options) { o.Hostname = "mx.elsewhere.example" })
-	rc = testenv.DialRaw(t, ts.addr)
+	rc = smtptest.DialRaw(t, ts.addr)
 	rc.Expect("EHLO c.example", 250, "")
 	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 	rc.Expect("RCPT TO:<postmaster>", 550, "5.1.1")
@@ -95,7 +95,7 @@ func TestBarePostmaster(t *testing.T) {
 func TestShutdownTellsWaitingClients421(t *testing.T) {
 	for _, ehlo := range []bool{false, true} {
 		ts := startServer(t, nil)
-		rc := testenv.DialRaw(t, ts.addr)
+		rc := smtptest.DialRaw(t, ts.addr)
 		if ehlo {
 			rc.Expect("EHLO c.example", 250, "")
 		}
@@ -115,7 +115,7 @@ func TestShutdownTellsWaitingClients421(t *testing.T) {
 // connection after the reply (RFC 5321 §3.8), so Shutdown need not wait.
 func TestRefusalWith421Closes(t *testing.T) {
 	ts := startServer(t, nil)
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	ctx, cancel := contextWithTimeout(5 * time.Second)
 	defer cancel()
 	done := make(chan error, 1)

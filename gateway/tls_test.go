@@ -6,13 +6,13 @@ import (
 	"os"
 	"testing"
 
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 // writePair writes a self-signed certificate for cn and its key as PEM.
 func writePair(t *testing.T, dir, cn string) TLSFiles {
 	t.Helper()
-	cert, key := testenv.SelfSigned(t, dir, cn)
+	cert, key := smtptest.SelfSigned(t, dir, cn)
 	return TLSFiles{CertFile: cert, KeyFile: key}
 }
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"moat/internal/reply"
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 // fakeVerifier knows one backend user and refuses the rest; after three
@@ -29,7 +29,7 @@ func TestRelayRecipientVerification(t *testing.T) {
 	ts := startServer(t, func(o *Options) {
 		o.State.Verifier = &fakeVerifier{unknown: map[netip.Addr]int{}}
 	})
-	rc := testenv.DialRaw(t, ts.addr)
+	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("EHLO c.example", 250, "")
 	rc.Expect("MAIL FROM:<s@far.example>", 250, "")
 	rc.Expect("RCPT TO:<known@corp.example>", 250, "")

@@ -506,6 +506,20 @@ func (d *Directory) Deliver(ctx context.Context, mailbox string, msg io.Reader) 
 	return err
 }
 
+// DeliverFinal is final delivery into mailbox of a message whose
+// envelope sender is sender ("" for the null reverse-path): it puts
+// the Return-Path header on top, then delivers as Deliver. RFC 5321
+// §4.4: the server that makes final delivery inserts Return-Path with
+// the reverse-path of the MAIL command, and only it does.
+func (d *Directory) DeliverFinal(ctx context.Context, sender, mailbox string, msg io.Reader) error {
+	if strings.ContainsAny(sender, "\r\n") {
+		// The SMTP server never accepts one; a header must not be split.
+		return fmt.Errorf("sender %q: line break in a reverse-path", sender)
+	}
+	rp := "Return-Path: <" + sender + ">\r\n"
+	return d.Deliver(ctx, mailbox, io.MultiReader(strings.NewReader(rp), msg))
+}
+
 // ctxReader stops a copy when the context ends.
 type ctxReader struct {
 	ctx context.Context

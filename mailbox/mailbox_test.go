@@ -401,3 +401,37 @@ func BenchmarkExpand(b *testing.B) {
 		}
 	}
 }
+
+// RFC 5321 §4.4: final delivery puts Return-Path, with the reverse-path
+// as given (<> for the null one), on top of the message.
+func TestDeliverFinalAddsReturnPath(t *testing.T) {
+	root := t.TempDir()
+	d, err := New(testConfig(root), localDomains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := "Subject: hi\r\n\r\nhello\r\n"
+	for _, sender := range []string{"sender@far.example", ""} {
+		if err := d.DeliverFinal(context.Background(), sender, "alice@example.org", strings.NewReader(msg)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.DeliverFinal(context.Background(), "a@b\r\nX-Evil: 1", "alice@example.org", strings.NewReader(msg)); err == nil {
+		t.Error("a reverse-path with a line break was delivered")
+	}
+	newDir := filepath.Join(root, "example.org", "alice", "new")
+	ents, err := os.ReadDir(newDir)
+	if err != nil || len(ents) != 2 {
+		t.Fatalf("new/ = %v, %v; want 2 files", ents, err)
+	}
+	got := map[string]bool{}
+	for _, e := range ents {
+		b, _ := os.ReadFile(filepath.Join(newDir, e.Name()))
+		got[string(b)] = true
+	}
+	for _, want := range []string{"Return-Path: <sender@far.example>\r\n" + msg, "Return-Path: <>\r\n" + msg} {
+		if !got[want] {
+			t.Errorf("no delivered file reads %q; got %v", want, got)
+		}
+	}
+}

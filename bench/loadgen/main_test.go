@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 func TestQuantile(t *testing.T) {
@@ -50,7 +50,7 @@ func TestCheckLoopback(t *testing.T) {
 
 // TestRun sends a few messages to the in-process recording sink.
 func TestRun(t *testing.T) {
-	s := testenv.StartSink(t)
+	s := smtptest.StartSink(t)
 	r := run(config{addr: s.Addr, n: 50, sessions: 4, size: 512, perConn: 5,
 		from: "a@client.test", to: "b@relay.test", timeout: 10 * time.Second, runID: 1})
 	if r.Sent != 50 || r.Failed != 0 || s.Count() != 50 {

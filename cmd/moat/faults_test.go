@@ -627,7 +627,7 @@ queue: {retry_min: 200ms, retry_max: 1s}
 				}
 				r := a.routing.Load()
 				raw := smtpout.NewSMTP(smtpout.Options{
-					Hostname: a.cfg.Hostname, Address: h.l.Addr().String(), TLS: route.TLSNone,
+					Hostname: a.cfg.Load().Hostname, Address: h.l.Addr().String(), TLS: route.TLSNone,
 					Timeouts: smtpout.Timeouts{Connect: 2 * time.Second, Greeting: 300 * time.Millisecond},
 				})
 				r.raw["backend"].(io.Closer).Close()
@@ -649,7 +649,7 @@ queue: {retry_min: 200ms, retry_max: 1s}
 			if err := trySend(addr, "sender@far.example", []string{"alice@example.org"}, e2eMsg); err != nil {
 				t.Fatalf("local mail while the next hop hangs: %v", err)
 			}
-			waitMaildir(t, a.cfg.DataDir, "alice@example.org", 1)
+			waitMaildir(t, a.cfg.Load().DataDir, "alice@example.org", 1)
 			if !tc.short {
 				h.drop()
 			}
@@ -745,7 +745,7 @@ func TestFaultDNSOutboundMX(t *testing.T) {
 			if r.Status != spool.StatusPending || r.Bounced || r.LastError == "" {
 				t.Errorf("recipient %+v, want pending with an error, not bounced", r)
 			}
-			if n := len(dirEntries(t, filepath.Join(a.cfg.DataDir, "mailboxes", "example.org", "alice", "new"))); n != 0 {
+			if n := len(dirEntries(t, filepath.Join(a.cfg.Load().DataDir, "mailboxes", "example.org", "alice", "new"))); n != 0 {
 				t.Errorf("alice got %d notices for a DNS failure", n)
 			}
 		})

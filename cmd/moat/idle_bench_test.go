@@ -25,7 +25,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 // The helper process is told where to connect and how often by these.
@@ -64,7 +64,7 @@ func BenchmarkIdleConnectionsRSS(b *testing.B) {
 	c := appConfig{extra: fmt.Sprintf("guard: {allow: [127.0.0.0/8], max_connections: %d}\n", 2*n+1000)}
 	useTLS := os.Getenv("MOAT_BENCH_IDLE_TLS") == "1"
 	if useTLS {
-		cert, key := testenv.SelfSigned(b, b.TempDir(), "mx.example.org")
+		cert, key := smtptest.SelfSigned(b, b.TempDir(), "mx.example.org")
 		c.tls = "starttls"
 		c.extra += "tls: {cert_file: " + cert + ", key_file: " + key + "}\n"
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -13,16 +12,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"moat/cmd/moat/admin"
+	"moat/ops/admin"
+	"moat/relay/quarantine"
 	"moat/relay/spool"
 )
 
-// quarantineCommand is `moat quarantine list|show|release|delete`. The
-// quarantine is a second spool, <data_dir>/quarantine, that the daemon
-// holds locked; so the commands go through the daemon's admin API. When
-// the daemon does not answer, list and show read the directory, and
-// release and delete open both spools themselves: their lock then proves
-// that no daemon is using them.
+// quarantineCommand is `moat quarantine list|show|release|delete`: the
+// arguments and the printing. The operations belong to relay/quarantine;
+// the daemon holds the quarantine locked, so the commands go through its
+// admin API. When the daemon does not answer, list and show read the
+// directory, and release and delete work on the spools directly
+// (quarantine.ReleaseOffline, DeleteOffline).
 func quarantineCommand() *cobra.Command {
 	cmd, target := adminCommand("quarantine", "List, inspect, release or delete quarantined messages",
 		func(cfgPath, adminAddr string) (*quarantineTarget, error) {
@@ -30,7 +30,7 @@ func quarantineCommand() *cobra.Command {
 			if err != nil {
 				return nil, err
 			}
-			return &quarantineTarget{queueTarget: t, dir: filepath.Join(filepath.Dir(t.spoolDir), "quarantine")}, nil
+			return &quarantineTarget{queueTarget: t, dir: quarantine.Dir(filepath.Dir(t.spoolDir))}, nil
 		})
 	var limit int
 	list := targetCommand("list", "List quarantined messages: id, age, sender, recipients, client", cobra.NoArgs, target,
@@ -139,14 +139,9 @@ func (t *quarantineTarget) release(ctx context.Context, stdout, stderr io.Writer
 	defer cancel()
 	newID, err := t.client.QuarantineRelease(ctx, id)
 	if errors.Is(err, admin.ErrUnreachable) {
-		newID, err = t.offline(stderr, err, func(q *spool.Spool) (string, error) {
-			main, err := spool.Open(t.spoolDir, spool.Options{})
-			if err != nil {
-				return "", lockedError(err)
-			}
-			defer main.Close()
-			return admin.ReleaseQuarantined(ctx, q, main, id, time.Now())
-		})
+		t.direct(stderr, err)
+		newID, err = quarantine.ReleaseOffline(ctx, t.dir, t.spoolDir, id)
+		err = offlineError(err)
 		if err == nil {
 			fmt.Fprintln(stderr, "moat: delivery starts when moat serve runs")
 		}
@@ -169,7 +164,8 @@ func (t *quarantineTarget) delete(ctx context.Context, stdout, stderr io.Writer,
 	defer cancel()
 	err := t.client.QuarantineDelete(ctx, id)
 	if errors.Is(err, admin.ErrUnreachable) {
-		_, err = t.offline(stderr, err, func(q *spool.Spool) (string, error) { return "", q.Remove(id) })
+		t.direct(stderr, err)
+		err = offlineError(quarantine.DeleteOffline(t.dir, id))
 	}
 	if err != nil {
 		return quarantineError("delete "+id, err)
@@ -178,21 +174,21 @@ func (t *quarantineTarget) delete(ctx context.Context, stdout, stderr io.Writer,
 	return nil
 }
 
-// offline runs fn on the quarantine opened read-write. spool.Open takes
-// the quarantine's lock, which the daemon holds while it runs: if it
-// cannot be had, the daemon is running but its admin API did not answer.
-func (t *quarantineTarget) offline(stderr io.Writer, cause error, fn func(q *spool.Spool) (string, error)) (string, error) {
+// direct says on stderr that the daemon did not answer and the
+// quarantine is worked on directly.
+func (t *quarantineTarget) direct(stderr io.Writer, cause error) {
 	fmt.Fprintf(stderr, "moat: %s: %v\nmoat: working on %s directly\n", t.addr, cause, t.dir)
-	// Do not create a quarantine in a wrong data_dir.
-	if _, err := os.Stat(filepath.Join(t.dir, "queue")); err != nil {
-		return "", fmt.Errorf("the daemon does not answer and there is no quarantine: %w", err)
+}
+
+// offlineError words a failure of an offline operation.
+func offlineError(err error) error {
+	if errors.Is(err, quarantine.ErrNoQuarantine) {
+		return fmt.Errorf("the daemon does not answer and %w", err)
 	}
-	q, err := spool.Open(t.dir, spool.Options{})
 	if err != nil {
-		return "", lockedError(err)
+		return lockedError(err)
 	}
-	defer q.Close()
-	return fn(q)
+	return nil
 }
 
 // lockedError words a failure to open a spool read-write.

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"moat/cmd/moat/admin"
+	"moat/ops/admin"
+	"moat/relay/quarantine"
 	"moat/relay/spool"
 )
 
@@ -60,7 +61,7 @@ func TestQuarantineCommandsLive(t *testing.T) {
 	var mu sync.Mutex
 	var notified []string
 	notify := func(id string) { mu.Lock(); notified = append(notified, id); mu.Unlock() }
-	s, err := admin.New(admin.Options{Address: "127.0.0.1:0", Token: "tok", Quarantine: admin.QuarantineOf(q, main, notify)})
+	s, err := admin.New(admin.Options{Address: "127.0.0.1:0", Token: "tok", Quarantine: quarantine.New(q, main, notify)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"moat/cmd/moat/admin"
+	"moat/ops/admin"
 	"moat/relay/spool"
 )
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"moat/cmd/moat/admin"
 	"moat/internal/reply"
+	"moat/ops/admin"
 	"moat/relay/queue"
 	"moat/relay/spool"
 	"moat/relay/transport"

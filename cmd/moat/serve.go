@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -19,16 +19,17 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"moat/cmd/moat/admin"
-	"moat/cmd/moat/metrics"
 	"moat/gateway"
 	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/internal/maillog"
 	"moat/mailbox"
+	"moat/ops/admin"
+	"moat/ops/metrics"
 	"moat/policy/authlimit"
 	"moat/policy/cluster"
 	"moat/policy/dkimsign"
+	"moat/relay/quarantine"
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
@@ -93,8 +94,18 @@ func run(cfg *Config, path string, log *zap.Logger) error {
 
 // app is the running gateway: every part, wired.
 type app struct {
-	cfg         *Config // in force (reloaded)
-	boot        *Config // at start: what needs a restart is compared to it
+	// cfg is the one holder of the configuration in force: the SIGHUP
+	// reload stores it, and the rule-file watcher, /readyz and the
+	// session's state are built from or read what it holds. Keys that
+	// only a restart applies keep their boot values in it (inForce), so
+	// that what it says is what runs.
+	cfg  atomic.Pointer[Config]
+	boot *Config // at start: what needs a restart is compared to it
+	// reloadMu makes reloads one at a time (SIGHUP, tests).
+	reloadMu sync.Mutex
+	// watch is the rule-file watcher of the configuration in force;
+	// guarded by reloadMu after start.
+	watch       *ruleWatch
 	log         *zap.Logger
 	resolver    *dnsres.Client
 	spool       *spool.Spool
@@ -216,7 +227,8 @@ func (a *app) newVerifier(cfg *Config) (*verify.Verifier, error) {
 }
 
 func newApp(cfg *Config, log *zap.Logger) (*app, error) {
-	a := &app{cfg: cfg, boot: cfg, log: log, metrics: metrics.New()}
+	a := &app{boot: cfg, log: log, metrics: metrics.New()}
+	a.cfg.Store(cfg)
 	if err := a.build(); err != nil {
 		a.close()
 		return nil, err
@@ -227,7 +239,7 @@ func newApp(cfg *Config, log *zap.Logger) (*app, error) {
 // build constructs every part in dependency order; on error the caller
 // closes what was built.
 func (a *app) build() error {
-	cfg, log, m := a.cfg, a.log, a.metrics
+	cfg, log, m := a.cfg.Load(), a.log, a.metrics
 	var err error
 	dnsCfg := cfg.DNS
 	dnsCfg.Observe = m.DNSObserve
@@ -243,7 +255,7 @@ func (a *app) build() error {
 	if a.spool, err = spool.Open(filepath.Join(cfg.DataDir, "spool"), spool.Options{}); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	if a.quarantine, err = spool.Open(filepath.Join(cfg.DataDir, "quarantine"), spool.Options{}); err != nil {
+	if a.quarantine, err = spool.Open(quarantine.Dir(cfg.DataDir), spool.Options{}); err != nil {
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	if cfg.Cluster.Enabled() {
@@ -331,7 +343,7 @@ func (a *app) build() error {
 			Token:      token,
 			Metrics:    m,
 			Queue:      admin.QueueOf(a.spool, a.queue),
-			Quarantine: admin.QuarantineOf(a.quarantine, a.spool, a.queue.Notify),
+			Quarantine: quarantine.New(a.quarantine, a.spool, a.queue.Notify),
 			Ready:      a.readyChecks(),
 			Logger:     log.Named("admin"),
 		}); err != nil {
@@ -382,14 +394,14 @@ func (a *app) readyChecks() func(context.Context) error {
 			return err
 		}},
 		admin.Check{Name: "resolver", Fn: func(ctx context.Context) error {
-			_, err := a.resolver.LookupTXT(ctx, a.cfg.Hostname)
+			_, err := a.resolver.LookupTXT(ctx, a.cfg.Load().Hostname)
 			if err != nil && !dnsres.IsNotFound(err) {
 				return err
 			}
 			return nil
 		}},
 		admin.Check{Name: "listeners", Fn: func(context.Context) error {
-			for _, l := range a.cfg.Listeners {
+			for _, l := range a.cfg.Load().Listeners {
 				if a.gw.Addr(l.Name) == nil {
 					return fmt.Errorf("listener %s is not up", l.Name)
 				}
@@ -409,7 +421,7 @@ func guardConfig(cfg *Config) guard.Config {
 
 // buildChecks loads the rules and DKIM keys and assembles the checks.
 func (a *app) buildChecks() (*gateway.Checks, error) {
-	cfg := a.cfg
+	cfg := a.cfg.Load()
 	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions())
 	if err != nil {
 		return nil, err
@@ -503,16 +515,15 @@ func (a *app) transport(name string) (transport.Transport, bool) {
 	return t, ok
 }
 
-// deliverLocal writes one message into a local mailbox, with the
-// Return-Path that final delivery adds (RFC 5321 §4.4).
+// deliverLocal writes one message into a local mailbox (final
+// delivery: the mailbox adds Return-Path).
 func deliverLocal(ctx context.Context, dir *mailbox.Directory, msg *transport.Message, rcpt string) error {
 	r, err := msg.Open()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	rp := "Return-Path: <" + msg.Sender + ">\r\n"
-	return dir.Deliver(ctx, rcpt, io.MultiReader(strings.NewReader(rp), r))
+	return dir.DeliverFinal(ctx, msg.Sender, rcpt, r)
 }
 
 func (a *app) start() error {
@@ -532,29 +543,65 @@ func (a *app) start() error {
 			return fmt.Errorf("admin: %w", err)
 		}
 	}
-	go func() {
-		// Rule files are also reloaded when they change on disk.
-		err := rules.Watch(a.queueCtx, a.cfg.Rules, a.rules, rules.WatchOptions{Load: a.cfg.ruleLoadOptions()}, func(err error) {
-			a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
-		})
-		if err != nil && a.queueCtx.Err() == nil {
-			a.log.Warn("rule files are not watched; reload with SIGHUP", zap.Error(err))
-		}
-	}()
-	a.log.Info("moat started", zap.String("hostname", a.cfg.Hostname), zap.String("data_dir", a.cfg.DataDir))
+	cfg := a.cfg.Load()
+	a.reloadMu.Lock()
+	a.watch = a.watchRules(cfg)
+	a.reloadMu.Unlock()
+	a.log.Info("moat started", zap.String("hostname", cfg.Hostname), zap.String("data_dir", cfg.DataDir))
 	return nil
 }
 
+// ruleWatch reloads the rule files of one configuration when they change
+// on disk. A configuration reload stops it and starts one for the new
+// configuration, so that an edit after a SIGHUP loads the new paths,
+// thresholds and lists, never the boot ones.
+type ruleWatch struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// watchRules starts the watcher of cfg's rule files; it ends with the
+// queue context or stop.
+func (a *app) watchRules(cfg *Config) *ruleWatch {
+	ctx, cancel := context.WithCancel(a.queueCtx)
+	w := &ruleWatch{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		err := rules.Watch(ctx, cfg.Rules, a.rules, rules.WatchOptions{Load: cfg.ruleLoadOptions()}, func(err error) {
+			a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
+		})
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("rule files are not watched; reload with SIGHUP", zap.Error(err))
+		}
+	}()
+	return w
+}
+
+// stop ends the watcher and waits until it can no longer swap a rule
+// set in.
+func (w *ruleWatch) stop() {
+	if w == nil {
+		return
+	}
+	w.cancel()
+	<-w.done
+}
+
 // reload re-reads the configuration on SIGHUP; a broken file changes
-// nothing.
+// nothing. Keys that only a restart applies are logged and keep their
+// running values (inForce).
 func (a *app) reload(path string) {
-	cfg, err := loadConfig(path)
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	loaded, err := loadConfig(path)
 	if err != nil {
 		a.log.Error("reload refused: configuration has errors; the running one stays", zap.Strings("errors", errorLines(err)))
 		return
 	}
+	cur := a.cfg.Load()
+	cfg, keys := inForce(a.boot, loaded)
 	v := a.verifier
-	if !reflect.DeepEqual(cfg.Routes, a.cfg.Routes) || cfg.Verify != a.cfg.Verify {
+	if !reflect.DeepEqual(cfg.Routes, cur.Routes) || cfg.Verify != cur.Verify {
 		if v, err = a.newVerifier(cfg); err != nil {
 			a.log.Error("reload refused", zap.Error(err))
 			return
@@ -564,6 +611,9 @@ func (a *app) reload(path string) {
 	}
 	st, err := buildState(cfg, v)
 	if err != nil {
+		if v != a.verifier {
+			v.Close()
+		}
 		a.log.Error("reload refused", zap.Error(err))
 		return
 	}
@@ -576,13 +626,17 @@ func (a *app) reload(path string) {
 	if old := a.routing.Swap(a.newRouting(cfg, st)); old != nil {
 		old.close()
 	}
-	if keys := restartNeeded(a.boot, cfg); len(keys) > 0 {
+	if len(keys) > 0 {
 		a.log.Warn("these settings changed but take effect only after a restart", zap.Strings("keys", keys))
 	}
-	a.cfg = cfg
+	a.cfg.Store(cfg)
+	// The old watcher goes first, so that it cannot swap in a set loaded
+	// from the old paths after the new one.
+	a.watch.stop()
 	if err := rules.Reload(cfg.Rules, cfg.ruleLoadOptions(), a.rules); err != nil {
 		a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
 	}
+	a.watch = a.watchRules(cfg)
 	if err := a.guard.Reload(guardConfig(cfg)); err != nil {
 		a.log.Error("guard reload refused; the old lists stay", zap.Error(err))
 	}
@@ -594,31 +648,45 @@ func (a *app) reload(path string) {
 	a.log.Info("configuration reloaded")
 }
 
-// restartNeeded names the keys whose change a reload cannot apply.
-func restartNeeded(old, cur *Config) []string {
+// inForce returns what a reload to cur puts in force: cur, except that
+// the keys a reload cannot apply keep their values from boot (the parts
+// built from them at start are not rebuilt); and the names of those keys
+// that differ. Everything else is applied live: domains, routes,
+// smtp_client, trusted_networks, mailboxes, guard, rules (but for the
+// size of the in-memory greylist), verify, and the auth policy (the
+// actions of auth.dmarc_reject and the others, which the rules apply).
+func inForce(boot, cur *Config) (*Config, []string) {
+	next := *cur
 	var keys []string
-	for _, c := range []struct {
-		key     string
-		changed bool
-	}{
-		{"hostname", old.Hostname != cur.Hostname},
-		{"data_dir", old.DataDir != cur.DataDir},
-		{"log", old.Log != cur.Log},
-		{"tls (file names; the files themselves are reloaded)", old.TLS != cur.TLS},
-		{"listeners", !reflect.DeepEqual(old.Listeners, cur.Listeners)},
-		{"smtp", old.SMTP != cur.SMTP},
-		{"dns", !reflect.DeepEqual(old.DNS, cur.DNS)},
-		{"queue", old.Queue != cur.Queue},
-		{"auth", old.Auth != cur.Auth},
-		{"dkim", !reflect.DeepEqual(old.DKIM, cur.DKIM)},
-		{"submission", old.Submission != cur.Submission},
-		{"admin", old.Admin != cur.Admin},
-	} {
-		if c.changed {
-			keys = append(keys, c.key)
+	keep := func(key string, changed bool, restore func()) {
+		if changed {
+			keys = append(keys, key)
+			restore()
 		}
 	}
-	return keys
+	keep("hostname", boot.Hostname != cur.Hostname, func() { next.Hostname = boot.Hostname })
+	keep("data_dir", boot.DataDir != cur.DataDir, func() { next.DataDir = boot.DataDir })
+	keep("log", boot.Log != cur.Log, func() { next.Log = boot.Log })
+	keep("tls (file names; the files themselves are reloaded)", boot.TLS != cur.TLS, func() { next.TLS = boot.TLS })
+	keep("listeners", !reflect.DeepEqual(boot.Listeners, cur.Listeners), func() { next.Listeners = boot.Listeners })
+	keep("smtp", boot.SMTP != cur.SMTP, func() { next.SMTP = boot.SMTP })
+	keep("dns", !reflect.DeepEqual(boot.DNS, cur.DNS), func() { next.DNS = boot.DNS })
+	keep("queue", boot.Queue != cur.Queue, func() { next.Queue = boot.Queue })
+	keep("auth (enabled, authserv_id, timeout)",
+		boot.Auth.Enabled != cur.Auth.Enabled || boot.Auth.AuthservID != cur.Auth.AuthservID || boot.Auth.Timeout != cur.Auth.Timeout,
+		func() {
+			next.Auth.Enabled, next.Auth.AuthservID, next.Auth.Timeout = boot.Auth.Enabled, boot.Auth.AuthservID, boot.Auth.Timeout
+		})
+	keep("dkim", !reflect.DeepEqual(boot.DKIM, cur.DKIM), func() { next.DKIM = boot.DKIM })
+	keep("submission", boot.Submission != cur.Submission, func() { next.Submission = boot.Submission })
+	// The Redis client (and the shared stores of guard, rules and verify
+	// built on it) is made once.
+	keep("cluster", !reflect.DeepEqual(boot.Cluster, cur.Cluster), func() { next.Cluster = boot.Cluster })
+	// The in-memory greylist store is sized when the engine is made.
+	keep("rules.greylist.max_entries", boot.Rules.Greylist.MaxEntries != cur.Rules.Greylist.MaxEntries,
+		func() { next.Rules.Greylist.MaxEntries = boot.Rules.Greylist.MaxEntries })
+	keep("admin", boot.Admin != cur.Admin, func() { next.Admin = boot.Admin })
+	return &next, keys
 }
 
 // shutdown stops accepting, lets sessions finish within ctx, then lets
@@ -631,6 +699,9 @@ func (a *app) shutdown(ctx context.Context) {
 		a.log.Warn("sessions cut at shutdown deadline", zap.Error(err))
 	}
 	a.queueCancel()
+	a.reloadMu.Lock()
+	a.watch.stop()
+	a.reloadMu.Unlock()
 	select {
 	case <-a.queueDone:
 	case <-time.After(30 * time.Second):

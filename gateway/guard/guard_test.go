@@ -19,8 +19,8 @@ import (
 
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
+	"moat/internal/smtptest"
 	"moat/policy/dnsbl"
-	"moat/test/testenv"
 )
 
 func TestMultiLineBannerAndPassCache(t *testing.T) {
@@ -458,7 +458,7 @@ func itoa(n int) string { return big.NewInt(int64(n)).String() }
 // After STARTTLS the bytes are TLS: the ClientHello must not be taken for
 // a TLS-on-plaintext client, and the facts survive the TLS wrapper.
 func TestStartTLS(t *testing.T) {
-	s := startServer(t, testConfig(), testOpts{tls: testenv.ServerTLS(t, testHost), listener: ListenerOptions{GreetDelay: 100 * time.Millisecond}})
+	s := startServer(t, testConfig(), testOpts{tls: smtptest.ServerTLS(t, testHost), listener: ListenerOptions{GreetDelay: 100 * time.Millisecond}})
 	conn, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}).Dial("tcp", s.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -498,7 +498,7 @@ func TestImplicitTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := tls.NewListener(g.Listen(inner, ListenerOptions{Name: "smtps", ImplicitTLS: true, GreetDelay: time.Minute}), testenv.ServerTLS(t, testHost))
+	ln := tls.NewListener(g.Listen(inner, ListenerOptions{Name: "smtps", ImplicitTLS: true, GreetDelay: time.Minute}), smtptest.ServerTLS(t, testHost))
 	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &session{}, nil }))
 	srv.Domain = testHost
 	go srv.Serve(ln)

@@ -7,13 +7,13 @@ import (
 	"testing/iotest"
 
 	"moat/internal/reply"
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 // FuzzCommand: the command, path and parameter parsers never panic, and
 // what they accept has the shape the loop relies on.
 func FuzzCommand(f *testing.F) {
-	for _, s := range testenv.CommandSeeds(f, "../testdata/command-seeds.tsv") {
+	for _, s := range smtptest.CommandSeeds(f, "../testdata/command-seeds.tsv") {
 		f.Add(strings.TrimRight(s, "\r\n"))
 	}
 	f.Fuzz(func(t *testing.T, line string) {
@@ -81,7 +81,7 @@ func FuzzCommand(f *testing.F) {
 // client's bytes were split into reads.
 func FuzzConn(f *testing.F) {
 	prefix := "EHLO c.example\r\nMAIL FROM:<s@far.example>\r\nRCPT TO:<alice@example.org>\r\n"
-	for _, s := range testenv.CommandSeeds(f, "../testdata/command-seeds.tsv") {
+	for _, s := range smtptest.CommandSeeds(f, "../testdata/command-seeds.tsv") {
 		f.Add([]byte(s))
 		f.Add([]byte(prefix + s))
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"moat/internal/reply"
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 // fakeSession records what the loop hands it.
@@ -189,9 +189,9 @@ func start(t *testing.T, cfg Config, wrap func(net.Listener) net.Listener) *test
 }
 
 // dial connects a raw client to the test server and checks its greeting.
-func dial(t *testing.T, addr string) *testenv.Raw {
+func dial(t *testing.T, addr string) *smtptest.Raw {
 	t.Helper()
-	c := testenv.DialRaw(t, addr)
+	c := smtptest.DialRaw(t, addr)
 	if !strings.Contains(c.Greeting, "mx.example.org ESMTP") {
 		t.Fatalf("greeting %q", c.Greeting)
 	}

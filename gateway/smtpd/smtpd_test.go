@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"moat/internal/reply"
-	"moat/test/testenv"
+	"moat/internal/smtptest"
 )
 
 func TestEHLOAdvertises(t *testing.T) {
 	cfg := testConfig()
-	cfg.TLS = testenv.ServerTLS(t, "mx.example.org")
+	cfg.TLS = smtptest.ServerTLS(t, "mx.example.org")
 	ts := start(t, cfg, nil)
 	c := dial(t, ts.addr)
 	text := c.Expect("EHLO client.example", 250, "250-mx.example.org Hello client.example")
@@ -191,7 +191,7 @@ func TestBufferedWrapper(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	cl := testenv.NewRaw(t, c)
+	cl := smtptest.NewRaw(t, c)
 	if code, text := cl.Reply(); code != 220 {
 		t.Fatalf("greeting %q", text)
 	}
@@ -272,7 +272,7 @@ func TestTooManyErrors(t *testing.T) {
 
 func TestSTARTTLSAndAUTH(t *testing.T) {
 	cfg := testConfig()
-	cfg.TLS = testenv.ServerTLS(t, "mx.example.org")
+	cfg.TLS = smtptest.ServerTLS(t, "mx.example.org")
 	ts := start(t, cfg, nil)
 	c := dial(t, ts.addr)
 	c.Expect("EHLO client.example", 250, "STARTTLS")
@@ -288,7 +288,7 @@ func TestSTARTTLSAndAUTH(t *testing.T) {
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
-	c = testenv.NewRaw(t, tc)
+	c = smtptest.NewRaw(t, tc)
 	c.Expect("NOOP", 250, "")
 	// Idle inside TLS: no read buffer held either (a small read waits).
 	// Every wait from here on is inside TLS, and one follows this NOOP.
@@ -331,7 +331,7 @@ func TestSTARTTLSAndAUTH(t *testing.T) {
 
 func TestImplicitTLS(t *testing.T) {
 	cfg := testConfig()
-	tlsCfg := testenv.ServerTLS(t, "mx.example.org")
+	tlsCfg := smtptest.ServerTLS(t, "mx.example.org")
 	var state atomic.Bool
 	ts := start(t, cfg, func(l net.Listener) net.Listener { return tls.NewListener(l, tlsCfg) })
 	ts.srv.newSession = func(c *Conn) (Session, error) {
@@ -344,7 +344,7 @@ func TestImplicitTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tc.Close()
-	c := testenv.NewRaw(t, tc)
+	c := smtptest.NewRaw(t, tc)
 	if code, text := c.Reply(); code != 220 {
 		t.Fatalf("greeting %q", text)
 	}
@@ -366,7 +366,7 @@ func TestShutdownWaits(t *testing.T) {
 	if err := ts.srv.Shutdown(ctx); err == nil {
 		t.Fatal("Shutdown returned with sessions open")
 	}
-	for _, cl := range []*testenv.Raw{c, silent} {
+	for _, cl := range []*smtptest.Raw{c, silent} {
 		if code, text := cl.Reply(); code != 421 || !strings.Contains(text, "4.3.2") {
 			t.Errorf("at the deadline: %d %q, want 421 4.3.2", code, text)
 		}
@@ -393,7 +393,7 @@ func TestGoroutineReuse(t *testing.T) {
 			}
 		}
 	}
-	quit := func(c *testenv.Raw) {
+	quit := func(c *smtptest.Raw) {
 		c.Expect("QUIT", 221, "")
 		c.Conn.Close()
 	}
@@ -409,7 +409,7 @@ func TestGoroutineReuse(t *testing.T) {
 	quit(second)
 	waitFor(1)
 
-	var many []*testenv.Raw
+	var many []*smtptest.Raw
 	for range maxWaiting + 6 {
 		many = append(many, dial(t, ts.addr))
 	}

@@ -15,9 +15,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"moat/internal/reply"
+	"moat/internal/smtptest"
 	"moat/relay/route"
 	"moat/relay/transport"
-	"moat/test/testenv"
 )
 
 func byRcpt(rs []transport.Result) map[string]error {
@@ -209,7 +209,7 @@ func TestSMTPUTF8Missing(t *testing.T) {
 }
 
 func TestTLS(t *testing.T) {
-	cert, roots := testenv.Cert(t, "sink.test", "localhost", "mx1.test", "127.0.0.1")
+	cert, roots := smtptest.Cert(t, "sink.test", "localhost", "mx1.test", "127.0.0.1")
 	withTLS := func(s *smtp.Server) { s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}} }
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")

@@ -16,7 +16,7 @@
 //	lock              flock(2)-ed by the one read-write Spool (a second daemon fails to open)
 //	queue/<n>.seg     log segments, n = 16 hex digits, increasing, never reused
 //	tmp/              staging of messages over 1 MiB (unlinked at once); emptied at Open
-//	corrupt/          damaged segments (after salvage) and unparseable files of the old layout
+//	corrupt/          damaged segments (after salvage) and files in queue/ that are not segments
 //
 // Ids are [0-9A-Za-z], 16 characters, time-ordered (microseconds, base
 // 62) with a random suffix, so a listing sorts roughly by arrival.
@@ -133,9 +133,6 @@
 // without changing anything (torn and damaged records skipped) so that
 // `moat queue list` works while the daemon runs; its List scans again.
 //
-// # Earlier layout
-//
-// A spool of the earlier layout (queue/<id>.msg + queue/<id>.env) is
-// imported at Open: each valid pair is appended to the log, synced, and
-// only then deleted; unparseable or unpaired files go to corrupt/.
+// Any file in queue/ that is not a segment is set aside to corrupt/ at
+// Open (never deleted), with the damaged segments.
 package spool

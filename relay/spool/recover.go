@@ -17,12 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Names of the earlier file-per-message layout, imported at Open.
-const (
-	oldExtMsg = ".msg"
-	oldExtEnv = ".env"
-)
-
 // scanned is one segment file found at Open.
 type scanned struct {
 	g    *segment
@@ -236,11 +230,7 @@ func (s *Spool) recover() error {
 			rewrites++
 		}
 	}
-	imported, strays, err := s.importOld(other)
-	if err != nil {
-		return err
-	}
-	if (rewrites > 0 || len(imported) > 0) && !s.opt.NoSync {
+	if rewrites > 0 && !s.opt.NoSync {
 		if err := unix.Fdatasync(int(s.cur.f.Fd())); err != nil {
 			return fmt.Errorf("spool: %w", err)
 		}
@@ -252,19 +242,10 @@ func (s *Spool) recover() error {
 			aside = append(aside, filepath.Base(sc.g.path))
 		}
 	}
-	aside = append(aside, strays...)
+	// Any other file in queue/ is not ours: set aside, never deleted.
+	aside = append(aside, other...)
 	if err := s.setAside(aside); err != nil {
 		return err
-	}
-	for _, name := range imported { // durable in the log since the sync above
-		if err := os.Remove(filepath.Join(s.dir, dirQueue, name)); err != nil {
-			return fmt.Errorf("spool: removing imported %s: %w", name, err)
-		}
-	}
-	if len(imported) > 0 && !s.opt.NoSync {
-		if err := s.qdir.Sync(); err != nil {
-			return fmt.Errorf("spool: %w", err)
-		}
 	}
 	for _, sc := range all {
 		g := sc.g
@@ -336,102 +317,6 @@ func (s *Spool) setAside(names []string) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	return nil
-}
-
-// importOld appends every valid message of the earlier layout
-// (queue/<id>.msg + queue/<id>.env) to the log. It returns the imported
-// files (to delete once the log is synced) and the names to move to
-// corrupt/: every file that does not parse or has no partner.
-func (s *Spool) importOld(names []string) (done, out []string, err error) {
-	type pair struct{ msg, env bool }
-	ids := map[string]*pair{}
-	for _, name := range names {
-		id, ext := name, ""
-		if i := strings.LastIndexByte(name, '.'); i >= 0 {
-			id, ext = name[:i], name[i:]
-		}
-		if !ValidID(id) || (ext != oldExtMsg && ext != oldExtEnv) {
-			out = append(out, name)
-			continue
-		}
-		p := ids[id]
-		if p == nil {
-			p = &pair{}
-			ids[id] = p
-		}
-		if ext == oldExtMsg {
-			p.msg = true
-		} else {
-			p.env = true
-		}
-	}
-	for id, p := range ids {
-		dst := &out
-		if p.msg && p.env {
-			err := s.importOne(id)
-			if err != nil && !errors.Is(err, errUnparsed) {
-				return nil, nil, err
-			}
-			if err == nil {
-				dst = &done
-			}
-		}
-		if p.msg {
-			*dst = append(*dst, id+oldExtMsg)
-		}
-		if p.env {
-			*dst = append(*dst, id+oldExtEnv)
-		}
-	}
-	return done, out, nil
-}
-
-var errUnparsed = errors.New("spool: unparsed")
-
-func (s *Spool) importOne(id string) error {
-	q := filepath.Join(s.dir, dirQueue)
-	b, err := readLimited(filepath.Join(q, id+oldExtEnv))
-	if err != nil {
-		return errUnparsed
-	}
-	env, err := ParseEnvelope(b)
-	if err != nil || env.ID != id {
-		return errUnparsed
-	}
-	f, err := os.Open(filepath.Join(q, id+oldExtMsg))
-	if err != nil {
-		return errUnparsed
-	}
-	defer f.Close()
-	m, err := s.stage(f, 0)
-	if err != nil {
-		return fmt.Errorf("spool: importing %s: %w", id, err)
-	}
-	defer m.close()
-	env.Size = m.n
-	enc, err := encodeEnvelope(env)
-	if err != nil {
-		return errUnparsed
-	}
-	g, off, _, err := s.append(kindPut, id, enc, m, 2, false)
-	if err != nil {
-		return fmt.Errorf("spool: importing %s: %w", id, err)
-	}
-	if old := s.index[id]; old != nil {
-		s.release(old.data, 1)
-		s.release(old.state, 1)
-	}
-	s.index[id] = &entry{env: env, data: g, off: off, n: m.n, head: int64(hdrSize + len(id) + len(enc)), state: g}
-	return nil
-}
-
-func readLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, MaxEnvelopeSize+1))
 }
 
 func syncDir(dir string) error {

@@ -32,18 +32,6 @@ var (
 	ErrClosed = errors.New("spool: closed")
 )
 
-// SyncMode was the durability method of the file-per-message spool. The
-// segment log has one method (group commit of fdatasync, package doc);
-// every mode is accepted and behaves the same.
-type SyncMode int
-
-// Sync modes, kept so that existing configurations still build.
-const (
-	SyncFiles SyncMode = iota
-	SyncFS
-	SyncEach
-)
-
 // Options tune a read-write spool.
 type Options struct {
 	// NoSync skips every fsync. Tests only: it voids the durability promise.
@@ -53,8 +41,6 @@ type Options struct {
 	// (default): sync at once; records appended during a sync form the
 	// next batch.
 	GroupCommitWindow time.Duration
-	// Sync is accepted for compatibility and ignored.
-	Sync SyncMode
 	// SegmentSize is the size at which the log rolls to a new segment
 	// file; default 64 MiB. A record larger than this gets a segment of
 	// its own.
@@ -192,8 +178,8 @@ type Spool struct {
 // writing, takes its lock, and recovers from a crash (package doc): it
 // replays every segment, truncates a torn tail of the last one, salvages
 // the records of a damaged segment before setting it aside to corrupt/,
-// and imports a spool of the earlier file-per-message layout. It never
-// deletes an acknowledged message.
+// and sets aside any other file in queue/. It never deletes an
+// acknowledged message.
 func Open(dir string, opt Options) (*Spool, error) {
 	if opt.SegmentSize <= 0 {
 		opt.SegmentSize = defSegmentSize

@@ -13,8 +13,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"moat/internal/smtptest"
 	"moat/relay/route"
-	"moat/test/testenv"
 )
 
 func knownSink() *sink {
@@ -437,7 +437,7 @@ func TestCallaheadContextEnds(t *testing.T) {
 }
 
 func TestCallaheadTLS(t *testing.T) {
-	cert, pool := testenv.Cert(t, "backend.test", "127.0.0.1")
+	cert, pool := smtptest.Cert(t, "backend.test", "127.0.0.1")
 	withTLS := func(srv *smtp.Server) { srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}} }
 	tests := []struct {
 		name    string

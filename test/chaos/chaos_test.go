@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/smtptest"
 	"moat/test/testenv"
 )
 
@@ -46,7 +47,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 	cycles := envInt(t, "CHAOS_CYCLES", 20)
 	const senders = 8
 
-	sink := testenv.StartSink(t)
+	sink := smtptest.StartSink(t)
 	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
 		LocalDomain: "moat.test",
 		Users:       []string{"alice@moat.test"},
@@ -70,7 +71,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 		id := fmt.Sprintf("chaos-%d-%d@client.test", run, i)
 		// 1 KiB to 256 KiB: big enough that kills land inside writes.
 		size := 1024 << rng.IntN(9)
-		msgs[i] = message{id: id, to: to, raw: testenv.Message("sender@client.test", to, id, body(i, size))}
+		msgs[i] = message{id: id, to: to, raw: smtptest.Message("sender@client.test", to, id, body(i, size))}
 	}
 
 	var (
@@ -97,7 +98,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 				// been spooled, so duplicates are allowed, loss is not.
 				for {
 					attempts.Add(1)
-					err := testenv.Send(m.Addr, "sender@client.test", []string{msg.to}, msg.raw)
+					err := smtptest.Send(m.Addr, "sender@client.test", []string{msg.to}, msg.raw)
 					if err == nil {
 						mu.Lock()
 						acked[msg.id] = true
@@ -183,9 +184,9 @@ func TestKillNineLosesNothing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := testenv.MessageID(b)
+		id := smtptest.MessageID(b)
 		msg, ok := byID[id]
-		if !ok || !bytes.HasSuffix(b, testenv.Body(msg.raw)) || !bytes.Contains(b, msg.raw[:bytes.Index(msg.raw, []byte("\r\n\r\n"))]) {
+		if !ok || !bytes.HasSuffix(b, smtptest.Body(msg.raw)) || !bytes.Contains(b, msg.raw[:bytes.Index(msg.raw, []byte("\r\n\r\n"))]) {
 			truncated = append(truncated, fmt.Sprintf("%s (%d bytes, Message-ID %q)", filepath.Base(f), len(b), id))
 			continue
 		}

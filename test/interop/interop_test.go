@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/smtptest"
 	"moat/test/testenv"
 )
 
@@ -74,7 +75,7 @@ func TestSwaksToLocalMailbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(testenv.Body(b), []byte(marker)) {
+	if !bytes.Contains(smtptest.Body(b), []byte(marker)) {
 		t.Errorf("delivered message lacks the body %q:\n%s", marker, b)
 	}
 	if !bytes.HasPrefix(b, []byte("Return-Path:")) && !bytes.Contains(b, []byte("Received:")) {
@@ -98,8 +99,8 @@ func TestDovecotLMTP(t *testing.T) {
 	m.Start()
 
 	marker := fmt.Sprintf("lmtp-body-%d", time.Now().UnixNano())
-	msg := testenv.Message("sender@moat.test", "alice@corp.test", marker+"@moat.test", marker+"\r\n")
-	if err := testenv.Send(m.Addr, "sender@moat.test", []string{"alice@corp.test", "ghost@corp.test"}, msg); err != nil {
+	msg := smtptest.Message("sender@moat.test", "alice@corp.test", marker+"@moat.test", marker+"\r\n")
+	if err := smtptest.Send(m.Addr, "sender@moat.test", []string{"alice@corp.test", "ghost@corp.test"}, msg); err != nil {
 		t.Fatalf("send: %v\nmoat log:\n%s", err, m.LogTail(30))
 	}
 

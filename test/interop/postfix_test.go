@@ -16,6 +16,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"moat/internal/smtptest"
 	"moat/test/testenv"
 )
 
@@ -55,8 +56,8 @@ func TestPostfixBackend(t *testing.T) {
 
 	// (a) A known user: relayed, delivered by Postfix's virtual(8).
 	marker := fmt.Sprintf("postfix-body-%d", time.Now().UnixNano())
-	msg := testenv.Message("sender@client.test", "alice@corp.test", marker+"@client.test", marker+"\r\n")
-	if err := testenv.Send(m.Addr, "sender@client.test", []string{"alice@corp.test"}, msg); err != nil {
+	msg := smtptest.Message("sender@client.test", "alice@corp.test", marker+"@client.test", marker+"\r\n")
+	if err := smtptest.Send(m.Addr, "sender@client.test", []string{"alice@corp.test"}, msg); err != nil {
 		t.Fatalf("(a) send to alice: %v%s", err, logs())
 	}
 	var files []string
@@ -67,7 +68,7 @@ func TestPostfixBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(testenv.Body(b), []byte(marker)) {
+	if !bytes.Contains(smtptest.Body(b), []byte(marker)) {
 		t.Errorf("(a) Postfix's copy lacks the body %q:\n%s", marker, b)
 	}
 	// XFORWARD: Postfix's smtpd logs the original client moat told it
@@ -80,9 +81,9 @@ func TestPostfixBackend(t *testing.T) {
 	}
 
 	// (b) An unknown user: 550 at RCPT, from Postfix's answer to the probe.
-	ghost := testenv.Message("sender@client.test", "ghost@corp.test", "ghost@client.test", "nobody home\r\n")
-	err = testenv.Send(m.Addr, "sender@client.test", []string{"ghost@corp.test"}, ghost)
-	if code := testenv.ReplyCode(err); code != 550 || !strings.HasPrefix(err.Error(), "RCPT ghost@corp.test") {
+	ghost := smtptest.Message("sender@client.test", "ghost@corp.test", "ghost@client.test", "nobody home\r\n")
+	err = smtptest.Send(m.Addr, "sender@client.test", []string{"ghost@corp.test"}, ghost)
+	if code := smtptest.ReplyCode(err); code != 550 || !strings.HasPrefix(err.Error(), "RCPT ghost@corp.test") {
 		t.Fatalf("(b) ghost@corp.test: got %v (code %d), want 550 at RCPT%s", err, code, logs())
 	}
 	var se *gosmtp.SMTPError
@@ -100,14 +101,14 @@ func TestPostfixBackend(t *testing.T) {
 
 	// (c) Postfix down.
 	pf.Stop()
-	err = testenv.Send(m.Addr, "sender@client.test", []string{"bob@corp.test"},
-		testenv.Message("sender@client.test", "bob@corp.test", "bob@client.test", "bob\r\n"))
-	if code := testenv.ReplyCode(err); code/100 != 4 || !strings.HasPrefix(err.Error(), "RCPT bob@corp.test") {
+	err = smtptest.Send(m.Addr, "sender@client.test", []string{"bob@corp.test"},
+		smtptest.Message("sender@client.test", "bob@corp.test", "bob@client.test", "bob\r\n"))
+	if code := smtptest.ReplyCode(err); code/100 != 4 || !strings.HasPrefix(err.Error(), "RCPT bob@corp.test") {
 		t.Fatalf("(c) uncached bob@corp.test with Postfix down: got %v (code %d), want 4xx at RCPT%s", err, code, logs())
 	}
 	marker2 := fmt.Sprintf("postfix-queued-%d", time.Now().UnixNano())
-	msg2 := testenv.Message("sender@client.test", "alice@corp.test", marker2+"@client.test", marker2+"\r\n")
-	if err := testenv.Send(m.Addr, "sender@client.test", []string{"alice@corp.test"}, msg2); err != nil {
+	msg2 := smtptest.Message("sender@client.test", "alice@corp.test", marker2+"@client.test", marker2+"\r\n")
+	if err := smtptest.Send(m.Addr, "sender@client.test", []string{"alice@corp.test"}, msg2); err != nil {
 		t.Fatalf("(c) cached alice@corp.test with Postfix down: %v, want accepted%s", err, logs())
 	}
 	var listed string
@@ -133,7 +134,7 @@ func TestPostfixBackend(t *testing.T) {
 	}
 	found := false
 	for _, f := range files {
-		if b, err := os.ReadFile(f); err == nil && bytes.Contains(testenv.Body(b), []byte(marker2)) {
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(smtptest.Body(b), []byte(marker2)) {
 			found = true
 		}
 	}
@@ -156,8 +157,8 @@ func TestPostfixBackend(t *testing.T) {
 		go func() {
 			for i := range each {
 				id := fmt.Sprintf("%s-%d-%d", burst, c, i)
-				errs <- testenv.Send(m.Addr, "sender@client.test", []string{"alice@corp.test"},
-					testenv.Message("sender@client.test", "alice@corp.test", id+"@client.test", id+"\r\n"))
+				errs <- smtptest.Send(m.Addr, "sender@client.test", []string{"alice@corp.test"},
+					smtptest.Message("sender@client.test", "alice@corp.test", id+"@client.test", id+"\r\n"))
 			}
 		}()
 	}
@@ -173,7 +174,7 @@ func TestPostfixBackend(t *testing.T) {
 			if err != nil {
 				continue
 			}
-			body := string(testenv.Body(b))
+			body := string(smtptest.Body(b))
 			if strings.Contains(body, burst) {
 				n++
 				ids[strings.TrimSpace(body)]++

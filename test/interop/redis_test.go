@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/smtptest"
 	"moat/test/testenv"
 )
 
@@ -50,7 +51,7 @@ const fleetRules = `rules:
 //	    counted over A, B and C refuses the 3rd.
 func TestRedisFleet(t *testing.T) {
 	rdb := testenv.StartRedis(t)
-	sink := testenv.StartSink(t)
+	sink := smtptest.StartSink(t)
 	ruleDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(ruleDir, "10-fleet.yaml"), []byte(fleetRules), 0o644); err != nil {
 		t.Fatal(err)
@@ -84,7 +85,7 @@ rules:
 	send := func(node int, from, to string) error {
 		seq++
 		id := fmt.Sprintf("fleet-%d-%d@client.test", seq, time.Now().UnixNano())
-		return testenv.Send(nodes[node].Addr, from, []string{to}, testenv.Message(from, to, id, "fleet\r\n"))
+		return smtptest.Send(nodes[node].Addr, from, []string{to}, smtptest.Message(from, to, id, "fleet\r\n"))
 	}
 
 	// (a) One per-IP limit over the fleet.
@@ -95,7 +96,7 @@ rules:
 			switch {
 			case err == nil:
 				got = append(got, names[node]+":ok")
-			case testenv.ReplyCode(err)/100 == 4 && strings.HasPrefix(err.Error(), "MAIL"):
+			case smtptest.ReplyCode(err)/100 == 4 && strings.HasPrefix(err.Error(), "MAIL"):
 				got = append(got, names[node]+":4xx")
 			default:
 				t.Fatalf("(a) node %s: %v%s", names[node], err, logs())
@@ -112,7 +113,7 @@ rules:
 
 	// (b) Greylisting across nodes.
 	err := send(0, "gl@client.test", "grey@relay.test")
-	if testenv.ReplyCode(err)/100 != 4 || !strings.HasPrefix(err.Error(), "RCPT") {
+	if smtptest.ReplyCode(err)/100 != 4 || !strings.HasPrefix(err.Error(), "RCPT") {
 		t.Fatalf("(b) first attempt at A: got %v, want 4xx at RCPT%s", err, logs())
 	}
 	if keys := rdb.Keys("moat-it:gl:*"); len(keys) != 1 {
@@ -167,7 +168,7 @@ rules:
 		switch {
 		case err == nil:
 			got = append(got, names[node]+":ok")
-		case testenv.ReplyCode(err)/100 == 4 && strings.HasPrefix(err.Error(), "MAIL"):
+		case smtptest.ReplyCode(err)/100 == 4 && strings.HasPrefix(err.Error(), "MAIL"):
 			got = append(got, names[node]+":4xx")
 		default:
 			t.Fatalf("(c) node %s: %v%s", names[node], err, logs())

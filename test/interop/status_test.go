@@ -14,11 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/smtptest"
 	"moat/test/testenv"
 )
 
 // TestStatusPageInChromium: after accepted and rejected traffic, the
-// admin status page (cmd/moat/admin) rendered by a real browser, headless
+// admin status page (ops/admin) rendered by a real browser, headless
 // Chromium, holds the verdict chart (an inline SVG) and the tables of
 // top rejected clients, top deciding rules and recent deliveries, each
 // with the traffic sent. A screenshot is written to the test's temporary
@@ -47,14 +48,14 @@ func TestStatusPageInChromium(t *testing.T) {
 	for i := range accepted {
 		to := []string{"alice@moat.test", "bob@moat.test"}[i%2]
 		id := fmt.Sprintf("status-%d-%d@client.test", i, time.Now().UnixNano())
-		if err := testenv.Send(m.Addr, "friend@client.test", []string{to}, testenv.Message("friend@client.test", to, id, "hello\r\n")); err != nil {
+		if err := smtptest.Send(m.Addr, "friend@client.test", []string{to}, smtptest.Message("friend@client.test", to, id, "hello\r\n")); err != nil {
 			t.Fatalf("send %d: %v\nmoat log:\n%s", i, err, m.LogTail(30))
 		}
 	}
 	for i := range rejected {
 		id := fmt.Sprintf("spam-%d-%d@client.test", i, time.Now().UnixNano())
-		err := testenv.Send(m.Addr, "spammer@client.test", []string{"alice@moat.test"}, testenv.Message("spammer@client.test", "alice@moat.test", id, "buy\r\n"))
-		if testenv.ReplyCode(err) != 550 {
+		err := smtptest.Send(m.Addr, "spammer@client.test", []string{"alice@moat.test"}, smtptest.Message("spammer@client.test", "alice@moat.test", id, "buy\r\n"))
+		if smtptest.ReplyCode(err) != 550 {
 			t.Fatalf("spam %d: got %v, want 550 from rule deny-spammer\nmoat log:\n%s", i, err, m.LogTail(30))
 		}
 	}

@@ -2,9 +2,10 @@
 // 127.0.0.1 for the interop and chaos tests (test/interop, test/chaos):
 // the moat binary itself, Postfix's smtp-sink, a throw-away Dovecot LMTP
 // server, a private Postfix instance with virtual mailboxes (postfix -c
-// DIR), a redis-server that can be killed and restarted on its port,
-// headless Chromium, and a recording SMTP sink written with go-smtp that
-// outlives moat restarts.
+// DIR), a redis-server that can be killed and restarted on its port
+// and headless Chromium. The in-process helpers that unit tests share
+// too (the raw client, the go-smtp client, the recording sink that
+// outlives moat restarts, certificates) are in internal/smtptest.
 //
 // Every peer listens on a free loopback port, is stopped in t.Cleanup,
 // and a test whose peer binary is missing is skipped with the reason
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"moat/internal/dnstest"
+	"moat/internal/smtptest"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -165,7 +167,7 @@ func NewMoat(t testing.TB, bin string, o MoatOptions) *Moat {
 	if o.Submission {
 		m.Submission = "127.0.0.1:" + strconv.Itoa(FreePort(t))
 		fmt.Fprintf(&b, "  - {name: submission, address: %q, mode: submission, tls: starttls, require_tls: true}\n", m.Submission)
-		cert, key := SelfSigned(t, dir, "moat.test")
+		cert, key := smtptest.SelfSigned(t, dir, "moat.test")
 		fmt.Fprintf(&b, "tls: {cert_file: %q, key_file: %q}\n", cert, key)
 		m.UsersFile = filepath.Join(dir, "users")
 		if err := os.WriteFile(m.UsersFile, nil, 0o600); err != nil {

@@ -10,7 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"moat/cmd/moat/metrics"
+	"moat/ops/metrics"
 	"moat/relay/queue"
 )
 

@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/net/html"
 
-	"moat/cmd/moat/metrics"
 	"moat/internal/reply"
+	"moat/ops/metrics"
 	"moat/relay/queue"
 	"moat/relay/spool"
 	"moat/relay/transport"

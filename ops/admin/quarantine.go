@@ -7,15 +7,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"sync"
-	"time"
 
 	"moat/relay/spool"
 )
 
 // QuarantineAPI is what the admin API needs of the quarantine: the
 // quarantine spool's listing and message bytes, and the two operator
-// decisions, release (deliver after all) and delete.
+// decisions, release (deliver after all) and delete. The daemon passes
+// a *quarantine.Quarantine (moat/relay/quarantine), which owns them.
 type QuarantineAPI interface {
 	List() ([]*spool.Envelope, error)
 	Get(id string) (*spool.Envelope, error)
@@ -24,85 +23,6 @@ type QuarantineAPI interface {
 	// new queue id.
 	Release(ctx context.Context, id string) (string, error)
 	Delete(id string) error
-}
-
-// QuarantineOf joins the quarantine spool q, the main spool and the
-// queue manager's Notify into a QuarantineAPI. notify may be nil (the
-// queue's periodic scan then finds the released message).
-func QuarantineOf(q, main *spool.Spool, notify func(id string)) QuarantineAPI {
-	return &quarantineOf{Spool: q, main: main, notify: notify}
-}
-
-type quarantineOf struct {
-	*spool.Spool
-	main   *spool.Spool
-	notify func(string)
-	// mu serializes release and delete, so that two operators releasing
-	// the same message at once queue it once.
-	mu sync.Mutex
-}
-
-func (q *quarantineOf) Release(ctx context.Context, id string) (string, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	newID, err := ReleaseQuarantined(ctx, q.Spool, q.main, id, time.Now())
-	if newID != "" && q.notify != nil {
-		q.notify(newID)
-	}
-	return newID, err
-}
-
-func (q *quarantineOf) Delete(id string) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.Remove(id)
-}
-
-// ReleaseQuarantined moves message id from the quarantine spool q into
-// the delivery spool main under a new id, and returns that id. The order
-// keeps the no-loss promise of DESIGN.md: the copy in main is made
-// durable first (spool.Put returns only after its fsyncs), and only then
-// is the quarantined copy removed. A crash between the two leaves the
-// message in both places: released twice at worst (a duplicate), never
-// lost. The caller notifies the queue manager.
-//
-// The released envelope keeps sender, recipients (still pending; their
-// routes as decided at RCPT) and client details, with its delivery state
-// reset, and Received set to now: the queue's maximum age counts from
-// the release, not from the arrival in quarantine (the Received header
-// in the message still shows the arrival).
-func ReleaseQuarantined(ctx context.Context, q, main *spool.Spool, id string, now time.Time) (string, error) {
-	env, err := q.Get(id)
-	if err != nil {
-		return "", err
-	}
-	msg, err := q.Open(id)
-	if err != nil {
-		return "", err
-	}
-	defer msg.Close()
-	rel := env.Clone()
-	rel.ID = main.NewID()
-	rel.Received = now
-	rel.Attempts, rel.NextAttempt, rel.LastError = 0, time.Time{}, ""
-	rel.Held, rel.DelayWarned = false, false
-	for i := range rel.Recipients {
-		r := &rel.Recipients[i]
-		if r.Status != spool.StatusPending {
-			continue
-		}
-		r.Attempts, r.LastError, r.LastAttempt = 0, "", time.Time{}
-	}
-	if err := main.Put(ctx, rel, msg); err != nil {
-		return "", fmt.Errorf("queueing %s: %w", id, err)
-	}
-	msg.Close()
-	if err := q.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
-		// Queued, but still in quarantine: the operator sees it there
-		// and may delete it; nothing is lost.
-		return rel.ID, fmt.Errorf("queued as %s, but removing it from quarantine failed: %w", rel.ID, err)
-	}
-	return rel.ID, nil
 }
 
 // Released is the answer of POST /api/quarantine/{id}/release.

@@ -30,7 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
-	"moat/cmd/moat/metrics"
+	"moat/ops/metrics"
 )
 
 // Timeouts of the admin http.Server.

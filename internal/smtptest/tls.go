@@ -1,4 +1,4 @@
-package testenv
+package smtptest
 
 import (
 	"crypto/ecdsa"
