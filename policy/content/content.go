@@ -20,6 +20,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	netmail "net/mail"
 	"strings"
 	"sync"
 	"unsafe"
@@ -426,6 +427,8 @@ var wordDecoder = &mime.WordDecoder{CharsetReader: func(label string, r io.Reade
 	return enc.NewDecoder().Reader(r), nil
 }}
 
+var addressParser = &netmail.AddressParser{WordDecoder: wordDecoder}
+
 // decodeWords decodes RFC 2047 encoded words; on error it returns s as is.
 func decodeWords(s string) string {
 	if !strings.Contains(s, "=?") {
@@ -456,7 +459,12 @@ func addresses(h textproto.Header, keys ...string) []string {
 		}
 		list, err := mh.AddressList(k)
 		if err != nil {
-			continue
+			// go-message knows few charsets by itself: retry with
+			// the decoder that knows every WHATWG encoding.
+			list, err = addressParser.ParseList(h.Get(k))
+			if err != nil {
+				continue
+			}
 		}
 		for _, a := range list {
 			if len(out) >= 100 {

@@ -202,3 +202,14 @@ func TestRawAccessors(t *testing.T) {
 		t.Errorf("Body = %q", m.Body())
 	}
 }
+
+func TestFromLegacyCharset(t *testing.T) {
+	raw := "From: =?windows-1251?B?wO3k8OXpIM/u8uDv7uI=?= <Info@Sender.example>\r\nTo: a@b.example\r\n\r\nx"
+	m, err := Parse([]byte(raw), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.From() != "info@sender.example" {
+		t.Errorf("From = %q", m.From())
+	}
+}
