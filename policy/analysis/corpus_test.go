@@ -65,3 +65,5 @@ func summary(u *URLFacts) URLFacts {
 	c.List = nil
 	return c
 }
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }

@@ -39,13 +39,14 @@ type HeaderFacts struct {
 	ToUndisclosed      bool     `expr:"to_undisclosed"` // To: undisclosed-recipients:; or similar
 	ToCount            int      `expr:"to_count"`       // To and Cc addresses (at most 100 counted)
 	Names              []string `expr:"names"`          // lower-case names of the fields present, distinct
-	Truncated          bool     `expr:"truncated"`      // the header section exceeded its bounds
+	Malformed          bool     `expr:"malformed"`      // the header section did not parse whole, or had more fields than kept
+	Truncated          bool     `expr:"truncated"`      // more than 100 Received fields: the rest were not read
 }
 
 func (r *Result) computeHeaders() {
 	m, f := r.msg, &r.hdr
 	now := r.in.Now
-	f.Truncated = m.HeaderMalformed()
+	f.Malformed = m.HeaderMalformed()
 
 	// RFC 5322 §3.6.1: the origination date is required.
 	if d := strings.TrimSpace(m.RawHeader("Date")); d == "" {
@@ -275,8 +276,9 @@ func (r *Result) received(vals []string) {
 }
 
 // privateClaimsPublic reports a "from" clause whose HELO name is a public
-// domain while the address the receiver saw is private (RFC 1918, RFC 4193,
-// loopback).
+// domain while the address the receiver saw is private (RFC 1918, RFC
+// 4193). Loopback is left out: a host handing mail to itself (content
+// filters) is normal.
 func privateClaimsPublic(helo, comment string) bool {
 	helo = strings.Trim(strings.ToLower(helo), "[]")
 	if _, err := netip.ParseAddr(helo); err == nil || !strings.Contains(helo, ".") {
@@ -286,7 +288,7 @@ func privateClaimsPublic(helo, comment string) bool {
 		return false
 	}
 	ip := bracketIP(comment)
-	return ip.IsValid() && (ip.IsPrivate() || ip.IsLoopback())
+	return ip.IsValid() && ip.IsPrivate()
 }
 
 func bracketIP(s string) netip.Addr {

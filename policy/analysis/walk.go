@@ -246,7 +246,8 @@ func (p *Part) decode(body []byte, limit int) {
 		buf := make([]byte, 0, min(len(body), limit)+1)
 		b := bytes.NewBuffer(buf)
 		_, err := b.ReadFrom(io.LimitReader(r, int64(limit)+1))
-		if err != nil {
+		// Go's reader lets some damage through; look for it too.
+		if err != nil || badQP(body[:min(len(body), limit*3)]) {
 			p.badQP = true
 		}
 		p.data = b.Bytes()
@@ -309,6 +310,35 @@ scan:
 		out, truncated = out[:limit], true
 	}
 	return out, bad, truncated
+}
+
+// badQP reports an "=" that starts neither an escape of two hex digits
+// nor a soft line break (RFC 2045 §6.7 rules 1 and 5).
+func badQP(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '=' {
+			continue
+		}
+		rest := b[i+1:]
+		if len(rest) >= 2 && isHex(rest[0]) && isHex(rest[1]) {
+			i += 2
+			continue
+		}
+		// soft line break: "=" then optional transport padding then EOL or end
+		j := 0
+		for j < len(rest) && (rest[j] == ' ' || rest[j] == '\t') {
+			j++
+		}
+		if j == len(rest) || rest[j] == '\r' || rest[j] == '\n' {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 func hasHighBit(b []byte) bool {
