@@ -123,7 +123,9 @@ func TestHTMLFacts(t *testing.T) {
 			return f.Images == 1 && f.ImageOnly && f.Links == 1
 		}},
 		{"forms scripts frames", htmlMsg(`<form></form><script>var a="<p>not text</p>"</script><iframe src="http://f.example"></iframe><object data="x"></object>`),
-			func(f *HTMLFacts) bool { return f.Forms == 1 && f.Scripts == 1 && f.IFrames == 1 && f.Objects == 1 && f.Words == 0 }},
+			func(f *HTMLFacts) bool {
+				return f.Forms == 1 && f.Scripts == 1 && f.IFrames == 1 && f.Objects == 1 && f.Words == 0
+			}},
 		{"text ratio", htmlMsg(`<p>abcd</p>`), func(f *HTMLFacts) bool { return f.TextRatio > 0.3 && f.TextRatio < 0.5 }},
 		{"no html", textMsg("plain"), func(f *HTMLFacts) bool { return !f.Present && !f.Only }},
 	}
@@ -185,7 +187,9 @@ func TestMIMEFacts(t *testing.T) {
 		raw   []byte
 		check func(*MIMEFacts) bool
 	}{
-		{"simple", textMsg("hi"), func(f *MIMEFacts) bool { return f.Parts == 1 && f.Depth == 0 && !f.Malformed && slices.Equal(f.Types, []string{"text/plain"}) }},
+		{"simple", textMsg("hi"), func(f *MIMEFacts) bool {
+			return f.Parts == 1 && f.Depth == 0 && !f.Malformed && slices.Equal(f.Types, []string{"text/plain"})
+		}},
 		{"pdf ok", attachMsg("application/pdf", "a.pdf", "base64", pdf), func(f *MIMEFacts) bool {
 			return !f.TypeMismatch && f.Attachments == 1 && f.Parts == 3 && f.Depth == 1
 		}},

@@ -127,16 +127,11 @@ func isAttachment(h header) bool {
 // each body part. The preamble and epilogue are ignored.
 func (w *walker) multipart(body []byte, boundary string, depth int) {
 	delim := []byte("--" + boundary)
-	var pos int
-	if bytes.HasPrefix(body, delim) {
-		pos = 0
-	} else if i := bytes.Index(body, append([]byte("\n"), delim...)); i >= 0 {
-		pos = i + 1
-	} else {
+	pos := nextDelimiter(body, delim, 0)
+	if pos < 0 {
 		w.res.malformed = true // no body part at all
 		return
 	}
-	nlDelim := append([]byte("\n"), delim...)
 	for {
 		p := pos + len(delim)
 		if bytes.HasPrefix(body[p:], []byte("--")) {
@@ -148,12 +143,12 @@ func (w *walker) multipart(body []byte, boundary string, depth int) {
 			return
 		}
 		start := p + nl + 1
-		next := bytes.Index(body[start:], nlDelim)
+		next := nextDelimiter(body, delim, start)
 		end := len(body)
 		if next >= 0 {
-			end = start + next
+			end = next - 1 // the LF before the delimiter
 		}
-		part := body[start:end]
+		part := body[start:max(start, end)]
 		// RFC 2046 §5.1.1: the CRLF before a delimiter belongs to it.
 		part = bytes.TrimSuffix(part, []byte("\r"))
 		hb, rest := splitHeader(part)
@@ -165,8 +160,38 @@ func (w *walker) multipart(body []byte, boundary string, depth int) {
 		if w.stop() {
 			return
 		}
-		pos = end + 1
+		pos = next
 	}
+}
+
+// nextDelimiter returns the offset of the next delimiter line at or after
+// from: "--boundary" at the start of a line, followed by "--" or by
+// optional white space and the end of the line (RFC 2046 §5.1.1), so that
+// boundary "b1" does not match a line "--b10". It returns -1 if none.
+func nextDelimiter(body, delim []byte, from int) int {
+	for i := from; i < len(body); {
+		k := bytes.Index(body[i:], delim)
+		if k < 0 {
+			return -1
+		}
+		at := i + k
+		i = at + 1
+		if at > 0 && body[at-1] != '\n' {
+			continue
+		}
+		rest := body[at+len(delim):]
+		if bytes.HasPrefix(rest, []byte("--")) {
+			return at
+		}
+		j := 0
+		for j < len(rest) && (rest[j] == ' ' || rest[j] == '\t') {
+			j++
+		}
+		if j == len(rest) || rest[j] == '\r' || rest[j] == '\n' {
+			return at
+		}
+	}
+	return -1
 }
 
 // splitHeader splits an entity at the blank line ending its header section.
