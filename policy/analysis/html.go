@@ -124,6 +124,7 @@ func (r *Result) scanHTML(src string, hidden *[]byte) (truncated bool) {
 	stack := make([]frame, 1, 32)
 	stack[0] = frame{bg: rgb{255, 255, 255, true}} // a reader's default background
 	cur := -1                                      // index of the open anchor in s.anchors
+	var buf attrs
 	for n := 0; ; n++ {
 		if n&255 == 0 && r.ctx.Err() != nil {
 			return true
@@ -157,11 +158,11 @@ func (r *Result) scanHTML(src string, hidden *[]byte) (truncated bool) {
 		case html.StartTagToken, html.SelfClosingTagToken:
 			name, hasAttr := z.TagName()
 			tag := string(name)
-			attrs := readAttrs(z, hasAttr)
+			buf = readAttrs(z, hasAttr, buf)
 			s.visible = appendBounded(s.visible, " ", r.opt.MaxTextBytes)
 			parent := stack[len(stack)-1]
 			fr := frame{tag: tag, hidden: parent.hidden, fg: parent.fg, bg: parent.bg, skip: parent.skip}
-			r.element(tag, attrs, &fr, &cur)
+			r.element(tag, buf, &fr, &cur)
 			if tt == html.SelfClosingTagToken || voidTags[tag] || len(stack) >= maxStack {
 				continue
 			}
@@ -185,7 +186,7 @@ func (r *Result) scanHTML(src string, hidden *[]byte) (truncated bool) {
 
 // element records what one start tag says and sets the frame its content
 // inherits.
-func (r *Result) element(tag string, attrs map[string]string, fr *frame, cur *int) {
+func (r *Result) element(tag string, attrs attrs, fr *frame, cur *int) {
 	f, s := &r.html, &r.scan
 	addURL := func(v, source string) {
 		if v = strings.TrimSpace(v); v != "" && len(s.urls) < r.opt.MaxURLScan {
@@ -197,10 +198,10 @@ func (r *Result) element(tag string, attrs map[string]string, fr *frame, cur *in
 		fr.skip = true
 		if tag == "script" {
 			f.Scripts++
-			addURL(attrs["src"], "src")
+			addURL(attrs.val("src"), "src")
 		}
 	case "a", "area":
-		if href, ok := attrs["href"]; ok {
+		if href, ok := attrs.get("href"); ok {
 			f.Links++
 			addURL(href, "href")
 			if tag == "a" && len(s.anchors) < r.opt.MaxURLScan {
@@ -210,33 +211,33 @@ func (r *Result) element(tag string, attrs map[string]string, fr *frame, cur *in
 		}
 	case "img":
 		f.Images++
-		addURL(attrs["src"], "src")
+		addURL(attrs.val("src"), "src")
 	case "form":
 		f.Forms++
-		addURL(attrs["action"], "action")
+		addURL(attrs.val("action"), "action")
 	case "iframe", "frame":
 		f.IFrames++
-		addURL(attrs["src"], "src")
+		addURL(attrs.val("src"), "src")
 	case "object", "embed", "applet":
 		f.Objects++
-		addURL(attrs["data"], "src")
-		addURL(attrs["src"], "src")
+		addURL(attrs.val("data"), "src")
+		addURL(attrs.val("src"), "src")
 	}
-	if v, ok := attrs["background"]; ok {
+	if v, ok := attrs.get("background"); ok {
 		addURL(v, "src")
 	}
-	if _, ok := attrs["hidden"]; ok {
+	if _, ok := attrs.get("hidden"); ok {
 		fr.hidden |= reasonInvisible
 	}
-	if c := parseColor(attrs["bgcolor"]); c.ok {
+	if c := parseColor(attrs.val("bgcolor")); c.ok {
 		fr.bg = c
 	}
 	if tag == "font" {
-		if c := parseColor(attrs["color"]); c.ok {
+		if c := parseColor(attrs.val("color")); c.ok {
 			fr.fg = c
 		}
 	}
-	if st, ok := attrs["style"]; ok {
+	if st, ok := attrs.get("style"); ok {
 		applyStyle(st, fr)
 	}
 	if fr.fg.ok && fr.bg.ok && near(fr.fg, fr.bg) {
@@ -352,24 +353,45 @@ func near(a, b rgb) bool {
 	return d(a.r, b.r) <= 16 && d(a.g, b.g) <= 16 && d(a.b, b.b) <= 16
 }
 
-// readAttrs collects at most 64 attributes, names lower-case (the tokenizer
-// lower-cases them), values cut at 4 KiB.
-func readAttrs(z *html.Tokenizer, more bool) map[string]string {
-	if !more {
-		return nil
+// attrs are the attributes of one tag, names lower-case (the tokenizer
+// lower-cases them); the first of a repeated name wins.
+type attrs []struct{ k, v string }
+
+// get returns the value of the attribute named k and whether it is there.
+func (a attrs) get(k string) (string, bool) {
+	for _, kv := range a {
+		if kv.k == k {
+			return kv.v, true
+		}
 	}
-	m := make(map[string]string, 4)
+	return "", false
+}
+
+func (a attrs) val(k string) string { v, _ := a.get(k); return v }
+
+// interesting names the attributes scanHTML reads; others are skipped
+// without a copy.
+var interesting = map[string]bool{
+	"href": true, "src": true, "action": true, "data": true, "background": true, "hidden": true,
+	"bgcolor": true, "color": true, "style": true,
+}
+
+// readAttrs collects the interesting attributes among the first 64, values
+// cut at 4 KiB, into buf.
+func readAttrs(z *html.Tokenizer, more bool, buf attrs) attrs {
+	buf = buf[:0]
 	for i := 0; more && i < 64; i++ {
 		var k, v []byte
 		k, v, more = z.TagAttr()
+		if !interesting[string(k)] {
+			continue
+		}
 		if len(v) > 4096 {
 			v = v[:4096]
 		}
-		if _, dup := m[string(k)]; !dup {
-			m[string(k)] = string(v)
-		}
+		buf = append(buf, struct{ k, v string }{string(k), string(v)})
 	}
-	return m
+	return buf
 }
 
 func appendBounded(b []byte, s string, max int) []byte {

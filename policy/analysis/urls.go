@@ -117,9 +117,20 @@ func (r *Result) computeURLs() {
 func scanText(s string, limit int, fn func(string)) bool {
 	lower := asciiLower(s)
 	n := 0
+	// next offsets of "http" and "www.", found again only once passed,
+	// so the scan stays linear however many URLs there are.
+	h, w := -2, -2
 	for i := 0; i < len(s); {
-		h := strings.Index(lower[i:], "http")
-		w := strings.Index(lower[i:], "www.")
+		if h != -1 && h < i {
+			if h = strings.Index(lower[i:], "http"); h >= 0 {
+				h += i
+			}
+		}
+		if w != -1 && w < i {
+			if w = strings.Index(lower[i:], "www."); w >= 0 {
+				w += i
+			}
+		}
 		j := h
 		if j < 0 || (w >= 0 && w < j) {
 			j = w
@@ -127,7 +138,6 @@ func scanText(s string, limit int, fn func(string)) bool {
 		if j < 0 {
 			return true
 		}
-		j += i
 		rest := lower[j:]
 		ok := strings.HasPrefix(rest, "http://") || strings.HasPrefix(rest, "https://")
 		if !ok && strings.HasPrefix(rest, "www.") {
@@ -224,11 +234,12 @@ func parseURL(raw, source string) (URL, bool) {
 	if host == "" || len(host) > 253 {
 		return u, false
 	}
-	if ip, err := netip.ParseAddr(host); err == nil {
+	if !mayBeIP(host) {
+		// a name: the common case, no IP parsing
+	} else if ip, err := netip.ParseAddr(host); err == nil {
 		u.Host, u.Domain, u.IsIP = ip.Unmap().String(), ip.Unmap().String(), true
 		return u, true
-	}
-	if ip, ok := inetAton(host); ok {
+	} else if ip, ok := inetAton(host); ok {
 		u.Host, u.Domain, u.IsIP = ip.String(), ip.String(), true
 		u.ObfuscatedIP = u.Host != host
 		return u, true
@@ -241,14 +252,21 @@ func parseURL(raw, source string) (URL, bool) {
 		}
 		u.MixedScript = mixedScript(host)
 	}
-	for _, l := range strings.Split(u.Host, ".") {
-		if strings.HasPrefix(l, "xn--") {
-			u.Punycode = true
-		}
-	}
+	u.Punycode = strings.HasPrefix(u.Host, "xn--") || strings.Contains(u.Host, ".xn--")
 	u.Domain = registeredDomain(u.Host)
 	u.Shortener = shorteners[u.Domain] || shorteners[u.Host]
 	return u, true
+}
+
+// mayBeIP reports a host that could be an IP literal in some form: one
+// with a colon, or whose last label starts with a digit (no top-level
+// domain does).
+func mayBeIP(host string) bool {
+	if strings.IndexByte(host, ':') >= 0 {
+		return true
+	}
+	last := host[strings.LastIndexByte(host, '.')+1:]
+	return last != "" && '0' <= last[0] && last[0] <= '9'
 }
 
 func registeredDomain(host string) string {
