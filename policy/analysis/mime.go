@@ -13,31 +13,31 @@ import (
 // MIMEFacts describe the MIME structure (RFC 2045, RFC 2046). Rules read
 // them as mime.<name>.
 type MIMEFacts struct {
-	Parts           int      `expr:"parts"`            // entities visited, multiparts included
-	Depth           int      `expr:"depth"`            // deepest nesting, 0 for a single part
-	Types           []string `expr:"types"`            // declared types of the leaf parts, in order, distinct
-	Malformed       bool     `expr:"malformed"`        // broken structure: bad Content-Type, no boundary, unclosed multipart, bad header
-	TypeMismatch    bool     `expr:"type_mismatch"`    // a part's bytes say another type than declared
-	Mismatches      []string `expr:"mismatches"`       // "declared>detected" pairs
-	CharsetMismatch bool     `expr:"charset_mismatch"` // us-ascii (or no charset) with 8-bit bytes, or utf-8 that is not valid
-	InvalidUTF8     bool     `expr:"invalid_utf8"`     // declared utf-8, bytes are not
-	UnknownCharset  bool     `expr:"unknown_charset"`  // a charset no decoder knows
-	BadBase64       bool     `expr:"bad_base64"`       // characters outside the alphabet or a broken quantum
-	BadQP           bool     `expr:"bad_qp"`           // quoted-printable that does not decode
-	EightBit7Bit    bool     `expr:"eight_bit_7bit"`   // 8-bit bytes in a part declared (or defaulting to) 7bit
-	BadEncoding     bool     `expr:"bad_encoding"`     // an unknown Content-Transfer-Encoding
-	Attachments     int      `expr:"attachments"`      // leaf parts that are attachments
-	Names           []string `expr:"names"`            // attachment file names, lower-case
-	DoubleExt       bool     `expr:"double_extension"` // a name like invoice.pdf.exe
-	Executable      bool     `expr:"executable"`       // an attachment that is a program, by name or by bytes
-	HiddenExe       bool     `expr:"hidden_executable"`
-	Archives        int      `expr:"archives"`       // zip archives listed
-	ZipMembers      []string `expr:"zip_members"`    // member names of all archives, lower-case
-	ZipExecutable   bool     `expr:"zip_executable"` // a member with an executable or double extension
-	ZipEncrypted    bool     `expr:"zip_encrypted"`  // a member is encrypted
-	ZipUnreadable   bool     `expr:"zip_unreadable"` // zip bytes whose central directory does not read
-	ZipTruncated    bool     `expr:"zip_truncated"`  // more members than Options.MaxZipMembers
-	Truncated       bool     `expr:"truncated"`      // a bound (parts, depth, bytes, time) was hit
+	Parts           int      `expr:"parts"`             // entities visited, multiparts included
+	Depth           int      `expr:"depth"`             // deepest nesting, 0 for a single part
+	Types           []string `expr:"types"`             // declared types of the leaf parts, in order, distinct
+	Malformed       bool     `expr:"malformed"`         // broken structure: bad Content-Type, no boundary, unclosed multipart, bad header
+	TypeMismatch    bool     `expr:"type_mismatch"`     // a part's bytes say another type than declared
+	Mismatches      []string `expr:"mismatches"`        // "declared>detected" pairs
+	CharsetMismatch bool     `expr:"charset_mismatch"`  // us-ascii (or no charset) with 8-bit bytes, or utf-8 that is not valid
+	InvalidUTF8     bool     `expr:"invalid_utf8"`      // declared utf-8, bytes are not
+	UnknownCharset  bool     `expr:"unknown_charset"`   // a charset no decoder knows
+	BadBase64       bool     `expr:"bad_base64"`        // characters outside the alphabet or a broken quantum
+	BadQP           bool     `expr:"bad_qp"`            // quoted-printable that does not decode
+	EightBit7Bit    bool     `expr:"eight_bit_7bit"`    // 8-bit bytes in a part declared (or defaulting to) 7bit
+	BadEncoding     bool     `expr:"bad_encoding"`      // an unknown Content-Transfer-Encoding
+	Attachments     int      `expr:"attachments"`       // leaf parts that are attachments
+	Names           []string `expr:"names"`             // attachment file names, lower-case
+	DoubleExt       bool     `expr:"double_extension"`  // a name like invoice.pdf.exe
+	Executable      bool     `expr:"executable"`        // an attachment that is a program, by name or by bytes
+	HiddenExe       bool     `expr:"hidden_executable"` // program bytes under a name that is not a program's
+	Archives        int      `expr:"archives"`          // zip archives listed
+	ZipMembers      []string `expr:"zip_members"`       // member names of all archives, lower-case
+	ZipExecutable   bool     `expr:"zip_executable"`    // a member with an executable or double extension
+	ZipEncrypted    bool     `expr:"zip_encrypted"`     // a member is encrypted
+	ZipUnreadable   bool     `expr:"zip_unreadable"`    // zip bytes whose central directory does not read
+	ZipTruncated    bool     `expr:"zip_truncated"`     // more members than Options.MaxZipMembers
+	Truncated       bool     `expr:"truncated"`         // a bound (parts, depth, bytes, time) was hit
 }
 
 func (r *Result) computeMIME() {
