@@ -90,7 +90,8 @@ type Result struct {
 
 	htmlOnce sync.Once
 	html     HTMLFacts
-	scan     htmlScan // links, images, forms found by the HTML scan
+	scan     htmlScan          // links, images, forms found by the HTML scan
+	classes  map[string]string // class name → CSS declarations from <style> (bounded)
 
 	urlsOnce sync.Once
 	urls     URLFacts

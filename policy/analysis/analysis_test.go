@@ -127,6 +127,20 @@ func TestHTMLFacts(t *testing.T) {
 				return f.Forms == 1 && f.Scripts == 1 && f.IFrames == 1 && f.Objects == 1 && f.Words == 0
 			}},
 		{"text ratio", htmlMsg(`<p>abcd</p>`), func(f *HTMLFacts) bool { return f.TextRatio > 0.3 && f.TextRatio < 0.5 }},
+		{"class hides", htmlMsg(`<style>/* c */ .pre, .x { display : none }</style><p>Hi</p><div class="a x">salad</div>`), func(f *HTMLFacts) bool {
+			return f.Invisible && f.HiddenChars == 5 && f.Words == 1
+		}},
+		{"media rule skipped", htmlMsg(`<style>@media (max-width:600px){ .m{display:none} }</style><div class="m">shown</div>`), func(f *HTMLFacts) bool {
+			return !f.HiddenText && f.Words == 1
+		}},
+		{"font-size 0 layout trick", htmlMsg(`<div style="font-size:0"> <span style="font-size:14px">column one</span> </div>`), func(f *HTMLFacts) bool {
+			return !f.HiddenText && f.Words == 2
+		}},
+		{"contrast not inherited", htmlMsg(`<div style="color:#fff"><p style="color:#000">readable</p></div>`), func(f *HTMLFacts) bool { return !f.HiddenText }},
+		{"text over picture", htmlMsg(`<td background="http://i.example/bg.jpg" style="color:#ffffff">banner</td>`), func(f *HTMLFacts) bool {
+			return !f.HiddenText && f.Images == 0
+		}},
+		{"visibility undone", htmlMsg(`<div style="visibility:hidden"><p style="visibility:visible">seen</p></div>`), func(f *HTMLFacts) bool { return !f.HiddenText }},
 		{"no html", textMsg("plain"), func(f *HTMLFacts) bool { return !f.Present && !f.Only }},
 	}
 	for _, tt := range tests {

@@ -61,11 +61,29 @@ type rgb struct {
 	ok      bool
 }
 
+// frame is the state of one open element that its content inherits.
 type frame struct {
-	tag    string
-	hidden int // reasons, inherited
-	fg, bg rgb
-	skip   bool // script, style, head: no visible text
+	tag       string
+	invisible bool // display:none, opacity:0, hidden attribute: no child can undo it
+	visHidden bool // visibility:hidden: a child's visibility:visible undoes it
+	tiny      bool // font-size 0–2px: a child's own font-size undoes it
+	fg, bg    rgb  // text and background colour; bg unknown over a background image
+	skip      bool // script, style, head: no visible text
+}
+
+// reasons says why text in fr cannot be seen, 0 when it can.
+func (fr *frame) reasons() int {
+	n := 0
+	if fr.invisible || fr.visHidden {
+		n |= reasonInvisible
+	}
+	if fr.tiny {
+		n |= reasonTiny
+	}
+	if fr.fg.ok && fr.bg.ok && near(fr.fg, fr.bg) {
+		n |= reasonContrast
+	}
+	return n
 }
 
 const maxStack = 256
@@ -135,6 +153,9 @@ func (r *Result) scanHTML(src string, hidden *[]byte) (truncated bool) {
 			return false
 		case html.TextToken:
 			top := &stack[len(stack)-1]
+			if top.tag == "style" {
+				r.styleSheet(string(z.Text()))
+			}
 			if top.skip {
 				continue
 			}
@@ -143,11 +164,11 @@ func (r *Result) scanHTML(src string, hidden *[]byte) (truncated bool) {
 				s.visible = appendBounded(s.visible, " ", r.opt.MaxTextBytes)
 				continue
 			}
-			if top.hidden != 0 {
+			if why := top.reasons(); why != 0 {
 				f.HiddenChars += nonSpace(text)
-				f.Invisible = f.Invisible || top.hidden&reasonInvisible != 0
-				f.TinyText = f.TinyText || top.hidden&reasonTiny != 0
-				f.LowContrast = f.LowContrast || top.hidden&reasonContrast != 0
+				f.Invisible = f.Invisible || why&reasonInvisible != 0
+				f.TinyText = f.TinyText || why&reasonTiny != 0
+				f.LowContrast = f.LowContrast || why&reasonContrast != 0
 				*hidden = appendBounded(*hidden, string(text)+" ", r.opt.MaxTextBytes)
 				continue
 			}
@@ -161,7 +182,8 @@ func (r *Result) scanHTML(src string, hidden *[]byte) (truncated bool) {
 			buf = readAttrs(z, hasAttr, buf)
 			s.visible = appendBounded(s.visible, " ", r.opt.MaxTextBytes)
 			parent := stack[len(stack)-1]
-			fr := frame{tag: tag, hidden: parent.hidden, fg: parent.fg, bg: parent.bg, skip: parent.skip}
+			fr := parent
+			fr.tag = tag
 			r.element(tag, buf, &fr, &cur)
 			if tt == html.SelfClosingTagToken || voidTags[tag] || len(stack) >= maxStack {
 				continue
@@ -225,9 +247,10 @@ func (r *Result) element(tag string, attrs attrs, fr *frame, cur *int) {
 	}
 	if v, ok := attrs.get("background"); ok {
 		addURL(v, "src")
+		fr.bg = rgb{} // text over a picture: its colour says nothing
 	}
 	if _, ok := attrs.get("hidden"); ok {
-		fr.hidden |= reasonInvisible
+		fr.invisible = true
 	}
 	if c := parseColor(attrs.val("bgcolor")); c.ok {
 		fr.bg = c
@@ -237,11 +260,77 @@ func (r *Result) element(tag string, attrs attrs, fr *frame, cur *int) {
 			fr.fg = c
 		}
 	}
-	if st, ok := attrs.get("style"); ok {
-		applyStyle(st, fr)
+	if cl, ok := attrs.get("class"); ok && len(r.classes) > 0 {
+		for i, c := range strings.Fields(cl) {
+			if i >= 16 {
+				break
+			}
+			if decls, ok := r.classes[c]; ok {
+				applyStyle(decls, fr)
+			}
+		}
 	}
-	if fr.fg.ok && fr.bg.ok && near(fr.fg, fr.bg) {
-		fr.hidden |= reasonContrast
+	if st, ok := attrs.get("style"); ok {
+		applyStyle(st, fr) // inline style wins over the style sheet
+	}
+}
+
+// maxClasses bounds the class rules kept from <style> elements.
+const maxClasses = 200
+
+// styleSheet keeps the declarations of simple class rules (".name {…}",
+// top level only) that touch what hides text. Rules inside at-rules
+// (@media, @supports …) are skipped: they apply only on some screens.
+func (r *Result) styleSheet(css string) {
+	depth, at := 0, false
+	sel := 0
+	for i := 0; i < len(css); i++ {
+		switch css[i] {
+		case '{':
+			if depth == 0 {
+				selector := strings.TrimSpace(css[sel:i])
+				at = strings.HasPrefix(selector, "@")
+				if !at {
+					end := strings.IndexByte(css[i:], '}')
+					if end < 0 {
+						return
+					}
+					r.classRule(selector, css[i+1:i+end])
+					i += end
+					sel = i + 1
+					continue
+				}
+			}
+			depth++
+		case '}':
+			if depth > 0 {
+				depth--
+			}
+			if depth == 0 {
+				sel = i + 1
+			}
+		}
+	}
+}
+
+func (r *Result) classRule(selectors, decls string) {
+	lower := strings.ToLower(decls)
+	if !strings.Contains(lower, "display") && !strings.Contains(lower, "visibility") &&
+		!strings.Contains(lower, "font-size") && !strings.Contains(lower, "color") && !strings.Contains(lower, "opacity") {
+		return
+	}
+	for _, sel := range strings.Split(selectors, ",") {
+		sel = strings.TrimSpace(sel)
+		if len(sel) < 2 || sel[0] != '.' || strings.ContainsAny(sel[1:], " .#:>[+~*") {
+			continue
+		}
+		if r.classes == nil {
+			r.classes = map[string]string{}
+		}
+		if len(r.classes) >= maxClasses {
+			return
+		}
+		r.classes[sel[1:]] = r.classes[sel[1:]] + ";" + decls[:min(len(decls), 1024)]
 	}
 }
 
@@ -260,26 +349,28 @@ func applyStyle(style string, fr *frame) {
 		switch k {
 		case "display":
 			if v == "none" {
-				fr.hidden |= reasonInvisible
+				fr.invisible = true
 			}
 		case "visibility":
-			if v == "hidden" || v == "collapse" {
-				fr.hidden |= reasonInvisible
-			}
+			fr.visHidden = v == "hidden" || v == "collapse"
 		case "opacity":
 			if x, err := strconv.ParseFloat(v, 64); err == nil && x <= 0.05 {
-				fr.hidden |= reasonInvisible
+				fr.invisible = true
 			}
 		case "font-size":
-			if tinySize(v) {
-				fr.hidden |= reasonTiny
-			}
+			fr.tiny = tinySize(v)
 		case "color":
 			if c := parseColor(v); c.ok {
 				fr.fg = c
 			}
+		case "background-image":
+			if strings.Contains(v, "url(") {
+				fr.bg = rgb{}
+			}
 		case "background-color", "background":
-			if c := parseColor(strings.Fields(v + " x")[0]); c.ok {
+			if strings.Contains(v, "url(") {
+				fr.bg = rgb{} // text over a picture: its colour says nothing
+			} else if c := parseColor(strings.Fields(v + " x")[0]); c.ok {
 				fr.bg = c
 			}
 		}
@@ -373,7 +464,7 @@ func (a attrs) val(k string) string { v, _ := a.get(k); return v }
 // without a copy.
 var interesting = map[string]bool{
 	"href": true, "src": true, "action": true, "data": true, "background": true, "hidden": true,
-	"bgcolor": true, "color": true, "style": true,
+	"bgcolor": true, "color": true, "style": true, "class": true,
 }
 
 // readAttrs collects the interesting attributes among the first 64, values
