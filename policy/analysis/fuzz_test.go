@@ -126,6 +126,11 @@ func FuzzAnalyze(f *testing.F) {
 	f.Add(string(textMsg("hello http://x.example")))
 	f.Add(string(htmlMsg(`<a href="http://0x7f000001">www.bank.example</a>`)))
 	f.Add(string(attachMsg("application/zip", "a.zip", "base64", zipBomb(3))))
+	for _, name := range []string{"rspamd/spam.eml", "rspamd/newsletter.eml", "rspamd/exe_attm.eml", "enmime/mail/html-mime-inline.raw"} {
+		if b, err := readFile(corpusDir + "/" + name); err == nil {
+			f.Add(string(b))
+		}
+	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		m, err := content.Parse([]byte(raw), content.Options{})
 		if err != nil {
