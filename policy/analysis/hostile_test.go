@@ -133,12 +133,21 @@ func TestZipBomb(t *testing.T) {
 }
 
 func TestInvalidCharsets(t *testing.T) {
-	for _, cs := range []string{"x-unknown", "utf-7\"\"", strings.Repeat("a", 300), "utf-16", "iso-2022-jp"} {
+	for _, cs := range []string{"x-unknown", "utf-7\"\"", strings.Repeat("a", 300), "us-ascii", "utf-8"} {
 		raw := msg(stdHdr+"\nContent-Type: text/plain; charset=\""+cs+"\"\nContent-Transfer-Encoding: 8bit", "\xff\xfe\x1b$B\x00abc\xe9")
 		r := analyze(t, raw, Input{})
 		r.All()
 		f := r.MIME()
-		if !f.UnknownCharset && !f.Malformed && !f.CharsetMismatch && cs != "utf-16" && cs != "iso-2022-jp" {
+		if !f.UnknownCharset && !f.Malformed && !f.CharsetMismatch {
+			t.Errorf("%q: %+v", cs, *f)
+		}
+	}
+	// Charsets that exist take bytes of all kinds without a fact.
+	for _, cs := range []string{"utf-16", "iso-2022-jp", "windows-1251"} {
+		raw := msg(stdHdr+"\nContent-Type: text/plain; charset=\""+cs+"\"\nContent-Transfer-Encoding: 8bit", "\xff\xfe\x1b$B\x00abc\xe9")
+		r := analyze(t, raw, Input{})
+		r.All()
+		if f := r.MIME(); f.UnknownCharset || f.Malformed {
 			t.Errorf("%q: %+v", cs, *f)
 		}
 	}

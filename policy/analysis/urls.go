@@ -31,8 +31,8 @@ type URL struct {
 // URLFacts describe the URLs of the text and HTML parts. Rules read them
 // as urls.<name>.
 type URLFacts struct {
-	Count        int      `expr:"count"`         // URLs found, also past the kept bound
-	List         []URL    `expr:"list"`          // at most Options.MaxURLs
+	Count        int      `expr:"count"`         // URL occurrences found (text and HTML), also past the kept bound
+	List         []URL    `expr:"list"`          // distinct URLs (by their raw text), at most Options.MaxURLs
 	Hosts        []string `expr:"hosts"`         // distinct hosts of List
 	Domains      []string `expr:"domains"`       // distinct registered domains of List
 	IP           bool     `expr:"ip"`            // a host is an IP literal
@@ -52,6 +52,7 @@ func (r *Result) computeURLs() {
 	f := &r.urls
 	hosts := map[string]bool{}
 	domains := map[string]bool{}
+	raws := map[string]bool{}
 	scanned := 0
 	add := func(raw, source string) {
 		u, ok := parseURL(raw, source)
@@ -59,10 +60,14 @@ func (r *Result) computeURLs() {
 			return
 		}
 		f.Count++
+		if raws[u.Raw] {
+			return
+		}
 		if len(f.List) >= r.opt.MaxURLs {
 			f.Truncated = true
 			return
 		}
+		raws[u.Raw] = true
 		f.List = append(f.List, u)
 		if !hosts[u.Host] {
 			hosts[u.Host] = true
