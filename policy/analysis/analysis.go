@@ -176,7 +176,8 @@ func (r *Result) HiddenText() string {
 }
 
 // Parts returns the leaf MIME parts found, in order (at most
-// Options.MaxParts); for the classifier's part-type tokens.
+// Options.MaxParts); for the classifier's part-type tokens. The slice is
+// shared: callers must not change it.
 func (r *Result) Parts() []Part {
 	return r.parts().parts
 }

@@ -3,15 +3,12 @@ package analysis
 import (
 	"archive/zip"
 	"bytes"
-	"context"
 	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"moat/policy/content"
 )
 
 // msg builds a message from header lines and a body.
@@ -408,6 +405,3 @@ func mustRead(t testing.TB, path string) []byte {
 	}
 	return m
 }
-
-var _ = content.Options{}
-var _ = context.Background
