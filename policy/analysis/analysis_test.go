@@ -175,8 +175,11 @@ func zipBytes(t testing.TB, names ...string) []byte {
 
 func attachMsg(ctype, name, cte string, data []byte) []byte {
 	body := string(data)
-	if cte == "base64" {
+	switch cte {
+	case "base64":
 		body = base64.StdEncoding.EncodeToString(data)
+	case "base64-chunked":
+		body, cte = chunked(data), "base64"
 	}
 	disp := ""
 	if name != "" {
@@ -184,6 +187,17 @@ func attachMsg(ctype, name, cte string, data []byte) []byte {
 	}
 	part := "Content-Type: " + ctype + "\r\nContent-Transfer-Encoding: " + cte + disp + "\r\n\r\n" + body
 	return msg(stdHdr+"\nContent-Type: multipart/mixed; boundary=zz", multipart("mixed", "zz", "Content-Type: text/plain\r\n\r\nsee attached", part))
+}
+
+// chunked base64-encodes b in padded 7-byte chunks, one per line.
+func chunked(b []byte) string {
+	var out strings.Builder
+	for len(b) > 0 {
+		n := min(7, len(b))
+		out.WriteString(base64.StdEncoding.EncodeToString(b[:n]) + "\r\n")
+		b = b[n:]
+	}
+	return out.String()
 }
 
 var peHeader = append([]byte("MZ\x90\x00"), make([]byte, 200)...)
@@ -224,6 +238,9 @@ func TestMIMEFacts(t *testing.T) {
 		}},
 		{"bad base64", attachMsg("application/octet-stream", "a.bin", "base64", nil), func(f *MIMEFacts) bool { return !f.BadBase64 }},
 		{"bad base64 chars", msg(stdHdr+"\nContent-Type: text/plain\nContent-Transfer-Encoding: base64", "aGVsbG8*!gd29ybGQ="), func(f *MIMEFacts) bool { return f.BadBase64 }},
+		{"chunk padding", attachMsg("application/zip", "a.zip", "base64-chunked", zipBytes(t, "x.exe")), func(f *MIMEFacts) bool {
+			return f.BadBase64 && f.Archives == 1 && f.ZipExecutable
+		}},
 		{"bad qp", msg(stdHdr+"\nContent-Type: text/plain\nContent-Transfer-Encoding: quoted-printable", "a=ZZb"), func(f *MIMEFacts) bool { return f.BadQP }},
 		{"8bit in 7bit", msg(stdHdr+"\nContent-Type: text/plain; charset=utf-8", "caf\xc3\xa9"), func(f *MIMEFacts) bool { return f.EightBit7Bit && !f.CharsetMismatch }},
 		{"us-ascii with 8bit", msg(stdHdr+"\nContent-Type: text/plain; charset=us-ascii\nContent-Transfer-Encoding: 8bit", "caf\xe9"), func(f *MIMEFacts) bool {

@@ -320,15 +320,34 @@ scan:
 		clean = clean[:len(clean)/4*4]
 	}
 	out = make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
-	n, err := base64.StdEncoding.Decode(out, clean)
-	if err != nil {
-		bad = true
-		var ce base64.CorruptInputError
-		if errors.As(err, &ce) {
-			// keep what decoded before the damage
-			k := int(ce) / 4 * 4
-			n, _ = base64.StdEncoding.Decode(out, clean[:k])
+	n := 0
+	// Some mailers pad each encoded line or chunk: RFC 2045 §6.8 allows
+	// "=" only at the end, so that is an anomaly, but the chunks after it
+	// are decoded too (an archive's directory sits at its end).
+	for rest := clean; len(rest) > 0; {
+		seg := rest
+		if i := bytes.IndexByte(rest, '='); i >= 0 {
+			j := i
+			for j < len(rest) && rest[j] == '=' {
+				j++
+			}
+			seg, rest = rest[:j], rest[j:]
+			if len(rest) > 0 {
+				bad = true
+			}
+		} else {
+			rest = nil
 		}
+		m, err := base64.StdEncoding.Decode(out[n:], seg)
+		if err != nil {
+			bad = true
+			var ce base64.CorruptInputError
+			if errors.As(err, &ce) {
+				// keep what decoded before the damage
+				m, _ = base64.StdEncoding.Decode(out[n:], seg[:int(ce)/4*4])
+			}
+		}
+		n += m
 	}
 	out = out[:n]
 	if len(out) > limit {
