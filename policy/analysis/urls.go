@@ -53,9 +53,10 @@ func (r *Result) computeURLs() {
 	hosts := map[string]bool{}
 	domains := map[string]bool{}
 	raws := map[string]bool{}
+	memo := map[string]string{}
 	scanned := 0
 	add := func(raw, source string) {
-		u, ok := parseURL(raw, source)
+		u, ok := parseURLMemo(raw, source, memo)
 		if !ok {
 			return
 		}
@@ -178,7 +179,11 @@ func urlStop(c byte) bool {
 // parseURL reads the scheme and authority of an absolute http(s) URL, a
 // protocol-relative one or a bare www. host (RFC 3986 §3). Other schemes
 // (mailto, cid, data, javascript) and relative references are skipped.
-func parseURL(raw, source string) (URL, bool) {
+func parseURL(raw, source string) (URL, bool) { return parseURLMemo(raw, source, nil) }
+
+// parseURLMemo is parseURL with a memo of registered domains by host
+// (nil for none): one message names the same few hosts again and again.
+func parseURLMemo(raw, source string, memo map[string]string) (URL, bool) {
 	s := strings.TrimSpace(raw)
 	if len(s) > 2048 {
 		s = s[:2048]
@@ -258,7 +263,14 @@ func parseURL(raw, source string) (URL, bool) {
 		u.MixedScript = mixedScript(host)
 	}
 	u.Punycode = strings.HasPrefix(u.Host, "xn--") || strings.Contains(u.Host, ".xn--")
-	u.Domain = registeredDomain(u.Host)
+	if d, ok := memo[u.Host]; ok {
+		u.Domain = d
+	} else {
+		u.Domain = registeredDomain(u.Host)
+		if memo != nil && len(memo) < 1000 {
+			memo[u.Host] = u.Domain
+		}
+	}
 	u.Shortener = shorteners[u.Domain] || shorteners[u.Host]
 	return u, true
 }
