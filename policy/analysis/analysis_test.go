@@ -56,6 +56,9 @@ func TestURLFacts(t *testing.T) {
 		{"href and src", htmlMsg(`<a href="http://a.example/x">go</a><img src="https://img.example/p.png">`), func(f *URLFacts) bool {
 			return f.Count == 2 && slices.Equal(f.Hosts, []string{"a.example", "img.example"})
 		}},
+		{"URL as HTML text", htmlMsg(`<p>go to http://t.example/x now</p>`), func(f *URLFacts) bool {
+			return f.Count == 1 && f.List[0].Host == "t.example" && f.List[0].Source == "text"
+		}},
 		{"mailto skipped", htmlMsg(`<a href="mailto:x@y.example">mail</a>`), func(f *URLFacts) bool { return f.Count == 0 }},
 		{"hex IP", textMsg("http://0x7f000001/x"), func(f *URLFacts) bool {
 			return f.IP && f.ObfuscatedIP && f.List[0].Host == "127.0.0.1"

@@ -22,7 +22,7 @@ func TestFactsReadByExpr(t *testing.T) {
 	r := analyze(t, htmlMsg(`<a href="http://0x7f000001/">www.bank.example</a><div style="display:none">x</div>`), Input{})
 	env := exprEnv{r.URLs(), r.HTML(), r.MIME(), r.Headers(), r.Text()}
 	for _, code := range []string{
-		`urls.count == 1 && urls.obfuscated_ip && urls.text_mismatch`,
+		`urls.count == 2 && urls.obfuscated_ip && urls.text_mismatch && "bank.example" in urls.domains`,
 		`any(urls.list, .is_ip && .source == "href" && .host == "127.0.0.1")`,
 		`html.only && html.hidden_text && html.invisible && html.links == 1`,
 		`!mime.malformed && mime.parts == 1 && "text/html" in mime.types`,

@@ -330,7 +330,9 @@ func (r *Result) classRule(selectors, decls string) {
 		if len(r.classes) >= maxClasses {
 			return
 		}
-		r.classes[sel[1:]] = r.classes[sel[1:]] + ";" + decls[:min(len(decls), 1024)]
+		if prev := r.classes[sel[1:]]; len(prev) < 4096 { // a class repeated without end stays bounded
+			r.classes[sel[1:]] = prev + ";" + decls[:min(len(decls), 1024)]
+		}
 	}
 }
 

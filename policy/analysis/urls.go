@@ -19,7 +19,7 @@ type URL struct {
 	Host         string `expr:"host"`          // lower-case A-label (RFC 5891 §5), no trailing dot; an IP in canonical form
 	Domain       string `expr:"domain"`        // registered domain (public suffix + 1); the host itself for IPs
 	Port         string `expr:"port"`          // "" when absent
-	Source       string `expr:"source"`        // text, href, src, action
+	Source       string `expr:"source"`        // text (plain text or HTML text), href, src, action
 	IsIP         bool   `expr:"is_ip"`         // the host is an IP literal
 	ObfuscatedIP bool   `expr:"obfuscated_ip"` // an IPv4 written in decimal, hex, octal or short form
 	Userinfo     bool   `expr:"userinfo"`      // user@ before the host (RFC 3986 §3.2.1)
@@ -106,6 +106,10 @@ func (r *Result) computeURLs() {
 	}
 	for _, u := range r.scan.urls {
 		add(u.s, u.source)
+	}
+	// URLs written as text in HTML, not as links.
+	if !scanText(string(r.scan.visible), r.opt.MaxURLScan-scanned, func(s string) { scanned++; add(s, "text") }) {
+		f.Truncated = true
 	}
 	for _, a := range r.scan.anchors {
 		if linkTextMismatch(a) {
