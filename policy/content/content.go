@@ -8,7 +8,10 @@
 // MIME tree (RFC 2045, RFC 2046 §5.1) with github.com/emersion/go-message.
 // Encoded words in headers are decoded (RFC 2047 §6); text parts are decoded
 // from their transfer encoding (RFC 2045 §6) and charset (RFC 2046 §4.1.2)
-// to UTF-8, and text/html is stripped of its tags.
+// to UTF-8, and text/html is stripped of its tags (the href and src
+// targets of tags are kept in the text, so link hosts stay matchable).
+// Deeper analysis (URLs, HTML, MIME anomalies, header heuristics) is
+// policy/analysis, built on this package.
 //
 // Broken MIME never fails the parse: the facts hold what could be read and
 // Malformed reports that something could not.
