@@ -8,7 +8,10 @@
 // MIME tree (RFC 2045, RFC 2046 §5.1) with github.com/emersion/go-message.
 // Encoded words in headers are decoded (RFC 2047 §6); text parts are decoded
 // from their transfer encoding (RFC 2045 §6) and charset (RFC 2046 §4.1.2)
-// to UTF-8, and text/html is stripped of its tags.
+// to UTF-8, and text/html is stripped of its tags (the href and src
+// targets of tags are kept in the text, so link hosts stay matchable).
+// Deeper analysis (URLs, HTML, MIME anomalies, header heuristics) is
+// policy/analysis, built on this package.
 //
 // Broken MIME never fails the parse: the facts hold what could be read and
 // Malformed reports that something could not.
@@ -20,6 +23,7 @@ import (
 	"errors"
 	"io"
 	"mime"
+	netmail "net/mail"
 	"strings"
 	"sync"
 	"unsafe"
@@ -221,6 +225,42 @@ func (m *Message) parseAddresses() {
 	m.to = addresses(m.header, "To", "Cc")
 }
 
+// Field is one header field as it was received: the name as written and
+// the unfolded value with encoded words left as they are (RFC 5322 §2.2).
+type Field struct {
+	Name  string
+	Value string
+}
+
+// Fields returns the header fields, top to bottom, at most
+// Options.MaxHeaderFields, undecoded. The slice is new on each call.
+func (m *Message) Fields() []Field {
+	out := make([]Field, 0, m.header.Len())
+	fs := m.header.Fields()
+	for fs.Next() {
+		out = append(out, Field{Name: fs.Key(), Value: fs.Value()})
+	}
+	return out
+}
+
+// RawHeader returns the first field named name, unfolded but with encoded
+// words not decoded, or "".
+func (m *Message) RawHeader(name string) string { return m.header.Get(name) }
+
+// Raw returns the message bytes given to Parse; the caller must not change
+// them.
+func (m *Message) Raw() []byte { return m.raw }
+
+// Body returns the raw body: the bytes after the blank line that ends the
+// header section (RFC 5322 §2.1), still transfer-encoded.
+func (m *Message) Body() []byte {
+	end := headerEnd(m.raw, m.opt.MaxHeaderBytes)
+	if end < 0 {
+		return nil
+	}
+	return m.raw[end:]
+}
+
 // Size returns the size of the raw message in bytes.
 func (m *Message) Size() int64 { return int64(len(m.raw)) }
 
@@ -390,6 +430,8 @@ var wordDecoder = &mime.WordDecoder{CharsetReader: func(label string, r io.Reade
 	return enc.NewDecoder().Reader(r), nil
 }}
 
+var addressParser = &netmail.AddressParser{WordDecoder: wordDecoder}
+
 // decodeWords decodes RFC 2047 encoded words; on error it returns s as is.
 func decodeWords(s string) string {
 	if !strings.Contains(s, "=?") {
@@ -420,7 +462,12 @@ func addresses(h textproto.Header, keys ...string) []string {
 		}
 		list, err := mh.AddressList(k)
 		if err != nil {
-			continue
+			// go-message knows few charsets by itself: retry with
+			// the decoder that knows every WHATWG encoding.
+			list, err = addressParser.ParseList(h.Get(k))
+			if err != nil {
+				continue
+			}
 		}
 		for _, a := range list {
 			if len(out) >= 100 {
@@ -438,7 +485,7 @@ func addresses(h textproto.Header, keys ...string) []string {
 func stripTags(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
-	lower := strings.ToLower(s)
+	lower := asciiLower(s) // same length as s, so offsets agree
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c != '<' {
@@ -478,10 +525,76 @@ func stripTags(s string) string {
 				continue
 			}
 			b.WriteByte(' ')
+			// Link targets survive as text, so that rules matching
+			// the body text see the hosts mail points to.
+			if u := linkTarget(s[i : i+j+1]); u != "" {
+				b.WriteString(u)
+				b.WriteByte(' ')
+			}
 			i += j + 1
 		}
 	}
 	return htmlEntities.Replace(b.String())
 }
+
+// linkTarget returns the value of the href or src attribute of one tag
+// ("<a href=...>"), or "". Values are cut at 2048 bytes.
+func linkTarget(tag string) string {
+	lower := asciiLower(tag)
+	for _, attr := range [...]string{"href", "src"} {
+		k := 0
+		for k < len(lower) {
+			j := strings.Index(lower[k:], attr)
+			if j < 0 {
+				break
+			}
+			j += k
+			k = j + len(attr)
+			// the attribute name must stand alone: " href=" not "xhref="
+			if j == 0 || !isSpace(lower[j-1]) {
+				continue
+			}
+			rest := strings.TrimLeft(tag[k:], " \t\r\n")
+			if !strings.HasPrefix(rest, "=") {
+				continue
+			}
+			rest = strings.TrimLeft(rest[1:], " \t\r\n")
+			var v string
+			if rest != "" && (rest[0] == '"' || rest[0] == '\'') {
+				if e := strings.IndexByte(rest[1:], rest[0]); e >= 0 {
+					v = rest[1 : 1+e]
+				} else {
+					v = rest[1:]
+				}
+			} else {
+				e := strings.IndexAny(rest, " \t\r\n>")
+				if e < 0 {
+					e = len(rest)
+				}
+				v = rest[:e]
+			}
+			v = strings.TrimSpace(v)
+			if len(v) > 2048 {
+				v = v[:2048]
+			}
+			return htmlEntities.Replace(v)
+		}
+	}
+	return ""
+}
+
+// asciiLower lower-cases ASCII letters only: unlike strings.ToLower it
+// keeps every byte offset, so an index found in the result is valid in s.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 var htmlEntities = strings.NewReplacer("&nbsp;", " ", "&amp;", "&", "&lt;", "<", "&gt;", ">", "&quot;", `"`, "&#39;", "'")

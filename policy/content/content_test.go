@@ -167,3 +167,49 @@ func TestTextParts(t *testing.T) {
 		}
 	}
 }
+
+func TestLinkTargetsKept(t *testing.T) {
+	raw := "Content-Type: text/html\r\n\r\n<p>Click <a class=x HREF=\"http://evil.example/login\">www.bank.example</a>" +
+		"<img src='http://img.example/p.gif'> <a name=top>\u0130\u0130<a href=http://plain.example>x</a></p>"
+	m, err := Parse([]byte(raw), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"http://evil.example/login", "http://img.example/p.gif", "http://plain.example", "www.bank.example"} {
+		if !strings.Contains(m.Text(), want) {
+			t.Errorf("text %q lacks %q", m.Text(), want)
+		}
+	}
+	if strings.Contains(m.Text(), "class") {
+		t.Errorf("text %q keeps tag attributes", m.Text())
+	}
+}
+
+func TestRawAccessors(t *testing.T) {
+	raw := "Subject: =?utf-8?q?hi?=\r\nX-A: 1\r\nX-A: 2\r\n\r\nbody\r\n"
+	m, err := Parse([]byte(raw), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.RawHeader("subject"); got != "=?utf-8?q?hi?=" {
+		t.Errorf("RawHeader = %q", got)
+	}
+	fs := m.Fields()
+	if len(fs) != 3 || fs[1].Name != "X-A" || fs[2].Value != "2" {
+		t.Errorf("Fields = %q", fs)
+	}
+	if string(m.Body()) != "body\r\n" || len(m.Raw()) != len(raw) {
+		t.Errorf("Body = %q", m.Body())
+	}
+}
+
+func TestFromLegacyCharset(t *testing.T) {
+	raw := "From: =?windows-1251?B?wO3k8OXpIM/u8uDv7uI=?= <Info@Sender.example>\r\nTo: a@b.example\r\n\r\nx"
+	m, err := Parse([]byte(raw), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.From() != "info@sender.example" {
+		t.Errorf("From = %q", m.From())
+	}
+}
