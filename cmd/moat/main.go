@@ -85,6 +85,7 @@ func rootCommand() *cobra.Command {
 	}
 	root.AddCommand(serveCommand(), checkConfigCommand(), versionCommand(),
 		queueCommand(), userCommand(), dkimCommand(), rulesCommand(), quarantineCommand())
+	root.AddCommand(learnCommand())
 	return root
 }
 

@@ -1,0 +1,162 @@
+package bayes
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestMeasureCorpus measures the classifier on a development corpus
+// outside the repository: MOAT_CORPUS names a directory with spam/ and
+// ham/ trees of one-message files. It trains on MOAT_TRAIN_SPAM (500) spam
+// and MOAT_TRAIN_HAM (2500) ham picked at random (fixed seed) and
+// classifies up to MOAT_TEST (3000) held-out messages of each class, for
+// each variant. Nothing it learns is kept.
+//
+//	MOAT_CORPUS=/work/corpus go test -run TestMeasureCorpus -v ./policy/bayes/
+func TestMeasureCorpus(t *testing.T) {
+	root := os.Getenv("MOAT_CORPUS")
+	if root == "" {
+		t.Skip("MOAT_CORPUS not set")
+	}
+	nSpam, nHam, nTest := envInt("MOAT_TRAIN_SPAM", 500), envInt("MOAT_TRAIN_HAM", 2500), envInt("MOAT_TEST", 3000)
+	spam, ham := corpusFiles(t, filepath.Join(root, "spam")), corpusFiles(t, filepath.Join(root, "ham"))
+	if len(spam) < nSpam+10 || len(ham) < nHam+10 {
+		t.Fatalf("corpus too small: %d spam, %d ham", len(spam), len(ham))
+	}
+	rng := rand.New(rand.NewPCG(21, 4))
+	rng.Shuffle(len(spam), func(i, j int) { spam[i], spam[j] = spam[j], spam[i] })
+	rng.Shuffle(len(ham), func(i, j int) { ham[i], ham[j] = ham[j], ham[i] })
+	trainSpam, trainHam := spam[:nSpam], ham[:nHam]
+	testSpam, testHam := spam[nSpam:min(len(spam), nSpam+nTest)], ham[nHam:min(len(ham), nHam+nTest)]
+
+	source := map[*Input]string{}
+	load := func(paths []string) []*Input {
+		out := make([]*Input, 0, len(paths))
+		for _, p := range paths {
+			raw, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			in, _, err := Parse(raw)
+			if err != nil {
+				continue
+			}
+			rel, _ := filepath.Rel(root, p)
+			source[&in] = rel
+			out = append(out, &in)
+		}
+		return out
+	}
+	trS, trH, teS, teH := load(trainSpam), load(trainHam), load(testSpam), load(testHam)
+	t.Logf("train %d spam %d ham; test %d spam %d ham", len(trS), len(trH), len(teS), len(teH))
+
+	variants := []struct {
+		name string
+		opt  Options
+	}{
+		{"unigrams, 150 tokens", Options{}},
+		{"unigrams+pairs, 150 tokens", Options{Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
+		{"unigrams, 50 tokens", Options{MaxSignificant: 50}},
+		{"unigrams, 300 tokens", Options{MaxSignificant: 300}},
+		{"unigrams, s=0.45 (strength 0.05)", Options{MinStrength: 0.05}},
+	}
+	if v := os.Getenv("MOAT_VARIANTS"); v != "" {
+		keep := strings.Split(v, ",")
+		variants = slices.DeleteFunc(variants, func(x struct {
+			name string
+			opt  Options
+		}) bool {
+			return !slices.ContainsFunc(keep, func(k string) bool { return strings.HasPrefix(x.name, k) })
+		})
+	}
+	ctx := context.Background()
+	for _, v := range variants {
+		c := New(NewMemStore(), v.opt)
+		for i, in := range trS {
+			c.Learn(ctx, *in, Digest{0, byte(i), byte(i >> 8), byte(i >> 16)}, ClassSpam)
+		}
+		for i, in := range trH {
+			c.Learn(ctx, *in, Digest{1, byte(i), byte(i >> 8), byte(i >> 16)}, ClassHam)
+		}
+		bySource := map[string][]float64{}
+		probs := func(ins []*Input) []float64 {
+			out := make([]float64, len(ins))
+			for i, in := range ins {
+				r, err := c.Classify(ctx, *in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[i] = r.Probability
+				src := filepath.Dir(source[in])
+				bySource[src] = append(bySource[src], r.Probability)
+				if os.Getenv("MOAT_DEBUG") != "" && strings.HasPrefix(src, "spam") == (r.Probability < 0.5) {
+					c2 := New(c.Store(), Options{Explain: 8, MaxSignificant: v.opt.MaxSignificant, MinStrength: v.opt.MinStrength, Tokens: v.opt.Tokens})
+					r2, _ := c2.Classify(ctx, *in)
+					t.Logf("miss %s p=%.3f used=%d top=%v", source[in], r.Probability, r2.Used, r2.Top)
+				}
+			}
+			return out
+		}
+		ps, ph := probs(teS), probs(teH)
+		for src, p := range bySource {
+			t.Logf("  %s: %d messages, p>0.5 %5.1f%%, p>0.9 %5.1f%%, p>0.99 %5.1f%%", src, len(p), pct(p, 0.5), pct(p, 0.9), pct(p, 0.99))
+		}
+		line := fmt.Sprintf("%-34s", v.name)
+		for _, th := range []float64{0.5, 0.9, 0.95, 0.99} {
+			line += fmt.Sprintf(" | p>%.2f caught %5.1f%% flagged %5.2f%%", th, pct(ps, th), pct(ph, th))
+		}
+		// The operating point where 0.5% of ham is flagged.
+		sorted := slices.Clone(ph)
+		slices.Sort(sorted)
+		th := sorted[min(len(sorted)-1, len(sorted)*995/1000)]
+		tot, _ := c.Store().Stats(ctx)
+		t.Logf("%s | at 0.5%% ham flagged (p>%.3f) caught %5.1f%% | %d tokens", line, th, pct(ps, th), tot.Tokens)
+	}
+}
+
+func pct(ps []float64, th float64) float64 {
+	n := 0
+	for _, p := range ps {
+		if p > th {
+			n++
+		}
+	}
+	return 100 * float64(n) / float64(max(len(ps), 1))
+}
+
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+// corpusFiles lists the regular files under dir (sorted), skipping
+// dot-files and text notes.
+func corpusFiles(t *testing.T, dir string) []string {
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if d.IsDir() || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".md") || strings.HasSuffix(name, ".csv") {
+			return nil
+		}
+		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
