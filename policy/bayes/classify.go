@@ -19,8 +19,17 @@ type Options struct {
 	// Default 0.1.
 	MinStrength float64
 	// S and X are Robinson's strength of the prior and assumed
-	// probability of an unseen token. Default 1 and 0.5.
+	// probability of an unseen token. Default 0.5 and 0.5 (s = 0.5 beat
+	// Robinson's s = 1 by one to two points of spam caught at p > 0.9 on
+	// the development corpus, with no more ham flagged).
 	S, X float64
+	// NoBalance turns off the class balance: by default the evidence n of
+	// each token counts as if both classes had been learned equally often
+	// (the counts of the larger class are scaled down), so that a
+	// ham-heavy store is not surer of ham tokens than of spam tokens
+	// merely for having seen more ham. Measured: +2 to +3 points of spam
+	// caught at p > 0.9 after 500 spam and 2,500 ham.
+	NoBalance bool
 	// Explain is the number of tokens Result.Top keeps. Default 0: none.
 	Explain int
 }
@@ -39,7 +48,7 @@ func (o Options) withDefaults() Options {
 		o.MinStrength = 0.1
 	}
 	if o.S <= 0 {
-		o.S = 1
+		o.S = 0.5
 	}
 	if o.X <= 0 || o.X >= 1 {
 		o.X = 0.5
@@ -178,7 +187,15 @@ func (c *Classifier) belief(n Count, tot Totals) float64 {
 	sr := min(float64(n.Spam)/float64(tot.Spam), 1)
 	hr := min(float64(n.Ham)/float64(tot.Ham), 1)
 	p := sr / (sr + hr)
-	total := float64(n.Spam) + float64(n.Ham)
+	ns, nh := float64(n.Spam), float64(n.Ham)
+	if !c.opt.NoBalance {
+		if tot.Ham > tot.Spam {
+			nh *= float64(tot.Spam) / float64(tot.Ham)
+		} else {
+			ns *= float64(tot.Ham) / float64(tot.Spam)
+		}
+	}
+	total := ns + nh
 	f := (c.opt.S*c.opt.X + total*p) / (c.opt.S + total)
 	// Keep away from 0 and 1 so that the logarithms stay finite.
 	return min(max(f, 1e-6), 1-1e-6)

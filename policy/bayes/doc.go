@@ -10,11 +10,13 @@
 // in number (Config.MaxTokens).
 //
 // Each token w gets Robinson's degree of belief f(w) = (s·x + n·p(w)) /
-// (s + n), with s = 1, x = 0.5, n the number of learned messages holding w
-// and p(w) the spam ratio normalised by the class totals. The most
-// significant tokens (at most 150 with |f(w) − 0.5| > 0.1) are combined
-// with Fisher's inverse chi-square method into one probability in 0..1
-// (Classifier.Classify).
+// (s + n), with s = 0.5, x = 0.5, p(w) the spam ratio normalised by the
+// class totals and n the number of learned messages holding w, the
+// counts of the larger class scaled down to the size of the smaller
+// (Options.NoBalance). The most significant tokens (at most 150 with
+// |f(w) − 0.5| > 0.1) are combined with Fisher's inverse chi-square method
+// into one probability in 0..1 (Classifier.Classify). README.md has the
+// measurements behind these choices.
 //
 // Counts live in a Store: BoltStore (go.etcd.io/bbolt, one file
 // <data_dir>/bayes.db, opened once by one process) or RedisStore (token

@@ -36,6 +36,9 @@ func TestMeasureCorpus(t *testing.T) {
 	rng.Shuffle(len(ham), func(i, j int) { ham[i], ham[j] = ham[j], ham[i] })
 	trainSpam, trainHam := spam[:nSpam], ham[:nHam]
 	testSpam, testHam := spam[nSpam:min(len(spam), nSpam+nTest)], ham[nHam:min(len(ham), nHam+nTest)]
+	// The autolearn stream: messages after the test sets.
+	nAuto := envInt("MOAT_AUTOLEARN", 2000)
+	autoSpam, autoHam := spam[min(len(spam), nSpam+nTest):min(len(spam), nSpam+nTest+nAuto)], ham[min(len(ham), nHam+nTest):min(len(ham), nHam+nTest+nAuto)]
 
 	source := map[*Input]string{}
 	load := func(paths []string) []*Input {
@@ -62,20 +65,33 @@ func TestMeasureCorpus(t *testing.T) {
 		name string
 		opt  Options
 	}{
-		{"unigrams, 150 tokens", Options{}},
-		{"unigrams+pairs, 150 tokens", Options{Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
-		{"unigrams, 50 tokens", Options{MaxSignificant: 50}},
-		{"unigrams, 300 tokens", Options{MaxSignificant: 300}},
-		{"unigrams, s=0.45 (strength 0.05)", Options{MinStrength: 0.05}},
+		{"default: unigrams, balanced, s=0.5", Options{}},
+		{"robinson s=1, not balanced", Options{S: 1, NoBalance: true}},
+		{"robinson s=1, not balanced, pairs", Options{S: 1, NoBalance: true, Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
+		{"balanced, s=1", Options{S: 1}},
+		{"balanced, s=0.5, pairs", Options{Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
+		{"balanced, s=0.1", Options{S: 0.1}},
+		{"balanced, s=0.5, 50 tokens", Options{MaxSignificant: 50}},
+		{"balanced, s=0.5, 300 tokens", Options{MaxSignificant: 300}},
+		{"balanced, SA s=.16 x=.538 str=.346", Options{S: 0.16, X: 0.538, MinStrength: 0.346}},
+		{"not balanced, SA s=.16 x=.538 str=.346", Options{NoBalance: true, S: 0.16, X: 0.538, MinStrength: 0.346}},
 	}
 	if v := os.Getenv("MOAT_VARIANTS"); v != "" {
-		keep := strings.Split(v, ",")
+		keep := strings.Split(v, ";")
 		variants = slices.DeleteFunc(variants, func(x struct {
 			name string
 			opt  Options
 		}) bool {
 			return !slices.ContainsFunc(keep, func(k string) bool { return strings.HasPrefix(x.name, k) })
 		})
+	}
+	var auS, auH []*Input
+	if os.Getenv("MOAT_AUTOLEARN") != "" {
+		auS, auH = load(autoSpam), load(autoHam)
+		variants = append(variants, struct {
+			name string
+			opt  Options
+		}{"default + autolearn .99/.01", Options{}})
 	}
 	ctx := context.Background()
 	for _, v := range variants {
@@ -85,6 +101,24 @@ func TestMeasureCorpus(t *testing.T) {
 		}
 		for i, in := range trH {
 			c.Learn(ctx, *in, Digest{1, byte(i), byte(i >> 8), byte(i >> 16)}, ClassHam)
+		}
+		if strings.HasSuffix(v.name, "autolearn .99/.01") {
+			a := AutolearnConfig{Enabled: true, SpamAbove: 0.99, HamBelow: 0.01}
+			var learned [3][3]int // [true class][learned class]
+			for i := range max(len(auS), len(auH)) {
+				for j, set := range [][]*Input{auS, auH} {
+					if i >= len(set) {
+						continue
+					}
+					r, _ := c.Classify(ctx, *set[i])
+					if cl := a.Autolearn(r); cl != ClassNone {
+						c.Learn(ctx, *set[i], Digest{2, byte(j), byte(i), byte(i >> 8), byte(i >> 16)}, cl)
+						learned[j+1][cl]++
+					}
+				}
+			}
+			t.Logf("autolearn over %d spam %d ham: spam learned as spam %d, as ham %d; ham learned as ham %d, as spam %d",
+				len(auS), len(auH), learned[1][ClassSpam], learned[1][ClassHam], learned[2][ClassHam], learned[2][ClassSpam])
 		}
 		bySource := map[string][]float64{}
 		probs := func(ins []*Input) []float64 {

@@ -351,7 +351,7 @@ func isCJK(r rune) bool {
 func eachWord(s string, fn func(string) bool) {
 	n := 0
 	emit := func(w string) bool {
-		w = strings.Trim(w, ".-'_@")
+		w = trimJoiners(w)
 		if len(w) < 2 {
 			return true
 		}
@@ -367,7 +367,7 @@ func eachWord(s string, fn func(string) bool) {
 	}
 	start := -1
 	for i, r := range s {
-		if isCJK(r) {
+		if r >= 0x2e80 && isCJK(r) {
 			if start >= 0 {
 				if !emit(s[start:i]) {
 					return
@@ -396,6 +396,23 @@ func eachWord(s string, fn func(string) bool) {
 	if start >= 0 {
 		emit(s[start:])
 	}
+}
+
+// isJoiner reports the bytes that join words but do not end them.
+func isJoiner(c byte) bool {
+	return c == '.' || c == '-' || c == '\'' || c == '_' || c == '@'
+}
+
+// trimJoiners trims joiners off both ends of w (strings.Trim with a
+// constant cutset, without building the set on every call).
+func trimJoiners(w string) string {
+	for len(w) > 0 && isJoiner(w[0]) {
+		w = w[1:]
+	}
+	for len(w) > 0 && isJoiner(w[len(w)-1]) {
+		w = w[:len(w)-1]
+	}
+	return w
 }
 
 // collapseDigits replaces each run of ASCII digits with one '#'.
