@@ -164,3 +164,22 @@ func TestLearnCommandRedis(t *testing.T) {
 		t.Error("bayes.db created although the store is Redis")
 	}
 }
+
+func FuzzMboxSplit(f *testing.F) {
+	f.Add([]byte("From a Mon Jan  1 00:00:00 2024\nSubject: x\n\nbody\n>From quoted\n\nFrom b Mon\nSubject: y\n\nz\n"))
+	f.Add([]byte("From \n\nFrom \n"))
+	f.Add([]byte("From x\r\n\r\n>>From y\r\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		total := 0
+		err := eachMboxMessage(raw, func(m []byte) error {
+			if len(m) == 0 {
+				t.Fatal("empty message passed on")
+			}
+			total += len(m)
+			return nil
+		})
+		if err == nil && total > len(raw)+bytes.Count(raw, []byte("\n"))+1 {
+			t.Fatalf("split into %d bytes from %d", total, len(raw))
+		}
+	})
+}

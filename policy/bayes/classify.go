@@ -181,6 +181,14 @@ func (c *Classifier) Classify(ctx context.Context, in Input) (Result, error) {
 	return res, nil
 }
 
+// Explain classifies in and returns the n tokens that weighed most in
+// Result.Top, whatever Options.Explain says (for `moat rules test`).
+func (c *Classifier) Explain(ctx context.Context, in Input, n int) (Result, error) {
+	e := *c
+	e.opt.Explain = n
+	return e.Classify(ctx, in)
+}
+
 // belief is Robinson's f(w) = (s·x + n·p(w)) / (s + n), where p(w) is the
 // share of spam among the class-normalised frequencies of w.
 func (c *Classifier) belief(n Count, tot Totals) float64 {

@@ -153,6 +153,9 @@ func TestLearnedMessageScoresItsClass(t *testing.T) {
 	if len(rs.Top) != 3 || rs.Top[0].Prob < 0.5 {
 		t.Errorf("explanation %+v", rs.Top)
 	}
+	if ex, _ := New(c.Store(), Options{}).Explain(ctx, ham, 2); len(ex.Top) != 2 || ex.Top[0].Prob > 0.5 {
+		t.Errorf("Explain: %+v", ex.Top)
+	}
 	if rs.SpamLearned != 1 || rs.HamLearned != 1 {
 		t.Errorf("facts %+v", rs.Facts)
 	}
