@@ -43,7 +43,7 @@ const (
 func learnCommand() *cobra.Command {
 	var o learnOpts
 	cmd := &cobra.Command{
-		Use:   "learn spam|ham PATH... | learn --forget PATH... | learn stats",
+		Use:   "learn spam|ham PATH... | learn --forget PATH... | learn stats|prune",
 		Short: "Teach the classifier spam and ham, forget messages, or show what it learned",
 		Long: `Teach the Bayesian classifier (bayes: in the configuration).
 
@@ -51,6 +51,7 @@ func learnCommand() *cobra.Command {
   moat learn --config moat.yaml ham PATH...    learn messages as ham
   moat learn --config moat.yaml --forget PATH...
   moat learn --config moat.yaml stats
+  moat learn --config moat.yaml prune          drop tokens seen once (bbolt)
 
 A PATH is a message file, an mbox file, a directory of message files (read
 recursively), or a Maildir (its cur/ and new/). A message learned twice
@@ -87,6 +88,8 @@ func (o *learnOpts) run(ctx context.Context, stdout, stderr io.Writer, args []st
 	switch {
 	case o.forget:
 	case args[0] == "stats" && len(args) == 1:
+	case args[0] == "prune" && len(args) == 1:
+		return o.prune(ctx, stdout, cfg)
 	case args[0] == "spam" || args[0] == "ham":
 		if len(args) < 2 {
 			return errors.New("learn: give at least one PATH after " + args[0])
@@ -94,7 +97,7 @@ func (o *learnOpts) run(ctx context.Context, stdout, stderr io.Writer, args []st
 		class, _ = bayes.ParseClass(args[0])
 		paths = args[1:]
 	default:
-		return fmt.Errorf("learn: %q: want spam, ham or stats (or --forget)", args[0])
+		return fmt.Errorf("learn: %q: want spam, ham, stats or prune (or --forget)", args[0])
 	}
 	readOnly := class == bayes.ClassNone && !o.forget
 	var files []string
@@ -159,6 +162,25 @@ func openBayesStore(cfg *Config, readOnly bool) (bayes.Store, string, error) {
 			"stop it while learning, or share the classifier through Redis (cluster.redis)", path)
 	}
 	return s, path, err
+}
+
+// prune drops the tokens of the bbolt store seen in one message only.
+func (o *learnOpts) prune(ctx context.Context, w io.Writer, cfg *Config) error {
+	store, where, err := openBayesStore(cfg, false)
+	if err != nil {
+		return fmt.Errorf("learn prune: %w", err)
+	}
+	defer store.Close()
+	b, ok := store.(*bayes.BoltStore)
+	if !ok {
+		return fmt.Errorf("learn prune: %s: the Redis store prunes itself through bayes.token_ttl", where)
+	}
+	n, err := b.Prune(ctx, 1)
+	if err != nil {
+		return fmt.Errorf("learn prune: %w", err)
+	}
+	fmt.Fprintf(w, "%s: removed %d tokens seen in one message only\n", where, n)
+	return nil
 }
 
 // closeBoth closes a Redis store and its client.

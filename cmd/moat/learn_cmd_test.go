@@ -103,6 +103,10 @@ func TestLearnCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "forgot 1 (0 spam, 1 ham), not learned 1") {
 		t.Fatalf("forget: %v\n%s", err, out)
 	}
+	out, err = runLearn(t, "--config", e.config, "prune")
+	if err != nil || !strings.Contains(out, "removed ") {
+		t.Fatalf("prune: %v\n%s", err, out)
+	}
 	out, err = runLearn(t, "--config", e.config, "stats")
 	if err != nil || !strings.Contains(out, "spam learned: 2\nham learned:  4\n") || !strings.Contains(out, "ready:        yes") {
 		t.Fatalf("stats: %v\n%s", err, out)
@@ -156,6 +160,9 @@ func TestLearnCommandRedis(t *testing.T) {
 	out, err = runLearn(t, "--config", e.config, "stats")
 	if err != nil || !strings.Contains(out, "redis "+mr.Addr()) || !strings.Contains(out, "spam learned: 1") {
 		t.Fatalf("stats: %v\n%s", err, out)
+	}
+	if _, err := runLearn(t, "--config", e.config, "prune"); err == nil || !strings.Contains(err.Error(), "token_ttl") {
+		t.Errorf("prune on Redis: %v", err)
 	}
 	if !mr.Exists("x:bayes:n") {
 		t.Errorf("no totals under the key prefix: %v", mr.Keys())
