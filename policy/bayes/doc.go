@@ -13,7 +13,7 @@
 // (s + n), with s = 0.5, x = 0.5, p(w) the spam ratio normalised by the
 // class totals and n the number of learned messages holding w, the
 // counts of the larger class scaled down to the size of the smaller
-// (Options.NoBalance). The most significant tokens (at most 150 with
+// (Options.NoBalance). The most significant tokens (at most 30 with
 // |f(w) − 0.5| > 0.1) are combined with Fisher's inverse chi-square method
 // into one probability in 0..1 (Classifier.Classify). README.md has the
 // measurements behind these choices.

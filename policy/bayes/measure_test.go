@@ -15,10 +15,12 @@ import (
 
 // TestMeasureCorpus measures the classifier on a development corpus
 // outside the repository: MOAT_CORPUS names a directory with spam/ and
-// ham/ trees of one-message files. It trains on MOAT_TRAIN_SPAM (500) spam
-// and MOAT_TRAIN_HAM (2500) ham picked at random (fixed seed) and
-// classifies up to MOAT_TEST (3000) held-out messages of each class, for
-// each variant. Nothing it learns is kept.
+// ham/ trees of one-message files, or with split/{train,test}/{spam,ham,
+// hardham}. It trains on MOAT_TRAIN_SPAM (500) spam and MOAT_TRAIN_HAM
+// (2500) ham picked at random (fixed seed) and classifies up to MOAT_TEST
+// (3000) held-out messages of each class (and all hard ham), for each
+// variant. MOAT_AUTOLEARN=N adds a run that autolearns N more of each
+// class before the test. Nothing it learns is kept.
 //
 //	MOAT_CORPUS=/work/corpus go test -run TestMeasureCorpus -v ./policy/bayes/
 func TestMeasureCorpus(t *testing.T) {
@@ -27,15 +29,30 @@ func TestMeasureCorpus(t *testing.T) {
 		t.Skip("MOAT_CORPUS not set")
 	}
 	nSpam, nHam, nTest := envInt("MOAT_TRAIN_SPAM", 500), envInt("MOAT_TRAIN_HAM", 2500), envInt("MOAT_TEST", 3000)
-	spam, ham := corpusFiles(t, filepath.Join(root, "spam")), corpusFiles(t, filepath.Join(root, "ham"))
-	if len(spam) < nSpam+10 || len(ham) < nHam+10 {
-		t.Fatalf("corpus too small: %d spam, %d ham", len(spam), len(ham))
-	}
 	rng := rand.New(rand.NewPCG(21, 4))
-	rng.Shuffle(len(spam), func(i, j int) { spam[i], spam[j] = spam[j], spam[i] })
-	rng.Shuffle(len(ham), func(i, j int) { ham[i], ham[j] = ham[j], ham[i] })
-	trainSpam, trainHam := spam[:nSpam], ham[:nHam]
-	testSpam, testHam := spam[nSpam:min(len(spam), nSpam+nTest)], ham[nHam:min(len(ham), nHam+nTest)]
+	shuffle := func(x []string) []string {
+		rng.Shuffle(len(x), func(i, j int) { x[i], x[j] = x[j], x[i] })
+		return x
+	}
+	var spam, ham, trainSpam, trainHam, testSpam, testHam, hardHam []string
+	if _, err := os.Stat(filepath.Join(root, "split", "train")); err == nil {
+		// The corpus's own split (copies never straddle train and test).
+		tr, te := filepath.Join(root, "split", "train"), filepath.Join(root, "split", "test")
+		spam, ham = shuffle(corpusFiles(t, filepath.Join(tr, "spam"))), shuffle(corpusFiles(t, filepath.Join(tr, "ham")))
+		trainSpam, trainHam = spam[:min(nSpam, len(spam))], ham[:min(nHam, len(ham))]
+		ts, th := shuffle(corpusFiles(t, filepath.Join(te, "spam"))), shuffle(corpusFiles(t, filepath.Join(te, "ham")))
+		testSpam, testHam = ts[:min(nTest, len(ts))], th[:min(nTest, len(th))]
+		hardHam = corpusFiles(t, filepath.Join(te, "hardham"))
+		spam, ham = spam[len(trainSpam):], ham[len(trainHam):] // the autolearn stream
+		nSpam, nHam, nTest = 0, 0, 0
+	} else {
+		spam, ham = shuffle(corpusFiles(t, filepath.Join(root, "spam"))), shuffle(corpusFiles(t, filepath.Join(root, "ham")))
+		if len(spam) < nSpam+10 || len(ham) < nHam+10 {
+			t.Fatalf("corpus too small: %d spam, %d ham", len(spam), len(ham))
+		}
+		trainSpam, trainHam = spam[:nSpam], ham[:nHam]
+		testSpam, testHam = spam[nSpam:min(len(spam), nSpam+nTest)], ham[nHam:min(len(ham), nHam+nTest)]
+	}
 	// The autolearn stream: messages after the test sets.
 	nAuto := envInt("MOAT_AUTOLEARN", 2000)
 	autoSpam, autoHam := spam[min(len(spam), nSpam+nTest):min(len(spam), nSpam+nTest+nAuto)], ham[min(len(ham), nHam+nTest):min(len(ham), nHam+nTest+nAuto)]
@@ -58,23 +75,23 @@ func TestMeasureCorpus(t *testing.T) {
 		}
 		return out
 	}
-	trS, trH, teS, teH := load(trainSpam), load(trainHam), load(testSpam), load(testHam)
-	t.Logf("train %d spam %d ham; test %d spam %d ham", len(trS), len(trH), len(teS), len(teH))
+	trS, trH, teS, teH, teHard := load(trainSpam), load(trainHam), load(testSpam), load(testHam), load(hardHam)
+	t.Logf("train %d spam %d ham; test %d spam %d ham %d hard ham", len(trS), len(trH), len(teS), len(teH), len(teHard))
 
 	variants := []struct {
 		name string
 		opt  Options
 	}{
-		{"default: unigrams, balanced, s=0.5", Options{}},
-		{"robinson s=1, not balanced", Options{S: 1, NoBalance: true}},
-		{"robinson s=1, not balanced, pairs", Options{S: 1, NoBalance: true, Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
-		{"balanced, s=1", Options{S: 1}},
-		{"balanced, s=0.5, pairs", Options{Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
-		{"balanced, s=0.1", Options{S: 0.1}},
-		{"balanced, s=0.5, 50 tokens", Options{MaxSignificant: 50}},
-		{"balanced, s=0.5, 300 tokens", Options{MaxSignificant: 300}},
-		{"balanced, SA s=.16 x=.538 str=.346", Options{S: 0.16, X: 0.538, MinStrength: 0.346}},
-		{"not balanced, SA s=.16 x=.538 str=.346", Options{NoBalance: true, S: 0.16, X: 0.538, MinStrength: 0.346}},
+		{"default: balanced, s=0.5, 30 tokens", Options{}},
+		{"textbook: s=1, not balanced, 150 tokens", Options{S: 1, NoBalance: true, MaxSignificant: 150}},
+		{"s=1, not balanced, 30 tokens", Options{S: 1, NoBalance: true}},
+		{"s=1, balanced, 30 tokens", Options{S: 1}},
+		{"s=0.5, balanced, 150 tokens", Options{MaxSignificant: 150}},
+		{"s=0.5, balanced, 15 tokens", Options{MaxSignificant: 15}},
+		{"s=0.5, balanced, 30 tokens, str=.346", Options{MinStrength: 0.346}},
+		{"default + word pairs", Options{Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
+		{"textbook + word pairs", Options{S: 1, NoBalance: true, MaxSignificant: 150, Tokens: TokenOptions{Pairs: true, MaxTokens: 2000}}},
+		{"SpamAssassin s=.16 x=.538 str=.346 150, balanced", Options{S: 0.16, X: 0.538, MinStrength: 0.346, MaxSignificant: 150}},
 	}
 	if v := os.Getenv("MOAT_VARIANTS"); v != "" {
 		keep := strings.Split(v, ";")
@@ -130,6 +147,9 @@ func TestMeasureCorpus(t *testing.T) {
 				}
 				out[i] = r.Probability
 				src := filepath.Dir(source[in])
+				if base := filepath.Base(source[in]); strings.Contains(base, "__") {
+					src = src + "/" + base[:strings.Index(base, "__")]
+				}
 				bySource[src] = append(bySource[src], r.Probability)
 				if os.Getenv("MOAT_DEBUG") != "" && strings.HasPrefix(src, "spam") == (r.Probability < 0.5) {
 					c2 := New(c.Store(), Options{Explain: 8, MaxSignificant: v.opt.MaxSignificant, MinStrength: v.opt.MinStrength, Tokens: v.opt.Tokens})
@@ -140,6 +160,10 @@ func TestMeasureCorpus(t *testing.T) {
 			return out
 		}
 		ps, ph := probs(teS), probs(teH)
+		if len(teHard) > 0 {
+			phh := probs(teHard)
+			t.Logf("  hard ham: p>0.5 %5.2f%%, p>0.9 %5.2f%%, p>0.99 %5.2f%% flagged", pct(phh, 0.5), pct(phh, 0.9), pct(phh, 0.99))
+		}
 		for src, p := range bySource {
 			t.Logf("  %s: %d messages, p>0.5 %5.1f%%, p>0.9 %5.1f%%, p>0.99 %5.1f%%", src, len(p), pct(p, 0.5), pct(p, 0.9), pct(p, 0.99))
 		}
