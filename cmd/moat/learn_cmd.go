@@ -126,37 +126,41 @@ func openBayesStore(cfg *Config, readOnly bool) (bayes.Store, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	opt := bayes.StoreOptions{DataDir: cfg.DataDir, KeyPrefix: cfg.Cluster.Redis.KeyPrefix, RedisTimeout: 10 * time.Second,
+		Bolt: bayes.BoltOptions{LockTimeout: time.Second, NoSync: true, ReadOnly: readOnly}}
 	if kind == bayes.StoreRedis {
 		r := cfg.Cluster.Redis
-		opt := &redis.Options{Addr: r.Address, Username: r.Username, DB: r.DB,
+		ro := &redis.Options{Addr: r.Address, Username: r.Username, DB: r.DB,
 			DialTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 		if r.PasswordFile != "" {
 			pw, err := os.ReadFile(r.PasswordFile)
 			if err != nil {
 				return nil, "", fmt.Errorf("cluster.redis.password_file: %w", err)
 			}
-			opt.Password = strings.TrimRight(string(pw), "\r\n")
+			ro.Password = strings.TrimRight(string(pw), "\r\n")
 		}
 		if r.TLS {
 			host, _, _ := strings.Cut(r.Address, ":")
-			opt.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+			ro.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 		}
-		rdb := redis.NewClient(opt)
-		s := bayes.NewRedisStore(rdb, bayes.RedisOptions{KeyPrefix: r.KeyPrefix, TokenTTL: cfg.Bayes.TokenTTL, Timeout: 10 * time.Second})
+		rdb := redis.NewClient(ro)
+		opt.Redis = rdb
+		s, err := cfg.Bayes.OpenStore(opt)
+		if err != nil {
+			rdb.Close()
+			return nil, "", err
+		}
 		return closeBoth{s, rdb}, "redis " + r.Address, nil
-	}
-	if !readOnly {
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return nil, "", fmt.Errorf("data_dir: %w", err)
-		}
 	}
 	path := filepath.Join(cfg.DataDir, "bayes.db")
 	if readOnly {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			return bayes.NewMemStore(), path + " (not created yet)", nil
 		}
+	} else if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, "", fmt.Errorf("data_dir: %w", err)
 	}
-	s, err := bayes.OpenBolt(path, bayes.BoltOptions{LockTimeout: time.Second, NoSync: true, ReadOnly: readOnly})
+	s, err := cfg.Bayes.OpenStore(opt)
 	if errors.Is(err, bayes.ErrLocked) {
 		return nil, "", fmt.Errorf("%s is in use by another process, most likely a running `moat serve`: "+
 			"stop it while learning, or share the classifier through Redis (cluster.redis)", path)

@@ -3,7 +3,10 @@ package bayes
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Config is the `bayes:` section of moat's configuration.
@@ -125,4 +128,33 @@ func (a AutolearnConfig) Autolearn(r Result) Class {
 		return ClassHam
 	}
 	return ClassNone
+}
+
+// StoreOptions says where the stores of OpenStore live.
+type StoreOptions struct {
+	// DataDir holds bayes.db for the bbolt store.
+	DataDir string
+	// Redis is the client of cluster.redis, nil when none is configured;
+	// KeyPrefix is cluster.redis.key_prefix.
+	Redis     redis.UniversalClient
+	KeyPrefix string
+	// RedisTimeout bounds each Redis call (for a live session, keep it as
+	// short as cluster.redis.timeout allows). Default 2s.
+	RedisTimeout time.Duration
+	// Bolt opens the bbolt file (lock timeout, NoSync, read-only).
+	Bolt BoltOptions
+}
+
+// OpenStore opens the store the configuration names: Redis when
+// StoreKind says so (the caller keeps ownership of the client), else
+// <DataDir>/bayes.db.
+func (c Config) OpenStore(o StoreOptions) (Store, error) {
+	kind, err := c.StoreKind(o.Redis != nil)
+	if err != nil {
+		return nil, err
+	}
+	if kind == StoreRedis {
+		return NewRedisStore(o.Redis, RedisOptions{KeyPrefix: o.KeyPrefix, TokenTTL: c.TokenTTL, Timeout: o.RedisTimeout}), nil
+	}
+	return OpenBolt(filepath.Join(o.DataDir, "bayes.db"), o.Bolt)
 }

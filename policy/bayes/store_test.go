@@ -173,3 +173,33 @@ func TestBoltLockAndPrune(t *testing.T) {
 }
 
 func errorsIs(err, target error) bool { return err != nil && errors.Is(err, target) }
+
+func TestOpenStore(t *testing.T) {
+	c := DefaultConfig()
+	dir := t.TempDir()
+	s, err := c.OpenStore(StoreOptions{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.(*BoltStore); !ok {
+		t.Errorf("got %T, want *BoltStore", s)
+	}
+	s.Close()
+	if _, err := os.Stat(filepath.Join(dir, "bayes.db")); err != nil {
+		t.Error(err)
+	}
+	mr := miniredis.RunT(t)
+	rc := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rc.Close()
+	s, err = c.OpenStore(StoreOptions{DataDir: dir, Redis: rc, KeyPrefix: "p:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.(*RedisStore); !ok {
+		t.Errorf("got %T, want *RedisStore", s)
+	}
+	c.Store = StoreRedis
+	if _, err := c.OpenStore(StoreOptions{DataDir: dir}); err == nil {
+		t.Error("redis store without a client opened")
+	}
+}
