@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestChi2Q(t *testing.T) {
@@ -195,7 +197,8 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-// message20K builds a ~20 KB message of ordinary prose.
+// message20K builds a ~20 KB message of ordinary prose with about 1,000
+// distinct tokens (the default bound).
 func message20K() []byte {
 	words := strings.Fields(`the quarterly report shows revenue growth across all regions while
 		costs remained stable please review the attached figures before our meeting on
@@ -208,10 +211,11 @@ func message20K() []byte {
 	b.WriteString("Content-Type: text/plain; charset=utf-8\r\n\r\n")
 	for i := 0; b.Len() < 20<<10; i++ {
 		b.WriteString(words[i%len(words)])
-		if i%7 == 0 {
+		if i%3 == 0 { // a varied vocabulary: ~1,000 distinct tokens
 			b.WriteString(" item")
 			b.WriteString(string(rune('a' + i%26)))
 			b.WriteString(string(rune('a' + i/26%26)))
+			b.WriteString(string(rune('a' + i/676%26)))
 		}
 		b.WriteByte(' ')
 		if i%12 == 11 {
@@ -258,6 +262,15 @@ func BenchmarkClassify20K(b *testing.B) {
 		}
 		defer s.Close()
 		run(b, s)
+	})
+	b.Run("redis-server", func(b *testing.B) {
+		addr := realRedis(b)
+		if addr == "" {
+			b.Skip("no redis-server")
+		}
+		rc := redis.NewClient(&redis.Options{Addr: addr})
+		defer rc.Close()
+		run(b, NewRedisStore(rc, RedisOptions{KeyPrefix: "b:"}))
 	})
 }
 

@@ -39,7 +39,7 @@ func stores(t *testing.T) map[string]Store {
 
 // realRedis starts redis-server on a free loopback port when the binary
 // is installed, and returns its address ("" when it is not).
-func realRedis(t *testing.T) string {
+func realRedis(t testing.TB) string {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
