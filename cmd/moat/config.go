@@ -17,6 +17,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/mailbox"
 	"moat/policy/authlimit"
+	"moat/policy/bayes"
 	"moat/policy/cluster"
 	"moat/policy/dkimsign"
 	"moat/relay/queue"
@@ -50,6 +51,7 @@ type Config struct {
 	Verify          verify.Config          `mapstructure:"verify"`
 	Submission      SubmissionConfig       `mapstructure:"submission"`
 	Cluster         cluster.Config         `mapstructure:"cluster"`
+	Bayes           bayes.Config           `mapstructure:"bayes"`
 	Admin           AdminConfig            `mapstructure:"admin"`
 }
 
@@ -131,6 +133,7 @@ func defaults() Config {
 		Verify:          verify.DefaultConfig(),
 		Submission:      SubmissionConfig{authlimit.DefaultConfig()},
 		Cluster:         cluster.DefaultConfig(),
+		Bayes:           bayes.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 	}
 }
@@ -255,6 +258,10 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Guard.Validate())
 	errs = append(errs, c.Verify.Validate())
 	errs = append(errs, c.Submission.Validate())
+	errs = append(errs, c.Bayes.Validate())
+	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Cluster.Enabled() {
 		errs = append(errs, c.Cluster.Validate())
 	}
