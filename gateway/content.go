@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"moat/policy/analysis"
+	"moat/policy/bayes"
 	"moat/policy/content"
 	"moat/policy/uribl"
 	"moat/relay/route"
@@ -19,6 +20,8 @@ type ContentOptions struct {
 	Analysis analysis.Options
 	// URIBL asks the URI blocklists; nil: the uribl facts stay zero.
 	URIBL *uribl.Checker
+	// Bayes is the learning classifier; nil: bayes.ready stays false.
+	Bayes *bayes.Classifier
 	// Now is the time a message is judged at (Date in the future or far
 	// in the past); nil: the time of the check. An offline run over
 	// stored mail judges each message at the time it was received
@@ -34,11 +37,12 @@ const (
 	GroupURLs    = "urls"
 	GroupText    = "text"
 	GroupURIBL   = "uribl"
+	GroupBayes   = "bayes"
 )
 
 // ContentFactGroups are the data-stage fact groups of the message content:
 // the message analysis (hdr, mime, html, urls, text: package
-// policy/analysis) and the URI blocklists (uribl). Each is computed when a
+// policy/analysis), the URI blocklists (uribl) and the classifier (bayes). Each is computed when a
 // rule reads it, at most once per message; the analysis behind them is
 // made once per message whichever group asks first.
 func ContentFactGroups(o ContentOptions) []rules.FactGroup {
@@ -57,6 +61,7 @@ func ContentFactGroups(o ContentOptions) []rules.FactGroup {
 		group(GroupURLs, &analysis.URLFacts{}, func(r *analysis.Result) any { return r.URLs() }),
 		group(GroupText, &analysis.TextFacts{}, func(r *analysis.Result) any { return r.Text() }),
 		{Name: GroupURIBL, Stage: rules.StageData, Zero: &uribl.Facts{}, Compute: o.uriblFacts},
+		{Name: GroupBayes, Stage: rules.StageData, Zero: &bayes.Facts{Probability: 0.5}, Compute: o.bayesFacts},
 	}
 }
 
@@ -103,6 +108,26 @@ func (o ContentOptions) uriblFacts(ctx context.Context, f *rules.Facts) any {
 	}
 	res := o.URIBL.Check(ctx, in)
 	return &res.Facts
+}
+
+// ClassifierInput is what the classifier reads of a message: the same for
+// classifying (the bayes facts) and for learning (moat learn, quarantine
+// release, Junk folders), so that both see the same tokens.
+func ClassifierInput(m *content.Message) bayes.Input {
+	return bayes.FromContent(m, bayes.FieldNames(m.Raw(), 100))
+}
+
+// bayesFacts classifies the message. A store that fails is no opinion:
+// bayes.ready is false, so no rule that asks for a ready classifier fires.
+func (o ContentOptions) bayesFacts(ctx context.Context, f *rules.Facts) any {
+	if o.Bayes == nil || f.Message == nil {
+		return nil
+	}
+	r, err := o.Bayes.Classify(ctx, ClassifierInput(f.Message))
+	if err != nil {
+		return &bayes.Facts{Probability: 0.5}
+	}
+	return &r.Facts
 }
 
 // ReceivedTime is the time a stored message was received: the date of its
