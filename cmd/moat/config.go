@@ -30,7 +30,7 @@ import (
 
 // Config is the whole configuration file. Each part owns its section's
 // type and validation; this struct only composes them. Keys are the
-// contract of DESIGN.md: extend, never rename.
+// contract of moat (ARCHITECTURE.md): extend, never rename.
 type Config struct {
 	Hostname        string                 `mapstructure:"hostname"`
 	DataDir         string                 `mapstructure:"data_dir"`

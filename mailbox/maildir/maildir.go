@@ -16,7 +16,7 @@
 //     tmp file with O_EXCL and linking (which never overwrites) make a
 //     collision an error that is retried with a new name, never a loss.
 //
-// Durability (DESIGN.md "durable before 250"): Deliver returns nil only
+// Durability (ARCHITECTURE.md, "Durability"): Deliver returns nil only
 // after the file's data is fsynced and new/ is fsynced, so the entry
 // survives a crash. Directories it creates are fsynced into their parents.
 // On any error the tmp file is removed.

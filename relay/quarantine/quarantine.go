@@ -8,7 +8,7 @@
 // runs, the CLI opens the spools itself (OpenOffline, ReleaseOffline):
 // their locks then prove that no daemon is using them.
 //
-// A release keeps the no-loss promise of DESIGN.md: the copy in the
+// A release keeps the no-loss promise (ARCHITECTURE.md): the copy in the
 // delivery spool is durable before the quarantined copy is removed.
 package quarantine
 

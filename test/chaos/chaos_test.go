@@ -37,7 +37,7 @@ func envInt(t *testing.T, key string, def int) int {
 // Maildir, from concurrent clients, while moat is killed with SIGKILL
 // CHAOS_CYCLES times (default 20) at random moments and restarted on the
 // same data_dir. After the queue drains, every message that got a 250
-// must have arrived at least once (DESIGN.md: no mail acknowledged with
+// must have arrived at least once (ARCHITECTURE.md: no mail acknowledged with
 // 250 is lost; RFC 5321 §6.1: once 250 is sent the server owns the
 // message), and no file in a Maildir new/ may be truncated: each must be
 // the whole message that was sent (Maildir delivery writes tmp/, fsyncs,
