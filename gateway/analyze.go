@@ -108,7 +108,7 @@ func stripSpamHeaders(raw []byte) []byte {
 			next = i + j + 1
 		}
 		line := raw[i:next]
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+		if string(line) == "\r\n" || string(line) == "\n" {
 			break // the empty line: the body follows
 		}
 		if line[0] != ' ' && line[0] != '\t' {
