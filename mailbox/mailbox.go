@@ -18,6 +18,22 @@
 //     exists (RFC 5321 §4.5.1); see Expand for where it goes.
 //   - The accepted address syntax is narrow (see SafePath): an address
 //     that could steer a Maildir path out of Root does not exist.
+//
+// Mail that the rules marked as junk (DeliverTo with Delivery.Junk) goes
+// into the user's junk folder, Config.JunkFolder ("Junk" by default), laid
+// out as Dovecot's and Courier's Maildir++ expect:
+//
+//	<Root>/<domain>/<localpart>/            INBOX: tmp/ new/ cur/
+//	<Root>/<domain>/<localpart>/.Junk/      the folder: tmp/ new/ cur/ and
+//	                                        an empty maildirfolder file
+//
+// created on demand with the same durability as INBOX delivery. An IMAP
+// server pointed at the same Maildir (Dovecot: mail_location =
+// maildir:~/Maildir, its default LAYOUT=Maildir++) shows it as the
+// folder "Junk"; give it the \Junk special-use flag (RFC 6154) there so
+// that clients use it as their spam folder. The user's quota counts the
+// whole mailbox, folders included. "INBOX" as the folder delivers junk to
+// the inbox, for users who sort with Sieve on the X-Spam-* fields.
 package mailbox
 
 import (

@@ -25,6 +25,10 @@
 // header is added (a caller that wants Return-Path or Delivered-To, RFC
 // 5321 §4.4, prepends them to the reader).
 //
+// Options.Folder delivers into a Maildir++ folder (".Junk" inside the
+// mailbox, with its own tmp/new/cur and the "maildirfolder" marker file,
+// as Courier and Dovecot lay folders out), created on demand.
+//
 // Quota uses a Maildir++ "maildirsize" file as a cache of the mailbox's
 // size (Courier's maildirquota, also read and written by Dovecot's
 // Maildir++ quota backend); see quota.go.
