@@ -178,3 +178,38 @@ func TestRulesTestJunk(t *testing.T) {
 	checkOutput(t, out, []string{"data     gtube: junk", "verdict     junk  rule gtube", "header      X-Spam-Flag: YES",
 		"header      X-Spam-Status: Yes, score=0.0 required=5.0 tests=gtube"}, nil)
 }
+
+// rules.score.headers defaults to true when the file sets other score
+// keys; mailboxes.junk_folder defaults to Junk.
+func TestJunkConfigKeys(t *testing.T) {
+	for _, tc := range []struct {
+		extra   string
+		headers bool
+		folder  string
+	}{
+		{"rules: {score: {tag: 6}}\n", true, "Junk"},
+		{"rules: {score: {headers: false}}\n", false, "Junk"},
+	} {
+		path, _ := testConfig(t, tc.extra)
+		cfg, err := loadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Rules.Score.Headers != tc.headers || cfg.Mailboxes.JunkFolder != tc.folder {
+			t.Errorf("%q: headers %v junk_folder %q", tc.extra, cfg.Rules.Score.Headers, cfg.Mailboxes.JunkFolder)
+		}
+	}
+	path, _ := testConfig(t, "")
+	b, _ := os.ReadFile(path)
+	b = []byte(strings.Replace(string(b), "mailboxes:\n", "mailboxes:\n  junk_folder: Spam\n", 1))
+	os.WriteFile(path, b, 0o600)
+	cfg, err := loadConfig(path)
+	if err != nil || cfg.Mailboxes.JunkFolder != "Spam" {
+		t.Fatalf("junk_folder: %q, %v", cfg.Mailboxes.JunkFolder, err)
+	}
+	b = []byte(strings.Replace(string(b), "junk_folder: Spam", "junk_folder: ../x", 1))
+	os.WriteFile(path, b, 0o600)
+	if _, err := loadConfig(path); err == nil || !strings.Contains(err.Error(), "mailboxes.junk_folder") {
+		t.Fatalf("bad junk_folder: %v", err)
+	}
+}
