@@ -84,7 +84,9 @@ var actionStages = map[Action]availability{
 	Redirect: {from: StageRcpt}, Log: {from: StageConnect}, Junk: {from: StageConnect},
 }
 
-// Header is a header field to add to an accepted message.
+// Header is a header field to add to an accepted message. Value is
+// written after "Name: " as it is: one line for add_header; folded
+// (CRLF and a tab, RFC 5322 §2.2.3) for the X-Spam-Status of SpamHeaders.
 type Header struct {
 	Name  string `yaml:"name"`
 	Value string `yaml:"value"`

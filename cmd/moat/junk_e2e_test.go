@@ -166,6 +166,8 @@ func TestRulesTestJunk(t *testing.T) {
     stage: data
     when: body contains "GTUBE-STANDARD"
     action: junk
+  - {name: a_rather_long_rule_name_number_one, stage: data, action: score, score: 0.1}
+  - {name: a_rather_long_rule_name_number_two, stage: data, action: score, score: 0.1}
 `)
 	zone := writeTestFile(t, dir, "zone.txt", testZone)
 	cfg := writeTestFile(t, dir, "moat.yaml", rulesTestConfig(dir, rf, ""))
@@ -175,8 +177,9 @@ func TestRulesTestJunk(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errOut)
 	}
+	// The folded X-Spam-Status shows on one line.
 	checkOutput(t, out, []string{"data     gtube: junk", "verdict     junk  rule gtube", "header      X-Spam-Flag: YES",
-		"header      X-Spam-Status: Yes, score=0.0 required=5.0 tests=gtube"}, nil)
+		"header      X-Spam-Status: Yes, score=0.2 required=5.0 tests=a_rather_long_rule_name_number_one, a_rather_long_rule_name_number_two,gtube\n"}, nil)
 }
 
 // rules.score.headers defaults to true when the file sets other score
