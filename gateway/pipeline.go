@@ -80,6 +80,7 @@ type Txn struct {
 	Accepted   bool   // a rule said accept: later rules skipped
 	Discard    bool   // a rule said discard
 	Quarantine string // the rule that quarantined, if any
+	Junk       bool   // a junk rule or the tag threshold marked the message as spam
 	// Refusal names who refused the last refused command.
 	Refusal Refusal
 	// Guard is what the offline guard screen found (nil: not run).
@@ -97,6 +98,7 @@ type Txn struct {
 		score    float64
 		headers  []rules.Header
 		accepted bool
+		junk     bool
 		hits     []string
 	}
 }
@@ -142,7 +144,7 @@ func (t *Txn) Reset() {
 	t.Score, t.Accepted = t.conn.score, t.conn.accepted
 	t.Headers = append([]rules.Header(nil), t.conn.headers...)
 	t.Facts.Hits = append([]string(nil), t.conn.hits...)
-	t.Discard, t.Quarantine = false, ""
+	t.Discard, t.Quarantine, t.Junk = false, "", t.conn.junk
 }
 
 // May reports whether the client may relay: trusted network or AUTH.
@@ -319,6 +321,13 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 	} else {
 		t.Score = v.Score
 		t.Headers = append(t.Headers, v.Headers...)
+	}
+	if v.Junk {
+		t.Junk = true
+		t.conn.junk = t.conn.junk || connStage
+	}
+	if stage == rules.StageData && v.Action != rules.Reject && v.Action != rules.Tempfail && v.Action != rules.Greylist {
+		t.Headers = append(t.Headers, p.spamHeaders(t, v)...)
 	}
 	if t.Rcpt != nil && v.Route != "" {
 		t.Rcpt.Route = v.Route

@@ -498,7 +498,7 @@ func printTestReport(w io.Writer, r *testReport, asJSON bool) error {
 	}
 	fmt.Fprintln(w, line)
 	for _, h := range r.Headers {
-		fmt.Fprintf(w, "header      %s: %s\n", clean(h.Name), clean(h.Value))
+		fmt.Fprintf(w, "header      %s: %s\n", clean(h.Name), clean(strings.NewReplacer("\r\n\t", " ", "\r\n ", " ").Replace(h.Value))) // a folded value (X-Spam-Status) on one line
 	}
 	return nil
 }

@@ -527,7 +527,8 @@ func deliverLocal(ctx context.Context, dir *mailbox.Directory, msg *transport.Me
 		return err
 	}
 	defer r.Close()
-	return dir.DeliverFinal(ctx, msg.Sender, rcpt, r)
+	// Junk goes to the user's junk folder (mailboxes.junk_folder).
+	return dir.DeliverTo(ctx, mailbox.Delivery{Sender: msg.Sender, Mailbox: rcpt, Junk: msg.Junk}, r)
 }
 
 func (a *app) start() error {
