@@ -367,6 +367,8 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 			a = rules.Discard
 		} else if t.Quarantine != "" {
 			a = rules.Quarantine
+		} else if t.Junk {
+			a = rules.Junk // accepted, into the Junk folder or tagged
 		}
 		p.checks.Verdict(a.Verdict(), v.Rule, f.Conn.IP.String())
 	}

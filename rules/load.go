@@ -63,6 +63,8 @@ func (a Action) Verdict() string {
 		return "discarded"
 	case Quarantine:
 		return "quarantined"
+	case Junk:
+		return "junk"
 	}
 	return "accepted"
 }

@@ -41,10 +41,11 @@ const (
 	VerdictGreylisted  = "greylisted"
 	VerdictDiscarded   = "discarded"
 	VerdictQuarantined = "quarantined"
+	VerdictJunk        = "junk" // accepted as spam: the Junk folder, or tagged
 )
 
 // Verdicts lists the verdict label values in chart order.
-var verdicts = [...]string{VerdictAccepted, VerdictRejected, VerdictTempfailed, VerdictGreylisted, VerdictDiscarded, VerdictQuarantined}
+var verdicts = [...]string{VerdictAccepted, VerdictRejected, VerdictTempfailed, VerdictGreylisted, VerdictDiscarded, VerdictQuarantined, VerdictJunk}
 
 // Verdicts returns the verdict label values, in chart order.
 func Verdicts() []string { return append([]string(nil), verdicts[:]...) }
