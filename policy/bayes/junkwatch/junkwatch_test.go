@@ -155,3 +155,22 @@ func TestBrokenStateRescans(t *testing.T) {
 	f.scan(w)
 	f.expect("after a broken state", learned{"<a@x>", bayes.ClassSpam})
 }
+
+// FuzzState: whatever the state file holds, New and a scan neither fail
+// nor panic (a broken state is a full rescan).
+func FuzzState(f *testing.F) {
+	f.Add([]byte(`{"version":1,"last_scan_unix_nano":1,"mailboxes":{"example.org/alice":[{"d":"00","k":"spam"}]}}`))
+	f.Add([]byte(`{"version":1,"resume":true,"last_scan_unix_nano":-5}`))
+	f.Add([]byte("{not json"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fx := newFixture(t)
+		if err := os.WriteFile(fx.state, b, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		fx.put(".Junk/new", "1.a", "a@x", "")
+		w := fx.watcher(Options{})
+		if _, err := w.Scan(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
