@@ -106,6 +106,8 @@ type state struct {
 	// Resume: the last scan was cut by a bound; LastScan is then the
 	// change time of the first file it left, looked at again exactly.
 	Resume bool `json:"resume,omitempty"`
+	// Seen are the files changed at LastScan that the cut scan read.
+	Seen []string `json:"seen,omitempty"`
 	// Mailboxes: "<domain>/<local>" -> remembered messages, oldest first.
 	Mailboxes map[string][]entry `json:"mailboxes"`
 }
@@ -179,20 +181,45 @@ func (w *Watcher) Scan(ctx context.Context) (Stats, error) {
 		since = time.Unix(0, w.st.LastScan).Add(-2 * time.Second)
 	}
 	cands, truncatedList := w.list(since)
-	sort.Slice(cands, func(i, j int) bool { return cands[i].changed.Before(cands[j].changed) })
+	sort.Slice(cands, func(i, j int) bool {
+		if !cands[i].changed.Equal(cands[j].changed) {
+			return cands[i].changed.Before(cands[j].changed)
+		}
+		return cands[i].path < cands[j].path
+	})
+	// Files a cut scan already read at the time it resumes from (the
+	// ctime clock is coarse: many files can share one value).
+	done := map[string]bool{}
+	if w.st.Resume {
+		for _, p := range w.st.Seen {
+			done[p] = true
+		}
+	}
 	next, resume := start, false
+	var seen []string
 	if truncatedList {
 		// Entries were left unlisted: do not skip past them.
-		stats.Truncated, next, resume = true, since, w.st.Resume
+		stats.Truncated, next, resume, seen = true, since, w.st.Resume, w.st.Seen
 	}
-	for i, c := range cands {
-		if i >= w.opt.MaxFiles || ctx.Err() != nil {
+	n := 0
+	for _, c := range cands {
+		if done[c.path] && c.changed.Equal(since) {
+			continue
+		}
+		if n >= w.opt.MaxFiles || ctx.Err() != nil {
 			// The rest (changed later) wait for the next scan.
-			stats.Truncated, next, resume = true, c.changed, true
+			stats.Truncated, next, resume, seen = true, c.changed, true, nil
+			for _, d := range cands {
+				if d.changed.Equal(c.changed) && (d.path < c.path || done[d.path]) {
+					seen = append(seen, d.path)
+				}
+			}
 			break
 		}
+		n++
 		w.one(ctx, c, &stats)
 	}
+	w.st.Seen = seen
 	w.st.LastScan, w.st.Resume = next.UnixNano(), resume
 	if next.IsZero() {
 		w.st.LastScan = 0
