@@ -178,3 +178,31 @@ func TestOfflineReleaseLearnsHam(t *testing.T) {
 		t.Fatal("hook although released_as_ham is off")
 	}
 }
+
+func TestEndToEndJunkFolder(t *testing.T) {
+	path, dataDir := trapConfig(t, "")
+	b, _ := os.ReadFile(path)
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), "junk_scan_interval: 0s", "junk_scan_interval: 1s", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := startApp(t, path)
+	send(t, a.gw.Addr("mx").String(), "sender@far.example", []string{"alice@example.org"}, e2eMsg)
+	waitMaildir(t, dataDir, "alice@example.org", 1)
+	mb := filepath.Join(dataDir, "mailboxes", "example.org", "alice")
+	ents, err := os.ReadDir(filepath.Join(mb, "new"))
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("inbox: %v %v", ents, err)
+	}
+	if err := os.MkdirAll(filepath.Join(mb, ".Junk", "cur"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	name := ents[0].Name()
+	if err := os.Rename(filepath.Join(mb, "new", name), filepath.Join(mb, ".Junk", "cur", name+":2,S")); err != nil {
+		t.Fatal(err)
+	}
+	waitLearned(t, a, 1, 0)
+	if err := os.Rename(filepath.Join(mb, ".Junk", "cur", name+":2,S"), filepath.Join(mb, "cur", name+":2,S")); err != nil {
+		t.Fatal(err)
+	}
+	waitLearned(t, a, 0, 1)
+}
