@@ -57,6 +57,8 @@ func (s *SpamTrap) Name() string { return "spamtrap" }
 func (s *SpamTrap) CheckData(_ context.Context, t *Txn) error {
 	f := &SpamTrapFacts{}
 	for _, r := range t.Rcpts {
+		// RFC 5321 §2.4 lets a local part be case-sensitive; traps, like
+		// moat's mailboxes, are matched without case.
 		if s.traps[strings.ToLower(r.Addr)] {
 			f.Count++
 		}
@@ -74,6 +76,8 @@ func (s *SpamTrap) CheckData(_ context.Context, t *Txn) error {
 		}
 	}
 	if f.Count == len(t.Rcpts) {
+		// RFC 5321 §6.2: mail judged unwanted may be dropped after
+		// acceptance; nobody reads a trap, so nobody misses it.
 		t.Discard = true
 		t.log.Info("spam trap: every recipient is a trap; discarding", zap.Int("traps", f.Count))
 	}
