@@ -252,7 +252,11 @@ func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 			return err
 		}
 	}
-	return p.evaluate(ctx, stage, t)
+	err := p.evaluate(ctx, stage, t)
+	if stage == rules.StageData && p.checks != nil && p.checks.AfterData != nil {
+		p.checks.AfterData(t, err)
+	}
+	return err
 }
 
 // call runs one check under the check deadline, reports its latency to

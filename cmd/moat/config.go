@@ -262,6 +262,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Verify.Validate())
 	errs = append(errs, c.Submission.Validate())
 	errs = append(errs, c.Bayes.Validate())
+	errs = append(errs, c.validateSpamTraps())
 	errs = append(errs, c.URIBL.Validate("uribl"))
 	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
 		errs = append(errs, err)
