@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"moat/gateway"
+	"moat/mailbox"
 	"moat/policy/bayes"
 	"moat/policy/bayes/junkwatch"
 	"moat/policy/bayes/learner"
@@ -85,11 +86,11 @@ func newLearnOps(cfg *Config, c *bayes.Classifier, reg prometheus.Registerer, lo
 		QueueSize:  cfg.Bayes.Learn.QueueSize,
 		Observe:    lo.observe,
 	})
-	if cfg.Bayes.Learn.JunkScanInterval > 0 {
+	if folder := junkFolderOf(cfg); cfg.Bayes.Learn.JunkScanInterval > 0 && folder != "" {
 		w, err := junkwatch.New(junkwatch.Options{
 			Root:     cfg.Mailboxes.Root,
 			State:    filepath.Join(cfg.DataDir, "junkwatch.json"),
-			Folder:   junkFolderOf(cfg),
+			Folder:   folder,
 			MaxBytes: cfg.SMTP.MaxMessageSize,
 			Learn: func(ctx context.Context, m *content.Message, cl bayes.Class) (bayes.Outcome, error) {
 				return lo.learner.Learn(ctx, learner.SourceJunkFolder, cl, m)
@@ -247,8 +248,19 @@ func bayesScore(hits []rules.Hit) float64 {
 	return s
 }
 
-// junkFolderOf is the Maildir++ folder the Junk watcher reads.
-func junkFolderOf(*Config) string { return "Junk" }
+// junkFolderOf is the Maildir++ folder the Junk watcher reads: the one
+// junk mail is delivered into; "" when junk goes to the inbox (then no
+// move into a Junk folder can be told from the rest).
+func junkFolderOf(cfg *Config) string {
+	switch f := cfg.Mailboxes.JunkFolder; f {
+	case "":
+		return mailbox.DefaultJunkFolder
+	case "INBOX":
+		return ""
+	default:
+		return f
+	}
+}
 
 // validateSpamTraps refuses a spam trap that moat would not accept at
 // RCPT: one in no local or relay domain (it would be refused as
