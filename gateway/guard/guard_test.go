@@ -20,6 +20,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
 	"moat/internal/smtptest"
+	"moat/internal/testclock"
 	"moat/policy/dnsbl"
 )
 
@@ -145,7 +146,7 @@ func TestAbuseAfterBanner(t *testing.T) {
 }
 
 func TestConnectionLimits(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testclock.New(time.Unix(1e9, 0))
 	cfg := testConfig()
 	cfg.MaxConnections = 6
 	cfg.PerIP = Limit{RatePerMinute: 1, Burst: 3, MaxConcurrent: 2}

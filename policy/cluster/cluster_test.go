@@ -12,25 +12,9 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+
+	"moat/internal/testclock"
 )
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // hook records the state changes a Client reports.
 type hook struct {
@@ -52,11 +36,11 @@ func (h *hook) get() []bool {
 
 type env struct {
 	mr    *miniredis.Miniredis
-	clock *fakeClock
+	clock *testclock.Clock
 }
 
 func newEnv(t *testing.T) *env {
-	return &env{mr: miniredis.RunT(t), clock: &fakeClock{now: time.Unix(1.7e9, 0)}}
+	return &env{mr: miniredis.RunT(t), clock: testclock.New(time.Unix(1.7e9, 0))}
 }
 
 func (e *env) client(t *testing.T, h *hook, mod ...func(*RedisConfig)) *Client {
@@ -361,7 +345,7 @@ func TestStalledServer(t *testing.T) {
 		}
 		mu.Unlock()
 	}()
-	clock := &fakeClock{now: time.Unix(1.7e9, 0)}
+	clock := testclock.New(time.Unix(1.7e9, 0))
 	h := &hook{}
 	cfg := DefaultConfig()
 	cfg.Redis.Address = ln.Addr().String()

@@ -107,14 +107,14 @@ func TestCallaheadCache(t *testing.T) {
 		t.Errorf("stats %+v: want 2 cache hits, 4 probes", st)
 	}
 	// Negative answers expire before positive ones.
-	clk.Advance(cfg.NegativeTTL + time.Second)
+	clk.Add(cfg.NegativeTTL + time.Second)
 	before := s.rcpts.Load()
 	check(t, v, client1, "alice@corp.example")
 	check(t, v, client1, "nobody@corp.example")
 	if got := s.rcpts.Load() - before; got != 1 {
 		t.Errorf("after the negative TTL: %d probes, want 1 (the negative one)", got)
 	}
-	clk.Advance(cfg.PositiveTTL)
+	clk.Add(cfg.PositiveTTL)
 	check(t, v, client1, "alice@corp.example")
 	if got := s.rcpts.Load() - before; got != 2 {
 		t.Errorf("after the positive TTL: %d probes, want 2", got)
@@ -158,7 +158,7 @@ func TestCallaheadBackendDown(t *testing.T) {
 		t.Fatalf("%d connection attempts, want 1", got)
 	}
 	// Not cached long: after tempfail_ttl, it tries again.
-	clk.Advance(cfg.TempfailTTL + time.Second)
+	clk.Add(cfg.TempfailTTL + time.Second)
 	check(t, v, client1, "alice@corp.example")
 	if got := attempts(); got != 2 {
 		t.Fatalf("%d connection attempts after tempfail_ttl, want 2", got)

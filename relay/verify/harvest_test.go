@@ -47,7 +47,7 @@ func TestHarvest(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	// The window ends.
-	clk.Advance(cfg.HarvestWindow)
+	clk.Add(cfg.HarvestWindow)
 	if c := code(check(t, v, client1, "random1@corp.example")); c != 550 {
 		t.Fatalf("after the window: got %d, want 550", c)
 	}

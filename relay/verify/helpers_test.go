@@ -16,28 +16,9 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"moat/internal/reply"
+	"moat/internal/testclock"
 	"moat/relay/route"
 )
-
-// fakeClock is a Clock that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // sink is a go-smtp backend that knows some users (and every
 // alice+tag): RCPT to them is 250, to anybody else 550 5.1.1, unless
@@ -229,9 +210,9 @@ func callaheadRoutes(addr string) map[string]route.Route {
 }
 
 // newTest builds a verifier with a fake clock, closed at the end.
-func newTest(t testing.TB, cfg Config, routes map[string]route.Route, mod func(*Options)) (*Verifier, *fakeClock) {
+func newTest(t testing.TB, cfg Config, routes map[string]route.Route, mod func(*Options)) (*Verifier, *testclock.Clock) {
 	t.Helper()
-	clk := newClock()
+	clk := testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	opt := Options{Hostname: "gw.test", Clock: clk.Now}
 	if mod != nil {
 		mod(&opt)

@@ -138,7 +138,7 @@ func TestListMode(t *testing.T) {
 	if c := code(check(t, v, client1, "bob@corp.example")); c != 550 {
 		t.Fatalf("before list_reload: got %d", c)
 	}
-	clk.Advance(cfg.ListReload)
+	clk.Add(cfg.ListReload)
 	if err := check(t, v, client1, "bob@corp.example"); err != nil {
 		t.Fatalf("after the change: %v", err)
 	}
@@ -148,7 +148,7 @@ func TestListMode(t *testing.T) {
 
 	// A broken file keeps the last good list.
 	writeFile(t, path, "bob@corp.example\nnot an address\n", mtime.Add(2*time.Minute))
-	clk.Advance(cfg.ListReload)
+	clk.Add(cfg.ListReload)
 	if err := check(t, v, client1, "bob@corp.example"); err != nil {
 		t.Fatalf("after a bad change: %v", err)
 	}
