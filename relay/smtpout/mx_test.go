@@ -112,7 +112,7 @@ func TestMXGroupsDomains(t *testing.T) {
 	if got := b.received(); len(got) != 2 {
 		t.Errorf("received %+v", got)
 	}
-	if n := ln.n.Load(); n != 1 {
+	if n := ln.Accepted(); n != 1 {
 		t.Errorf("%d connections", n)
 	}
 }

@@ -334,7 +334,7 @@ func TestLMTP(t *testing.T) {
 			t.Errorf("gone: %v", rp)
 		}
 	}
-	if n := ln.n.Load(); n != 1 {
+	if n := ln.Accepted(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
 	if got := b.received(); len(got) != 2 || len(got[0].rcpts) != 1 {
@@ -354,7 +354,7 @@ func TestReuse(t *testing.T) {
 			}
 		}
 	}
-	if n := ln.n.Load(); n != 1 {
+	if n := ln.Accepted(); n != 1 {
 		t.Errorf("%d connections for 5 messages, want 1", n)
 	}
 	if got := b.received(); len(got) != 5 {
@@ -369,7 +369,7 @@ func TestReuse(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		c2.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"})
 	}
-	if n := ln2.n.Load(); n != 3 {
+	if n := ln2.Accepted(); n != 3 {
 		t.Errorf("%d connections with 2 messages each, want 3", n)
 	}
 

@@ -321,7 +321,7 @@ func TestCallaheadReuse(t *testing.T) {
 	if got := s.rcpts.Load(); got != 10 {
 		t.Fatalf("%d probes, want 10", got)
 	}
-	if got := ln.n.Load(); got != 1 {
+	if got := ln.Accepted(); got != 1 {
 		t.Fatalf("%d connections for 10 probes, want 1", got)
 	}
 }
@@ -333,7 +333,7 @@ func TestCallaheadRetiresAfterNegatives(t *testing.T) {
 	for i := range maxNegativesPerConn + 1 {
 		check(t, v, netipFor(i), fmt.Sprintf("nobody%d@corp.example", i))
 	}
-	if got := ln.n.Load(); got != 2 {
+	if got := ln.Accepted(); got != 2 {
 		t.Fatalf("%d connections, want 2 (a connection is retired after %d unknown answers)", got, maxNegativesPerConn)
 	}
 }
@@ -410,7 +410,7 @@ func TestCallaheadConcurrencyBound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := ln.n.Load(); got > 2 {
+	if got := ln.Accepted(); got > 2 {
 		t.Fatalf("%d connections with max_conns 2", got)
 	}
 	if got := s.maxAct.Load(); got > 2 {
@@ -516,7 +516,7 @@ func TestCallaheadIdleClose(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	check(t, v, client1, "bob@corp.example")
-	if got := ln.n.Load(); got != 2 {
+	if got := ln.Accepted(); got != 2 {
 		t.Fatalf("%d connections, want 2", got)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"moat/internal/reply"
+	"moat/internal/smtptest"
 	"moat/internal/testclock"
 	"moat/relay/route"
 )
@@ -81,38 +82,15 @@ func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 
 func (ss *sinkSession) Data(r io.Reader) error { return errors.New("no DATA in a callahead") }
 
-// countingListener counts accepted connections.
-type countingListener struct {
-	net.Listener
-	n atomic.Int32
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
 // startSink runs a go-smtp server for s on 127.0.0.1:0.
-func startSink(t testing.TB, s *sink, mod func(*smtp.Server)) (string, *countingListener) {
+func startSink(t testing.TB, s *sink, mod func(*smtp.Server)) (string, *smtptest.Listener) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &countingListener{Listener: ln}
 	srv := smtp.NewServer(s)
 	srv.Domain = "backend.test"
-	srv.ReadTimeout = 30 * time.Second
-	srv.WriteTimeout = 30 * time.Second
 	if mod != nil {
 		mod(srv)
 	}
-	go srv.Serve(cl)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), cl
+	return smtptest.Serve(t, srv)
 }
 
 // startRaw runs handle for every connection to a TCP listener on
