@@ -538,6 +538,7 @@ func TestListenerClose(t *testing.T) {
 
 // fakeResolver answers A lookups from a map.
 type fakeResolver struct {
+	dnstest.Unsupported
 	a    map[string][]string
 	fail map[string]bool
 }
@@ -555,21 +556,6 @@ func (f *fakeResolver) LookupIP(ctx context.Context, network, host string) ([]ne
 		out = append(out, net.ParseIP(s))
 	}
 	return out, nil
-}
-func (f *fakeResolver) LookupTXT(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupMX(context.Context, string) ([]*net.MX, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupAddr(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupCNAME(context.Context, string) (string, error) {
-	return "", errors.New("no")
 }
 
 // The same through the project's resolver and a real DNS server.

@@ -23,6 +23,9 @@
 //	srv.Add("example.org. 300 IN MX 10 mx.example.org.",
 //		"mx.example.org. 300 IN A 192.0.2.1")
 //	r, _ := dnsres.New(dnsres.Config{Servers: []string{srv.Addr()}})
+//
+// For a unit test that needs no wire at all, Unsupported is the base of a
+// resolver double: embed it and define only the lookups the test fakes.
 package dnstest
 
 import (

@@ -2,18 +2,20 @@ package dnsbl
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"moat/internal/dnstest"
 )
 
 // fakeResolver answers A lookups from a map; names in fail return a
 // temporary error, names in slow wait for the context.
 type fakeResolver struct {
+	dnstest.Unsupported
 	mu      sync.Mutex
 	a       map[string][]string
 	fail    map[string]bool
@@ -42,22 +44,6 @@ func (f *fakeResolver) LookupIP(ctx context.Context, network, host string) ([]ne
 		out = append(out, net.ParseIP(s))
 	}
 	return out, nil
-}
-
-func (f *fakeResolver) LookupTXT(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupMX(context.Context, string) ([]*net.MX, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupAddr(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupCNAME(context.Context, string) (string, error) {
-	return "", errors.New("no")
 }
 
 func TestQueryName(t *testing.T) {
