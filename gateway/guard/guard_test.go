@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"math/big"
@@ -264,10 +263,10 @@ func (r *rejections) last() Rejection {
 }
 
 func TestDNSBLFake(t *testing.T) {
-	res := &fakeResolver{a: map[string][]string{
+	res := &dnstest.AddrMap{A: map[string][]string{
 		"2.0.0.127.zen.test.": {"127.0.0.2"},
 		"3.0.0.127.wl.test.":  {"127.0.15.1"},
-	}, fail: map[string]bool{"3.0.0.127.zen.test.": true}}
+	}, Fail: map[string]bool{"3.0.0.127.zen.test.": true}}
 	cfg := testConfig()
 	cfg.DNSBL.Zones = []dnsbl.Zone{{Zone: "zen.test", Weight: 2, Match: []string{"127.0.0.2-127.0.0.11"}}, {Zone: "wl.test", Weight: -5}}
 	cfg.DNSBL.Threshold = 2
@@ -534,28 +533,6 @@ func TestListenerClose(t *testing.T) {
 	}
 	c.expectClosed() // the pending connection is closed too
 	waitFor(t, "release", func() bool { return g.Active() == 0 })
-}
-
-// fakeResolver answers A lookups from a map.
-type fakeResolver struct {
-	dnstest.Unsupported
-	a    map[string][]string
-	fail map[string]bool
-}
-
-func (f *fakeResolver) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
-	if f.fail[host] {
-		return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
-	}
-	ans, ok := f.a[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	var out []net.IP
-	for _, s := range ans {
-		out = append(out, net.ParseIP(s))
-	}
-	return out, nil
 }
 
 // The same through the project's resolver and a real DNS server.
