@@ -118,8 +118,8 @@ func (c Config) Validate(key string) error {
 		if math.IsNaN(z.Weight) || math.IsInf(z.Weight, 0) {
 			errs = append(errs, fmt.Errorf("%s.weight: must be a finite number", zk))
 		}
-		errs = append(errs, checkFilters(zk+".match", z.Match)...)
-		errs = append(errs, checkFilters(zk+".error_codes", z.ErrorCodes)...)
+		errs = append(errs, dnsbl.CheckFilters(zk+".match", z.Match, maxFilters)...)
+		errs = append(errs, dnsbl.CheckFilters(zk+".error_codes", z.ErrorCodes, maxFilters)...)
 	}
 	if c.MaxLookups < 0 || c.MaxLookups > maxLookupsLimit {
 		errs = append(errs, fmt.Errorf("%s.max_lookups: %d is outside 0 to %d", key, c.MaxLookups, maxLookupsLimit))
@@ -127,29 +127,8 @@ func (c Config) Validate(key string) error {
 	if c.Parallel < 0 || c.Parallel > maxParallel {
 		errs = append(errs, fmt.Errorf("%s.parallel: %d is outside 0 to %d", key, c.Parallel, maxParallel))
 	}
-	if c.Timeout < 0 || c.Timeout > time.Minute {
-		errs = append(errs, fmt.Errorf("%s.timeout: %s is outside 0 to 1m", key, c.Timeout))
-	}
-	if c.CacheTTL < 0 {
-		errs = append(errs, fmt.Errorf("%s.cache_ttl: must not be negative", key))
-	}
-	if c.CacheSize < 0 {
-		errs = append(errs, fmt.Errorf("%s.cache_size: must not be negative", key))
-	}
+	errs = append(errs, dnsbl.CheckLookups(key, c.Timeout, c.CacheTTL, c.CacheSize)...)
 	return errors.Join(errs...)
-}
-
-func checkFilters(key string, fs []string) []error {
-	var errs []error
-	if len(fs) > maxFilters {
-		errs = append(errs, fmt.Errorf("%s: %d filters, at most %d", key, len(fs), maxFilters))
-	}
-	for j, m := range fs {
-		if _, err := dnsbl.ParseFilter(m); err != nil {
-			errs = append(errs, fmt.Errorf("%s[%d]: %w", key, j, err))
-		}
-	}
-	return errs
 }
 
 func zoneKey(z string) string { return strings.ToLower(strings.TrimSuffix(z, ".")) }
