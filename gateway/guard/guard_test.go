@@ -385,12 +385,7 @@ func TestTooManyErrorsAndTarpit(t *testing.T) {
 	s := startServer(t, cfg, testOpts{})
 	c := dial(t, s.addr, "127.0.0.2")
 	c.expect("220 ")
-	c.send("EHLO x\r\n")
-	for {
-		if l := c.expect("250"); strings.HasPrefix(l, "250 ") {
-			break
-		}
-	}
+	c.ehlo()
 	c.send("MAIL FROM:<a@example.org>\r\n")
 	c.expect("250")
 	for i := 0; i < 3; i++ {
@@ -427,12 +422,7 @@ func TestDataIsNotInspected(t *testing.T) {
 	s := startServer(t, cfg, testOpts{})
 	c := dial(t, s.addr, "127.0.0.2")
 	c.expect("220 ")
-	c.send("EHLO x\r\n")
-	for {
-		if l := c.expect("250"); strings.HasPrefix(l, "250 ") {
-			break
-		}
-	}
+	c.ehlo()
 	// Pipelined (RFC 2920), with the body sent after the 354.
 	c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
 	c.expect("250")

@@ -154,15 +154,27 @@ func (c *client) expectClosed() {
 	c.t.Fatal("connection not closed")
 }
 
-// greeting reads the banner, "220-" (pregreet) then "220 ".
-func (c *client) greeting() {
+// reply reads a whole reply of code: "code-" lines, then "code ".
+func (c *client) reply(code string) {
 	c.t.Helper()
 	for {
-		l := c.expect("220")
-		if strings.HasPrefix(l, "220 ") {
+		if l := c.expect(code); strings.HasPrefix(l, code+" ") {
 			return
 		}
 	}
+}
+
+// greeting reads the banner, "220-" (pregreet) then "220 ".
+func (c *client) greeting() {
+	c.t.Helper()
+	c.reply("220")
+}
+
+// ehlo sends EHLO and reads the whole 250 reply.
+func (c *client) ehlo() {
+	c.t.Helper()
+	c.send("EHLO x\r\n")
+	c.reply("250")
 }
 
 // waitFor polls cond until it holds (bounded); it is not a timing
