@@ -233,6 +233,23 @@ func asReply(t testing.TB, err error) *reply.Reply {
 	return r
 }
 
+// wantOutcome checks what a check returned: acceptance when code is 0,
+// else a reply of code and enhanced code enh, which it returns.
+func wantOutcome(t testing.TB, err error, code int, enh string) *reply.Reply {
+	t.Helper()
+	if code == 0 {
+		if err != nil {
+			t.Fatalf("got %v, want accept", err)
+		}
+		return nil
+	}
+	r := asReply(t, err)
+	if r.Code != code || r.Enhanced.String() != enh {
+		t.Fatalf("got %v, want %d %s", r, code, enh)
+	}
+	return r
+}
+
 func check(t testing.TB, v *Verifier, client netip.Addr, rcpt string) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
