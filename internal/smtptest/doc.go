@@ -5,8 +5,9 @@
 // (CommandSeeds), self-signed certificates for STARTTLS tests (Cert,
 // ServerTLS, SelfSigned), a go-smtp client that submits one message
 // (Send, Message, ReplyCode), a recording sink (StartSink) that counts
-// the Message-IDs it accepts, and Serve, which runs a test's own go-smtp
-// server on a Listener that counts connections.
+// the Message-IDs it accepts, Serve, which runs a test's own go-smtp
+// server on a Listener that counts connections, and ServeConns, which
+// hands each connection to a test's hand-written (often misbehaving) peer.
 //
 // Every read and write has a deadline. The peers' harness that starts
 // real processes (moat itself, Postfix, Dovecot, redis, Chromium) stays

@@ -2,6 +2,7 @@ package smtptest
 
 import (
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,4 +48,56 @@ func Serve(t testing.TB, srv *gosmtp.Server) (string, *Listener) {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String(), l
+}
+
+// ServeConns runs handle in a goroutine of its own for every connection
+// to a new listener on 127.0.0.1:0 and returns its address: for peers
+// that misbehave, stall or say nothing at all. At the end of the test it
+// closes the listener and every connection, then waits for the handlers;
+// handle need not close its connection.
+func ServeConns(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		conns  []net.Conn
+		closed bool
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			conns = append(conns, c)
+			wg.Add(1)
+			mu.Unlock()
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"moat/internal/smtptest"
 	"moat/internal/testclock"
 )
 
@@ -320,35 +322,12 @@ func TestFallbackAndRecovery(t *testing.T) {
 // TestStalledServer: a server that accepts and never answers costs each
 // call at most the timeout, then the back-off skips it.
 func TestStalledServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
+	// The server reads what it is sent and never answers.
+	addr := smtptest.ServeConns(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	clock := testclock.New(time.Unix(1.7e9, 0))
 	h := &hook{}
 	cfg := DefaultConfig()
-	cfg.Redis.Address = ln.Addr().String()
+	cfg.Redis.Address = addr
 	cfg.Redis.Timeout = 20 * time.Millisecond
 	c, err := New(cfg, Options{Clock: clock.Now, OnStateChange: h.on})
 	if err != nil {

@@ -219,31 +219,7 @@ func (s *scripted) commands() []string {
 
 func startScripted(t testing.TB, s *scripted) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				go func() { <-done; c.Close() }()
-				s.serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return smtptest.ServeConns(t, s.serve)
 }
 
 func (s *scripted) serve(c net.Conn) {

@@ -202,7 +202,7 @@ func TestCallaheadMailRefused(t *testing.T) {
 // says nothing about the recipient.
 func wantTempfail(t *testing.T, handle func(net.Conn), probe time.Duration) {
 	t.Helper()
-	addr := startRaw(t, handle)
+	addr := smtptest.ServeConns(t, handle)
 	cfg := DefaultConfig()
 	cfg.ProbeTimeout = probe
 	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
@@ -274,7 +274,7 @@ func TestCallaheadRawAnswers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimSpace(tt.rcpt), func(t *testing.T) {
-			addr := startRaw(t, lineServer("220 raw ESMTP\r\n", smtpAnswers(tt.rcpt)))
+			addr := smtptest.ServeConns(t, lineServer("220 raw ESMTP\r\n", smtpAnswers(tt.rcpt)))
 			v, _ := newTest(t, DefaultConfig(), callaheadRoutes(addr), nil)
 			wantOutcome(t, check(t, v, client1, "alice@corp.example"), tt.code, tt.enh)
 		})
@@ -319,7 +319,7 @@ func TestCallaheadStaleConnection(t *testing.T) {
 	// connection fails at MAIL and the probe is retried on a new one.
 	var mu sync.Mutex
 	probes := 0
-	addr := startRaw(t, lineServer("220 hi\r\n", func(l string) string {
+	addr := smtptest.ServeConns(t, lineServer("220 hi\r\n", func(l string) string {
 		if strings.HasPrefix(l, "RSET") {
 			return "CLOSE"
 		}

@@ -93,44 +93,6 @@ func startSink(t testing.TB, s *sink, mod func(*smtp.Server)) (string, *smtptest
 	return smtptest.Serve(t, srv)
 }
 
-// startRaw runs handle for every connection to a TCP listener on
-// 127.0.0.1:0: for peers that misbehave.
-func startRaw(t testing.TB, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				handle(c)
-			})
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
 // lineServer answers each command line with answer(line); "" hangs
 // until the connection is closed, "CLOSE" drops it.
 func lineServer(greet string, answer func(string) string) func(net.Conn) {
