@@ -2,10 +2,7 @@ package smtptest
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"testing"
-	"time"
 )
 
 func TestMessageAndBody(t *testing.T) {
@@ -36,35 +33,5 @@ func TestSinkRecords(t *testing.T) {
 	}
 	if got := s.Seen(); got["<a@t>"] != 2 || got["<b@t>"] != 1 || s.Count() != 2 {
 		t.Errorf("Seen = %v, Count = %d", got, s.Count())
-	}
-}
-
-// TestServeConns: every connection reaches the handler, and the end of
-// the test closes the ones a handler still holds.
-func TestServeConns(t *testing.T) {
-	got := make(chan string, 2)
-	addr := ServeConns(t, func(c net.Conn) {
-		b := make([]byte, 5)
-		if _, err := io.ReadFull(c, b); err == nil {
-			got <- string(b)
-		}
-		io.Copy(io.Discard, c) // hold the connection until it is closed
-	})
-	for _, w := range []string{"hello", "again"} {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(c, w)
-		select {
-		case s := <-got:
-			if s != w {
-				t.Fatalf("handler read %q, want %q", s, w)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("the handler got nothing")
-		}
 	}
 }
