@@ -61,28 +61,21 @@ func DefaultOptions() Options {
 
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	if o.MaxHeaderBytes <= 0 {
-		o.MaxHeaderBytes = d.MaxHeaderBytes
-	}
-	if o.MaxHeaderFields <= 0 {
-		o.MaxHeaderFields = d.MaxHeaderFields
-	}
-	if o.MaxText <= 0 {
-		o.MaxText = d.MaxText
-	}
-	if o.MaxParts <= 0 {
-		o.MaxParts = d.MaxParts
-	}
-	if o.MaxDepth <= 0 {
-		o.MaxDepth = d.MaxDepth
-	}
-	if o.MaxAttachments <= 0 {
-		o.MaxAttachments = d.MaxAttachments
-	}
-	if o.MaxPartBytes <= 0 {
-		o.MaxPartBytes = d.MaxPartBytes
-	}
+	orDefault(&o.MaxHeaderBytes, d.MaxHeaderBytes)
+	orDefault(&o.MaxHeaderFields, d.MaxHeaderFields)
+	orDefault(&o.MaxText, d.MaxText)
+	orDefault(&o.MaxParts, d.MaxParts)
+	orDefault(&o.MaxDepth, d.MaxDepth)
+	orDefault(&o.MaxAttachments, d.MaxAttachments)
+	orDefault(&o.MaxPartBytes, d.MaxPartBytes)
 	return o
+}
+
+// orDefault sets a bound that is not positive to its default.
+func orDefault[T int | int64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // Attachment is one MIME part that is an attachment: it has
