@@ -32,6 +32,8 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 	"golang.org/x/text/encoding/htmlindex"
+
+	"moat/internal/defaults"
 )
 
 // Options bounds the work done on one message. Zero fields take the
@@ -61,21 +63,14 @@ func DefaultOptions() Options {
 
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	orDefault(&o.MaxHeaderBytes, d.MaxHeaderBytes)
-	orDefault(&o.MaxHeaderFields, d.MaxHeaderFields)
-	orDefault(&o.MaxText, d.MaxText)
-	orDefault(&o.MaxParts, d.MaxParts)
-	orDefault(&o.MaxDepth, d.MaxDepth)
-	orDefault(&o.MaxAttachments, d.MaxAttachments)
-	orDefault(&o.MaxPartBytes, d.MaxPartBytes)
+	defaults.Positive(&o.MaxHeaderBytes, d.MaxHeaderBytes)
+	defaults.Positive(&o.MaxHeaderFields, d.MaxHeaderFields)
+	defaults.Positive(&o.MaxText, d.MaxText)
+	defaults.Positive(&o.MaxParts, d.MaxParts)
+	defaults.Positive(&o.MaxDepth, d.MaxDepth)
+	defaults.Positive(&o.MaxAttachments, d.MaxAttachments)
+	defaults.Positive(&o.MaxPartBytes, d.MaxPartBytes)
 	return o
-}
-
-// orDefault sets a bound that is not positive to its default.
-func orDefault[T int | int64](v *T, def T) {
-	if *v <= 0 {
-		*v = def
-	}
 }
 
 // Attachment is one MIME part that is an attachment: it has
