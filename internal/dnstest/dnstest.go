@@ -207,6 +207,18 @@ func (s *Server) AddRR(rrs ...dns.RR) {
 	}
 }
 
+// AddTXT adds one TXT record (TTL 300) holding value, split in strings
+// of at most 255 octets (RFC 1035 §3.3.14) as real zones hold long DKIM
+// keys; a resolver joins them again (RFC 6376 §3.6.2.2).
+func (s *Server) AddTXT(name, value string) {
+	var chunks []string
+	for len(value) > 255 {
+		chunks, value = append(chunks, value[:255]), value[255:]
+	}
+	chunks = append(chunks, value)
+	s.AddRR(&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300}, Txt: chunks})
+}
+
 // Remove deletes the records of name and qtype (dns.TypeANY: every type).
 func (s *Server) Remove(name string, qtype uint16) {
 	s.mu.Lock()
