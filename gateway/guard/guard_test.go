@@ -73,8 +73,7 @@ func TestEarlyTalkers(t *testing.T) {
 			if tt.reply != "" {
 				c.expect(tt.reply)
 			}
-			c.expectClosed()
-			waitFor(t, "count", func() bool { return s.g.Stats().Rejected(tt.reason) == 1 })
+			s.rejected(t, c, tt.reason, 1)
 			if s.g.Stats().Admitted() != 0 {
 				t.Error("early talker admitted")
 			}
@@ -98,8 +97,7 @@ func TestPregreetHold(t *testing.T) {
 	if held := time.Since(start); held < delay {
 		t.Errorf("521 after %v, before the %v greet delay ended", held, delay)
 	}
-	c.expectClosed()
-	waitFor(t, "count", func() bool { return s.g.Stats().Rejected(ReasonPregreet) == 1 })
+	s.rejected(t, c, ReasonPregreet, 1)
 
 	// A flood ends the hold: the client gives up after 10 s, the delay is 30 s.
 	s = startServer(t, testConfig(), testOpts{listener: ListenerOptions{GreetDelay: 30 * time.Second}})
@@ -138,8 +136,7 @@ func TestAbuseAfterBanner(t *testing.T) {
 				c.send("POST /x HTTP/1.0\r\n")
 				c.expect("521")
 			}
-			c.expectClosed()
-			waitFor(t, "count", func() bool { return s.g.Stats().Rejected(tt.reason) == 1 })
+			s.rejected(t, c, tt.reason, 1)
 		})
 	}
 }
@@ -342,16 +339,14 @@ func TestProxyProtocol(t *testing.T) {
 	c.send("EHLO x\r\n")
 	c.expectClosed()
 	c = dial(t, s.addr, "127.0.0.9") // silent: the header deadline
-	c.expectClosed()
-	waitFor(t, "bad header count", func() bool { return s.g.Stats().Rejected(ReasonProxyBadHeader) == 2 })
+	s.rejected(t, c, ReasonProxyBadHeader, 2)
 
 	// Anyone else is a direct client, and a header from it is abuse.
 	c = dial(t, s.addr, "127.0.0.10")
 	c.expect("220 ")
 	c.send("PROXY TCP4 192.0.2.7 192.0.2.25 1234 25\r\n")
 	c.expect("521")
-	c.expectClosed()
-	waitFor(t, "untrusted count", func() bool { return s.g.Stats().Rejected(ReasonProxyUntrusted) == 1 })
+	s.rejected(t, c, ReasonProxyUntrusted, 1)
 }
 
 func TestSlowClientsDoNotBlockAccept(t *testing.T) {
@@ -394,8 +389,7 @@ func TestTooManyErrorsAndTarpit(t *testing.T) {
 	}
 	c.send("RCPT TO:<bad@example.org>\r\n")
 	c.expect("421 4.7.0 " + testHost + " Too many errors, closing connection")
-	c.expectClosed()
-	waitFor(t, "count", func() bool { return s.g.Stats().Rejected(ReasonTooManyErrors) == 1 })
+	s.rejected(t, c, ReasonTooManyErrors, 1)
 }
 
 func TestCommandLoop(t *testing.T) {
@@ -410,8 +404,7 @@ func TestCommandLoop(t *testing.T) {
 	}
 	c.send("RSET\r\n")
 	c.expect("421 4.7.0 " + testHost + " Too many commands")
-	c.expectClosed()
-	waitFor(t, "count", func() bool { return s.g.Stats().Rejected(ReasonCommandLoop) == 1 })
+	s.rejected(t, c, ReasonCommandLoop, 1)
 }
 
 // Message content is not commands: HTTP-looking lines and NOOPs inside

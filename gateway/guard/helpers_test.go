@@ -177,6 +177,14 @@ func (c *client) ehlo() {
 	c.reply("250")
 }
 
+// rejected reads c to its end, then waits until the guard has counted
+// n rejections for reason.
+func (s *server) rejected(t testing.TB, c *client, reason string, n uint64) {
+	t.Helper()
+	c.expectClosed()
+	waitFor(t, reason+" count", func() bool { return s.g.Stats().Rejected(reason) == n })
+}
+
 // waitFor polls cond until it holds (bounded); it is not a timing
 // assertion, only a wait for asynchronous bookkeeping.
 func waitFor(t testing.TB, what string, cond func() bool) {
