@@ -40,6 +40,19 @@ type backend struct {
 	authed int
 }
 
+// byPrefix answers a recipient with the error of the prefix its address
+// starts with (the prefixes must not overlap), nil for any other.
+func byPrefix(errs map[string]error) func(rcpt string) error {
+	return func(rcpt string) error {
+		for p, err := range errs {
+			if strings.HasPrefix(rcpt, p) {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return &testSession{b: b, c: c}, nil
 }

@@ -61,15 +61,10 @@ func TestAcceptAll(t *testing.T) {
 }
 
 func TestPerRecipient(t *testing.T) {
-	b := &backend{rcptErr: func(to string) error {
-		switch {
-		case strings.HasPrefix(to, "busy"):
-			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"}
-		case strings.HasPrefix(to, "gone"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-		}
-		return nil
-	}}
+	b := &backend{rcptErr: byPrefix(map[string]error{
+		"busy": &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"},
+		"gone": &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+	})}
 	addr, _ := startServer(t, b, nil)
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
@@ -310,15 +305,10 @@ func TestXForward(t *testing.T) {
 }
 
 func TestLMTP(t *testing.T) {
-	b := &backend{lmtpErr: func(rcpt string) error {
-		switch {
-		case strings.HasPrefix(rcpt, "full"):
-			return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full"}
-		case strings.HasPrefix(rcpt, "gone"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-		}
-		return nil
-	}}
+	b := &backend{lmtpErr: byPrefix(map[string]error{
+		"full": &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full"},
+		"gone": &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+	})}
 	addr, ln := startServer(t, b, func(s *smtp.Server) { s.LMTP = true })
 	c := ForRoute(route.Route{Type: route.TypeLMTP, Address: addr}, Options{Hostname: "moat.test"}).(*Client)
 	defer c.Close()
