@@ -8,6 +8,7 @@
 // the Message-IDs it accepts, Serve, which runs a test's own go-smtp
 // server on a Listener that counts connections, and ServeConns, which
 // hands each connection to a test's hand-written (often misbehaving) peer.
+// AsReply finds the reply value inside an error a client returned.
 //
 // Every read and write has a deadline. The peers' harness that starts
 // real processes (moat itself, Postfix, Dovecot, redis, Chromium) stays

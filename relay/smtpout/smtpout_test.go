@@ -28,18 +28,6 @@ func byRcpt(rs []transport.Result) map[string]error {
 	return m
 }
 
-func asReply(t *testing.T, err error) *reply.Reply {
-	t.Helper()
-	var r *reply.Reply
-	if !errors.As(err, &r) {
-		t.Fatalf("error %v is not a *reply.Reply", err)
-	}
-	if err := r.Validate(); err != nil {
-		t.Fatalf("invalid reply %v: %v", r, err)
-	}
-	return r
-}
-
 func TestAcceptAll(t *testing.T) {
 	b := &backend{}
 	addr, _ := startServer(t, b, nil)
@@ -72,11 +60,11 @@ func TestPerRecipient(t *testing.T) {
 	if res["ok@example.net"] != nil {
 		t.Errorf("ok: %v", res["ok@example.net"])
 	}
-	busy := asReply(t, res["busy@example.net"])
+	busy := smtptest.AsReply(t, res["busy@example.net"])
 	if busy.Code != 450 || busy.Enhanced != (reply.Enhanced{4, 2, 1}) || transport.IsPermanent(busy) || !strings.Contains(busy.Text, addr) || !strings.Contains(busy.Text, "mailbox busy") {
 		t.Errorf("busy: %v", busy)
 	}
-	gone := asReply(t, res["gone@example.net"])
+	gone := smtptest.AsReply(t, res["gone@example.net"])
 	if gone.Code != 550 || gone.Enhanced != (reply.Enhanced{5, 1, 1}) || !transport.IsPermanent(gone) {
 		t.Errorf("gone: %v", gone)
 	}
@@ -93,7 +81,7 @@ func TestMailRejected(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
-		rp := asReply(t, r.Err)
+		rp := smtptest.AsReply(t, r.Err)
 		if rp.Code != 553 || rp.Enhanced != (reply.Enhanced{5, 7, 1}) || !strings.Contains(rp.Text, "MAIL FROM") {
 			t.Errorf("%s: %v", r.Recipient, rp)
 		}
@@ -108,7 +96,7 @@ func TestDataRejected(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Code != 451 || transport.IsPermanent(rp) {
+		if rp := smtptest.AsReply(t, r.Err); rp.Code != 451 || transport.IsPermanent(rp) {
 			t.Errorf("%s: %v", r.Recipient, rp)
 		}
 	}
@@ -180,7 +168,7 @@ func TestSizeTooSmall(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody+strings.Repeat("y", 100)), []string{"a@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Code != 552 || rp.Enhanced != (reply.Enhanced{5, 3, 4}) {
+		if rp := smtptest.AsReply(t, r.Err); rp.Code != 552 || rp.Enhanced != (reply.Enhanced{5, 3, 4}) {
 			t.Errorf("%v", rp)
 		}
 	}
@@ -197,7 +185,7 @@ func TestSMTPUTF8Missing(t *testing.T) {
 	m := testMsg(testBody)
 	m.UTF8 = true
 	for _, r := range c.Deliver(context.Background(), m, []string{"ü@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Enhanced != (reply.Enhanced{5, 6, 7}) {
+		if rp := smtptest.AsReply(t, r.Err); rp.Enhanced != (reply.Enhanced{5, 6, 7}) {
 			t.Errorf("%v", rp)
 		}
 	}
@@ -317,10 +305,10 @@ func TestLMTP(t *testing.T) {
 		if res["a@example.org"] != nil {
 			t.Errorf("a: %v", res["a@example.org"])
 		}
-		if rp := asReply(t, res["full@example.org"]); rp.Code != 452 || rp.Enhanced != (reply.Enhanced{4, 2, 2}) {
+		if rp := smtptest.AsReply(t, res["full@example.org"]); rp.Code != 452 || rp.Enhanced != (reply.Enhanced{4, 2, 2}) {
 			t.Errorf("full: %v", rp)
 		}
-		if rp := asReply(t, res["gone@example.org"]); rp.Code != 550 {
+		if rp := smtptest.AsReply(t, res["gone@example.org"]); rp.Code != 550 {
 			t.Errorf("gone: %v", rp)
 		}
 	}
@@ -439,7 +427,7 @@ func TestBadPeer(t *testing.T) {
 		if r.Err == nil {
 			t.Errorf("greeting %q: delivered", greet)
 		}
-		if strings.HasPrefix(greet, "554") && asReply(t, r.Err).Enhanced != (reply.Enhanced{5, 7, 1}) {
+		if strings.HasPrefix(greet, "554") && smtptest.AsReply(t, r.Err).Enhanced != (reply.Enhanced{5, 7, 1}) {
 			t.Errorf("greeting %q: %v", greet, r.Err)
 		}
 	}
@@ -515,7 +503,7 @@ func TestPipelinedNoRecipient(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Code != 550 || !strings.Contains(rp.Text, "RCPT TO") {
+		if rp := smtptest.AsReply(t, r.Err); rp.Code != 550 || !strings.Contains(rp.Text, "RCPT TO") {
 			t.Errorf("%s: %v", r.Recipient, rp)
 		}
 	}

@@ -132,7 +132,7 @@ func TestCallaheadBackendDown(t *testing.T) {
 		}
 	})
 	attempts := func() int { mu.Lock(); defer mu.Unlock(); return n }
-	r := asReply(t, check(t, v, client1, "alice@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example"))
 	if r.Code != 451 || r.Enhanced.String() != "4.4.3" || !r.Temporary() {
 		t.Fatalf("got %v, want 451 4.4.3", r)
 	}
@@ -206,7 +206,7 @@ func wantTempfail(t *testing.T, handle func(net.Conn), probe time.Duration) {
 	cfg := DefaultConfig()
 	cfg.ProbeTimeout = probe
 	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
-	if r := asReply(t, check(t, v, client1, "alice@corp.example")); r.Code != 451 {
+	if r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example")); r.Code != 451 {
 		t.Fatalf("got %v, want 451", r)
 	}
 }
@@ -536,7 +536,7 @@ func TestSharedCacheAcrossNodes(t *testing.T) {
 	if err := check(t, b, netip.Addr{}, "alice@corp.example"); err != nil {
 		t.Fatalf("known at b: %v", err)
 	}
-	if r := asReply(t, check(t, b, netip.Addr{}, "carol@corp.example")); r.Code != 550 || r.Enhanced.String() != "5.1.1" {
+	if r := smtptest.AsReply(t, check(t, b, netip.Addr{}, "carol@corp.example")); r.Code != 550 || r.Enhanced.String() != "5.1.1" {
 		t.Fatalf("unknown at b: %v", r)
 	}
 	if got := b.Stats().Probes; got != before {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"moat/internal/smtptest"
 )
 
 func netipFor(i int) netip.Addr {
@@ -32,7 +34,7 @@ func TestHarvest(t *testing.T) {
 	if n := s.rcpts.Load(); n != int32(cfg.HarvestLimit) {
 		t.Fatalf("%d probes, want %d: refused RCPTs must not probe", n, cfg.HarvestLimit)
 	}
-	r := asReply(t, check(t, v, client1, "alice@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example"))
 	if r.Code != 421 || r.Enhanced.String() != "4.7.0" {
 		t.Fatalf("known address from a harvester: got %v, want 421 4.7.0", r)
 	}
@@ -116,7 +118,7 @@ func TestHarvestSoft(t *testing.T) {
 	cfg.HarvestLimit, cfg.HarvestCode = 1, 450
 	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
 	check(t, v, client1, "x@corp.example")
-	r := asReply(t, check(t, v, client1, "alice@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example"))
 	if r.Code != 450 || r.Enhanced.String() != "4.7.1" {
 		t.Fatalf("got %v, want 450 4.7.1", r)
 	}

@@ -183,18 +183,6 @@ func code(err error) int {
 	return r.Code
 }
 
-func asReply(t testing.TB, err error) *reply.Reply {
-	t.Helper()
-	var r *reply.Reply
-	if !errors.As(err, &r) {
-		t.Fatalf("got %v, want a *reply.Reply", err)
-	}
-	if err := r.Validate(); err != nil {
-		t.Fatalf("reply %v: %v", r, err)
-	}
-	return r
-}
-
 // wantOutcome checks what a check returned: acceptance when code is 0,
 // else a reply of code and enhanced code enh, which it returns.
 func wantOutcome(t testing.TB, err error, code int, enh string) *reply.Reply {
@@ -205,7 +193,7 @@ func wantOutcome(t testing.TB, err error, code int, enh string) *reply.Reply {
 		}
 		return nil
 	}
-	r := asReply(t, err)
+	r := smtptest.AsReply(t, err)
 	if r.Code != code || r.Enhanced.String() != enh {
 		t.Fatalf("got %v, want %d %s", r, code, enh)
 	}

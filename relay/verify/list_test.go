@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/smtptest"
 	"moat/relay/route"
 )
 
@@ -128,7 +129,7 @@ func TestListMode(t *testing.T) {
 	if err := check(t, v, client1, "PostMaster@corp.example"); err != nil {
 		t.Fatalf("postmaster (RFC 5321 §4.5.1): %v", err)
 	}
-	r := asReply(t, check(t, v, client1, "bob@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "bob@corp.example"))
 	if r.Code != 550 || r.Enhanced.String() != "5.1.1" {
 		t.Fatalf("unlisted: got %v", r)
 	}
