@@ -54,15 +54,7 @@ func StartPostfix(t testing.TB, domain string, locals []string) *Postfix {
 	if err != nil {
 		t.Skipf("no user nobody: %v", err)
 	}
-	// A directory Postfix's users can traverse: t.TempDir is 0700 root.
-	dir, err := os.MkdirTemp("", "moat-postfix-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := sharedTempDir(t, "moat-postfix-")
 	p := &Postfix{
 		t:       t,
 		Addr:    "127.0.0.1:" + strconv.Itoa(FreePort(t)),

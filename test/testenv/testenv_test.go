@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -38,5 +39,16 @@ func TestPostfixServices(t *testing.T) {
 	}
 	if n < 20 {
 		t.Errorf("%d services", n)
+	}
+}
+
+func TestSharedTempDir(t *testing.T) {
+	dir := sharedTempDir(t, "moat-testenv-")
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.IsDir() || fi.Mode().Perm() != 0o755 {
+		t.Errorf("mode %v", fi.Mode())
 	}
 }
