@@ -364,7 +364,9 @@ func TestCallerCancel(t *testing.T) {
 	}
 }
 
-func BenchmarkLimiterAllow(b *testing.B) {
+// benchClient is a Client of a fresh miniredis, closed with the benchmark.
+func benchClient(b *testing.B) (*Client, *miniredis.Miniredis) {
+	b.Helper()
 	mr := miniredis.RunT(b)
 	cfg := DefaultConfig()
 	cfg.Redis.Address = mr.Addr()
@@ -372,7 +374,12 @@ func BenchmarkLimiterAllow(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	b.Cleanup(func() { c.Close() })
+	return c, mr
+}
+
+func BenchmarkLimiterAllow(b *testing.B) {
+	c, _ := benchClient(b)
 	l := c.Limiter()
 	ctx := context.Background()
 	b.ResetTimer()
@@ -382,14 +389,7 @@ func BenchmarkLimiterAllow(b *testing.B) {
 }
 
 func BenchmarkLimiterAllowDown(b *testing.B) {
-	mr := miniredis.RunT(b)
-	cfg := DefaultConfig()
-	cfg.Redis.Address = mr.Addr()
-	c, err := New(cfg, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c, mr := benchClient(b)
 	mr.Close()
 	l := c.Limiter()
 	ctx := context.Background()
