@@ -89,19 +89,30 @@ func (c Config) withDefaults() Config {
 // Validate checks the config; key is the path of the section (for example
 // "guard.dnsbl") and every error names the full key.
 func (c Config) Validate(key string) error {
-	var errs []error
-	if len(c.Zones) > maxZones {
-		errs = append(errs, fmt.Errorf("%s.zones: %d zones, at most %d", key, len(c.Zones), maxZones))
-	}
-	for i, z := range c.Zones {
-		zk := fmt.Sprintf("%s.zones[%d]", key, i)
-		if err := CheckZoneName(z.Zone); err != nil {
-			errs = append(errs, fmt.Errorf("%s.zone: %w", zk, err))
-		}
-		errs = append(errs, CheckFilters(zk+".match", z.Match, maxMatch)...)
-	}
+	errs := CheckZones(key, c.Zones, maxZones, func(z Zone) string { return z.Zone }, func(zk string, z Zone) []error {
+		return CheckFilters(zk+".match", z.Match, maxMatch)
+	})
 	errs = append(errs, CheckLookups(key, c.Timeout, c.CacheTTL, c.CacheSize)...)
 	return errors.Join(errs...)
+}
+
+// CheckZones checks the zones of a DNS list config for a Validate: at
+// most max, each with a name as CheckZoneName wants it (name reads it),
+// then whatever more checks of the zone under its key, for example
+// "guard.dnsbl.zones[0]".
+func CheckZones[Z any](key string, zones []Z, max int, name func(Z) string, more func(zk string, z Z) []error) []error {
+	var errs []error
+	if len(zones) > max {
+		errs = append(errs, fmt.Errorf("%s.zones: %d zones, at most %d", key, len(zones), max))
+	}
+	for i, z := range zones {
+		zk := fmt.Sprintf("%s.zones[%d]", key, i)
+		if err := CheckZoneName(name(z)); err != nil {
+			errs = append(errs, fmt.Errorf("%s.zone: %w", zk, err))
+		}
+		errs = append(errs, more(zk, z)...)
+	}
+	return errs
 }
 
 // CheckFilters checks the filters of a zone (at most max, each as

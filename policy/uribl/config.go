@@ -106,21 +106,14 @@ func (c Config) withDefaults() Config {
 // Validate checks the config; key is the path of the section ("uribl")
 // and every error names the full key.
 func (c Config) Validate(key string) error {
-	var errs []error
-	if len(c.Zones) > maxZones {
-		errs = append(errs, fmt.Errorf("%s.zones: %d zones, at most %d", key, len(c.Zones), maxZones))
-	}
-	for i, z := range c.Zones {
-		zk := fmt.Sprintf("%s.zones[%d]", key, i)
-		if err := dnsbl.CheckZoneName(z.Zone); err != nil {
-			errs = append(errs, fmt.Errorf("%s.zone: %w", zk, err))
-		}
+	errs := dnsbl.CheckZones(key, c.Zones, maxZones, func(z Zone) string { return z.Zone }, func(zk string, z Zone) []error {
+		var errs []error
 		if math.IsNaN(z.Weight) || math.IsInf(z.Weight, 0) {
 			errs = append(errs, fmt.Errorf("%s.weight: must be a finite number", zk))
 		}
 		errs = append(errs, dnsbl.CheckFilters(zk+".match", z.Match, maxFilters)...)
-		errs = append(errs, dnsbl.CheckFilters(zk+".error_codes", z.ErrorCodes, maxFilters)...)
-	}
+		return append(errs, dnsbl.CheckFilters(zk+".error_codes", z.ErrorCodes, maxFilters)...)
+	})
 	if c.MaxLookups < 0 || c.MaxLookups > maxLookupsLimit {
 		errs = append(errs, fmt.Errorf("%s.max_lookups: %d is outside 0 to %d", key, c.MaxLookups, maxLookupsLimit))
 	}
