@@ -469,9 +469,7 @@ func TestCallaheadLMTP(t *testing.T) {
 }
 
 func TestCloseIdempotentCheck(t *testing.T) {
-	s := knownSink()
-	addr, _ := startSink(t, s, nil)
-	v, _ := newTest(t, DefaultConfig(), callaheadRoutes(addr), nil)
+	v, _ := newCallahead(t, nil)
 	check(t, v, client1, "alice@corp.example")
 	v.Close()
 	if c := code(check(t, v, client1, "bob@corp.example")); c != 451 {

@@ -56,11 +56,7 @@ func TestHarvest(t *testing.T) {
 }
 
 func TestHarvestIPv6Prefix(t *testing.T) {
-	s := knownSink()
-	addr, _ := startSink(t, s, nil)
-	cfg := DefaultConfig()
-	cfg.HarvestLimit = 3
-	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
+	v, _ := newCallahead(t, func(c *Config) { c.HarvestLimit = 3 })
 	for i := range 3 {
 		a := netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i+1))
 		check(t, v, a, fmt.Sprintf("x%d@corp.example", i))
@@ -98,11 +94,7 @@ func TestHarvestKey(t *testing.T) {
 }
 
 func TestHarvestOff(t *testing.T) {
-	s := knownSink()
-	addr, _ := startSink(t, s, nil)
-	cfg := DefaultConfig()
-	cfg.HarvestLimit = 0
-	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
+	v, _ := newCallahead(t, func(c *Config) { c.HarvestLimit = 0 })
 	for i := range 30 {
 		if c := code(check(t, v, client1, fmt.Sprintf("r%d@corp.example", i))); c != 550 {
 			t.Fatalf("rcpt %d: got %d with harvest_limit 0", i, c)

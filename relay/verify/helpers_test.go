@@ -183,6 +183,19 @@ func code(err error) int {
 	return r.Code
 }
 
+// newCallahead starts a sink that knows the usual users (knownSink) and
+// a Verifier that calls ahead to it, with DefaultConfig changed by mod
+// (nil: unchanged).
+func newCallahead(t testing.TB, mod func(*Config)) (*Verifier, *testclock.Clock) {
+	t.Helper()
+	addr, _ := startSink(t, knownSink(), nil)
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	return newTest(t, cfg, callaheadRoutes(addr), nil)
+}
+
 // wantOutcome checks what a check returned: acceptance when code is 0,
 // else a reply of code and enhanced code enh, which it returns.
 func wantOutcome(t testing.TB, err error, code int, enh string) *reply.Reply {
