@@ -121,16 +121,23 @@ func TestDropMidData(t *testing.T) {
 	}
 }
 
+// wantTimeout delivers the test message to addr with the short timeouts
+// and wants a temporary failure.
+func wantTimeout(t *testing.T, addr string) {
+	t.Helper()
+	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, Timeouts: short})
+	defer c.Close()
+	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"}) {
+		if r.Err == nil || transport.IsPermanent(r.Err) {
+			t.Errorf("%v, want temporary", r.Err)
+		}
+	}
+}
+
 func TestTimeouts(t *testing.T) {
 	t.Run("greeting", func(t *testing.T) {
 		addr := startScripted(t, &scripted{hang: true})
-		c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, Timeouts: short})
-		defer c.Close()
-		for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"}) {
-			if r.Err == nil || transport.IsPermanent(r.Err) {
-				t.Errorf("%v, want temporary", r.Err)
-			}
-		}
+		wantTimeout(t, addr)
 	})
 	t.Run("final dot", func(t *testing.T) {
 		release := make(chan struct{})
@@ -140,13 +147,7 @@ func TestTimeouts(t *testing.T) {
 			<-release
 		}}
 		addr, _ := startServer(t, b, nil)
-		c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, Timeouts: short})
-		defer c.Close()
-		for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"}) {
-			if r.Err == nil || transport.IsPermanent(r.Err) {
-				t.Errorf("%v, want temporary", r.Err)
-			}
-		}
+		wantTimeout(t, addr)
 	})
 	t.Run("context", func(t *testing.T) {
 		addr := startScripted(t, &scripted{hang: true})
