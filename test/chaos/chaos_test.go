@@ -158,19 +158,23 @@ func TestKillNineLosesNothing(t *testing.T) {
 	})
 
 	// Relay: at least once.
-	seen := sink.Seen()
 	var missing, dups []string
-	for _, msg := range msgs {
-		if !acked[msg.id] || !strings.HasSuffix(msg.to, "@relay.test") {
-			continue
-		}
-		switch k := seen["<"+msg.id+">"]; {
-		case k == 0:
-			missing = append(missing, msg.id)
-		case k > 1:
-			dups = append(dups, fmt.Sprintf("%s×%d", msg.id, k))
+	// tally notes each acknowledged message to a relayed (or a local)
+	// recipient that counts (by Message-ID) holds no time or more than once.
+	tally := func(counts map[string]int, relayed bool) {
+		for _, msg := range msgs {
+			if !acked[msg.id] || strings.HasSuffix(msg.to, "@relay.test") != relayed {
+				continue
+			}
+			switch k := counts["<"+msg.id+">"]; {
+			case k == 0:
+				missing = append(missing, msg.id)
+			case k > 1:
+				dups = append(dups, fmt.Sprintf("%s×%d", msg.id, k))
+			}
 		}
 	}
+	tally(sink.Seen(), true)
 
 	// Local: every file whole, every acknowledged message present.
 	byID := map[string]message{}
@@ -192,17 +196,7 @@ func TestKillNineLosesNothing(t *testing.T) {
 		}
 		local[id]++
 	}
-	for _, msg := range msgs {
-		if !acked[msg.id] || strings.HasSuffix(msg.to, "@relay.test") {
-			continue
-		}
-		switch k := local["<"+msg.id+">"]; {
-		case k == 0:
-			missing = append(missing, msg.id)
-		case k > 1:
-			dups = append(dups, fmt.Sprintf("%s×%d", msg.id, k))
-		}
-	}
+	tally(local, false)
 	tmpLeft, _ := filepath.Glob(filepath.Join(m.DataDir, "mailboxes", "moat.test", "alice", "tmp", "*"))
 
 	sort.Strings(dups)
