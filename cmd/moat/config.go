@@ -17,8 +17,10 @@ import (
 	"moat/internal/dnsres"
 	"moat/mailbox"
 	"moat/policy/authlimit"
+	"moat/policy/bayes"
 	"moat/policy/cluster"
 	"moat/policy/dkimsign"
+	"moat/policy/uribl"
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
@@ -50,6 +52,8 @@ type Config struct {
 	Verify          verify.Config          `mapstructure:"verify"`
 	Submission      SubmissionConfig       `mapstructure:"submission"`
 	Cluster         cluster.Config         `mapstructure:"cluster"`
+	Bayes           bayes.Config           `mapstructure:"bayes"`
+	URIBL           uribl.Config           `mapstructure:"uribl"`
 	Admin           AdminConfig            `mapstructure:"admin"`
 }
 
@@ -131,6 +135,8 @@ func defaults() Config {
 		Verify:          verify.DefaultConfig(),
 		Submission:      SubmissionConfig{authlimit.DefaultConfig()},
 		Cluster:         cluster.DefaultConfig(),
+		Bayes:           bayes.DefaultConfig(),
+		URIBL:           uribl.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 	}
 }
@@ -255,6 +261,11 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Guard.Validate())
 	errs = append(errs, c.Verify.Validate())
 	errs = append(errs, c.Submission.Validate())
+	errs = append(errs, c.Bayes.Validate())
+	errs = append(errs, c.URIBL.Validate("uribl"))
+	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Cluster.Enabled() {
 		errs = append(errs, c.Cluster.Validate())
 	}
@@ -271,7 +282,7 @@ func (c *Config) Validate() error {
 	if err := c.Rules.Validate(); err != nil {
 		errs = append(errs, err)
 	} else {
-		for _, e := range rules.CheckConfig(c.Rules, c.ruleLoadOptions()) {
+		for _, e := range rules.CheckConfig(c.Rules, c.ruleLoadOptions(nil)) {
 			errs = append(errs, e)
 		}
 	}
@@ -283,9 +294,10 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// ruleLoadOptions checks what rules refer to outside themselves.
-func (c *Config) ruleLoadOptions() rules.LoadOptions {
-	return rules.LoadOptions{FactGroups: pipelineFactGroups(c), ValidateRoute: func(name string) error {
+// ruleLoadOptions checks what rules refer to outside themselves; cc
+// computes the content facts (nil: type-checking only).
+func (c *Config) ruleLoadOptions(cc *contentChecks) rules.LoadOptions {
+	return rules.LoadOptions{FactGroups: pipelineFactGroups(cc), ValidateRoute: func(name string) error {
 		if name == route.Local || name == route.MX {
 			return nil
 		}

@@ -20,6 +20,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/internal/reply"
 	"moat/policy"
+	"moat/policy/bayes"
 	"moat/relay/verify"
 	"moat/rules"
 )
@@ -33,9 +34,10 @@ import (
 // its rules.FactGroup listed in pipelineFactGroups.
 func pipelineChecks(*Config) []gateway.Check { return nil }
 
-// pipelineFactGroups are the fact groups the pipelineChecks contribute to
-// the rules (rules.LoadOptions.FactGroups).
-func pipelineFactGroups(*Config) []rules.FactGroup { return nil }
+// pipelineFactGroups are the fact groups the pipelineChecks and the
+// content checks contribute to the rules (rules.LoadOptions.FactGroups);
+// cc nil: for type-checking only.
+func pipelineFactGroups(cc *contentChecks) []rules.FactGroup { return cc.factGroups() }
 
 // rulesCommand is `moat rules check|test|explain`.
 func rulesCommand() *cobra.Command {
@@ -71,7 +73,7 @@ here: use moat check-config for those.`,
 					}
 					return exitError{1}
 				}
-				cfg, opt = c.Rules, c.ruleLoadOptions()
+				cfg, opt = c.Rules, c.ruleLoadOptions(nil)
 			}
 			if len(args) > 0 {
 				cfg.Paths = args
@@ -169,6 +171,22 @@ type testReport struct {
 	Score       float64        `json:"score"`
 	Verdict     map[string]any `json:"verdict"`
 	Headers     []rules.Header `json:"headers,omitempty"`
+	Bayes       *bayes.Result  `json:"bayes,omitempty"`
+	BayesNote   string         `json:"bayes_note,omitempty"`
+}
+
+// explainBayes classifies the message of an offline run with the tokens
+// that weighed most; nil without a classifier or a message.
+func explainBayes(ctx context.Context, cc *contentChecks, out *gateway.OfflineResult) *bayes.Result {
+	m := out.Txn.Facts.Message
+	if cc.opt.Bayes == nil || m == nil {
+		return nil
+	}
+	r, err := cc.opt.Bayes.Explain(ctx, gateway.ClassifierInput(m), 12)
+	if err != nil {
+		return nil
+	}
+	return &r
 }
 
 type testRcpt struct {
@@ -222,7 +240,12 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 	} else if res, err = dnsres.New(cfg.DNS); err != nil {
 		return err
 	}
-	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions())
+	cc, err := newContentChecks(cfg, res, true)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions(cc))
 	if err != nil {
 		return fmt.Errorf("rules: %s", strings.Join(errorLines(err), "; "))
 	}
@@ -268,6 +291,7 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 		From: in.from, To: in.to, Message: raw, DeclaredSize: int64(len(raw)),
 	})
 	rep := testReportOf(out, trustedIP, checks.Resolver != nil)
+	rep.Bayes, rep.BayesNote = explainBayes(ctx, cc, out), cc.note
 	if gf := out.Txn.Guard; gf != nil && !gf.Allowlisted && len(cfg.Guard.DNSBL.Zones) > 0 && out.Rule != "guard:"+guard.ReasonDenyList {
 		rep.DNSBL, rep.DNSBLFailed = &gf.DNSBL, gf.DNSBLFailed
 	}
@@ -425,6 +449,16 @@ func printTestReport(w io.Writer, r *testReport, asJSON bool) error {
 		d := r.DMARC
 		fmt.Fprintf(w, "  dmarc     %s policy=%s from=%s org=%s spf_aligned=%t dkim_aligned=%t%s\n",
 			d.Result, orNone(d.Policy), clean(orNone(d.Domain)), clean(orNone(d.OrgDomain)), d.SPFAligned, d.DKIMAligned, reason(d.Reason))
+	}
+	if r.BayesNote != "" {
+		fmt.Fprintf(w, "bayes       %s\n", r.BayesNote)
+	}
+	if b := r.Bayes; b != nil {
+		fmt.Fprintf(w, "bayes       probability %.4f ready=%t (learned %d spam, %d ham; %d tokens used)\n",
+			b.Probability, b.Ready, b.SpamLearned, b.HamLearned, b.Used)
+		for _, t := range b.Top {
+			fmt.Fprintf(w, "  %.3f  %s  (spam %d, ham %d)\n", t.Prob, clean(t.Token), t.Spam, t.Ham)
+		}
 	}
 	fmt.Fprintln(w, "recipients:")
 	for _, rc := range r.Recipients {

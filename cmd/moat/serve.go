@@ -108,6 +108,7 @@ type app struct {
 	watch       *ruleWatch
 	log         *zap.Logger
 	resolver    *dnsres.Client
+	content     *contentChecks // the content fact groups' resources
 	spool       *spool.Spool
 	quarantine  *spool.Spool
 	queue       *queue.Manager
@@ -281,6 +282,9 @@ func (a *app) build() error {
 		}
 		tlsConf = a.certs.ServerConfig()
 	}
+	if a.content, err = newContentChecks(cfg, a.resolver, false); err != nil {
+		return err
+	}
 	checks, err := a.buildChecks()
 	if err != nil {
 		return err
@@ -422,7 +426,7 @@ func guardConfig(cfg *Config) guard.Config {
 // buildChecks loads the rules and DKIM keys and assembles the checks.
 func (a *app) buildChecks() (*gateway.Checks, error) {
 	cfg := a.cfg.Load()
-	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions())
+	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions(a.content))
 	if err != nil {
 		return nil, err
 	}
@@ -567,7 +571,7 @@ func (a *app) watchRules(cfg *Config) *ruleWatch {
 	w := &ruleWatch{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
-		err := rules.Watch(ctx, cfg.Rules, a.rules, rules.WatchOptions{Load: cfg.ruleLoadOptions()}, func(err error) {
+		err := rules.Watch(ctx, cfg.Rules, a.rules, rules.WatchOptions{Load: cfg.ruleLoadOptions(a.content)}, func(err error) {
 			a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
 		})
 		if err != nil && ctx.Err() == nil {
@@ -633,7 +637,7 @@ func (a *app) reload(path string) {
 	// The old watcher goes first, so that it cannot swap in a set loaded
 	// from the old paths after the new one.
 	a.watch.stop()
-	if err := rules.Reload(cfg.Rules, cfg.ruleLoadOptions(), a.rules); err != nil {
+	if err := rules.Reload(cfg.Rules, cfg.ruleLoadOptions(a.content), a.rules); err != nil {
 		a.log.Error("rules reload refused; the old rules stay", zap.Strings("errors", errorLines(err)))
 	}
 	a.watch = a.watchRules(cfg)
@@ -686,6 +690,9 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	keep("rules.greylist.max_entries", boot.Rules.Greylist.MaxEntries != cur.Rules.Greylist.MaxEntries,
 		func() { next.Rules.Greylist.MaxEntries = boot.Rules.Greylist.MaxEntries })
 	keep("admin", boot.Admin != cur.Admin, func() { next.Admin = boot.Admin })
+	// The URI blocklist checker and the classifier's store are made once.
+	keep("uribl", !reflect.DeepEqual(boot.URIBL, cur.URIBL), func() { next.URIBL = boot.URIBL })
+	keep("bayes", !reflect.DeepEqual(boot.Bayes, cur.Bayes), func() { next.Bayes = boot.Bayes })
 	return &next, keys
 }
 
@@ -711,6 +718,9 @@ func (a *app) shutdown(ctx context.Context) {
 }
 
 func (a *app) close() {
+	if err := a.content.Close(); err != nil {
+		a.log.Warn("closing the classifier store", zap.Error(err))
+	}
 	if a.cluster != nil {
 		a.cluster.Close()
 	}

@@ -111,6 +111,28 @@ type Message struct {
 	text          string
 	attachments   []Attachment
 	bodyMalformed bool
+
+	derivedMu sync.Mutex
+	derived   map[any]any // Derived values, by key
+}
+
+// Derived returns the value other packages derived from this message under
+// key, computing it with fn the first time anyone asks (e.g. the message
+// analysis, read by several fact groups and the classifier). key should be
+// a value of an unexported type of the caller's package, as for
+// context.WithValue; fn must not call Derived of the same message.
+func (m *Message) Derived(key any, fn func() any) any {
+	m.derivedMu.Lock()
+	defer m.derivedMu.Unlock()
+	if v, ok := m.derived[key]; ok {
+		return v
+	}
+	v := fn()
+	if m.derived == nil {
+		m.derived = map[any]any{}
+	}
+	m.derived[key] = v
+	return v
 }
 
 // ErrHeaderTooBig is returned when the header section exceeds
