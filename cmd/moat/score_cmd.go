@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"sort"
 	"strings"
@@ -24,6 +23,7 @@ import (
 	"moat/gateway"
 	"moat/internal/dnsres"
 	"moat/policy"
+	"moat/policy/bayes"
 	"moat/relay/route"
 	"moat/rules"
 )
@@ -153,6 +153,7 @@ func caughtVerdict(v string) bool {
 // concurrent use.
 type scorer struct {
 	cfg      *Config
+	cc       *contentChecks
 	opt      gateway.PipelineOptions
 	engine   *rules.Engine
 	state    *gateway.State
@@ -176,18 +177,24 @@ func newScorer(in scoreInput) (*scorer, error) {
 			return nil, fmt.Errorf("--to: %w", err)
 		}
 	}
-	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions())
-	if err != nil {
-		return nil, fmt.Errorf("rules: %s", strings.Join(errorLines(err), "; "))
-	}
 	var res dnsres.Resolver // none: offline means no DNS
 	if in.dnsZone != "" {
 		if res, err = zoneFileResolver(in.dnsZone); err != nil {
 			return nil, err
 		}
 	}
+	cc, err := newContentChecks(cfg, res, true)
+	if err != nil {
+		return nil, err
+	}
+	set, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions(cc))
+	if err != nil {
+		cc.Close()
+		return nil, fmt.Errorf("rules: %s", strings.Join(errorLines(err), "; "))
+	}
 	trusted, err := gateway.ParsePrefixes("trusted_networks", cfg.TrustedNetworks)
 	if err != nil {
+		cc.Close()
 		return nil, err
 	}
 	// A corpus comes from one address in one burst: rate limits would
@@ -195,6 +202,8 @@ func newScorer(in scoreInput) (*scorer, error) {
 	engine := rules.NewEngine(set, rules.EngineOptions{Limiter: unlimited{}})
 	s := &scorer{
 		cfg:    cfg,
+		cc:     cc,
+		bayes:  cc.opt.Bayes != nil,
 		engine: engine,
 		state: &gateway.State{
 			Router:          acceptAllRouter{route.NewRouter(cfg.routeConfig())},
@@ -206,11 +215,6 @@ func newScorer(in scoreInput) (*scorer, error) {
 		maxBytes: cfg.SMTP.MaxMessageSize,
 	}
 	s.opt = gateway.PipelineOptions{Hostname: cfg.Hostname, MaxMessageSize: cfg.SMTP.MaxMessageSize, Checks: offlineChecks(cfg, engine, res)}
-	for _, g := range cfg.ruleLoadOptions().FactGroups {
-		if g.Name == "bayes" {
-			s.bayes = true
-		}
-	}
 	return s, nil
 }
 
@@ -242,9 +246,9 @@ func (s *scorer) run(ctx context.Context, f scoreFile) scoreOutcome {
 		o.hits = append(o.hits, h.Rule)
 	}
 	if s.bayes && out.Txn.Facts.Message != nil {
-		if v, err := s.engine.Group(ctx, &out.Txn.Facts, "bayes"); err == nil {
-			if p, ok := bayesProbability(v); ok {
-				o.bayes = p
+		if v, err := s.engine.Group(ctx, &out.Txn.Facts, gateway.GroupBayes); err == nil {
+			if b, ok := v.(*bayes.Facts); ok && b.Ready {
+				o.bayes = b.Probability
 			}
 		}
 	}
@@ -286,35 +290,6 @@ func dataReached(out *gateway.OfflineResult) bool {
 		}
 	}
 	return false
-}
-
-// bayesProbability finds the field tagged expr:"probability" of the
-// classifier's fact group (its package is not imported here: the group is
-// whatever the pipeline registered).
-func bayesProbability(v any) (float64, bool) {
-	rv := reflect.ValueOf(v)
-	for rv.Kind() == reflect.Pointer && !rv.IsNil() {
-		rv = rv.Elem()
-	}
-	if rv.Kind() != reflect.Struct {
-		return 0, false
-	}
-	ready := true
-	p, found := 0.0, false
-	for i := 0; i < rv.NumField(); i++ {
-		fv := rv.Field(i)
-		switch rv.Type().Field(i).Tag.Get("expr") {
-		case "probability":
-			if fv.CanFloat() {
-				p, found = fv.Float(), true
-			}
-		case "ready":
-			if fv.Kind() == reflect.Bool {
-				ready = fv.Bool()
-			}
-		}
-	}
-	return p, found && ready
 }
 
 // envelopeOf takes the envelope from the header: the sender from
@@ -538,6 +513,10 @@ func runRulesScore(ctx context.Context, in scoreInput, errw io.Writer) (*scoreRe
 	s, err := newScorer(in)
 	if err != nil {
 		return nil, err
+	}
+	defer s.cc.Close()
+	if s.cc.note != "" {
+		fmt.Fprintln(errw, s.cc.note)
 	}
 	var files []scoreFile
 	for i, roots := range [][]string{in.spam, in.ham, in.hardham} {
