@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -31,6 +32,7 @@ import (
 // scoreInput is what `moat rules score` is told.
 type scoreInput struct {
 	cfgPath, dnsZone, ip, helo, to string
+	messages                       string // --messages: one JSON line per message
 	spam, ham, hardham             []string
 	limit, workers                 int
 	thresholds                     []float64
@@ -118,6 +120,7 @@ bounded by smtp.max_message_size.`,
 	f.IntVar(&in.workers, "workers", runtime.GOMAXPROCS(0), "messages scored in parallel")
 	f.BoolVar(&in.bySource, "by-source", false, "also break the figures down by source (file name prefix before \"__\", else sub-directory)")
 	f.BoolVar(&in.asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&in.messages, "messages", "", "also write one JSON line per message (path, class, source, verdict, score, rules) to this file")
 	return cmd
 }
 
@@ -135,6 +138,30 @@ type scoreOutcome struct {
 	byRule  bool // a rule (not a threshold) caught it
 	hits    []string
 	bayes   float64 // -1: no classifier figure
+}
+
+// scoreLine is one message in the --messages file.
+type scoreLine struct {
+	Path    string   `json:"path"`
+	Class   string   `json:"class"`
+	Source  string   `json:"source"`
+	Error   string   `json:"error,omitempty"`
+	Verdict string   `json:"verdict,omitempty"`
+	Score   float64  `json:"score"`
+	Rules   []string `json:"rules,omitempty"`
+	Bayes   *float64 `json:"bayes,omitempty"`
+}
+
+func (o scoreOutcome) line() scoreLine {
+	l := scoreLine{Path: o.file.path, Class: o.file.class, Source: o.file.source, Verdict: o.verdict, Score: o.score, Rules: o.hits}
+	if o.err != nil {
+		l.Error = o.err.Error()
+	}
+	if o.bayes >= 0 {
+		b := o.bayes
+		l.Bayes = &b
+	}
+	return l
 }
 
 // The verdicts, in report order.
@@ -557,6 +584,17 @@ func runRulesScore(ctx context.Context, in scoreInput, errw io.Writer) (*scoreRe
 	}()
 	go func() { wg.Wait(); close(results) }()
 
+	var lines *json.Encoder
+	if in.messages != "" {
+		mf, err := os.Create(in.messages)
+		if err != nil {
+			return nil, fmt.Errorf("--messages: %w", err)
+		}
+		defer mf.Close()
+		bw := bufio.NewWriter(mf)
+		defer bw.Flush()
+		lines = json.NewEncoder(bw)
+	}
 	tally := newScoreTally(s, in)
 	shown := 0
 	for o := range results {
@@ -565,6 +603,9 @@ func runRulesScore(ctx context.Context, in scoreInput, errw io.Writer) (*scoreRe
 			shown++
 		}
 		tally.add(o)
+		if lines != nil {
+			_ = lines.Encode(o.line())
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
