@@ -77,7 +77,7 @@ with it, offline (as moat rules test does, without DNS), and print:
 
 DIR is a directory tree (a Maildir's tmp/ is skipped), or a file listing
 one message path a line (relative paths are relative to the list). Flags
-may repeat. Hardham (legitimate bulk mail that looks like spam) is
+may repeat. A message file may start with an mbox "From " line. Hardham (legitimate bulk mail that looks like spam) is
 reported apart from ham.
 
 Each message is one session from --ip with --helo; the envelope sender is
@@ -253,6 +253,7 @@ func (s *scorer) run(ctx context.Context, f scoreFile) scoreOutcome {
 		o.err = err
 		return o
 	}
+	raw = stripFromLine(raw)
 	from, to := envelopeOf(raw)
 	if s.to != "" {
 		to = s.to
@@ -280,6 +281,18 @@ func (s *scorer) run(ctx context.Context, f scoreFile) scoreOutcome {
 		}
 	}
 	return o
+}
+
+// stripFromLine drops the "From sender date" line that starts a message
+// kept in mbox form (RFC 4155): it is the mailbox's, not the message's.
+func stripFromLine(raw []byte) []byte {
+	if !bytes.HasPrefix(raw, []byte("From ")) {
+		return raw
+	}
+	if i := bytes.Index(raw, []byte("\r\n")); i >= 0 {
+		return raw[i+2:]
+	}
+	return raw
 }
 
 // verdictOf names what became of the message.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -203,4 +205,90 @@ func FuzzEnvelopeOf(f *testing.F) {
 			t.Fatalf("envelope %q %q", from, to)
 		}
 	})
+}
+
+// TestDeployRulePack loads the whole shipped rule pack (deploy/rules) with
+// the fact groups of the pipeline, checks that GTUBE is still refused and
+// that the repository's ham test messages are not flagged.
+func TestDeployRulePack(t *testing.T) {
+	dir := t.TempDir()
+	pack, err := filepath.Abs(filepath.Join("..", "..", "deploy", "rules"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeTestFile(t, dir, "moat.yaml", "data_dir: "+dir+"\nrules:\n  paths: [\""+pack+"/*.yaml\"]\n"+
+		"  lists:\n    allow_senders: "+pack+"/allow-senders.txt\n    deny_senders: "+pack+"/deny-senders.txt\n")
+	out, errOut, err := runRules("check", "--config", cfg)
+	if err != nil {
+		t.Fatalf("rules check: %v\n%s", err, errOut)
+	}
+	files, _ := filepath.Glob(filepath.Join(pack, "*.yaml"))
+	if !strings.Contains(out, fmt.Sprintf("in %d files: ok", len(files))) {
+		t.Errorf("rules check: %s", out)
+	}
+	corpus := filepath.Join("..", "..", "rules", "testdata", "corpus")
+	// List files take paths relative to themselves: absolute ones here.
+	abs := func(files ...string) []string {
+		var out []string
+		for _, f := range files {
+			p, err := filepath.Abs(filepath.Join(corpus, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	spam := writeTestFile(t, dir, "spam.list", strings.Join(abs("spamassassin/spam/gtube.eml",
+		"spamassassin/spam/gtubedcc_crlf.eml", "rspamd/gtube.eml"), "\n"))
+	// Personal and list mail (not the newsletter: bulk may be tagged; not
+	// spamassassin/nice/005, whose header ends early, a parser test).
+	ham := abs("rspamd/ham.eml", "rspamd/transactional.eml",
+		"spamassassin/nice/001", "spamassassin/nice/002", "spamassassin/nice/003",
+		"spamassassin/nice/007", "spamassassin/nice/base64.txt", "spamassassin/nice/cjk/iso-2022-jp.2",
+		"spamassassin/nice/cjk/gb2312.2", "enmime/mail/attachment.raw", "enmime/mail/qp-utf8-header.raw",
+		"enmime/mail/html-mime-inline.raw")
+	hamList := writeTestFile(t, dir, "ham.list", strings.Join(ham, "\n"))
+	lines := filepath.Join(dir, "messages.jsonl")
+	out, errOut, err = runRules("score", "--config", cfg, "--spam", spam, "--ham", hamList, "--json", "--messages", lines)
+	if err != nil {
+		t.Fatalf("score: %v\n%s", err, errOut)
+	}
+	var rep scoreReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rep.Classes {
+		switch c.Class {
+		case classSpam:
+			if c.Messages != 3 || c.Verdicts["reject"] != 3 {
+				t.Errorf("GTUBE: %+v", c)
+			}
+		case classHam:
+			if c.Messages != len(ham) || c.Verdicts["accept"] != len(ham) {
+				t.Errorf("ham: %+v", c)
+			}
+		}
+	}
+	b, err := os.ReadFile(lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var sl scoreLine
+		if err := json.Unmarshal([]byte(l), &sl); err != nil {
+			t.Fatalf("--messages line %q: %v", l, err)
+		}
+		if sl.Class == classSpam && !slices.Contains(sl.Rules, "gtube") {
+			t.Errorf("%s: rules %v, want gtube", sl.Path, sl.Rules)
+		}
+		if sl.Class == classHam && sl.Score >= 5 {
+			t.Errorf("%s: score %g, rules %v", sl.Path, sl.Score, sl.Rules)
+		}
+		n++
+	}
+	if n != 3+len(ham) {
+		t.Errorf("--messages has %d lines, want %d", n, 3+len(ham))
+	}
 }
