@@ -9,6 +9,7 @@ import (
 	"moat/policy/authres"
 	"moat/policy/content"
 	"moat/policy/dmarc"
+	"moat/rules"
 )
 
 // writeAddedHeaders writes, in order, the fields moat puts on top of an
@@ -74,4 +75,73 @@ func stripOwnAuthResults(raw []byte, authservID string) []byte {
 	out := make([]byte, 0, len(head)+len(raw)-end)
 	out = append(out, head...)
 	return append(out, raw[end:]...)
+}
+
+// spamHeaders returns the X-Spam-* fields of an accepted message (see
+// rules.SpamHeaders) for inbound mail, as Authentication-Results: mail
+// of our own users and networks is not judged. Off with
+// rules.score.headers: false.
+func (p *Pipeline) spamHeaders(t *Txn, v rules.Verdict) []rules.Header {
+	if p.checks == nil || p.checks.Rules == nil || t.May() {
+		return nil
+	}
+	sc := p.checks.Rules.Set().Config().Score
+	if !sc.Headers {
+		return nil
+	}
+	return rules.SpamHeaders(rules.SpamReport{Junk: t.Junk, Score: t.Score, Required: sc.Tag, Tests: v.Tests})
+}
+
+// stripSpamHeaders removes every X-Spam-* field (any case) from the header
+// block of raw, each with its continuation lines (RFC 5322 §2.2.3: a line
+// that starts with white space continues the field above), so that the
+// only X-Spam-* fields a backend reads are moat's. The header block ends
+// at the first empty line (RFC 5322 §2.1); the body is never touched. One
+// pass over the header block; raw itself is returned when nothing goes.
+func stripSpamHeaders(raw []byte) []byte {
+	var out []byte // nil until the first field is removed
+	drop := false
+	i := 0
+	for i < len(raw) {
+		next := len(raw)
+		if j := bytes.IndexByte(raw[i:], '\n'); j >= 0 {
+			next = i + j + 1
+		}
+		line := raw[i:next]
+		if string(line) == "\r\n" || string(line) == "\n" {
+			break // the empty line: the body follows
+		}
+		if line[0] != ' ' && line[0] != '\t' {
+			drop = isSpamField(line)
+		}
+		switch {
+		case drop && out == nil:
+			out = append(make([]byte, 0, len(raw)), raw[:i]...)
+		case !drop && out != nil:
+			out = append(out, line...)
+		}
+		i = next
+	}
+	if out == nil {
+		return raw
+	}
+	return append(out, raw[i:]...)
+}
+
+// isSpamField reports whether line starts a field named X-Spam-…: the
+// prefix in any case, then field-name characters (RFC 5322 §3.6.8 ftext),
+// optional white space (obsolete syntax, RFC 5322 §4.5.3) and the colon.
+func isSpamField(line []byte) bool {
+	const prefix = rules.SpamHeaderPrefix
+	if len(line) < len(prefix) || !bytes.EqualFold(line[:len(prefix)], []byte(prefix)) {
+		return false
+	}
+	k := len(prefix)
+	for k < len(line) && line[k] >= 33 && line[k] <= 126 && line[k] != ':' {
+		k++
+	}
+	for k < len(line) && (line[k] == ' ' || line[k] == '\t') {
+		k++
+	}
+	return k < len(line) && line[k] == ':'
 }

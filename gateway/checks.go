@@ -39,6 +39,11 @@ type Checks struct {
 	AuthLimits AuthLimiter
 	// AuthFailure, when set, is told each failed AUTH by reason (metrics).
 	AuthFailure func(reason string)
+	// AfterData, when set, is told the outcome of the data stage's rules
+	// (nil: accepted, else the refusal) with the Txn as they left it; it
+	// must not block (the daemon's autolearn queues a job). Not called
+	// when a check refused.
+	AfterData func(t *Txn, refusal error)
 	// Extra checks run after the built-in checks of each stage they
 	// implement (see Check), in this order, before the rules.
 	Extra []Check

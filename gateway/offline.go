@@ -41,8 +41,8 @@ type OfflineResult struct {
 	// refusal at connect, helo or mail, the last RCPT refusal when no
 	// recipient was accepted, else the reply to the end of DATA.
 	Final *reply.Reply
-	// Action is what became of the message: accept, reject, tempfail,
-	// greylist, discard or quarantine.
+	// Action is what became of the message: accept, junk (accepted,
+	// marked as spam), reject, tempfail, greylist, discard or quarantine.
 	Action string
 	Rule   string      // the rule or check that decided, if any
 	Txn    *Txn        // the facts and the envelope at the end
@@ -97,6 +97,8 @@ func RunOffline(ctx context.Context, opt PipelineOptions, s OfflineSession) *Off
 			res.Action = string(rules.Discard)
 		case r.Code == 250 && t.Quarantine != "":
 			res.Action, res.Rule = string(rules.Quarantine), t.Quarantine
+		case r.Code == 250 && t.Junk:
+			res.Action, res.Rule = string(rules.Junk), junkRule(res.Hits)
 		case r.Code == 250:
 			res.Action = string(rules.Accept)
 		case t.Refusal.Check == "rules" && t.Verdict.Action != "":
@@ -166,4 +168,15 @@ func GuardScreen(g *guard.Guard) func(ctx context.Context, t *Txn) error {
 		t.Refusal = Refusal{Check: "guard", Rule: "guard:" + reason}
 		return rp
 	}
+}
+
+// junkRule names the last rule or built-in step that marked the message
+// junk.
+func junkRule(hits []rules.Hit) string {
+	for i := len(hits) - 1; i >= 0; i-- {
+		if h := hits[i]; h.Action == rules.Junk && !h.DryRun {
+			return h.Rule
+		}
+	}
+	return ""
 }

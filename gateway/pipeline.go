@@ -80,6 +80,7 @@ type Txn struct {
 	Accepted   bool   // a rule said accept: later rules skipped
 	Discard    bool   // a rule said discard
 	Quarantine string // the rule that quarantined, if any
+	Junk       bool   // a junk rule or the tag threshold marked the message as spam
 	// Refusal names who refused the last refused command.
 	Refusal Refusal
 	// Guard is what the offline guard screen found (nil: not run).
@@ -97,6 +98,7 @@ type Txn struct {
 		score    float64
 		headers  []rules.Header
 		accepted bool
+		junk     bool
 		hits     []string
 	}
 }
@@ -142,7 +144,7 @@ func (t *Txn) Reset() {
 	t.Score, t.Accepted = t.conn.score, t.conn.accepted
 	t.Headers = append([]rules.Header(nil), t.conn.headers...)
 	t.Facts.Hits = append([]string(nil), t.conn.hits...)
-	t.Discard, t.Quarantine = false, ""
+	t.Discard, t.Quarantine, t.Junk = false, "", t.conn.junk
 }
 
 // May reports whether the client may relay: trusted network or AUTH.
@@ -250,7 +252,11 @@ func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 			return err
 		}
 	}
-	return p.evaluate(ctx, stage, t)
+	err := p.evaluate(ctx, stage, t)
+	if stage == rules.StageData && p.checks != nil && p.checks.AfterData != nil {
+		p.checks.AfterData(t, err)
+	}
+	return err
 }
 
 // call runs one check under the check deadline, reports its latency to
@@ -320,6 +326,13 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 		t.Score = v.Score
 		t.Headers = append(t.Headers, v.Headers...)
 	}
+	if v.Junk {
+		t.Junk = true
+		t.conn.junk = t.conn.junk || connStage
+	}
+	if stage == rules.StageData && v.Action != rules.Reject && v.Action != rules.Tempfail && v.Action != rules.Greylist {
+		t.Headers = append(t.Headers, p.spamHeaders(t, v)...)
+	}
 	if t.Rcpt != nil && v.Route != "" {
 		t.Rcpt.Route = v.Route
 	}
@@ -358,6 +371,8 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 			a = rules.Discard
 		} else if t.Quarantine != "" {
 			a = rules.Quarantine
+		} else if t.Junk {
+			a = rules.Junk // accepted, into the Junk folder or tagged
 		}
 		p.checks.Verdict(a.Verdict(), v.Rule, f.Conn.IP.String())
 	}

@@ -275,6 +275,10 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		ClientName: s.t.Facts.Conn.PTR,
 		HELO:       s.t.Facts.Conn.HELO,
 		Protocol:   s.protocol(),
+		// Local mailboxes file junk into their junk folder; relayed
+		// junk leaves tagged (the X-Spam-* fields above). A quarantined
+		// message that an operator releases goes to the inbox.
+		Junk: s.t.Junk && dst == s.srv.opt.Spool,
 	}
 	ctx, cancel := deadline.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
 	defer cancel()
@@ -305,6 +309,7 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		zap.String("dkim", string(s.t.Facts.DKIM.Result)),
 		zap.String("dmarc", string(s.t.Facts.DMARC.Result)),
 		zap.Float64("score", s.t.Score),
+		zap.Bool("junk", s.t.Junk),
 		zap.Duration("took", s.srv.opt.Now().Sub(start)))
 	return s.queued("queued as " + id)
 }

@@ -197,6 +197,9 @@ func (c parseCheck) CheckData(_ context.Context, t *Txn) error {
 		// RFC 8601 §5: nobody else may speak in our name.
 		t.Raw = stripOwnAuthResults(t.Raw, c.p.checks.AuthservID)
 	}
+	if !t.May() {
+		t.Raw = stripSpamHeaders(t.Raw) // only moat's own X-Spam-* leave
+	}
 	msg, err := content.Parse(t.Raw, content.DefaultOptions())
 	if err != nil {
 		t.log.Info("message header not parsed", zap.Error(err))

@@ -37,6 +37,12 @@ type Config struct {
 	// mailbox (RFC 5233 §1); each character of the string is a delimiter,
 	// as in Postfix. nil means "+"; "" turns subaddressing off.
 	RecipientDelimiter *string `mapstructure:"recipient_delimiter"`
+	// JunkFolder is the Maildir++ folder that mail the rules marked as
+	// junk is delivered into: <mailbox>/.<JunkFolder>/ (Dovecot's and
+	// Courier's layout; see maildir.ValidFolder for the names allowed).
+	// "INBOX" delivers junk to the inbox like other mail (its X-Spam-*
+	// fields still tell a Sieve script). Default "Junk" (SetDefaults).
+	JunkFolder string `mapstructure:"junk_folder"`
 }
 
 // UserConfig is one user of Config.Users.
@@ -51,6 +57,11 @@ type UserConfig struct {
 // DefaultRecipientDelimiter is used when RecipientDelimiter is nil.
 const DefaultRecipientDelimiter = "+"
 
+// DefaultJunkFolder is used when JunkFolder is empty: the special-use
+// \Junk mailbox name (RFC 6154) that Dovecot's default configuration
+// and most clients use.
+const DefaultJunkFolder = "Junk"
+
 // SetDefaults fills what the file left empty: Root from data_dir and the
 // recipient delimiter.
 func (c *Config) SetDefaults(dataDir string) {
@@ -60,6 +71,9 @@ func (c *Config) SetDefaults(dataDir string) {
 	if c.RecipientDelimiter == nil {
 		d := DefaultRecipientDelimiter
 		c.RecipientDelimiter = &d
+	}
+	if c.JunkFolder == "" {
+		c.JunkFolder = DefaultJunkFolder
 	}
 }
 

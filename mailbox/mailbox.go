@@ -18,6 +18,22 @@
 //     exists (RFC 5321 §4.5.1); see Expand for where it goes.
 //   - The accepted address syntax is narrow (see SafePath): an address
 //     that could steer a Maildir path out of Root does not exist.
+//
+// Mail that the rules marked as junk (DeliverTo with Delivery.Junk) goes
+// into the user's junk folder, Config.JunkFolder ("Junk" by default), laid
+// out as Dovecot's and Courier's Maildir++ expect:
+//
+//	<Root>/<domain>/<localpart>/            INBOX: tmp/ new/ cur/
+//	<Root>/<domain>/<localpart>/.Junk/      the folder: tmp/ new/ cur/ and
+//	                                        an empty maildirfolder file
+//
+// created on demand with the same durability as INBOX delivery. An IMAP
+// server pointed at the same Maildir (Dovecot: mail_location =
+// maildir:~/Maildir, its default LAYOUT=Maildir++) shows it as the
+// folder "Junk"; give it the \Junk special-use flag (RFC 6154) there so
+// that clients use it as their spam folder. The user's quota counts the
+// whole mailbox, folders included. "INBOX" as the folder delivers junk to
+// the inbox, for users who sort with Sieve on the X-Spam-* fields.
 package mailbox
 
 import (
@@ -68,6 +84,7 @@ type Directory struct {
 	delims       string
 	defaultQuota int64
 	sendAs       map[string][]string
+	junkFolder   string // "" : junk goes to INBOX
 }
 
 // New builds a Directory: it loads the users file and checks everything
@@ -95,6 +112,15 @@ func build(cfg Config, localDomains []string) (*Directory, error) {
 		if err := checkDelimiter(d.delims); err != nil {
 			bad("mailboxes.recipient_delimiter: %v", err)
 		}
+	}
+	switch jf := cfg.JunkFolder; {
+	case jf == "":
+		d.junkFolder = DefaultJunkFolder
+	case strings.EqualFold(jf, "INBOX"):
+	case !maildir.ValidFolder(jf):
+		bad("mailboxes.junk_folder: %q is not a folder name (letters, digits, _ - and . between parts)", jf)
+	default:
+		d.junkFolder = jf
 	}
 	var err error
 	if d.defaultQuota, err = ParseSize(cfg.Quota); err != nil {
@@ -486,6 +512,10 @@ func (d *Directory) postmasterTarget(dom string) string {
 // a full mailbox a temporary 452 4.2.2 (see maildir.MailboxFull); other
 // errors are temporary.
 func (d *Directory) Deliver(ctx context.Context, mailbox string, msg io.Reader) error {
+	return d.deliver(ctx, mailbox, "", msg)
+}
+
+func (d *Directory) deliver(ctx context.Context, mailbox, folder string, msg io.Reader) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -502,7 +532,7 @@ func (d *Directory) Deliver(ctx context.Context, mailbox string, msg io.Reader) 
 	if err != nil {
 		return reply.NoSuchUser.With(err)
 	}
-	_, err = maildir.Deliver(dir, &ctxReader{ctx: ctx, r: msg}, maildir.Options{Quota: u.quota})
+	_, err = maildir.Deliver(dir, &ctxReader{ctx: ctx, r: msg}, maildir.Options{Quota: u.quota, Folder: folder})
 	return err
 }
 
@@ -512,13 +542,36 @@ func (d *Directory) Deliver(ctx context.Context, mailbox string, msg io.Reader) 
 // §4.4: the server that makes final delivery inserts Return-Path with
 // the reverse-path of the MAIL command, and only it does.
 func (d *Directory) DeliverFinal(ctx context.Context, sender, mailbox string, msg io.Reader) error {
-	if strings.ContainsAny(sender, "\r\n") {
-		// The SMTP server never accepts one; a header must not be split.
-		return fmt.Errorf("sender %q: line break in a reverse-path", sender)
-	}
-	rp := "Return-Path: <" + sender + ">\r\n"
-	return d.Deliver(ctx, mailbox, io.MultiReader(strings.NewReader(rp), msg))
+	return d.DeliverTo(ctx, Delivery{Sender: sender, Mailbox: mailbox}, msg)
 }
+
+// Delivery is one final delivery into a local mailbox.
+type Delivery struct {
+	Sender  string // envelope sender, "" for the null reverse-path
+	Mailbox string // a user address as Expand returns it
+	// Junk files the message into the junk folder (Config.JunkFolder)
+	// rather than the inbox. The quota is the whole mailbox's.
+	Junk bool
+}
+
+// DeliverTo is DeliverFinal with the message's destination folder chosen
+// by del.Junk.
+func (d *Directory) DeliverTo(ctx context.Context, del Delivery, msg io.Reader) error {
+	if strings.ContainsAny(del.Sender, "\r\n") {
+		// The SMTP server never accepts one; a header must not be split.
+		return fmt.Errorf("sender %q: line break in a reverse-path", del.Sender)
+	}
+	folder := ""
+	if del.Junk {
+		folder = d.junkFolder
+	}
+	rp := "Return-Path: <" + del.Sender + ">\r\n"
+	return d.deliver(ctx, del.Mailbox, folder, io.MultiReader(strings.NewReader(rp), msg))
+}
+
+// JunkFolder is the Maildir++ folder junk is delivered into, "" when it
+// goes to the inbox.
+func (d *Directory) JunkFolder() string { return d.junkFolder }
 
 // ctxReader stops a copy when the context ends.
 type ctxReader struct {

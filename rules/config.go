@@ -28,11 +28,14 @@ type Config struct {
 }
 
 // ScoreConfig holds score thresholds; 0 disables a threshold.
-// Defaults: tag 5, greylist 0 (off), reject 15.
+// Defaults: tag 5, greylist 0 (off), reject 15, headers true.
 type ScoreConfig struct {
-	Tag      float64 `mapstructure:"tag"`      // add X-Spam-Flag/X-Spam-Score headers
+	Tag      float64 `mapstructure:"tag"`      // mark the message junk (as the junk action does)
 	Greylist float64 `mapstructure:"greylist"` // greylist the message
 	Reject   float64 `mapstructure:"reject"`   // 550 5.7.1
+	// Headers: write X-Spam-Flag, -Score, -Level and -Status on inbound
+	// mail (see SpamHeaders). Incoming X-Spam-* fields are removed either way.
+	Headers bool `mapstructure:"headers"`
 }
 
 // GreylistConfig configures greylisting. Defaults: delay 5m, expiry 35d,
@@ -61,7 +64,7 @@ type AuthPolicy struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{
-		Score:    ScoreConfig{Tag: 5, Reject: 15},
+		Score:    ScoreConfig{Tag: 5, Reject: 15, Headers: true},
 		Greylist: GreylistConfig{Delay: 5 * time.Minute, Expiry: 35 * 24 * time.Hour, MaxEntries: 100000},
 		Auth:     DefaultAuthPolicy(),
 	}

@@ -109,8 +109,8 @@ func TestDeployCorpus(t *testing.T) {
 	f.Env.Sender = "promo@deals.top"
 	f.Conn.HELO = "[203.0.113.7]"
 	res := Test(context.Background(), s, f, nil)
-	if res.Score < 5 || !hasHeader(res.Final.Headers, "X-Spam-Flag") {
-		t.Errorf("bulk: score %.1f headers %v", res.Score, res.Final.Headers)
+	if res.Score < 5 || !res.Final.Junk {
+		t.Errorf("bulk: score %.1f junk %v", res.Score, res.Final.Junk)
 	}
 }
 

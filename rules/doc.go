@@ -17,13 +17,17 @@
 //     does not stop: evaluation continues.
 //   - Non-terminal actions accumulate: score adds to the running score
 //     (later conditions see it), add_header appends, route and redirect:
-//     the last match wins, log only records the hit.
+//     the last match wins, log only records the hit, junk marks the
+//     message as spam (Verdict.Junk; a later terminal action still
+//     decides).
 //   - dry_run rules that match are recorded in Verdict.DryRunHits and
 //     Explain and counted by the Observer, but never act (no score either).
 //   - After the data-stage rules, when none decided: the auth policy
 //     (DMARC reject/quarantine/temperror, SPF fail score), then the
 //     thresholds: rules.score.reject (checked after every stage),
-//     .greylist and .tag (after DATA).
+//     .greylist and .tag (after DATA; reaching tag marks junk, as the junk
+//     action does). At the data stage Verdict.Tests lists the score and
+//     junk rules of the whole transaction, for SpamHeaders (X-Spam-*).
 //   - A rule that fails at run time (a division by zero, a limiter error)
 //     turns the stage into 451 4.3.0 with an incident id and Verdict.Err;
 //     it never accepts silently.

@@ -39,9 +39,16 @@ type Verdict struct {
 	Headers    []Header     // to add, in order
 	Route      string       // last matching route action
 	Redirect   []string     // last matching redirect action
-	DryRunHits []string     // "rule: action" of dry-run rules that matched
-	Explain    []Hit        // every rule that matched, in order
-	Err        error        // a rule failed at run time (the verdict is then 451 4.3.0)
+	// Junk: a junk rule, the DMARC "tag" policy or the tag threshold
+	// marked the message as spam in this evaluation (non-terminal).
+	Junk bool
+	// Tests are, at the data stage, the score and junk rules that hit in
+	// the whole transaction (earlier stages included), sorted, without
+	// duplicates: what X-Spam-Status lists.
+	Tests      []string
+	DryRunHits []string // "rule: action" of dry-run rules that matched
+	Explain    []Hit    // every rule that matched, in order
+	Err        error    // a rule failed at run time (the verdict is then 451 4.3.0)
 }
 
 // RuleStat is reported to the Observer for each rule evaluated.
@@ -132,9 +139,48 @@ func (v *Verdict) decide(a Action, rp *reply.Reply, rule string) {
 }
 
 // Evaluate runs the rules of stage over f. At the data stage, when no rule
-// decided, the built-in auth policy and the score thresholds follow.
+// decided, the built-in auth policy and the score thresholds follow, and
+// the verdict lists the spam tests that hit (Verdict.Tests).
 func (e *Engine) Evaluate(ctx context.Context, stage Stage, f *Facts) Verdict {
 	set := e.set.Load()
+	v := e.evaluate(ctx, set, stage, f)
+	if stage == StageData {
+		v.Tests = set.tests(f.Hits, v.Explain)
+	}
+	return v
+}
+
+// maxTests bounds the tests a verdict lists (X-Spam-Status stays short).
+const maxTests = 100
+
+// tests returns the score and junk rules among the earlier hits (names)
+// and this evaluation's hits, sorted and unique. Built-in steps count when
+// they scored or marked junk (auth:spf, auth:dmarc); the thresholds
+// (score:…) do not, they are the outcome rather than a test.
+func (s *Set) tests(earlier []string, hits []Hit) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(name string) {
+		if !seen[name] && len(out) < maxTests {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, n := range earlier {
+		if s.spamTests[n] {
+			add(n)
+		}
+	}
+	for _, h := range hits {
+		if !h.DryRun && (h.Action == Score || h.Action == Junk) && !strings.HasPrefix(h.Rule, "score:") {
+			add(h.Rule)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (e *Engine) evaluate(ctx context.Context, set *Set, stage Stage, f *Facts) Verdict {
 	v := Verdict{Score: f.Score}
 	if f.Accepted {
 		v.Action, v.Rule = Accept, "accepted earlier"
@@ -208,6 +254,8 @@ func (e *Engine) run(machine *vm.VM, st *state, r *rule, stage Stage, f *Facts, 
 	case Redirect:
 		v.Redirect = append([]string(nil), r.Redirect...)
 	case Log:
+	case Junk:
+		v.Junk = true
 	case Greylist:
 		pass, note, err := e.greylist(st.ctx, st.engineSet(), stage, f)
 		hit.Note = note
@@ -371,8 +419,8 @@ func (e *Engine) authPolicy(ctx context.Context, set *Set, f *Facts, v *Verdict)
 				v.decide(Quarantine, nil, "auth:dmarc")
 				return true
 			case "tag":
-				policyHit(AddHeader, "p=quarantine, tagged")
-				v.Headers = append(v.Headers, Header{Name: "X-Spam-Flag", Value: "YES"})
+				policyHit(Junk, "p=quarantine, marked junk")
+				v.Junk = true
 			}
 		}
 	case policy.ResultTempError:
@@ -418,22 +466,12 @@ func (e *Engine) thresholds(ctx context.Context, set *Set, stage Stage, f *Facts
 			return
 		}
 	}
+	// One concept: reaching the tag threshold marks the message junk,
+	// as a junk rule does.
 	if sc.Tag > 0 && v.Score >= sc.Tag {
-		hit("score:tag", AddHeader, fmt.Sprintf("score %.1f >= %.1f", v.Score, sc.Tag))
-		if !hasHeader(v.Headers, "X-Spam-Flag") {
-			v.Headers = append(v.Headers, Header{Name: "X-Spam-Flag", Value: "YES"})
-		}
-		v.Headers = append(v.Headers, Header{Name: "X-Spam-Score", Value: fmt.Sprintf("%.1f", v.Score)})
+		hit("score:tag", Junk, fmt.Sprintf("score %.1f >= %.1f", v.Score, sc.Tag))
+		v.Junk = true
 	}
-}
-
-func hasHeader(hs []Header, name string) bool {
-	for _, h := range hs {
-		if strings.EqualFold(h.Name, name) {
-			return true
-		}
-	}
-	return false
 }
 
 // sanitize keeps a domain fit for a reply line.

@@ -21,6 +21,9 @@ func Explain(v Verdict) []zap.Field {
 	if v.Reply != nil {
 		fs = append(fs, zap.String("reply", v.Reply.Error()))
 	}
+	if v.Junk {
+		fs = append(fs, zap.Bool("junk", true))
+	}
 	if v.Route != "" {
 		fs = append(fs, zap.String("route", v.Route))
 	}
@@ -61,6 +64,9 @@ func ExplainMap(v Verdict) map[string]any {
 	}
 	if v.IncidentID != "" {
 		out["incident"] = v.IncidentID
+	}
+	if v.Junk {
+		out["junk"] = true
 	}
 	if v.Reply != nil {
 		out["reply"] = v.Reply.Error()

@@ -39,6 +39,12 @@ const (
 	Route      Action = "route"      // non-terminal: the last matching route wins
 	Redirect   Action = "redirect"   // non-terminal: replaces recipients; the last match wins
 	Log        Action = "log"        // non-terminal: recorded in Explain
+	// Junk marks the message as spam: non-terminal, like a mark. Later
+	// rules still run and a later terminal action (reject, quarantine …)
+	// still wins; a message that is accepted is delivered to the junk
+	// folder (local mailboxes) or tagged (relayed). Reaching
+	// rules.score.tag marks it the same way.
+	Junk Action = "junk"
 )
 
 // Verdict names the outcome of a decision with action a, as the logs and
@@ -57,6 +63,8 @@ func (a Action) Verdict() string {
 		return "discarded"
 	case Quarantine:
 		return "quarantined"
+	case Junk:
+		return "junk"
 	}
 	return "accepted"
 }
@@ -75,10 +83,12 @@ var actionStages = map[Action]availability{
 	Accept: {from: StageConnect}, Reject: {from: StageConnect}, Tempfail: {from: StageConnect},
 	Greylist: {from: StageRcpt}, Discard: {from: StageMail}, Quarantine: {from: StageMail},
 	AddHeader: {from: StageConnect}, Score: {from: StageConnect}, Route: {from: StageConnect},
-	Redirect: {from: StageRcpt}, Log: {from: StageConnect},
+	Redirect: {from: StageRcpt}, Log: {from: StageConnect}, Junk: {from: StageConnect},
 }
 
-// Header is a header field to add to an accepted message.
+// Header is a header field to add to an accepted message. Value is
+// written after "Name: " as it is: one line for add_header; folded
+// (CRLF and a tab, RFC 5322 §2.2.3) for the X-Spam-Status of SpamHeaders.
 type Header struct {
 	Name  string `yaml:"name"`
 	Value string `yaml:"value"`
@@ -101,6 +111,9 @@ type Set struct {
 	lists  map[string]*list
 	count  int
 	groups map[string]*FactGroup
+	// spamTests are the names of the score and junk rules: the tests an
+	// X-Spam-Status field lists when they hit.
+	spamTests map[string]bool
 }
 
 // Files returns the rule files of the set, in evaluation order.
@@ -230,7 +243,7 @@ func load(cfg Config, opt LoadOptions) (*Set, []error) {
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	s := &Set{cfg: cfg, lists: map[string]*list{}}
+	s := &Set{cfg: cfg, lists: map[string]*list{}, spamTests: map[string]bool{}}
 	for name, path := range cfg.Lists {
 		l, err := loadList(path)
 		if err != nil {
@@ -341,6 +354,9 @@ func (c *compiler) file(path string, data []byte) []error {
 		if r != nil && len(rerrs) == 0 {
 			c.set.stages[r.Stage] = append(c.set.stages[r.Stage], r)
 			c.set.count++
+			if r.Action == Score || r.Action == Junk {
+				c.set.spamTests[r.Name] = true
+			}
 		}
 	}
 	return errs

@@ -34,6 +34,7 @@ func Test(ctx context.Context, set *Set, f Facts, clock func() time.Time) TestRe
 	var headers []Header
 	var route string
 	var redirect []string
+	junk := false
 	step := func(st Stage, facts *Facts) bool {
 		v := e.Evaluate(ctx, st, facts)
 		res.Stages = append(res.Stages, StageResult{Stage: st, Rcpt: facts.Rcpt, Verdict: v})
@@ -41,6 +42,7 @@ func Test(ctx context.Context, set *Set, f Facts, clock func() time.Time) TestRe
 		facts.Hits = AppendHits(facts.Hits, v)
 		f.Score, f.Hits = v.Score, facts.Hits
 		headers = append(headers, v.Headers...)
+		junk = junk || v.Junk
 		if v.Route != "" {
 			route = v.Route
 		}
@@ -81,6 +83,7 @@ func Test(ctx context.Context, set *Set, f Facts, clock func() time.Time) TestRe
 	res.Final.Headers = headers
 	res.Final.Route = route
 	res.Final.Redirect = redirect
+	res.Final.Junk = junk
 	res.Score = f.Score
 	return res
 }

@@ -207,29 +207,8 @@ maillog_file = $dir/maillog
 maillog_file_prefixes = $dir
 biff = no
 EOF
-	cat >"$dir/etc/master.cf" <<EOF
-$SERVER_ADDR inet n - n - - smtpd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n - 0 cleanup
-qmgr      unix n - n 300 1 qmgr
-rewrite   unix - - n - - trivial-rewrite
-bounce    unix - - n - 0 bounce
-defer     unix - - n - 0 bounce
-trace     unix - - n - 0 bounce
-verify    unix - - n - 1 verify
-flush     unix n - n 1000? 0 flush
-proxymap  unix - - n - - proxymap
-smtp      unix - - n - - smtp
-relay     unix - - n - - smtp
-showq     unix n - n - - showq
-error     unix - - n - - error
-retry     unix - - n - - error
-discard   unix - - n - - discard
-local     unix - n n - - local
-anvil     unix - - n - 1 anvil
-scache    unix - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-EOF
+	# The service table is shared with the interop tests' Postfix.
+	{ echo "$SERVER_ADDR inet n - n - - smtpd"; cat "$ROOT/test/testenv/postfix-master.cf"; } >"$dir/etc/master.cf"
 	[ ${#PF_DIRS[@]} -gt 0 ] || PF_DIRS+=("$dir")
 	if ! postfix -c "$dir/etc" start >"$dir/start.log" 2>&1; then
 		cat "$dir/start.log" "$dir/maillog" >&2 2>/dev/null || true

@@ -30,7 +30,7 @@ import (
 
 // Config is the whole configuration file. Each part owns its section's
 // type and validation; this struct only composes them. Keys are the
-// contract of DESIGN.md: extend, never rename.
+// contract of moat (ARCHITECTURE.md): extend, never rename.
 type Config struct {
 	Hostname        string                 `mapstructure:"hostname"`
 	DataDir         string                 `mapstructure:"data_dir"`
@@ -262,6 +262,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Verify.Validate())
 	errs = append(errs, c.Submission.Validate())
 	errs = append(errs, c.Bayes.Validate())
+	errs = append(errs, c.validateSpamTraps())
 	errs = append(errs, c.URIBL.Validate("uribl"))
 	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
 		errs = append(errs, err)

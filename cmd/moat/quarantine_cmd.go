@@ -30,7 +30,8 @@ func quarantineCommand() *cobra.Command {
 			if err != nil {
 				return nil, err
 			}
-			return &quarantineTarget{queueTarget: t, dir: quarantine.Dir(filepath.Dir(t.spoolDir))}, nil
+			cfg, _ := loadConfig(cfgPath) // newQueueTarget loaded it without error
+			return &quarantineTarget{queueTarget: t, dir: quarantine.Dir(filepath.Dir(t.spoolDir)), cfg: cfg}, nil
 		})
 	var limit int
 	list := targetCommand("list", "List quarantined messages: id, age, sender, recipients, client", cobra.NoArgs, target,
@@ -56,7 +57,8 @@ func quarantineCommand() *cobra.Command {
 
 type quarantineTarget struct {
 	*queueTarget
-	dir string // <data_dir>/quarantine
+	dir string  // <data_dir>/quarantine
+	cfg *Config // for learning a release offline (nil: not learned)
 }
 
 func ctxOr(ctx context.Context) context.Context {
@@ -140,7 +142,11 @@ func (t *quarantineTarget) release(ctx context.Context, stdout, stderr io.Writer
 	newID, err := t.client.QuarantineRelease(ctx, id)
 	if errors.Is(err, admin.ErrUnreachable) {
 		t.direct(stderr, err)
-		newID, err = quarantine.ReleaseOffline(ctx, t.dir, t.spoolDir, id)
+		// bayes.learn.released_as_ham: the daemon is down, so its
+		// classifier store can be opened here (learnops.go).
+		learned, closeStore := offlineReleased(t.cfg, stderr)
+		newID, err = quarantine.ReleaseOfflineThen(ctx, t.dir, t.spoolDir, id, learned, t.maxBytes())
+		closeStore()
 		err = offlineError(err)
 		if err == nil {
 			fmt.Fprintln(stderr, "moat: delivery starts when moat serve runs")
@@ -211,4 +217,12 @@ func quarantineError(what string, err error) error {
 		return fmt.Errorf("quarantine %s: %s", what, se.Text)
 	}
 	return fmt.Errorf("quarantine %s: %w", what, err)
+}
+
+// maxBytes bounds a released message read for learning: smtp.max_message_size.
+func (t *quarantineTarget) maxBytes() int64 {
+	if t.cfg == nil {
+		return 0
+	}
+	return t.cfg.SMTP.MaxMessageSize
 }

@@ -21,6 +21,7 @@ import (
 	"moat/internal/reply"
 	"moat/policy"
 	"moat/policy/bayes"
+	"moat/policy/bayes/learner"
 	"moat/relay/verify"
 	"moat/rules"
 )
@@ -32,12 +33,21 @@ import (
 // data-stage check is a gateway.Check with a CheckData method (its own
 // file) that stores its facts with Txn.Facts.SetGroup, listed here, and
 // its rules.FactGroup listed in pipelineFactGroups.
-func pipelineChecks(*Config) []gateway.Check { return nil }
+// learn queues the spam traps' learning (nil: offline, nothing learned).
+func pipelineChecks(cfg *Config, learn *learner.Learner) []gateway.Check {
+	var out []gateway.Check
+	if traps := cfg.Bayes.Learn.Traps(); len(traps) > 0 {
+		out = append(out, gateway.NewSpamTrap(traps, learn))
+	}
+	return out
+}
 
 // pipelineFactGroups are the fact groups the pipelineChecks and the
 // content checks contribute to the rules (rules.LoadOptions.FactGroups);
 // cc nil: for type-checking only.
-func pipelineFactGroups(cc *contentChecks) []rules.FactGroup { return cc.factGroups() }
+func pipelineFactGroups(cc *contentChecks) []rules.FactGroup {
+	return append(cc.factGroups(), gateway.SpamTrapFactGroup())
+}
 
 // rulesCommand is `moat rules check|test|explain`.
 func rulesCommand() *cobra.Command {
@@ -321,7 +331,7 @@ func offlineChecks(cfg *Config, engine *rules.Engine, res dnsres.Resolver) *gate
 		Rules:      engine,
 		AuthservID: cfg.Auth.AuthservID,
 		Timeout:    cfg.Auth.Timeout,
-		Extra:      pipelineChecks(cfg),
+		Extra:      pipelineChecks(cfg, nil), // offline: nothing is learned
 	}
 	if cfg.Auth.Enabled && res != nil {
 		checks.Resolver = res
@@ -514,7 +524,7 @@ func printTestReport(w io.Writer, r *testReport, asJSON bool) error {
 	}
 	fmt.Fprintln(w, line)
 	for _, h := range r.Headers {
-		fmt.Fprintf(w, "header      %s: %s\n", clean(h.Name), clean(h.Value))
+		fmt.Fprintf(w, "header      %s: %s\n", clean(h.Name), clean(strings.NewReplacer("\r\n\t", " ", "\r\n ", " ").Replace(h.Value))) // a folded value (X-Spam-Status) on one line
 	}
 	return nil
 }

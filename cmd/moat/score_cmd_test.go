@@ -61,7 +61,7 @@ func scoreCorpus(t *testing.T, dir string) (spam, ham, hardham string) {
 			t.Fatal(err)
 		}
 	}
-	// spam: 1 GTUBE (reject), 1 winner+click (score 6: tagged), 1 wire
+	// spam: 1 GTUBE (reject), 1 winner+click (score 6: junk), 1 wire
 	// transfer (quarantine), 1 lottery only (score 4: accepted), 1 plain.
 	writeTestFile(t, dir, "spam/src1/1.eml", scoreMsg("a@spam.example", "victim@example.org", "hello", "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"))
 	writeTestFile(t, dir, "spam/src1/2.eml", scoreMsg("b@spam.example", "victim@example.org", "You are a WINNER", "Click here for your prize"))
@@ -112,9 +112,9 @@ func TestRulesScore(t *testing.T) {
 			t.Errorf("%s = %s, want %s", what, gb, wb)
 		}
 	}
-	check("spam", cls["spam"], scoreClass{Class: "spam", Messages: 5, Verdicts: map[string]int{"reject": 1, "tagged": 1, "quarantine": 1, "accept": 2}, Caught: 3, CaughtPct: 60})
+	check("spam", cls["spam"], scoreClass{Class: "spam", Messages: 5, Verdicts: map[string]int{"reject": 1, "junk": 1, "quarantine": 1, "accept": 2}, Caught: 3, CaughtPct: 60})
 	check("ham", cls["ham"], scoreClass{Class: "ham", Messages: 3, Verdicts: map[string]int{"accept": 3}})
-	check("hardham", cls["hardham"], scoreClass{Class: "hardham", Messages: 1, Unreadable: 1, Verdicts: map[string]int{"tagged": 1}, Caught: 1, CaughtPct: 100})
+	check("hardham", cls["hardham"], scoreClass{Class: "hardham", Messages: 1, Unreadable: 1, Verdicts: map[string]int{"junk": 1}, Caught: 1, CaughtPct: 100})
 
 	rules := map[string]map[string]int{}
 	var order []string

@@ -109,6 +109,7 @@ type app struct {
 	log         *zap.Logger
 	resolver    *dnsres.Client
 	content     *contentChecks // the content fact groups' resources
+	learn       *learnOps      // learning from operations; nil: classifier off
 	spool       *spool.Spool
 	quarantine  *spool.Spool
 	queue       *queue.Manager
@@ -285,6 +286,9 @@ func (a *app) build() error {
 	if a.content, err = newContentChecks(cfg, a.resolver, false); err != nil {
 		return err
 	}
+	if a.learn, err = newLearnOps(cfg, a.content.opt.Bayes, m.Registry(), log.Named("learn")); err != nil {
+		return err
+	}
 	checks, err := a.buildChecks()
 	if err != nil {
 		return err
@@ -342,12 +346,16 @@ func (a *app) build() error {
 				return err
 			}
 		}
+		q := quarantine.New(a.quarantine, a.spool, a.queue.Notify)
+		if fn := a.learn.released(); fn != nil {
+			q.OnRelease(fn, cfg.SMTP.MaxMessageSize)
+		}
 		if a.admin, err = admin.New(admin.Options{
 			Address:    cfg.Admin.Address,
 			Token:      token,
 			Metrics:    m,
 			Queue:      admin.QueueOf(a.spool, a.queue),
-			Quarantine: quarantine.New(a.quarantine, a.spool, a.queue.Notify),
+			Quarantine: q,
 			Ready:      a.readyChecks(),
 			Logger:     log.Named("admin"),
 		}); err != nil {
@@ -448,7 +456,8 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
 		MailLog:     a.mailLog,
-		Extra:       pipelineChecks(cfg),
+		Extra:       pipelineChecks(cfg, a.learn.queue()),
+		AfterData:   a.learn.afterData(),
 	}
 	if cfg.Auth.Enabled {
 		c.Resolver = a.resolver
@@ -527,7 +536,8 @@ func deliverLocal(ctx context.Context, dir *mailbox.Directory, msg *transport.Me
 		return err
 	}
 	defer r.Close()
-	return dir.DeliverFinal(ctx, msg.Sender, rcpt, r)
+	// Junk goes to the user's junk folder (mailboxes.junk_folder).
+	return dir.DeliverTo(ctx, mailbox.Delivery{Sender: msg.Sender, Mailbox: rcpt, Junk: msg.Junk}, r)
 }
 
 func (a *app) start() error {
@@ -539,6 +549,7 @@ func (a *app) start() error {
 			a.log.Error("queue manager stopped", zap.Error(err))
 		}
 	}()
+	a.learn.start()
 	if err := a.gw.Start(); err != nil {
 		return err
 	}
@@ -718,6 +729,7 @@ func (a *app) shutdown(ctx context.Context) {
 }
 
 func (a *app) close() {
+	a.learn.close() // before the classifier's store
 	if err := a.content.Close(); err != nil {
 		a.log.Warn("closing the classifier store", zap.Error(err))
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/alicebob/miniredis/v2"
 
+	"moat/internal/testclock"
 	"moat/policy/cluster"
 )
 
@@ -15,7 +16,7 @@ import (
 // its own buckets.
 func TestTwoGuardsShareState(t *testing.T) {
 	mr := miniredis.RunT(t)
-	clock := &fakeClock{now: time.Unix(1.7e9, 0)}
+	clock := testclock.New(time.Unix(1.7e9, 0))
 	node := func() *server {
 		ccfg := cluster.DefaultConfig()
 		ccfg.Redis.Address = mr.Addr()

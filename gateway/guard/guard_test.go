@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"math/big"
@@ -20,6 +19,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
 	"moat/internal/smtptest"
+	"moat/internal/testclock"
 	"moat/policy/dnsbl"
 )
 
@@ -73,8 +73,7 @@ func TestEarlyTalkers(t *testing.T) {
 			if tt.reply != "" {
 				c.expect(tt.reply)
 			}
-			c.expectClosed()
-			waitFor(t, "count", func() bool { return s.g.Stats().Rejected(tt.reason) == 1 })
+			s.rejected(t, c, tt.reason, 1)
 			if s.g.Stats().Admitted() != 0 {
 				t.Error("early talker admitted")
 			}
@@ -98,8 +97,7 @@ func TestPregreetHold(t *testing.T) {
 	if held := time.Since(start); held < delay {
 		t.Errorf("521 after %v, before the %v greet delay ended", held, delay)
 	}
-	c.expectClosed()
-	waitFor(t, "count", func() bool { return s.g.Stats().Rejected(ReasonPregreet) == 1 })
+	s.rejected(t, c, ReasonPregreet, 1)
 
 	// A flood ends the hold: the client gives up after 10 s, the delay is 30 s.
 	s = startServer(t, testConfig(), testOpts{listener: ListenerOptions{GreetDelay: 30 * time.Second}})
@@ -138,14 +136,13 @@ func TestAbuseAfterBanner(t *testing.T) {
 				c.send("POST /x HTTP/1.0\r\n")
 				c.expect("521")
 			}
-			c.expectClosed()
-			waitFor(t, "count", func() bool { return s.g.Stats().Rejected(tt.reason) == 1 })
+			s.rejected(t, c, tt.reason, 1)
 		})
 	}
 }
 
 func TestConnectionLimits(t *testing.T) {
-	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	clock := testclock.New(time.Unix(1e9, 0))
 	cfg := testConfig()
 	cfg.MaxConnections = 6
 	cfg.PerIP = Limit{RatePerMinute: 1, Burst: 3, MaxConcurrent: 2}
@@ -263,10 +260,10 @@ func (r *rejections) last() Rejection {
 }
 
 func TestDNSBLFake(t *testing.T) {
-	res := &fakeResolver{a: map[string][]string{
+	res := &dnstest.AddrMap{A: map[string][]string{
 		"2.0.0.127.zen.test.": {"127.0.0.2"},
 		"3.0.0.127.wl.test.":  {"127.0.15.1"},
-	}, fail: map[string]bool{"3.0.0.127.zen.test.": true}}
+	}, Fail: map[string]bool{"3.0.0.127.zen.test.": true}}
 	cfg := testConfig()
 	cfg.DNSBL.Zones = []dnsbl.Zone{{Zone: "zen.test", Weight: 2, Match: []string{"127.0.0.2-127.0.0.11"}}, {Zone: "wl.test", Weight: -5}}
 	cfg.DNSBL.Threshold = 2
@@ -342,16 +339,14 @@ func TestProxyProtocol(t *testing.T) {
 	c.send("EHLO x\r\n")
 	c.expectClosed()
 	c = dial(t, s.addr, "127.0.0.9") // silent: the header deadline
-	c.expectClosed()
-	waitFor(t, "bad header count", func() bool { return s.g.Stats().Rejected(ReasonProxyBadHeader) == 2 })
+	s.rejected(t, c, ReasonProxyBadHeader, 2)
 
 	// Anyone else is a direct client, and a header from it is abuse.
 	c = dial(t, s.addr, "127.0.0.10")
 	c.expect("220 ")
 	c.send("PROXY TCP4 192.0.2.7 192.0.2.25 1234 25\r\n")
 	c.expect("521")
-	c.expectClosed()
-	waitFor(t, "untrusted count", func() bool { return s.g.Stats().Rejected(ReasonProxyUntrusted) == 1 })
+	s.rejected(t, c, ReasonProxyUntrusted, 1)
 }
 
 func TestSlowClientsDoNotBlockAccept(t *testing.T) {
@@ -385,12 +380,7 @@ func TestTooManyErrorsAndTarpit(t *testing.T) {
 	s := startServer(t, cfg, testOpts{})
 	c := dial(t, s.addr, "127.0.0.2")
 	c.expect("220 ")
-	c.send("EHLO x\r\n")
-	for {
-		if l := c.expect("250"); strings.HasPrefix(l, "250 ") {
-			break
-		}
-	}
+	c.ehlo()
 	c.send("MAIL FROM:<a@example.org>\r\n")
 	c.expect("250")
 	for i := 0; i < 3; i++ {
@@ -399,8 +389,7 @@ func TestTooManyErrorsAndTarpit(t *testing.T) {
 	}
 	c.send("RCPT TO:<bad@example.org>\r\n")
 	c.expect("421 4.7.0 " + testHost + " Too many errors, closing connection")
-	c.expectClosed()
-	waitFor(t, "count", func() bool { return s.g.Stats().Rejected(ReasonTooManyErrors) == 1 })
+	s.rejected(t, c, ReasonTooManyErrors, 1)
 }
 
 func TestCommandLoop(t *testing.T) {
@@ -415,8 +404,7 @@ func TestCommandLoop(t *testing.T) {
 	}
 	c.send("RSET\r\n")
 	c.expect("421 4.7.0 " + testHost + " Too many commands")
-	c.expectClosed()
-	waitFor(t, "count", func() bool { return s.g.Stats().Rejected(ReasonCommandLoop) == 1 })
+	s.rejected(t, c, ReasonCommandLoop, 1)
 }
 
 // Message content is not commands: HTTP-looking lines and NOOPs inside
@@ -427,12 +415,7 @@ func TestDataIsNotInspected(t *testing.T) {
 	s := startServer(t, cfg, testOpts{})
 	c := dial(t, s.addr, "127.0.0.2")
 	c.expect("220 ")
-	c.send("EHLO x\r\n")
-	for {
-		if l := c.expect("250"); strings.HasPrefix(l, "250 ") {
-			break
-		}
-	}
+	c.ehlo()
 	// Pipelined (RFC 2920), with the body sent after the 354.
 	c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
 	c.expect("250")
@@ -533,42 +516,6 @@ func TestListenerClose(t *testing.T) {
 	}
 	c.expectClosed() // the pending connection is closed too
 	waitFor(t, "release", func() bool { return g.Active() == 0 })
-}
-
-// fakeResolver answers A lookups from a map.
-type fakeResolver struct {
-	a    map[string][]string
-	fail map[string]bool
-}
-
-func (f *fakeResolver) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
-	if f.fail[host] {
-		return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
-	}
-	ans, ok := f.a[host]
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	var out []net.IP
-	for _, s := range ans {
-		out = append(out, net.ParseIP(s))
-	}
-	return out, nil
-}
-func (f *fakeResolver) LookupTXT(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupMX(context.Context, string) ([]*net.MX, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupAddr(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupCNAME(context.Context, string) (string, error) {
-	return "", errors.New("no")
 }
 
 // The same through the project's resolver and a real DNS server.

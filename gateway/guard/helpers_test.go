@@ -9,7 +9,6 @@ import (
 	"log"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -155,15 +154,35 @@ func (c *client) expectClosed() {
 	c.t.Fatal("connection not closed")
 }
 
-// greeting reads the banner, "220-" (pregreet) then "220 ".
-func (c *client) greeting() {
+// reply reads a whole reply of code: "code-" lines, then "code ".
+func (c *client) reply(code string) {
 	c.t.Helper()
 	for {
-		l := c.expect("220")
-		if strings.HasPrefix(l, "220 ") {
+		if l := c.expect(code); strings.HasPrefix(l, code+" ") {
 			return
 		}
 	}
+}
+
+// greeting reads the banner, "220-" (pregreet) then "220 ".
+func (c *client) greeting() {
+	c.t.Helper()
+	c.reply("220")
+}
+
+// ehlo sends EHLO and reads the whole 250 reply.
+func (c *client) ehlo() {
+	c.t.Helper()
+	c.send("EHLO x\r\n")
+	c.reply("250")
+}
+
+// rejected reads c to its end, then waits until the guard has counted
+// n rejections for reason.
+func (s *server) rejected(t testing.TB, c *client, reason string, n uint64) {
+	t.Helper()
+	c.expectClosed()
+	waitFor(t, reason+" count", func() bool { return s.g.Stats().Rejected(reason) == n })
 }
 
 // waitFor polls cond until it holds (bounded); it is not a timing
@@ -190,22 +209,4 @@ func (s *server) nextFacts(t testing.TB) ConnFacts {
 		t.Fatal("no session started")
 	}
 	return ConnFacts{}
-}
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }

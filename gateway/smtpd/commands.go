@@ -135,20 +135,9 @@ func (c *Conn) mailCmd(arg string) {
 		c.reply(replyNestedMail)
 		return
 	}
-	rest, ok := cutPrefixFold(arg, "FROM:")
-	if !ok {
-		c.reply(replyMailSyntax)
-		return
-	}
-	p := pathParser{s: strings.TrimSpace(rest)}
-	from, err := p.reversePath()
-	if err != nil || (p.s != "" && p.s[0] != ' ') {
-		c.reply(replyMailSyntax)
-		return
-	}
-	ps, err := parseParams(p.s)
-	if err != nil {
-		c.reply(replyMailParams)
+	from, ps, r := pathArg(arg, "FROM:", (*pathParser).reversePath, replyMailSyntax, replyMailParams)
+	if r != nil {
+		c.reply(r)
 		return
 	}
 	opts, r := mailOptions(ps, c.srv.cfg.MaxMessageBytes, c.srv.cfg.SMTPUTF8)
@@ -165,6 +154,27 @@ func (c *Conn) mailCmd(arg string) {
 	c.reply(replySenderOK.Format(from))
 }
 
+// pathArg splits the argument of MAIL or RCPT: prefix ("FROM:", "TO:"),
+// a path that read takes, then the ESMTP parameters (RFC 5321 §4.1.1.2,
+// §4.1.1.3, §4.1.2). On failure it returns the reply to send: syntax for
+// a bad prefix or path, params for bad parameters.
+func pathArg(arg, prefix string, read func(*pathParser) (string, error), syntax, params *reply.Reply) (string, []param, *reply.Reply) {
+	rest, ok := cutPrefixFold(arg, prefix)
+	if !ok {
+		return "", nil, syntax
+	}
+	p := pathParser{s: strings.TrimSpace(rest)}
+	path, err := read(&p)
+	if err != nil || (p.s != "" && p.s[0] != ' ') {
+		return "", nil, syntax
+	}
+	ps, err := parseParams(p.s)
+	if err != nil {
+		return "", nil, params
+	}
+	return path, ps, nil
+}
+
 // rcptCmd handles RCPT TO (RFC 5321 §4.1.1.3).
 func (c *Conn) rcptCmd(arg string) {
 	switch {
@@ -175,20 +185,9 @@ func (c *Conn) rcptCmd(arg string) {
 		c.reply(replyRcptInTransfer)
 		return
 	}
-	rest, ok := cutPrefixFold(arg, "TO:")
-	if !ok {
-		c.reply(replyRcptSyntax)
-		return
-	}
-	p := pathParser{s: strings.TrimSpace(rest)}
-	to, err := p.path(true)
-	if err != nil || (p.s != "" && p.s[0] != ' ') {
-		c.reply(replyRcptSyntax)
-		return
-	}
-	ps, err := parseParams(p.s)
-	if err != nil {
-		c.reply(replyRcptParams)
+	to, ps, r := pathArg(arg, "TO:", func(p *pathParser) (string, error) { return p.path(true) }, replyRcptSyntax, replyRcptParams)
+	if r != nil {
+		c.reply(r)
 		return
 	}
 	if len(ps) > 0 {

@@ -1,6 +1,6 @@
 // Package atomicfile replaces a file's contents durably: a reader sees
 // the old contents or the new, never a mix, and after WriteFile returns
-// nil a crash keeps the new contents (DESIGN.md: write temp, fsync,
+// nil a crash keeps the new contents (ARCHITECTURE.md, "Durability": write temp, fsync,
 // rename, fsync the directory).
 package atomicfile
 

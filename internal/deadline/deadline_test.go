@@ -35,17 +35,24 @@ func TestUnarmed(t *testing.T) {
 	}
 }
 
-func TestArmedOnDone(t *testing.T) {
-	ctx, cancel := WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
+// wantExpired waits (bounded) for ctx to end and wants it to end at its
+// deadline.
+func wantExpired(t *testing.T, ctx context.Context, what string) {
+	t.Helper()
 	select {
 	case <-ctx.Done():
 	case <-time.After(5 * time.Second):
-		t.Fatal("Done never closed")
+		t.Fatalf("the %s outlived the deadline", what)
 	}
 	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		t.Errorf("Err = %v", ctx.Err())
+		t.Errorf("%s Err = %v", what, ctx.Err())
 	}
+}
+
+func TestArmedOnDone(t *testing.T) {
+	ctx, cancel := WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	wantExpired(t, ctx, "context")
 }
 
 func TestCancel(t *testing.T) {
@@ -108,14 +115,7 @@ func TestChild(t *testing.T) {
 	defer cancel()
 	child, ccancel := context.WithCancel(ctx)
 	defer ccancel()
-	select {
-	case <-child.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the child outlived the deadline")
-	}
-	if !errors.Is(child.Err(), context.DeadlineExceeded) {
-		t.Errorf("child Err = %v", child.Err())
-	}
+	wantExpired(t, child, "child")
 }
 
 // Done, Err and cancel from several goroutines (go test -race).

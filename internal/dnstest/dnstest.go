@@ -23,6 +23,9 @@
 //	srv.Add("example.org. 300 IN MX 10 mx.example.org.",
 //		"mx.example.org. 300 IN A 192.0.2.1")
 //	r, _ := dnsres.New(dnsres.Config{Servers: []string{srv.Addr()}})
+//
+// For a unit test that needs no wire at all, Unsupported is the base of a
+// resolver double: embed it and define only the lookups the test fakes.
 package dnstest
 
 import (
@@ -202,6 +205,18 @@ func (s *Server) AddRR(rrs ...dns.RR) {
 			s.records[k] = append(s.records[k], rr)
 		}
 	}
+}
+
+// AddTXT adds one TXT record (TTL 300) holding value, split in strings
+// of at most 255 octets (RFC 1035 §3.3.14) as real zones hold long DKIM
+// keys; a resolver joins them again (RFC 6376 §3.6.2.2).
+func (s *Server) AddTXT(name, value string) {
+	var chunks []string
+	for len(value) > 255 {
+		chunks, value = append(chunks, value[:255]), value[255:]
+	}
+	chunks = append(chunks, value)
+	s.AddRR(&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300}, Txt: chunks})
 }
 
 // Remove deletes the records of name and qtype (dns.TypeANY: every type).

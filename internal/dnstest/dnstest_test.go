@@ -147,3 +147,20 @@ func TestRemove(t *testing.T) {
 		t.Errorf("after Remove ANY: %v", r)
 	}
 }
+
+func TestAddTXTSplitsLongValues(t *testing.T) {
+	s := NewServer(t)
+	long := strings.Repeat("k", 600)
+	s.AddTXT("key.example.", long)
+	m, err := exchange(t, s, "tcp", "key.example.", dns.TypeTXT, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Answer) != 1 {
+		t.Fatalf("answer %v", m.Answer)
+	}
+	txt := m.Answer[0].(*dns.TXT).Txt
+	if len(txt) != 3 || len(txt[0]) != 255 || len(txt[2]) != 90 || strings.Join(txt, "") != long {
+		t.Errorf("strings of %d octets each: %v", len(txt[0]), len(txt))
+	}
+}

@@ -4,8 +4,11 @@
 // DialRaw, NewRaw), seeds of command lines for fuzz targets
 // (CommandSeeds), self-signed certificates for STARTTLS tests (Cert,
 // ServerTLS, SelfSigned), a go-smtp client that submits one message
-// (Send, Message, ReplyCode) and a recording sink (StartSink) that counts
-// the Message-IDs it accepts.
+// (Send, Message, ReplyCode), a recording sink (StartSink) that counts
+// the Message-IDs it accepts, Serve, which runs a test's own go-smtp
+// server on a Listener that counts connections, and ServeConns, which
+// hands each connection to a test's hand-written (often misbehaving) peer.
+// AsReply finds the reply value inside an error a client returned.
 //
 // Every read and write has a deadline. The peers' harness that starts
 // real processes (moat itself, Postfix, Dovecot, redis, Chromium) stays

@@ -24,6 +24,7 @@ type Sink struct {
 	srv  *gosmtp.Server
 	mu   sync.Mutex
 	seen map[string]int
+	last map[string][]byte // Message-ID -> the last copy received
 }
 
 // StartSink starts a Sink on a free loopback port.
@@ -33,7 +34,7 @@ func StartSink(t testing.TB) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Sink{Addr: l.Addr().String(), seen: map[string]int{}}
+	s := &Sink{Addr: l.Addr().String(), seen: map[string]int{}, last: map[string][]byte{}}
 	s.srv = gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) {
 		return &sinkSession{s: s}, nil
 	}))
@@ -57,6 +58,15 @@ func (s *Sink) Seen() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// Message returns the last copy received of the message with this
+// Message-ID (as MessageID returns it, angle brackets included), nil if
+// none came.
+func (s *Sink) Message(id string) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last[id]
 }
 
 // Count is the number of distinct Message-IDs received.
@@ -87,6 +97,7 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	}
 	ss.s.mu.Lock()
 	ss.s.seen[id]++
+	ss.s.last[id] = b
 	ss.s.mu.Unlock()
 	return nil
 }

@@ -16,7 +16,7 @@
 //     tmp file with O_EXCL and linking (which never overwrites) make a
 //     collision an error that is retried with a new name, never a loss.
 //
-// Durability (DESIGN.md "durable before 250"): Deliver returns nil only
+// Durability (ARCHITECTURE.md, "Durability"): Deliver returns nil only
 // after the file's data is fsynced and new/ is fsynced, so the entry
 // survives a crash. Directories it creates are fsynced into their parents.
 // On any error the tmp file is removed.
@@ -24,6 +24,10 @@
 // The bytes are written unchanged: no line-ending conversion and no
 // header is added (a caller that wants Return-Path or Delivered-To, RFC
 // 5321 §4.4, prepends them to the reader).
+//
+// Options.Folder delivers into a Maildir++ folder (".Junk" inside the
+// mailbox, with its own tmp/new/cur and the "maildirfolder" marker file,
+// as Courier and Dovecot lay folders out), created on demand.
 //
 // Quota uses a Maildir++ "maildirsize" file as a cache of the mailbox's
 // size (Courier's maildirquota, also read and written by Dovecot's
@@ -57,6 +61,10 @@ type Options struct {
 	FS FS
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Folder is a Maildir++ folder to deliver into, e.g. "Junk": the
+	// message goes to <dir>/.Junk/new (see ValidFolder). "" is the
+	// mailbox itself (INBOX). The quota is the whole mailbox's either way.
+	Folder string
 }
 
 const (
@@ -72,6 +80,11 @@ const (
 // (mode 0700) if missing, and returns the path of the new file in new/.
 // A nil error means the message is durable.
 //
+// With opt.Folder, the message goes into the Maildir++ folder
+// dir/.<Folder>/ instead, laid out as Dovecot and Courier expect: its own
+// tmp, new and cur, and an empty "maildirfolder" file that marks it a
+// folder, all created on demand and fsynced like the mailbox itself.
+//
 // Errors: an over-quota mailbox gives a *reply.Reply 452 4.2.2 that wraps
 // ErrQuotaExceeded (temporary, see quota.go); every other error is a plain
 // (temporary) I/O error.
@@ -81,12 +94,24 @@ func Deliver(dir string, msg io.Reader, opt Options) (path string, err error) {
 	}
 	opt = opt.withDefaults()
 	fsys := opt.FS
-	for _, d := range []string{dir, filepath.Join(dir, "tmp"), filepath.Join(dir, "new"), filepath.Join(dir, "cur")} {
+	mailbox := dir
+	if opt.Folder != "" {
+		if !ValidFolder(opt.Folder) {
+			return "", fmt.Errorf("maildir: %q is not a folder name", opt.Folder)
+		}
+		dir = filepath.Join(mailbox, "."+opt.Folder)
+	}
+	for _, d := range maildirDirs(mailbox, dir) {
 		if err := mkdirAll(fsys, d, 0); err != nil {
 			return "", fmt.Errorf("maildir: create %s: %w", d, err)
 		}
 	}
-	q := quota{fsys: fsys, dir: dir, limit: opt.Quota, now: opt.Now}
+	if dir != mailbox {
+		if err := markFolder(fsys, dir); err != nil {
+			return "", err
+		}
+	}
+	q := quota{fsys: fsys, dir: mailbox, limit: opt.Quota, now: opt.Now}
 	// Refuse early when the mailbox is already over quota, before the
 	// message is written at all.
 	if err := q.check(0); err != nil {
@@ -141,6 +166,71 @@ func Deliver(dir string, msg io.Reader, opt Options) (path string, err error) {
 	cleanup()
 	q.added(size)
 	return newPath, nil
+}
+
+// maildirDirs are the directories a delivery into dir needs: the
+// mailbox's own, and the folder's when dir is a folder of it.
+func maildirDirs(mailbox, dir string) []string {
+	var out []string
+	for _, d := range []string{mailbox, dir} {
+		out = append(out, d, filepath.Join(d, "tmp"), filepath.Join(d, "new"), filepath.Join(d, "cur"))
+		if dir == mailbox {
+			break
+		}
+	}
+	return out
+}
+
+// FolderMarker is the empty file that marks a Maildir++ folder (Courier's
+// convention; Dovecot creates it too).
+const FolderMarker = "maildirfolder"
+
+// markFolder creates the folder's marker file if missing, durably.
+func markFolder(fsys FS, folder string) error {
+	name := filepath.Join(folder, FolderMarker)
+	if _, err := fsys.Stat(name); err == nil {
+		return nil
+	}
+	f, err := fsys.Create(name, filePerm)
+	if errors.Is(err, fs.ErrExist) {
+		return nil // made by a concurrent delivery
+	}
+	if err != nil {
+		return fmt.Errorf("maildir: create %s: %w", name, err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.SyncDir(folder)
+	}
+	if err != nil {
+		return fmt.Errorf("maildir: create %s: %w", name, err)
+	}
+	return nil
+}
+
+// maxFolder bounds a folder name (one path element, with its dot).
+const maxFolder = 200
+
+// ValidFolder reports whether name can be a Maildir++ folder moat
+// delivers into: 1 to 200 characters of letters, digits, '_', '-', and
+// '.' between parts (Maildir++ writes a subfolder "Spam/Old" as
+// ".Spam.Old"). No '/', no leading, trailing or doubled dot, nothing
+// that needs Dovecot's modified UTF-7 ('&') or escaping: the name is one
+// path element inside the mailbox, never a way out of it.
+func ValidFolder(name string) bool {
+	if name == "" || len(name) > maxFolder || name[0] == '.' || name[len(name)-1] == '.' || strings.Contains(name, "..") {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func (o Options) withDefaults() Options {

@@ -90,8 +90,9 @@ type StatusError struct {
 
 func (e *StatusError) Error() string { return "admin API: " + e.Text }
 
-func (c *Client) getJSON(ctx context.Context, path string, v any) error {
-	resp, err := c.do(ctx, http.MethodGet, path)
+// doJSON sends a request and decodes the JSON answer into v.
+func (c *Client) doJSON(ctx context.Context, method, path string, v any) error {
+	resp, err := c.do(ctx, method, path)
 	if err != nil {
 		return err
 	}
@@ -102,38 +103,46 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 	return nil
 }
 
-func (c *Client) postJSON(ctx context.Context, path string, v any) error {
-	resp, err := c.do(ctx, http.MethodPost, path)
+// doDiscard sends a request whose answer says nothing beyond its status.
+func (c *Client) doDiscard(ctx context.Context, method, path string) error {
+	resp, err := c.do(ctx, method, path)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxResponse)).Decode(v); err != nil {
-		return fmt.Errorf("admin API: bad answer: %w", err)
-	}
-	return nil
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxLine))
+	return resp.Body.Close()
 }
 
-// List returns up to limit queued messages (0: the server's default).
-func (c *Client) List(ctx context.Context, limit int) (*List, error) {
-	path := "/api/queue"
+// list reads a listing at path of up to limit messages (0: the server's
+// default).
+func (c *Client) list(ctx context.Context, path string, limit int) (*List, error) {
 	if limit > 0 {
 		path += fmt.Sprintf("?limit=%d", limit)
 	}
 	var l List
-	if err := c.getJSON(ctx, path, &l); err != nil {
+	if err := c.doJSON(ctx, http.MethodGet, path, &l); err != nil {
 		return nil, err
 	}
 	return &l, nil
 }
 
-// Show returns one message's envelope and headers.
-func (c *Client) Show(ctx context.Context, id string) (*Detail, error) {
+// detail reads one message's envelope and headers at path.
+func (c *Client) detail(ctx context.Context, path string) (*Detail, error) {
 	var d Detail
-	if err := c.getJSON(ctx, "/api/queue/"+url.PathEscape(id), &d); err != nil {
+	if err := c.doJSON(ctx, http.MethodGet, path, &d); err != nil {
 		return nil, err
 	}
 	return &d, nil
+}
+
+// List returns up to limit queued messages (0: the server's default).
+func (c *Client) List(ctx context.Context, limit int) (*List, error) {
+	return c.list(ctx, "/api/queue", limit)
+}
+
+// Show returns one message's envelope and headers.
+func (c *Client) Show(ctx context.Context, id string) (*Detail, error) {
+	return c.detail(ctx, "/api/queue/"+url.PathEscape(id))
 }
 
 // Op runs flush, hold, release or delete on one message.
@@ -146,12 +155,7 @@ func (c *Client) Op(ctx context.Context, op, id string) error {
 	default:
 		return fmt.Errorf("unknown queue operation %q", op)
 	}
-	resp, err := c.do(ctx, method, path)
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, maxLine))
-	return resp.Body.Close()
+	return c.doDiscard(ctx, method, path)
 }
 
 // FlushAll flushes every message; progress gets each line the daemon

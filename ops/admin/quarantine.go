@@ -3,7 +3,6 @@ package admin
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -39,16 +38,6 @@ func (s *Server) quarantineAPI(w http.ResponseWriter) (QuarantineAPI, bool) {
 	return s.opt.Quarantine, true
 }
 
-// qID reads and checks the {id} path value.
-func qID(w http.ResponseWriter, r *http.Request) (string, bool) {
-	id := r.PathValue("id")
-	if !spool.ValidID(id) {
-		http.Error(w, "400 not a quarantine id", http.StatusBadRequest)
-		return "", false
-	}
-	return id, true
-}
-
 // quarantineList serves GET /api/quarantine (?limit=N as for the queue).
 func (s *Server) quarantineList(w http.ResponseWriter, r *http.Request) {
 	if q, ok := s.quarantineAPI(w); ok {
@@ -77,15 +66,7 @@ func QuarantineDetail(q interface {
 	return d, nil
 }
 
-func (s *Server) quarantineShow(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.quarantineAPI(w)
-	if !ok {
-		return
-	}
-	id, ok := qID(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) quarantineShow(w http.ResponseWriter, r *http.Request, q QuarantineAPI, id string) {
 	d, err := QuarantineDetail(q, id)
 	if err != nil {
 		s.fail(w, r, err)
@@ -94,15 +75,7 @@ func (s *Server) quarantineShow(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, d)
 }
 
-func (s *Server) quarantineRelease(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.quarantineAPI(w)
-	if !ok {
-		return
-	}
-	id, ok := qID(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) quarantineRelease(w http.ResponseWriter, r *http.Request, q QuarantineAPI, id string) {
 	newID, err := q.Release(r.Context(), id)
 	if err != nil && newID == "" {
 		s.fail(w, r, err)
@@ -115,51 +88,30 @@ func (s *Server) quarantineRelease(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, Released{ID: id, QueueID: newID})
 }
 
-func (s *Server) quarantineDelete(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.quarantineAPI(w)
-	if !ok {
-		return
-	}
-	id, ok := qID(w, r)
-	if !ok {
-		return
-	}
+func (s *Server) quarantineDelete(w http.ResponseWriter, r *http.Request, q QuarantineAPI, id string) {
 	if err := q.Delete(id); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "ok", id)
+	writeOK(w, id)
 }
 
 // QuarantineList returns up to limit quarantined messages (0: the
 // server's default).
 func (c *Client) QuarantineList(ctx context.Context, limit int) (*List, error) {
-	path := "/api/quarantine"
-	if limit > 0 {
-		path += fmt.Sprintf("?limit=%d", limit)
-	}
-	var l List
-	if err := c.getJSON(ctx, path, &l); err != nil {
-		return nil, err
-	}
-	return &l, nil
+	return c.list(ctx, "/api/quarantine", limit)
 }
 
 // QuarantineShow returns one quarantined message's envelope and headers.
 func (c *Client) QuarantineShow(ctx context.Context, id string) (*Detail, error) {
-	var d Detail
-	if err := c.getJSON(ctx, "/api/quarantine/"+url.PathEscape(id), &d); err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return c.detail(ctx, "/api/quarantine/"+url.PathEscape(id))
 }
 
 // QuarantineRelease queues a quarantined message for delivery and
 // returns its new queue id.
 func (c *Client) QuarantineRelease(ctx context.Context, id string) (string, error) {
 	var rel Released
-	if err := c.postJSON(ctx, "/api/quarantine/"+url.PathEscape(id)+"/release", &rel); err != nil {
+	if err := c.doJSON(ctx, http.MethodPost, "/api/quarantine/"+url.PathEscape(id)+"/release", &rel); err != nil {
 		return "", err
 	}
 	if !spool.ValidID(rel.QueueID) {
@@ -170,10 +122,5 @@ func (c *Client) QuarantineRelease(ctx context.Context, id string) (string, erro
 
 // QuarantineDelete deletes a quarantined message.
 func (c *Client) QuarantineDelete(ctx context.Context, id string) error {
-	resp, err := c.do(ctx, http.MethodDelete, "/api/quarantine/"+url.PathEscape(id))
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, maxLine))
-	return resp.Body.Close()
+	return c.doDiscard(ctx, http.MethodDelete, "/api/quarantine/"+url.PathEscape(id))
 }

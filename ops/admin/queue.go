@@ -213,16 +213,39 @@ func (s *Server) writeList(w http.ResponseWriter, r *http.Request, list func() (
 	writeJSON(w, SummarizeAll(envs, limit, time.Now(), state))
 }
 
-func (s *Server) show(w http.ResponseWriter, r *http.Request) {
-	q, ok := s.queueAPI(w)
-	if !ok {
-		return
-	}
+// idHandler serves a route of one message of what (queue, quarantine):
+// fn runs once api has the store (else it has answered 503) and {id} is
+// an id.
+func idHandler[T any](api func(http.ResponseWriter) (T, bool), what string, fn func(http.ResponseWriter, *http.Request, T, string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q, ok := api(w)
+		if !ok {
+			return
+		}
+		if id, ok := pathID(w, r, what); ok {
+			fn(w, r, q, id)
+		}
+	})
+}
+
+// pathID reads the {id} path value, a spool id; on a bad one it has
+// answered 400, naming what (queue, quarantine).
+func pathID(w http.ResponseWriter, r *http.Request, what string) (string, bool) {
 	id := r.PathValue("id")
 	if !spool.ValidID(id) {
-		http.Error(w, "400 not a queue id", http.StatusBadRequest)
-		return
+		http.Error(w, "400 not a "+what+" id", http.StatusBadRequest)
+		return "", false
 	}
+	return id, true
+}
+
+// writeOK answers a done operation on id.
+func writeOK(w http.ResponseWriter, id string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ok", id)
+}
+
+func (s *Server) show(w http.ResponseWriter, r *http.Request, q QueueAPI, id string) {
 	env, err := q.Get(id)
 	if err != nil {
 		s.fail(w, r, err)
@@ -242,22 +265,12 @@ func (s *Server) show(w http.ResponseWriter, r *http.Request) {
 
 // op serves POST /api/queue/{id}/flush|hold|release and DELETE.
 func (s *Server) op(fn func(QueueAPI, string) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q, ok := s.queueAPI(w)
-		if !ok {
-			return
-		}
-		id := r.PathValue("id")
-		if !spool.ValidID(id) {
-			http.Error(w, "400 not a queue id", http.StatusBadRequest)
-			return
-		}
+	return idHandler(s.queueAPI, "queue", func(w http.ResponseWriter, r *http.Request, q QueueAPI, id string) {
 		if err := fn(q, id); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok", id)
+		writeOK(w, id)
 	})
 }
 

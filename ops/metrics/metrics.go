@@ -41,10 +41,11 @@ const (
 	VerdictGreylisted  = "greylisted"
 	VerdictDiscarded   = "discarded"
 	VerdictQuarantined = "quarantined"
+	VerdictJunk        = "junk" // accepted as spam: the Junk folder, or tagged
 )
 
 // Verdicts lists the verdict label values in chart order.
-var verdicts = [...]string{VerdictAccepted, VerdictRejected, VerdictTempfailed, VerdictGreylisted, VerdictDiscarded, VerdictQuarantined}
+var verdicts = [...]string{VerdictAccepted, VerdictRejected, VerdictTempfailed, VerdictGreylisted, VerdictDiscarded, VerdictQuarantined, VerdictJunk}
 
 // Verdicts returns the verdict label values, in chart order.
 func Verdicts() []string { return append([]string(nil), verdicts[:]...) }
@@ -145,58 +146,26 @@ func NewWithOptions(opt Options) *Metrics {
 		m.guardReasons.known(r)
 	}
 	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
-	m.connections = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_connections_total", Help: "SMTP connections by listener and result (accepted by the guard, or rejected).",
-	}, []string{"listener", "result"})
-	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_connections_rejected_total", Help: "Connections the guard rejected, by reason.",
-	}, []string{"reason"})
-	m.sessions = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "moat_sessions_active", Help: "SMTP sessions open now.",
-	})
-	m.messages = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_messages_total", Help: "Messages by final verdict.",
-	}, []string{"verdict"})
-	m.ruleHits = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_rule_hits_total", Help: "Rules that matched, by rule, action and dry run.",
-	}, []string{"rule", "action", "dry_run"})
-	m.ruleDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "moat_rule_evaluation_seconds", Help: "Time to evaluate one rule's condition.",
-		Buckets: []float64{.000001, .000005, .00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1},
-	}, []string{"rule"})
-	m.ruleErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_rule_errors_total", Help: "Rule evaluations that failed at run time.",
-	}, []string{"rule"})
-	m.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_delivery_attempts_total", Help: "Delivery attempts per recipient, by route and result (delivered, deferred, bounced).",
-	}, []string{"route", "result"})
-	m.chained = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_delivery_chained_total", Help: "Mail transactions sent behind the final dot of the one before on a session, by route (RFC 2920 §3.1).",
-	}, []string{"route"})
-	m.dnsQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_dns_lookups_total", Help: "DNS queries sent, by type and outcome.",
-	}, []string{"qtype", "outcome"})
-	m.dnsDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "moat_dns_lookup_duration_seconds", Help: "DNS query latency by type.", Buckets: latency,
-	}, []string{"qtype"})
-	m.checkDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "moat_check_duration_seconds", Help: "Policy check latency by check.", Buckets: latency,
-	}, []string{"check"})
-	m.tlsConns = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_tls_connections_total", Help: "TLS handshakes completed, by protocol version.",
-	}, []string{"version"})
-	m.redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "moat_cluster_redis_up", Help: "1 while the shared Redis answers, 0 while the node counts alone.",
-	})
-	m.redisChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_cluster_redis_state_changes_total", Help: "Changes of the shared Redis between up and down.",
-	}, []string{"state"})
+	m.connections = counterVec("moat_connections_total", "SMTP connections by listener and result (accepted by the guard, or rejected).", "listener", "result")
+	m.rejected = counterVec("moat_connections_rejected_total", "Connections the guard rejected, by reason.", "reason")
+	m.sessions = gauge("moat_sessions_active", "SMTP sessions open now.")
+	m.messages = counterVec("moat_messages_total", "Messages by final verdict.", "verdict")
+	m.ruleHits = counterVec("moat_rule_hits_total", "Rules that matched, by rule, action and dry run.", "rule", "action", "dry_run")
+	ruleLatency := []float64{.000001, .000005, .00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1}
+	m.ruleDuration = histogramVec("moat_rule_evaluation_seconds", "Time to evaluate one rule's condition.", ruleLatency, "rule")
+	m.ruleErrors = counterVec("moat_rule_errors_total", "Rule evaluations that failed at run time.", "rule")
+	m.deliveries = counterVec("moat_delivery_attempts_total", "Delivery attempts per recipient, by route and result (delivered, deferred, bounced).", "route", "result")
+	m.chained = counterVec("moat_delivery_chained_total", "Mail transactions sent behind the final dot of the one before on a session, by route (RFC 2920 §3.1).", "route")
+	m.dnsQueries = counterVec("moat_dns_lookups_total", "DNS queries sent, by type and outcome.", "qtype", "outcome")
+	m.dnsDuration = histogramVec("moat_dns_lookup_duration_seconds", "DNS query latency by type.", latency, "qtype")
+	m.checkDuration = histogramVec("moat_check_duration_seconds", "Policy check latency by check.", latency, "check")
+	m.tlsConns = counterVec("moat_tls_connections_total", "TLS handshakes completed, by protocol version.", "version")
+	m.redisUp = gauge("moat_cluster_redis_up", "1 while the shared Redis answers, 0 while the node counts alone.")
+	m.redisChanges = counterVec("moat_cluster_redis_state_changes_total", "Changes of the shared Redis between up and down.", "state")
 	m.reg.MustRegister(m.redisUp, m.redisChanges)
 	m.redisChanges.WithLabelValues("up")
 	m.redisChanges.WithLabelValues("down")
-	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "moat_auth_failures_total", Help: "Failed SMTP AUTH attempts by reason.",
-	}, []string{"reason"})
+	m.authFailures = counterVec("moat_auth_failures_total", "Failed SMTP AUTH attempts by reason.", "reason")
 	m.reg.MustRegister(m.connections, m.rejected, m.sessions, m.messages, m.ruleHits, m.ruleDuration,
 		m.ruleErrors, m.deliveries, m.chained, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
 		&queueCollector{m: m}, &spoolCollector{m: m})
@@ -611,4 +580,17 @@ func (s *labelSet) value(v string) string {
 	}
 	s.seen[v] = struct{}{}
 	return v
+}
+
+// counterVec, gauge and histogramVec make the collectors of New.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 }

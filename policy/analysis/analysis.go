@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"moat/internal/defaults"
 	"moat/policy/content"
 )
 
@@ -45,28 +46,18 @@ func DefaultOptions() Options {
 
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	set := func(v *int, def int) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	setD := func(v *time.Duration, def time.Duration) {
-		if *v <= 0 {
-			*v = def
-		}
-	}
-	set(&o.MaxParts, d.MaxParts)
-	set(&o.MaxDepth, d.MaxDepth)
-	set(&o.MaxPartBytes, d.MaxPartBytes)
-	set(&o.MaxHTMLBytes, d.MaxHTMLBytes)
-	set(&o.MaxTextBytes, d.MaxTextBytes)
-	set(&o.MaxURLs, d.MaxURLs)
-	set(&o.MaxURLScan, d.MaxURLScan)
-	set(&o.MaxZipMembers, d.MaxZipMembers)
-	set(&o.ImageOnlyWords, d.ImageOnlyWords)
-	setD(&o.MaxDateAge, d.MaxDateAge)
-	setD(&o.MaxDateFuture, d.MaxDateFuture)
-	setD(&o.ReceivedSkew, d.ReceivedSkew)
+	defaults.Positive(&o.MaxParts, d.MaxParts)
+	defaults.Positive(&o.MaxDepth, d.MaxDepth)
+	defaults.Positive(&o.MaxPartBytes, d.MaxPartBytes)
+	defaults.Positive(&o.MaxHTMLBytes, d.MaxHTMLBytes)
+	defaults.Positive(&o.MaxTextBytes, d.MaxTextBytes)
+	defaults.Positive(&o.MaxURLs, d.MaxURLs)
+	defaults.Positive(&o.MaxURLScan, d.MaxURLScan)
+	defaults.Positive(&o.MaxZipMembers, d.MaxZipMembers)
+	defaults.Positive(&o.ImageOnlyWords, d.ImageOnlyWords)
+	defaults.Positive(&o.MaxDateAge, d.MaxDateAge)
+	defaults.Positive(&o.MaxDateFuture, d.MaxDateFuture)
+	defaults.Positive(&o.ReceivedSkew, d.ReceivedSkew)
 	return o
 }
 

@@ -41,12 +41,27 @@ func multipart(kind, boundary string, parts ...string) string {
 	return b.String()
 }
 
+// factCase is a message and a check of one group of its facts.
+type factCase[F any] struct {
+	name  string
+	raw   []byte
+	check func(*F) bool
+}
+
+// checkFacts analyzes each case's message and checks the group's facts.
+func checkFacts[F any](t *testing.T, tests []factCase[F], group func(*Result) *F) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if f := group(analyze(t, tt.raw, Input{})); !tt.check(f) {
+				t.Errorf("facts %+v", *f)
+			}
+		})
+	}
+}
+
 func TestURLFacts(t *testing.T) {
-	tests := []struct {
-		name  string
-		raw   []byte
-		check func(*URLFacts) bool
-	}{
+	tests := []factCase[URLFacts]{
 		{"plain text URL", textMsg("see https://WWW.Example.COM./path now"), func(f *URLFacts) bool {
 			return f.Count == 1 && f.List[0].Host == "www.example.com" && f.List[0].Domain == "example.com" && f.List[0].Source == "text"
 		}},
@@ -87,22 +102,11 @@ func TestURLFacts(t *testing.T) {
 		}},
 		{"no URLs", textMsg("nothing here, not even http or www"), func(f *URLFacts) bool { return f.Count == 0 && !f.Truncated }},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := analyze(t, tt.raw, Input{}).URLs()
-			if !tt.check(f) {
-				t.Errorf("facts %+v", *f)
-			}
-		})
-	}
+	checkFacts(t, tests, (*Result).URLs)
 }
 
 func TestHTMLFacts(t *testing.T) {
-	tests := []struct {
-		name  string
-		raw   []byte
-		check func(*HTMLFacts) bool
-	}{
+	tests := []factCase[HTMLFacts]{
 		{"html only", htmlMsg(`<p>Hello <b>world</b></p>`), func(f *HTMLFacts) bool {
 			return f.Present && f.Only && f.Words == 2 && !f.HiddenText
 		}},
@@ -143,14 +147,7 @@ func TestHTMLFacts(t *testing.T) {
 		{"visibility undone", htmlMsg(`<div style="visibility:hidden"><p style="visibility:visible">seen</p></div>`), func(f *HTMLFacts) bool { return !f.HiddenText }},
 		{"no html", textMsg("plain"), func(f *HTMLFacts) bool { return !f.Present && !f.Only }},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := analyze(t, tt.raw, Input{}).HTML()
-			if !tt.check(f) {
-				t.Errorf("facts %+v", *f)
-			}
-		})
-	}
+	checkFacts(t, tests, (*Result).HTML)
 }
 
 func TestHiddenAndVisibleText(t *testing.T) {
@@ -210,11 +207,7 @@ func TestMIMEFacts(t *testing.T) {
 	copy(pe[0x3c:], []byte{0x80, 0, 0, 0})
 	pe = append(pe[:0x80], append([]byte("PE\x00\x00"), make([]byte, 64)...)...)
 	pdf := []byte("%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
-	tests := []struct {
-		name  string
-		raw   []byte
-		check func(*MIMEFacts) bool
-	}{
+	tests := []factCase[MIMEFacts]{
 		{"simple", textMsg("hi"), func(f *MIMEFacts) bool {
 			return f.Parts == 1 && f.Depth == 0 && !f.Malformed && slices.Equal(f.Types, []string{"text/plain"})
 		}},
@@ -263,14 +256,7 @@ func TestMIMEFacts(t *testing.T) {
 			return f.Parts == 2 && f.Depth == 1 && slices.Equal(f.Types, []string{"text/html"})
 		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := analyze(t, tt.raw, Input{}).MIME()
-			if !tt.check(f) {
-				t.Errorf("facts %+v", *f)
-			}
-		})
-	}
+	checkFacts(t, tests, (*Result).MIME)
 }
 
 func TestHeaderFacts(t *testing.T) {
@@ -341,11 +327,7 @@ func TestHeaderFacts(t *testing.T) {
 }
 
 func TestTextFacts(t *testing.T) {
-	tests := []struct {
-		name  string
-		raw   []byte
-		check func(*TextFacts) bool
-	}{
+	tests := []factCase[TextFacts]{
 		{"latin", textMsg("Hello world, how are you"), func(f *TextFacts) bool { return f.Script == "latin" && f.Words == 5 && f.NonASCII == 0 }},
 		{"cyrillic", textMsg("Привет мир, это письмо"), func(f *TextFacts) bool { return f.Script == "cyrillic" && f.NonASCII == 1 && f.Scripts == 1 }},
 		{"mixed", textMsg("Hello Привет"), func(f *TextFacts) bool { return f.Scripts == 2 }},
@@ -358,14 +340,7 @@ func TestTextFacts(t *testing.T) {
 			return f.Script == "cyrillic"
 		}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := analyze(t, tt.raw, Input{}).Text()
-			if !tt.check(f) {
-				t.Errorf("facts %+v", *f)
-			}
-		})
-	}
+	checkFacts(t, tests, (*Result).Text)
 }
 
 func TestLazyGroups(t *testing.T) {

@@ -17,7 +17,7 @@ type exprEnv struct {
 }
 
 // TestFactsReadByExpr checks that the expr tags type-check and read as
-// FACTS.md documents them.
+// rules/README.md ("Content facts") documents them.
 func TestFactsReadByExpr(t *testing.T) {
 	r := analyze(t, htmlMsg(`<a href="http://0x7f000001/">www.bank.example</a><div style="display:none">x</div>`), Input{})
 	env := exprEnv{r.URLs(), r.HTML(), r.MIME(), r.Headers(), r.Text()}

@@ -36,14 +36,7 @@ func (r *Result) computeText() {
 	f := &r.text
 	var b strings.Builder
 	room := r.opt.MaxTextBytes
-	for i := range w.parts {
-		p := &w.parts[i]
-		if p.Attachment || p.Type != "text/plain" {
-			continue
-		}
-		if p.Truncated {
-			f.Truncated = true
-		}
+	for p := range w.plainTexts(&f.Truncated) {
 		if len(p.text) > room {
 			f.Truncated = true
 		}

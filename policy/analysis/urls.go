@@ -88,14 +88,7 @@ func (r *Result) computeURLs() {
 			f.Shorteners++
 		}
 	}
-	for i := range w.parts {
-		p := &w.parts[i]
-		if p.Attachment || p.Type != "text/plain" {
-			continue
-		}
-		if p.Truncated {
-			f.Truncated = true
-		}
+	for p := range w.plainTexts(&f.Truncated) {
 		if !scanText(p.text, r.opt.MaxURLScan-scanned, func(s string) { scanned++; add(s, "text") }) {
 			f.Truncated = true
 		}

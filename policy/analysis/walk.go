@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
+	"iter"
 	"mime"
 	"mime/quotedprintable"
 	"strings"
@@ -45,6 +46,25 @@ type walkResult struct {
 	depth     int  // deepest nesting seen
 	malformed bool // broken structure: bad Content-Type, missing boundary, unclosed multipart
 	truncated bool // a bound (parts, depth, context) ended the walk early
+}
+
+// plainTexts yields the inline text/plain parts (not attachments) in
+// order; it sets *truncated when one it yields was cut short.
+func (w *walkResult) plainTexts(truncated *bool) iter.Seq[*Part] {
+	return func(yield func(*Part) bool) {
+		for i := range w.parts {
+			p := &w.parts[i]
+			if p.Attachment || p.Type != "text/plain" {
+				continue
+			}
+			if p.Truncated {
+				*truncated = true
+			}
+			if !yield(p) {
+				return
+			}
+		}
+	}
 }
 
 type walker struct {

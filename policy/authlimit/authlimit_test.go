@@ -11,31 +11,12 @@ import (
 	"time"
 
 	"moat/internal/reply"
+	"moat/internal/testclock"
 )
 
-// fakeClock is a settable clock, safe for concurrent use.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{now: time.Unix(1_700_000_000, 0)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func newLimiter(t testing.TB, cfg Config) (*Limiter, *fakeClock) {
+func newLimiter(t testing.TB, cfg Config) (*Limiter, *testclock.Clock) {
 	t.Helper()
-	clk := newClock()
+	clk := testclock.New(time.Unix(1_700_000_000, 0))
 	l, err := New(cfg, Options{Clock: clk.Now})
 	if err != nil {
 		t.Fatal(err)

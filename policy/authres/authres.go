@@ -51,19 +51,12 @@ func Header(authservID string, res Results) string {
 		parts = append(parts, p)
 	}
 	if s := res.SPF; s != nil {
-		p := "spf=" + string(orTemp(s.Result))
-		if s.Reason != "" {
-			p += " " + comment(s.Reason)
-		}
 		// RFC 8601 §2.7.2: smtp.mailfrom, or smtp.helo for the HELO check.
 		prop := "smtp.mailfrom"
 		if s.Identity == "helo" {
 			prop = "smtp.helo"
 		}
-		if s.Domain != "" {
-			p += " " + prop + "=" + pvalue(s.Domain)
-		}
-		parts = append(parts, p)
+		parts = append(parts, resinfo("spf", s.Result, s.Reason, prop, s.Domain))
 	}
 	if d := res.DKIM; d != nil {
 		if len(d.Signatures) == 0 {
@@ -76,39 +69,16 @@ func Header(authservID string, res Results) string {
 		for _, s := range d.Signatures {
 			// RFC 8601 §2.7.1: header.d, header.i, header.s, header.a. (No
 			// header.b: policy.DKIMSignature does not carry b=.)
-			p := "dkim=" + string(orTemp(s.Result))
-			if s.Reason != "" {
-				p += " " + comment(s.Reason)
-			}
-			if s.Domain != "" {
-				p += " header.d=" + pvalue(s.Domain)
-			}
-			if s.Identity != "" {
-				p += " header.i=" + pvalue(s.Identity)
-			}
-			if s.Selector != "" {
-				p += " header.s=" + pvalue(s.Selector)
-			}
-			if s.Algorithm != "" {
-				p += " header.a=" + pvalue(s.Algorithm)
-			}
-			parts = append(parts, p)
+			parts = append(parts, resinfo("dkim", s.Result, s.Reason,
+				"header.d", s.Domain, "header.i", s.Identity,
+				"header.s", s.Selector, "header.a", s.Algorithm))
 		}
 	}
 	if d := res.DMARC; d != nil {
 		// RFC 7489 §11.2: dmarc method, header.from. policy.dmarc is the
 		// applied policy (a common, unregistered ptype.property).
-		p := "dmarc=" + string(orTemp(d.Result))
-		if d.Reason != "" {
-			p += " " + comment(d.Reason)
-		}
-		if d.Domain != "" {
-			p += " header.from=" + pvalue(d.Domain)
-		}
-		if d.Policy != "" {
-			p += " policy.dmarc=" + pvalue(d.Policy)
-		}
-		parts = append(parts, p)
+		parts = append(parts, resinfo("dmarc", d.Result, d.Reason,
+			"header.from", d.Domain, "policy.dmarc", d.Policy))
 	}
 
 	var b strings.Builder
@@ -123,6 +93,22 @@ func Header(authservID string, res Results) string {
 	}
 	b.WriteString("\r\n")
 	return b.String()
+}
+
+// resinfo is one method's result (RFC 8601 §2.2): method=result, the
+// reason as a comment, then each property given as a pair of
+// ptype.property and value, left out when the value is empty.
+func resinfo(method string, r policy.Result, reason string, props ...string) string {
+	p := method + "=" + string(orTemp(r))
+	if reason != "" {
+		p += " " + comment(reason)
+	}
+	for i := 0; i+1 < len(props); i += 2 {
+		if props[i+1] != "" {
+			p += " " + props[i] + "=" + pvalue(props[i+1])
+		}
+	}
+	return p
 }
 
 func orTemp(r policy.Result) policy.Result {

@@ -3,7 +3,9 @@ package bayes
 import (
 	"errors"
 	"fmt"
+	"net/mail"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,7 +31,41 @@ type Config struct {
 	TokenTTL time.Duration `mapstructure:"token_ttl"`
 	// Autolearn learns clear spam and clear ham as it passes.
 	Autolearn AutolearnConfig `mapstructure:"autolearn"`
+	// Learn are the other learning sources of a running daemon.
+	Learn LearnConfig `mapstructure:"learn"`
 }
+
+// LearnConfig is `bayes.learn:`: what the daemon learns from operations
+// (see the package README, "Learning from operations").
+type LearnConfig struct {
+	// ReleasedAsHam learns a message released from quarantine as ham.
+	// Default true.
+	ReleasedAsHam bool `mapstructure:"released_as_ham"`
+	// SpamTraps are addresses that no person uses: mail to one is learned
+	// as spam, and mail to traps only is discarded. Each must still be
+	// accepted at RCPT (a local user or alias, or a relay domain).
+	SpamTraps []string `mapstructure:"spam_traps"`
+	// JunkScanInterval is how often the local mailboxes' Junk folders are
+	// scanned (moved in: spam; moved back to the inbox: ham). Default 5m;
+	// 0 turns the scan off.
+	JunkScanInterval time.Duration `mapstructure:"junk_scan_interval"`
+	// QueueSize bounds the learning jobs waiting for the one learning
+	// worker (spam traps, autolearn); a job that finds it full is dropped
+	// and counted. Default 256.
+	QueueSize int `mapstructure:"queue_size"`
+}
+
+// Traps returns the spam trap addresses, lower-cased.
+func (l LearnConfig) Traps() []string {
+	out := make([]string, 0, len(l.SpamTraps))
+	for _, a := range l.SpamTraps {
+		out = append(out, strings.ToLower(strings.TrimSpace(a)))
+	}
+	return out
+}
+
+// maxSpamTraps bounds bayes.learn.spam_traps.
+const maxSpamTraps = 10000
 
 // AutolearnConfig is `bayes.autolearn:`.
 type AutolearnConfig struct {
@@ -42,6 +78,13 @@ type AutolearnConfig struct {
 	// HamBelow: the probability below which it is learned as ham.
 	// Default 0.01.
 	HamBelow float64 `mapstructure:"ham_below"`
+	// SpamScore and HamScore are what the daemon's autolearn goes by: the
+	// rules' final score of an inbound message without the score of the
+	// rules that read bayes facts (as SpamAssassin leaves its Bayes score
+	// out): at least SpamScore is learned as spam, at most HamScore as
+	// ham. Defaults 12 and 0.1 (SpamAssassin's).
+	SpamScore float64 `mapstructure:"spam_score"`
+	HamScore  float64 `mapstructure:"ham_score"`
 }
 
 // Store names.
@@ -56,7 +99,8 @@ func DefaultConfig() Config {
 		MinSpam:   200,
 		MinHam:    200,
 		MaxTokens: defaultMaxTokens,
-		Autolearn: AutolearnConfig{SpamAbove: 0.99, HamBelow: 0.01},
+		Autolearn: AutolearnConfig{SpamAbove: 0.99, HamBelow: 0.01, SpamScore: 12, HamScore: 0.1},
+		Learn:     LearnConfig{ReleasedAsHam: true, JunkScanInterval: 5 * time.Minute, QueueSize: 256},
 	}
 }
 
@@ -91,7 +135,42 @@ func (c Config) Validate() error {
 	if a.HamBelow <= 0 || a.HamBelow >= 0.5 {
 		add("bayes.autolearn.ham_below: %v is not within 0..0.5", a.HamBelow)
 	}
+	if a.HamScore >= a.SpamScore {
+		add("bayes.autolearn.ham_score: %v is not below spam_score %v", a.HamScore, a.SpamScore)
+	}
+	l := c.Learn
+	if l.JunkScanInterval < 0 || l.JunkScanInterval > 0 && l.JunkScanInterval < time.Second {
+		add("bayes.learn.junk_scan_interval: %v is neither 0 (off) nor at least 1s", l.JunkScanInterval)
+	}
+	if l.QueueSize < 1 || l.QueueSize > 100000 {
+		add("bayes.learn.queue_size: %d is not within 1..100000", l.QueueSize)
+	}
+	if len(l.SpamTraps) > maxSpamTraps {
+		add("bayes.learn.spam_traps: %d addresses, at most %d", len(l.SpamTraps), maxSpamTraps)
+	}
+	for i, t := range l.Traps() {
+		if err := validTrap(t); err != nil {
+			add("bayes.learn.spam_traps[%d]: %q %v", i, l.SpamTraps[i], err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// validTrap checks a lower-cased spam trap: a bare addr-spec (RFC 5321
+// §4.1.2 Mailbox: local-part "@" domain), no display name, no brackets.
+func validTrap(a string) error {
+	at := strings.LastIndexByte(a, '@')
+	if at <= 0 || at == len(a)-1 || len(a) > 254 {
+		return errors.New("is not local@domain")
+	}
+	p, err := mail.ParseAddress(a)
+	if err != nil || p.Name != "" || !strings.EqualFold(p.Address, a) {
+		return errors.New("is not a bare address")
+	}
+	if strings.ContainsAny(a[at+1:], "[]") {
+		return errors.New("has an address literal for a domain")
+	}
+	return nil
 }
 
 // StoreKind resolves Store: redis when asked or when a Redis server is

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -12,25 +13,10 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+
+	"moat/internal/smtptest"
+	"moat/internal/testclock"
 )
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // hook records the state changes a Client reports.
 type hook struct {
@@ -52,11 +38,11 @@ func (h *hook) get() []bool {
 
 type env struct {
 	mr    *miniredis.Miniredis
-	clock *fakeClock
+	clock *testclock.Clock
 }
 
 func newEnv(t *testing.T) *env {
-	return &env{mr: miniredis.RunT(t), clock: &fakeClock{now: time.Unix(1.7e9, 0)}}
+	return &env{mr: miniredis.RunT(t), clock: testclock.New(time.Unix(1.7e9, 0))}
 }
 
 func (e *env) client(t *testing.T, h *hook, mod ...func(*RedisConfig)) *Client {
@@ -336,35 +322,12 @@ func TestFallbackAndRecovery(t *testing.T) {
 // TestStalledServer: a server that accepts and never answers costs each
 // call at most the timeout, then the back-off skips it.
 func TestStalledServer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
-	clock := &fakeClock{now: time.Unix(1.7e9, 0)}
+	// The server reads what it is sent and never answers.
+	addr := smtptest.ServeConns(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	clock := testclock.New(time.Unix(1.7e9, 0))
 	h := &hook{}
 	cfg := DefaultConfig()
-	cfg.Redis.Address = ln.Addr().String()
+	cfg.Redis.Address = addr
 	cfg.Redis.Timeout = 20 * time.Millisecond
 	c, err := New(cfg, Options{Clock: clock.Now, OnStateChange: h.on})
 	if err != nil {
@@ -401,7 +364,9 @@ func TestCallerCancel(t *testing.T) {
 	}
 }
 
-func BenchmarkLimiterAllow(b *testing.B) {
+// benchClient is a Client of a fresh miniredis, closed with the benchmark.
+func benchClient(b *testing.B) (*Client, *miniredis.Miniredis) {
+	b.Helper()
 	mr := miniredis.RunT(b)
 	cfg := DefaultConfig()
 	cfg.Redis.Address = mr.Addr()
@@ -409,7 +374,12 @@ func BenchmarkLimiterAllow(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	b.Cleanup(func() { c.Close() })
+	return c, mr
+}
+
+func BenchmarkLimiterAllow(b *testing.B) {
+	c, _ := benchClient(b)
 	l := c.Limiter()
 	ctx := context.Background()
 	b.ResetTimer()
@@ -419,14 +389,7 @@ func BenchmarkLimiterAllow(b *testing.B) {
 }
 
 func BenchmarkLimiterAllowDown(b *testing.B) {
-	mr := miniredis.RunT(b)
-	cfg := DefaultConfig()
-	cfg.Redis.Address = mr.Addr()
-	c, err := New(cfg, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c, mr := benchClient(b)
 	mr.Close()
 	l := c.Limiter()
 	ctx := context.Background()

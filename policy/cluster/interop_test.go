@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"moat/internal/testclock"
 )
 
 // redisServer runs the redis-server named by $REDIS_SERVER (skipping the
@@ -71,7 +73,7 @@ func redisServer(t *testing.T) (addr string, stop, start func()) {
 // killed (fallback, one state change) and started again (used again).
 func TestRealRedis(t *testing.T) {
 	addr, stop, start := redisServer(t)
-	clock := &fakeClock{now: time.Now()}
+	clock := testclock.New(time.Now())
 	h := &hook{}
 	mk := func(hk func(bool)) *Client {
 		cfg := DefaultConfig()

@@ -32,6 +32,8 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/emersion/go-message/textproto"
 	"golang.org/x/text/encoding/htmlindex"
+
+	"moat/internal/defaults"
 )
 
 // Options bounds the work done on one message. Zero fields take the
@@ -61,27 +63,13 @@ func DefaultOptions() Options {
 
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
-	if o.MaxHeaderBytes <= 0 {
-		o.MaxHeaderBytes = d.MaxHeaderBytes
-	}
-	if o.MaxHeaderFields <= 0 {
-		o.MaxHeaderFields = d.MaxHeaderFields
-	}
-	if o.MaxText <= 0 {
-		o.MaxText = d.MaxText
-	}
-	if o.MaxParts <= 0 {
-		o.MaxParts = d.MaxParts
-	}
-	if o.MaxDepth <= 0 {
-		o.MaxDepth = d.MaxDepth
-	}
-	if o.MaxAttachments <= 0 {
-		o.MaxAttachments = d.MaxAttachments
-	}
-	if o.MaxPartBytes <= 0 {
-		o.MaxPartBytes = d.MaxPartBytes
-	}
+	defaults.Positive(&o.MaxHeaderBytes, d.MaxHeaderBytes)
+	defaults.Positive(&o.MaxHeaderFields, d.MaxHeaderFields)
+	defaults.Positive(&o.MaxText, d.MaxText)
+	defaults.Positive(&o.MaxParts, d.MaxParts)
+	defaults.Positive(&o.MaxDepth, d.MaxDepth)
+	defaults.Positive(&o.MaxAttachments, d.MaxAttachments)
+	defaults.Positive(&o.MaxPartBytes, d.MaxPartBytes)
 	return o
 }
 

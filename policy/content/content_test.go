@@ -66,12 +66,19 @@ func TestCorpus(t *testing.T) {
 	}
 }
 
-func TestHTMLStripped(t *testing.T) {
-	raw := "From: a@b.example\r\nContent-Type: text/html\r\n\r\n<html><style>p{}</style><script>x()</script><!-- c --><p>Hello&nbsp;<b>world</b></p></html>"
+// mustParse parses raw with the default options or fails the test.
+func mustParse(t *testing.T, raw string) *Message {
+	t.Helper()
 	m, err := Parse([]byte(raw), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m
+}
+
+func TestHTMLStripped(t *testing.T) {
+	raw := "From: a@b.example\r\nContent-Type: text/html\r\n\r\n<html><style>p{}</style><script>x()</script><!-- c --><p>Hello&nbsp;<b>world</b></p></html>"
+	m := mustParse(t, raw)
 	got := strings.Join(strings.Fields(m.Text()), " ")
 	if got != "Hello world" {
 		t.Errorf("text %q", got)
@@ -153,10 +160,7 @@ func TestTextParts(t *testing.T) {
 	}
 	raw := "Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" +
 		part("text/plain", "one") + part("text/plain", "") + part("text/html", "<p>two</p>") + part("text/plain", "three") + "--b--\r\n"
-	m, err := Parse([]byte(raw), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustParse(t, raw)
 	if got := m.Text(); got != "one\n two \nthree" {
 		t.Errorf("text %q", got)
 	}
@@ -171,10 +175,7 @@ func TestTextParts(t *testing.T) {
 func TestLinkTargetsKept(t *testing.T) {
 	raw := "Content-Type: text/html\r\n\r\n<p>Click <a class=x HREF=\"http://evil.example/login\">www.bank.example</a>" +
 		"<img src='http://img.example/p.gif'> <a name=top>\u0130\u0130<a href=http://plain.example>x</a></p>"
-	m, err := Parse([]byte(raw), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustParse(t, raw)
 	for _, want := range []string{"http://evil.example/login", "http://img.example/p.gif", "http://plain.example", "www.bank.example"} {
 		if !strings.Contains(m.Text(), want) {
 			t.Errorf("text %q lacks %q", m.Text(), want)
@@ -187,10 +188,7 @@ func TestLinkTargetsKept(t *testing.T) {
 
 func TestRawAccessors(t *testing.T) {
 	raw := "Subject: =?utf-8?q?hi?=\r\nX-A: 1\r\nX-A: 2\r\n\r\nbody\r\n"
-	m, err := Parse([]byte(raw), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustParse(t, raw)
 	if got := m.RawHeader("subject"); got != "=?utf-8?q?hi?=" {
 		t.Errorf("RawHeader = %q", got)
 	}
@@ -205,10 +203,7 @@ func TestRawAccessors(t *testing.T) {
 
 func TestFromLegacyCharset(t *testing.T) {
 	raw := "From: =?windows-1251?B?wO3k8OXpIM/u8uDv7uI=?= <Info@Sender.example>\r\nTo: a@b.example\r\n\r\nx"
-	m, err := Parse([]byte(raw), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mustParse(t, raw)
 	if m.From() != "info@sender.example" {
 		t.Errorf("From = %q", m.From())
 	}

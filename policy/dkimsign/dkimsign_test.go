@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/miekg/dns"
-
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
 	"moat/policy"
@@ -26,16 +24,6 @@ const msg = "From: Alice <alice@example.org>\r\n" +
 	"Message-ID: <1@example.org>\r\n" +
 	"\r\n" +
 	"Hi Bob.  \r\n\r\n\r\n"
-
-func addTXT(srv *dnstest.Server, name, value string) {
-	var chunks []string
-	for len(value) > 255 {
-		chunks = append(chunks, value[:255])
-		value = value[255:]
-	}
-	chunks = append(chunks, value)
-	srv.AddRR(&dns.TXT{Hdr: dns.RR_Header{Name: dns.Fqdn(name), Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 300}, Txt: chunks})
-}
 
 func TestSignVerify(t *testing.T) {
 	srv := dnstest.NewServer(t)
@@ -53,7 +41,7 @@ func TestSignVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		keys = append(keys, Key{Domain: domain, Selector: "s" + algo[:2], KeyFile: file})
-		addTXT(srv, "s"+algo[:2]+"._domainkey."+domain, txt)
+		srv.AddTXT("s"+algo[:2]+"._domainkey."+domain, txt)
 	}
 	s, err := NewSigner(keys)
 	if err != nil {

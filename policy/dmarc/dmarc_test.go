@@ -8,11 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"moat/internal/dnstest"
 	"moat/policy"
 )
 
 // fakeResolver answers TXT from a map; names in temp fail temporarily.
+// Other lookups are not made by DMARC and fail.
 type fakeResolver struct {
+	dnstest.Unsupported
 	txt  map[string][]string
 	temp map[string]bool
 }
@@ -26,11 +29,6 @@ func (f fakeResolver) LookupTXT(_ context.Context, name string) ([]string, error
 	}
 	return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 }
-func (fakeResolver) LookupMX(context.Context, string) ([]*net.MX, error)        { return nil, nil }
-func (fakeResolver) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) { return nil, nil }
-func (fakeResolver) LookupIP(context.Context, string, string) ([]net.IP, error) { return nil, nil }
-func (fakeResolver) LookupAddr(context.Context, string) ([]string, error)       { return nil, nil }
-func (fakeResolver) LookupCNAME(_ context.Context, h string) (string, error)    { return h, nil }
 
 // pslKnownDifferences lists PSL test inputs where OrgDomain (backed by the
 // list embedded in golang.org/x/net/publicsuffix) differs from the

@@ -89,34 +89,62 @@ func (c Config) withDefaults() Config {
 // Validate checks the config; key is the path of the section (for example
 // "guard.dnsbl") and every error names the full key.
 func (c Config) Validate(key string) error {
+	errs := CheckZones(key, c.Zones, maxZones, func(z Zone) string { return z.Zone }, func(zk string, z Zone) []error {
+		return CheckFilters(zk+".match", z.Match, maxMatch)
+	})
+	errs = append(errs, CheckLookups(key, c.Timeout, c.CacheTTL, c.CacheSize)...)
+	return errors.Join(errs...)
+}
+
+// CheckZones checks the zones of a DNS list config for a Validate: at
+// most max, each with a name as CheckZoneName wants it (name reads it),
+// then whatever more checks of the zone under its key, for example
+// "guard.dnsbl.zones[0]".
+func CheckZones[Z any](key string, zones []Z, max int, name func(Z) string, more func(zk string, z Z) []error) []error {
 	var errs []error
-	if len(c.Zones) > maxZones {
-		errs = append(errs, fmt.Errorf("%s.zones: %d zones, at most %d", key, len(c.Zones), maxZones))
+	if len(zones) > max {
+		errs = append(errs, fmt.Errorf("%s.zones: %d zones, at most %d", key, len(zones), max))
 	}
-	for i, z := range c.Zones {
+	for i, z := range zones {
 		zk := fmt.Sprintf("%s.zones[%d]", key, i)
-		if err := CheckZoneName(z.Zone); err != nil {
+		if err := CheckZoneName(name(z)); err != nil {
 			errs = append(errs, fmt.Errorf("%s.zone: %w", zk, err))
 		}
-		if len(z.Match) > maxMatch {
-			errs = append(errs, fmt.Errorf("%s.match: %d filters, at most %d", zk, len(z.Match), maxMatch))
-		}
-		for j, m := range z.Match {
-			if _, err := ParseFilter(m); err != nil {
-				errs = append(errs, fmt.Errorf("%s.match[%d]: %w", zk, j, err))
-			}
+		errs = append(errs, more(zk, z)...)
+	}
+	return errs
+}
+
+// CheckFilters checks the filters of a zone (at most max, each as
+// ParseFilter reads it) for a Validate; key names them, for example
+// "guard.dnsbl.zones[0].match".
+func CheckFilters(key string, filters []string, max int) []error {
+	var errs []error
+	if len(filters) > max {
+		errs = append(errs, fmt.Errorf("%s: %d filters, at most %d", key, len(filters), max))
+	}
+	for j, m := range filters {
+		if _, err := ParseFilter(m); err != nil {
+			errs = append(errs, fmt.Errorf("%s[%d]: %w", key, j, err))
 		}
 	}
-	if c.Timeout < 0 || c.Timeout > time.Minute {
-		errs = append(errs, fmt.Errorf("%s.timeout: %s is outside 0 to 1m", key, c.Timeout))
+	return errs
+}
+
+// CheckLookups checks the lookup settings that the configs of DNS lists
+// share (timeout, cache_ttl, cache_size under key) for a Validate.
+func CheckLookups(key string, timeout, cacheTTL time.Duration, cacheSize int) []error {
+	var errs []error
+	if timeout < 0 || timeout > time.Minute {
+		errs = append(errs, fmt.Errorf("%s.timeout: %s is outside 0 to 1m", key, timeout))
 	}
-	if c.CacheTTL < 0 {
+	if cacheTTL < 0 {
 		errs = append(errs, fmt.Errorf("%s.cache_ttl: must not be negative", key))
 	}
-	if c.CacheSize < 0 {
+	if cacheSize < 0 {
 		errs = append(errs, fmt.Errorf("%s.cache_size: must not be negative", key))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // CheckZoneName reports whether z (a trailing dot allowed) can be the

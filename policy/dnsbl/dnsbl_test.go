@@ -2,63 +2,13 @@ package dnsbl
 
 import (
 	"context"
-	"errors"
-	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"moat/internal/dnstest"
 )
-
-// fakeResolver answers A lookups from a map; names in fail return a
-// temporary error, names in slow wait for the context.
-type fakeResolver struct {
-	mu      sync.Mutex
-	a       map[string][]string
-	fail    map[string]bool
-	slow    map[string]bool
-	queries int
-}
-
-func (f *fakeResolver) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
-	f.mu.Lock()
-	f.queries++
-	ans, ok := f.a[host]
-	fail, slow := f.fail[host], f.slow[host]
-	f.mu.Unlock()
-	if slow {
-		<-ctx.Done()
-		return nil, &net.DNSError{Err: "timeout", Name: host, IsTimeout: true, IsTemporary: true}
-	}
-	if fail {
-		return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
-	}
-	if !ok {
-		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
-	}
-	var out []net.IP
-	for _, s := range ans {
-		out = append(out, net.ParseIP(s))
-	}
-	return out, nil
-}
-
-func (f *fakeResolver) LookupTXT(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupMX(context.Context, string) ([]*net.MX, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupAddr(context.Context, string) ([]string, error) {
-	return nil, errors.New("no")
-}
-func (f *fakeResolver) LookupCNAME(context.Context, string) (string, error) {
-	return "", errors.New("no")
-}
 
 func TestQueryName(t *testing.T) {
 	tests := []struct{ ip, zone, want string }{
@@ -120,16 +70,16 @@ func TestValidateNamesKeys(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	r := &fakeResolver{
-		a: map[string][]string{
+	r := &dnstest.AddrMap{
+		A: map[string][]string{
 			"2.0.0.127.zen.test.":   {"127.0.0.2", "127.0.0.10"},
 			"2.0.0.127.bits.test.":  {"127.0.0.6"},
 			"2.0.0.127.wl.test.":    {"127.0.15.1"},
 			"2.0.0.127.error.test.": {"127.255.255.254"},
 			"3.0.0.127.zen.test.":   {"127.0.0.20"},
 		},
-		fail: map[string]bool{"2.0.0.127.broken.test.": true},
-		slow: map[string]bool{"2.0.0.127.slow.test.": true},
+		Fail: map[string]bool{"2.0.0.127.broken.test.": true},
+		Slow: map[string]bool{"2.0.0.127.slow.test.": true},
 	}
 	cfg := Config{Timeout: 200 * time.Millisecond, Zones: []Zone{
 		{Zone: "zen.test", Weight: 2, Match: []string{"127.0.0.2-127.0.0.11"}},
@@ -161,20 +111,16 @@ func TestCheck(t *testing.T) {
 		t.Errorf("127.0.0.3: %+v", res)
 	}
 	// Answers and "not listed" are cached; failures are not.
-	r.mu.Lock()
-	before := r.queries
-	r.mu.Unlock()
+	before := r.Queries()
 	c.Check(context.Background(), netip.MustParseAddr("127.0.0.2"))
-	r.mu.Lock()
-	after := r.queries
-	r.mu.Unlock()
+	after := r.Queries()
 	if after-before != 2 { // broken.test and slow.test only
 		t.Errorf("second check made %d queries, want 2", after-before)
 	}
 }
 
 func TestCacheExpires(t *testing.T) {
-	r := &fakeResolver{a: map[string][]string{"2.0.0.127.zen.test.": {"127.0.0.2"}}}
+	r := &dnstest.AddrMap{A: map[string][]string{"2.0.0.127.zen.test.": {"127.0.0.2"}}}
 	now := time.Unix(1000, 0)
 	c, err := New(Config{Zones: []Zone{{Zone: "zen.test"}}, CacheTTL: time.Minute}, r, Options{Now: func() time.Time { return now }})
 	if err != nil {
@@ -183,15 +129,15 @@ func TestCacheExpires(t *testing.T) {
 	ip := netip.MustParseAddr("127.0.0.2")
 	c.Check(context.Background(), ip)
 	c.Check(context.Background(), ip)
-	if r.queries != 1 {
-		t.Fatalf("queries = %d, want 1", r.queries)
+	if r.Queries() != 1 {
+		t.Fatalf("queries = %d, want 1", r.Queries())
 	}
 	now = now.Add(2 * time.Minute)
 	if res := c.Check(context.Background(), ip); res.Score != 1 {
 		t.Errorf("score = %v", res.Score)
 	}
-	if r.queries != 2 {
-		t.Errorf("queries = %d, want 2 after expiry", r.queries)
+	if r.Queries() != 2 {
+		t.Errorf("queries = %d, want 2 after expiry", r.Queries())
 	}
 }
 

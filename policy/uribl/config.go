@@ -106,50 +106,22 @@ func (c Config) withDefaults() Config {
 // Validate checks the config; key is the path of the section ("uribl")
 // and every error names the full key.
 func (c Config) Validate(key string) error {
-	var errs []error
-	if len(c.Zones) > maxZones {
-		errs = append(errs, fmt.Errorf("%s.zones: %d zones, at most %d", key, len(c.Zones), maxZones))
-	}
-	for i, z := range c.Zones {
-		zk := fmt.Sprintf("%s.zones[%d]", key, i)
-		if err := dnsbl.CheckZoneName(z.Zone); err != nil {
-			errs = append(errs, fmt.Errorf("%s.zone: %w", zk, err))
-		}
+	errs := dnsbl.CheckZones(key, c.Zones, maxZones, func(z Zone) string { return z.Zone }, func(zk string, z Zone) []error {
+		var errs []error
 		if math.IsNaN(z.Weight) || math.IsInf(z.Weight, 0) {
 			errs = append(errs, fmt.Errorf("%s.weight: must be a finite number", zk))
 		}
-		errs = append(errs, checkFilters(zk+".match", z.Match)...)
-		errs = append(errs, checkFilters(zk+".error_codes", z.ErrorCodes)...)
-	}
+		errs = append(errs, dnsbl.CheckFilters(zk+".match", z.Match, maxFilters)...)
+		return append(errs, dnsbl.CheckFilters(zk+".error_codes", z.ErrorCodes, maxFilters)...)
+	})
 	if c.MaxLookups < 0 || c.MaxLookups > maxLookupsLimit {
 		errs = append(errs, fmt.Errorf("%s.max_lookups: %d is outside 0 to %d", key, c.MaxLookups, maxLookupsLimit))
 	}
 	if c.Parallel < 0 || c.Parallel > maxParallel {
 		errs = append(errs, fmt.Errorf("%s.parallel: %d is outside 0 to %d", key, c.Parallel, maxParallel))
 	}
-	if c.Timeout < 0 || c.Timeout > time.Minute {
-		errs = append(errs, fmt.Errorf("%s.timeout: %s is outside 0 to 1m", key, c.Timeout))
-	}
-	if c.CacheTTL < 0 {
-		errs = append(errs, fmt.Errorf("%s.cache_ttl: must not be negative", key))
-	}
-	if c.CacheSize < 0 {
-		errs = append(errs, fmt.Errorf("%s.cache_size: must not be negative", key))
-	}
+	errs = append(errs, dnsbl.CheckLookups(key, c.Timeout, c.CacheTTL, c.CacheSize)...)
 	return errors.Join(errs...)
-}
-
-func checkFilters(key string, fs []string) []error {
-	var errs []error
-	if len(fs) > maxFilters {
-		errs = append(errs, fmt.Errorf("%s: %d filters, at most %d", key, len(fs), maxFilters))
-	}
-	for j, m := range fs {
-		if _, err := dnsbl.ParseFilter(m); err != nil {
-			errs = append(errs, fmt.Errorf("%s[%d]: %w", key, j, err))
-		}
-	}
-	return errs
 }
 
 func zoneKey(z string) string { return strings.ToLower(strings.TrimSuffix(z, ".")) }

@@ -145,27 +145,13 @@ func TestTimeout(t *testing.T) {
 
 // stuckResolver never answers, whatever the context says.
 type stuckResolver struct {
+	dnstest.Unsupported
 	release chan struct{}
 }
 
 func (s stuckResolver) LookupIP(context.Context, string, string) ([]net.IP, error) {
 	<-s.release
 	return nil, errors.New("released")
-}
-func (stuckResolver) LookupTXT(context.Context, string) ([]string, error) {
-	return nil, errors.ErrUnsupported
-}
-func (stuckResolver) LookupMX(context.Context, string) ([]*net.MX, error) {
-	return nil, errors.ErrUnsupported
-}
-func (stuckResolver) LookupIPAddr(context.Context, string) ([]net.IPAddr, error) {
-	return nil, errors.ErrUnsupported
-}
-func (stuckResolver) LookupAddr(context.Context, string) ([]string, error) {
-	return nil, errors.ErrUnsupported
-}
-func (stuckResolver) LookupCNAME(context.Context, string) (string, error) {
-	return "", errors.ErrUnsupported
 }
 
 // TestDeadlineWithStuckResolver: Check returns at its deadline even when

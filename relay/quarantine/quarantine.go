@@ -8,7 +8,7 @@
 // runs, the CLI opens the spools itself (OpenOffline, ReleaseOffline):
 // their locks then prove that no daemon is using them.
 //
-// A release keeps the no-loss promise of DESIGN.md: the copy in the
+// A release keeps the no-loss promise (ARCHITECTURE.md): the copy in the
 // delivery spool is durable before the quarantined copy is removed.
 package quarantine
 
@@ -36,6 +36,69 @@ type Quarantine struct {
 	// mu serializes release and delete, so that two operators releasing
 	// the same message at once queue it once.
 	mu sync.Mutex
+	// released, when set, is told each release (see OnRelease).
+	released Released
+	maxBytes int64
+}
+
+// Released is told a message that was released: its envelope as
+// released (the new queue id) and its bytes. It runs after the release
+// succeeded and cannot fail it; it should not block for long (the daemon
+// learns the message as ham, bounded by its own timeout).
+type Released func(ctx context.Context, env *spool.Envelope, raw []byte)
+
+// DefaultHookMaxBytes bounds the bytes read for a Released hook when no
+// bound is given.
+const DefaultHookMaxBytes = 64 << 20
+
+// OnRelease sets the hook told every later release; a message larger
+// than maxBytes (<= 0: DefaultHookMaxBytes) is released without it.
+// Call it before serving.
+func (q *Quarantine) OnRelease(fn Released, maxBytes int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.released, q.maxBytes = fn, maxBytes
+}
+
+// readBounded reads message id of sp when it is at most max bytes; nil
+// otherwise.
+func readBounded(sp *spool.Spool, id string, max int64) []byte {
+	if max <= 0 {
+		max = DefaultHookMaxBytes
+	}
+	r, err := sp.Open(id)
+	if err != nil {
+		return nil
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil || int64(len(b)) > max {
+		return nil
+	}
+	return b
+}
+
+// releaseThen releases message id (Release) and, when fn is set and the
+// message was queued, tells fn. The bytes are read before the release
+// (which removes the quarantined copy).
+func releaseThen(ctx context.Context, q, main *spool.Spool, id string, fn Released, max int64, notify func(string)) (string, error) {
+	var raw []byte
+	if fn != nil {
+		raw = readBounded(q, id, max)
+	}
+	newID, err := Release(ctx, q, main, id, time.Now())
+	var env *spool.Envelope
+	if newID != "" && fn != nil && raw != nil {
+		// before the queue manager hears of it (and may deliver it)
+		env, _ = main.Get(newID)
+	}
+	if newID != "" && notify != nil {
+		notify(newID)
+	}
+	if env != nil {
+		fn(ctx, env, raw)
+	}
+	return newID, err
 }
 
 // New joins the quarantine spool q, the delivery spool main and the
@@ -59,11 +122,7 @@ func (q *Quarantine) Open(id string) (io.ReadCloser, error) { return q.q.Open(id
 func (q *Quarantine) Release(ctx context.Context, id string) (string, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	newID, err := Release(ctx, q.q, q.main, id, time.Now())
-	if newID != "" && q.notify != nil {
-		q.notify(newID)
-	}
-	return newID, err
+	return releaseThen(ctx, q.q, q.main, id, q.released, q.maxBytes, q.notify)
 }
 
 // Delete removes message id without notice to anyone.
@@ -137,6 +196,12 @@ func OpenOffline(dir string) (*spool.Spool, error) {
 // delivery spool at spoolDir, opening both (see OpenOffline); delivery
 // starts when the daemon next runs.
 func ReleaseOffline(ctx context.Context, dir, spoolDir, id string) (string, error) {
+	return ReleaseOfflineThen(ctx, dir, spoolDir, id, nil, 0)
+}
+
+// ReleaseOfflineThen is ReleaseOffline that tells fn the released
+// message (see Released, OnRelease).
+func ReleaseOfflineThen(ctx context.Context, dir, spoolDir, id string, fn Released, maxBytes int64) (string, error) {
 	q, err := OpenOffline(dir)
 	if err != nil {
 		return "", err
@@ -147,7 +212,7 @@ func ReleaseOffline(ctx context.Context, dir, spoolDir, id string) (string, erro
 		return "", err
 	}
 	defer main.Close()
-	return Release(ctx, q, main, id, time.Now())
+	return releaseThen(ctx, q, main, id, fn, maxBytes, nil)
 }
 
 // DeleteOffline deletes message id from the quarantine at dir (see

@@ -149,3 +149,37 @@ func TestOffline(t *testing.T) {
 		t.Errorf("a quarantine was created: %v", err)
 	}
 }
+
+func TestReleaseHook(t *testing.T) {
+	dataDir, q, main, ids := fill(t, 3)
+	qu := New(q, main, nil)
+	type seen struct{ id, raw string }
+	var got []seen
+	qu.OnRelease(func(_ context.Context, env *spool.Envelope, raw []byte) {
+		got = append(got, seen{env.ID, string(raw)})
+	}, 0)
+	newID, err := qu.Release(context.Background(), ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].id != newID || !strings.Contains(got[0].raw, "Subject: "+ids[0]) {
+		t.Fatalf("hook saw %+v, want %s with its bytes", got, newID)
+	}
+	// A failed release (no such message) tells nobody.
+	if _, err := qu.Release(context.Background(), ids[0]); err == nil || len(got) != 1 {
+		t.Fatalf("second release: %v, hook calls %d", err, len(got))
+	}
+	// Larger than the bound: released, hook not told.
+	qu.OnRelease(func(context.Context, *spool.Envelope, []byte) { t.Error("hook told of an oversized message") }, 4)
+	if _, err := qu.Release(context.Background(), ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	q.Close()
+	main.Close()
+	// Offline, too.
+	n := 0
+	if _, err := ReleaseOfflineThen(context.Background(), Dir(dataDir), filepath.Join(dataDir, "spool"), ids[2],
+		func(context.Context, *spool.Envelope, []byte) { n++ }, 0); err != nil || n != 1 {
+		t.Fatalf("offline release with hook: %v, calls %d", err, n)
+	}
+}

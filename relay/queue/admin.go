@@ -29,8 +29,10 @@ func (m *Manager) lookup(id string) (*item, error) {
 // ErrHeld: Flush of a held message (Release it first).
 var ErrHeld = errors.New("queue: message is held")
 
-// Flush schedules an attempt of id now.
-func (m *Manager) Flush(id string) error {
+// command runs an operator command on id: while an attempt of it runs,
+// later records the wish for right after the attempt; otherwise now
+// applies it at once. m.mu is held for both.
+func (m *Manager) command(id string, later func(*item), now func(*item) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	it, err := m.lookup(id)
@@ -38,14 +40,21 @@ func (m *Manager) Flush(id string) error {
 		return err
 	}
 	if it.running {
-		it.wantFlush = true
+		later(it)
 		return nil
 	}
-	if it.env.Held {
-		return ErrHeld
-	}
-	m.reschedule(it)
-	return nil
+	return now(it)
+}
+
+// Flush schedules an attempt of id now.
+func (m *Manager) Flush(id string) error {
+	return m.command(id, func(it *item) { it.wantFlush = true }, func(it *item) error {
+		if it.env.Held {
+			return ErrHeld
+		}
+		m.reschedule(it)
+		return nil
+	})
 }
 
 // FlushAll schedules an attempt of every message not held now.
@@ -74,36 +83,20 @@ func (m *Manager) reschedule(it *item) {
 
 // Hold stops attempts of id until Release.
 func (m *Manager) Hold(id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	it, err := m.lookup(id)
-	if err != nil {
-		return err
-	}
-	if it.running {
-		it.wantHold = true
-		return nil
-	}
-	return m.setHeld(it, true)
+	return m.command(id, func(it *item) { it.wantHold = true }, func(it *item) error {
+		return m.setHeld(it, true)
+	})
 }
 
 // Release resumes attempts of a held message, starting now.
 func (m *Manager) Release(id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	it, err := m.lookup(id)
-	if err != nil {
-		return err
-	}
-	if it.running {
-		it.wantHold = false
+	return m.command(id, func(it *item) { it.wantHold = false }, func(it *item) error {
+		if err := m.setHeld(it, false); err != nil {
+			return err
+		}
+		m.reschedule(it)
 		return nil
-	}
-	if err := m.setHeld(it, false); err != nil {
-		return err
-	}
-	m.reschedule(it)
-	return nil
+	})
 }
 
 func (m *Manager) setHeld(it *item, held bool) error {
@@ -127,24 +120,16 @@ func (m *Manager) setHeld(it *item, held bool) error {
 
 // Delete removes id from the queue without notice to anyone.
 func (m *Manager) Delete(id string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	it, err := m.lookup(id)
-	if err != nil {
-		return err
-	}
-	if it.running {
-		it.wantDelete = true
+	return m.command(id, func(it *item) { it.wantDelete = true }, func(it *item) error {
+		if it.index >= 0 {
+			heap.Remove(&m.sched, it.index)
+		}
+		delete(m.items, id)
+		if err := m.sp.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
+			return fmt.Errorf("queue: %w", err)
+		}
 		return nil
-	}
-	if it.index >= 0 {
-		heap.Remove(&m.sched, it.index)
-	}
-	delete(m.items, id)
-	if err := m.sp.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
-		return fmt.Errorf("queue: %w", err)
-	}
-	return nil
+	})
 }
 
 // Stats counts the tracked messages.

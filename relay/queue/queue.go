@@ -489,6 +489,7 @@ func (m *Manager) deliverGroups(ctx context.Context, env *spool.Envelope, now ti
 	msg := &transport.Message{
 		ID: env.ID, Sender: env.Sender, Size: env.Size, UTF8: env.UTF8,
 		ClientIP: env.ClientIP, ClientName: env.ClientName, HELO: env.HELO, Protocol: env.Protocol,
+		Junk: env.Junk,
 		Open: func() (io.ReadCloser, error) { return m.sp.Open(env.ID) },
 	}
 	for gi, g := range groups {

@@ -35,12 +35,14 @@ type fake struct {
 	mu     sync.Mutex
 	answer map[string]error
 	calls  [][]string
+	junk   []bool // msg.Junk of each call
 }
 
 func (f *fake) Deliver(ctx context.Context, msg *transport.Message, rcpts []string) []transport.Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, rcpts)
+	f.junk = append(f.junk, msg.Junk)
 	r, err := msg.Open()
 	if err != nil {
 		return transport.All(rcpts, err)

@@ -7,13 +7,13 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"moat/internal/smtptest"
 	"moat/relay/transport"
 )
 
@@ -38,6 +38,19 @@ type backend struct {
 	msgs   []received
 	mails  int
 	authed int
+}
+
+// byPrefix answers a recipient with the error of the prefix its address
+// starts with (the prefixes must not overlap), nil for any other.
+func byPrefix(errs map[string]error) func(rcpt string) error {
+	return func(rcpt string) error {
+		for p, err := range errs {
+			if strings.HasPrefix(rcpt, p) {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
@@ -143,41 +156,18 @@ func (s *testSession) Auth(mech string) (sasl.Server, error) {
 	}), nil
 }
 
-// countingListener counts accepted connections.
-type countingListener struct {
-	net.Listener
-	n atomic.Int32
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
 // startServer runs a go-smtp server for b on 127.0.0.1:0.
-func startServer(t testing.TB, b *backend, mod func(*smtp.Server)) (string, *countingListener) {
+func startServer(t testing.TB, b *backend, mod func(*smtp.Server)) (string, *smtptest.Listener) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &countingListener{Listener: ln}
 	s := smtp.NewServer(b)
 	s.Domain = "sink.test"
-	s.ReadTimeout = 30 * time.Second
-	s.WriteTimeout = 30 * time.Second
 	s.MaxMessageBytes = 10 << 20
 	s.EnableSMTPUTF8 = true
 	s.AllowInsecureAuth = false
 	if mod != nil {
 		mod(s)
 	}
-	go s.Serve(cl)
-	t.Cleanup(func() { s.Close() })
-	return ln.Addr().String(), cl
+	return smtptest.Serve(t, s)
 }
 
 // scripted is a tiny SMTP server for what go-smtp's server lacks
@@ -242,31 +232,7 @@ func (s *scripted) commands() []string {
 
 func startScripted(t testing.TB, s *scripted) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				go func() { <-done; c.Close() }()
-				s.serve(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return smtptest.ServeConns(t, s.serve)
 }
 
 func (s *scripted) serve(c net.Conn) {

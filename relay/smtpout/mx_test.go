@@ -11,6 +11,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
 	"moat/internal/reply"
+	"moat/internal/smtptest"
 	"moat/relay/mx"
 	"moat/relay/route"
 	"moat/relay/transport"
@@ -83,7 +84,7 @@ func TestMX(t *testing.T) {
 			t.Errorf("%s: %v, want permanent=%v", tt.rcpt, r.Err, tt.perm)
 			continue
 		}
-		if rp := asReply(t, r.Err); rp.Enhanced != tt.enhanced {
+		if rp := smtptest.AsReply(t, r.Err); rp.Enhanced != tt.enhanced {
 			t.Errorf("%s: %v, want %s", tt.rcpt, rp, tt.enhanced)
 		}
 	}
@@ -112,7 +113,7 @@ func TestMXGroupsDomains(t *testing.T) {
 	if got := b.received(); len(got) != 2 {
 		t.Errorf("received %+v", got)
 	}
-	if n := ln.n.Load(); n != 1 {
+	if n := ln.Accepted(); n != 1 {
 		t.Errorf("%d connections", n)
 	}
 }

@@ -28,18 +28,6 @@ func byRcpt(rs []transport.Result) map[string]error {
 	return m
 }
 
-func asReply(t *testing.T, err error) *reply.Reply {
-	t.Helper()
-	var r *reply.Reply
-	if !errors.As(err, &r) {
-		t.Fatalf("error %v is not a *reply.Reply", err)
-	}
-	if err := r.Validate(); err != nil {
-		t.Fatalf("invalid reply %v: %v", r, err)
-	}
-	return r
-}
-
 func TestAcceptAll(t *testing.T) {
 	b := &backend{}
 	addr, _ := startServer(t, b, nil)
@@ -61,15 +49,10 @@ func TestAcceptAll(t *testing.T) {
 }
 
 func TestPerRecipient(t *testing.T) {
-	b := &backend{rcptErr: func(to string) error {
-		switch {
-		case strings.HasPrefix(to, "busy"):
-			return &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"}
-		case strings.HasPrefix(to, "gone"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-		}
-		return nil
-	}}
+	b := &backend{rcptErr: byPrefix(map[string]error{
+		"busy": &smtp.SMTPError{Code: 450, EnhancedCode: smtp.EnhancedCode{4, 2, 1}, Message: "mailbox busy"},
+		"gone": &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+	})}
 	addr, _ := startServer(t, b, nil)
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
@@ -77,11 +60,11 @@ func TestPerRecipient(t *testing.T) {
 	if res["ok@example.net"] != nil {
 		t.Errorf("ok: %v", res["ok@example.net"])
 	}
-	busy := asReply(t, res["busy@example.net"])
+	busy := smtptest.AsReply(t, res["busy@example.net"])
 	if busy.Code != 450 || busy.Enhanced != (reply.Enhanced{4, 2, 1}) || transport.IsPermanent(busy) || !strings.Contains(busy.Text, addr) || !strings.Contains(busy.Text, "mailbox busy") {
 		t.Errorf("busy: %v", busy)
 	}
-	gone := asReply(t, res["gone@example.net"])
+	gone := smtptest.AsReply(t, res["gone@example.net"])
 	if gone.Code != 550 || gone.Enhanced != (reply.Enhanced{5, 1, 1}) || !transport.IsPermanent(gone) {
 		t.Errorf("gone: %v", gone)
 	}
@@ -98,7 +81,7 @@ func TestMailRejected(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
-		rp := asReply(t, r.Err)
+		rp := smtptest.AsReply(t, r.Err)
 		if rp.Code != 553 || rp.Enhanced != (reply.Enhanced{5, 7, 1}) || !strings.Contains(rp.Text, "MAIL FROM") {
 			t.Errorf("%s: %v", r.Recipient, rp)
 		}
@@ -113,7 +96,7 @@ func TestDataRejected(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Code != 451 || transport.IsPermanent(rp) {
+		if rp := smtptest.AsReply(t, r.Err); rp.Code != 451 || transport.IsPermanent(rp) {
 			t.Errorf("%s: %v", r.Recipient, rp)
 		}
 	}
@@ -138,16 +121,23 @@ func TestDropMidData(t *testing.T) {
 	}
 }
 
+// wantTimeout delivers the test message to addr with the short timeouts
+// and wants a temporary failure.
+func wantTimeout(t *testing.T, addr string) {
+	t.Helper()
+	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, Timeouts: short})
+	defer c.Close()
+	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"}) {
+		if r.Err == nil || transport.IsPermanent(r.Err) {
+			t.Errorf("%v, want temporary", r.Err)
+		}
+	}
+}
+
 func TestTimeouts(t *testing.T) {
 	t.Run("greeting", func(t *testing.T) {
 		addr := startScripted(t, &scripted{hang: true})
-		c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, Timeouts: short})
-		defer c.Close()
-		for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"}) {
-			if r.Err == nil || transport.IsPermanent(r.Err) {
-				t.Errorf("%v, want temporary", r.Err)
-			}
-		}
+		wantTimeout(t, addr)
 	})
 	t.Run("final dot", func(t *testing.T) {
 		release := make(chan struct{})
@@ -157,13 +147,7 @@ func TestTimeouts(t *testing.T) {
 			<-release
 		}}
 		addr, _ := startServer(t, b, nil)
-		c := NewSMTP(Options{Address: addr, TLS: route.TLSNone, Timeouts: short})
-		defer c.Close()
-		for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"}) {
-			if r.Err == nil || transport.IsPermanent(r.Err) {
-				t.Errorf("%v, want temporary", r.Err)
-			}
-		}
+		wantTimeout(t, addr)
 	})
 	t.Run("context", func(t *testing.T) {
 		addr := startScripted(t, &scripted{hang: true})
@@ -185,7 +169,7 @@ func TestSizeTooSmall(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody+strings.Repeat("y", 100)), []string{"a@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Code != 552 || rp.Enhanced != (reply.Enhanced{5, 3, 4}) {
+		if rp := smtptest.AsReply(t, r.Err); rp.Code != 552 || rp.Enhanced != (reply.Enhanced{5, 3, 4}) {
 			t.Errorf("%v", rp)
 		}
 	}
@@ -202,7 +186,7 @@ func TestSMTPUTF8Missing(t *testing.T) {
 	m := testMsg(testBody)
 	m.UTF8 = true
 	for _, r := range c.Deliver(context.Background(), m, []string{"ü@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Enhanced != (reply.Enhanced{5, 6, 7}) {
+		if rp := smtptest.AsReply(t, r.Err); rp.Enhanced != (reply.Enhanced{5, 6, 7}) {
 			t.Errorf("%v", rp)
 		}
 	}
@@ -310,15 +294,10 @@ func TestXForward(t *testing.T) {
 }
 
 func TestLMTP(t *testing.T) {
-	b := &backend{lmtpErr: func(rcpt string) error {
-		switch {
-		case strings.HasPrefix(rcpt, "full"):
-			return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full"}
-		case strings.HasPrefix(rcpt, "gone"):
-			return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
-		}
-		return nil
-	}}
+	b := &backend{lmtpErr: byPrefix(map[string]error{
+		"full": &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 2, 2}, Message: "mailbox full"},
+		"gone": &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such user"},
+	})}
 	addr, ln := startServer(t, b, func(s *smtp.Server) { s.LMTP = true })
 	c := ForRoute(route.Route{Type: route.TypeLMTP, Address: addr}, Options{Hostname: "moat.test"}).(*Client)
 	defer c.Close()
@@ -327,14 +306,14 @@ func TestLMTP(t *testing.T) {
 		if res["a@example.org"] != nil {
 			t.Errorf("a: %v", res["a@example.org"])
 		}
-		if rp := asReply(t, res["full@example.org"]); rp.Code != 452 || rp.Enhanced != (reply.Enhanced{4, 2, 2}) {
+		if rp := smtptest.AsReply(t, res["full@example.org"]); rp.Code != 452 || rp.Enhanced != (reply.Enhanced{4, 2, 2}) {
 			t.Errorf("full: %v", rp)
 		}
-		if rp := asReply(t, res["gone@example.org"]); rp.Code != 550 {
+		if rp := smtptest.AsReply(t, res["gone@example.org"]); rp.Code != 550 {
 			t.Errorf("gone: %v", rp)
 		}
 	}
-	if n := ln.n.Load(); n != 1 {
+	if n := ln.Accepted(); n != 1 {
 		t.Errorf("%d connections, want 1", n)
 	}
 	if got := b.received(); len(got) != 2 || len(got[0].rcpts) != 1 {
@@ -354,7 +333,7 @@ func TestReuse(t *testing.T) {
 			}
 		}
 	}
-	if n := ln.n.Load(); n != 1 {
+	if n := ln.Accepted(); n != 1 {
 		t.Errorf("%d connections for 5 messages, want 1", n)
 	}
 	if got := b.received(); len(got) != 5 {
@@ -369,7 +348,7 @@ func TestReuse(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		c2.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net"})
 	}
-	if n := ln2.n.Load(); n != 3 {
+	if n := ln2.Accepted(); n != 3 {
 		t.Errorf("%d connections with 2 messages each, want 3", n)
 	}
 
@@ -449,7 +428,7 @@ func TestBadPeer(t *testing.T) {
 		if r.Err == nil {
 			t.Errorf("greeting %q: delivered", greet)
 		}
-		if strings.HasPrefix(greet, "554") && asReply(t, r.Err).Enhanced != (reply.Enhanced{5, 7, 1}) {
+		if strings.HasPrefix(greet, "554") && smtptest.AsReply(t, r.Err).Enhanced != (reply.Enhanced{5, 7, 1}) {
 			t.Errorf("greeting %q: %v", greet, r.Err)
 		}
 	}
@@ -525,7 +504,7 @@ func TestPipelinedNoRecipient(t *testing.T) {
 	c := NewSMTP(Options{Address: addr, TLS: route.TLSNone})
 	defer c.Close()
 	for _, r := range c.Deliver(context.Background(), testMsg(testBody), []string{"a@example.net", "b@example.net"}) {
-		if rp := asReply(t, r.Err); rp.Code != 550 || !strings.Contains(rp.Text, "RCPT TO") {
+		if rp := smtptest.AsReply(t, r.Err); rp.Code != 550 || !strings.Contains(rp.Text, "RCPT TO") {
 			t.Errorf("%s: %v", r.Recipient, rp)
 		}
 	}

@@ -45,6 +45,10 @@ type Envelope struct {
 	ClientName string `json:"client_name,omitempty"`
 	HELO       string `json:"helo,omitempty"`
 	Protocol   string `json:"protocol,omitempty"`
+	// Junk: the rules marked the message as spam; local delivery files
+	// it into the junk folder. Records written before the field read as
+	// false.
+	Junk bool `json:"junk,omitempty"`
 
 	Attempts    int       `json:"attempts,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`

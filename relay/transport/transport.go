@@ -29,6 +29,10 @@ type Message struct {
 	ClientName string
 	HELO       string
 	Protocol   string // SMTP, ESMTP, ESMTPS, ESMTPSA
+	// Junk: the gateway's rules marked the message as spam. Local
+	// delivery files it into the junk folder; relaying transports send
+	// it unchanged (it carries its X-Spam-* fields).
+	Junk bool
 	// Open returns the message bytes as spooled (headers and body, CRLF
 	// line endings). It may be called more than once; each reader must be
 	// closed.

@@ -54,18 +54,8 @@ func TestCallaheadKnownUnknown(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.rcpt, func(t *testing.T) {
-			err := check(t, v, client1, tt.rcpt)
-			if tt.code == 0 {
-				if err != nil {
-					t.Fatalf("got %v, want accept", err)
-				}
-				return
-			}
-			r := asReply(t, err)
-			if r.Code != tt.code || r.Enhanced.String() != tt.enh {
-				t.Fatalf("got %v, want %d %s", r, tt.code, tt.enh)
-			}
-			if strings.Contains(r.Text, "corp.example") || strings.Contains(r.Text, addr) {
+			r := wantOutcome(t, check(t, v, client1, tt.rcpt), tt.code, tt.enh)
+			if r != nil && (strings.Contains(r.Text, "corp.example") || strings.Contains(r.Text, addr)) {
 				t.Errorf("reply text %q shows backend details", r.Text)
 			}
 		})
@@ -107,14 +97,14 @@ func TestCallaheadCache(t *testing.T) {
 		t.Errorf("stats %+v: want 2 cache hits, 4 probes", st)
 	}
 	// Negative answers expire before positive ones.
-	clk.Advance(cfg.NegativeTTL + time.Second)
+	clk.Add(cfg.NegativeTTL + time.Second)
 	before := s.rcpts.Load()
 	check(t, v, client1, "alice@corp.example")
 	check(t, v, client1, "nobody@corp.example")
 	if got := s.rcpts.Load() - before; got != 1 {
 		t.Errorf("after the negative TTL: %d probes, want 1 (the negative one)", got)
 	}
-	clk.Advance(cfg.PositiveTTL)
+	clk.Add(cfg.PositiveTTL)
 	check(t, v, client1, "alice@corp.example")
 	if got := s.rcpts.Load() - before; got != 2 {
 		t.Errorf("after the positive TTL: %d probes, want 2", got)
@@ -142,7 +132,7 @@ func TestCallaheadBackendDown(t *testing.T) {
 		}
 	})
 	attempts := func() int { mu.Lock(); defer mu.Unlock(); return n }
-	r := asReply(t, check(t, v, client1, "alice@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example"))
 	if r.Code != 451 || r.Enhanced.String() != "4.4.3" || !r.Temporary() {
 		t.Fatalf("got %v, want 451 4.4.3", r)
 	}
@@ -158,7 +148,7 @@ func TestCallaheadBackendDown(t *testing.T) {
 		t.Fatalf("%d connection attempts, want 1", got)
 	}
 	// Not cached long: after tempfail_ttl, it tries again.
-	clk.Advance(cfg.TempfailTTL + time.Second)
+	clk.Add(cfg.TempfailTTL + time.Second)
 	check(t, v, client1, "alice@corp.example")
 	if got := attempts(); got != 2 {
 		t.Fatalf("%d connection attempts after tempfail_ttl, want 2", got)
@@ -207,6 +197,20 @@ func TestCallaheadMailRefused(t *testing.T) {
 	}
 }
 
+// wantTempfail runs a callahead of alice against a raw peer with the
+// probe timeout given and wants 451: a peer that hangs or talks nonsense
+// says nothing about the recipient.
+func wantTempfail(t *testing.T, handle func(net.Conn), probe time.Duration) {
+	t.Helper()
+	addr := smtptest.ServeConns(t, handle)
+	cfg := DefaultConfig()
+	cfg.ProbeTimeout = probe
+	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
+	if r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example")); r.Code != 451 {
+		t.Fatalf("got %v, want 451", r)
+	}
+}
+
 func TestCallaheadHang(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -217,16 +221,7 @@ func TestCallaheadHang(t *testing.T) {
 		{"no RCPT reply", lineServer("220 hi\r\n", smtpAnswers(""))},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			addr := startRaw(t, tt.handle)
-			cfg := DefaultConfig()
-			cfg.ProbeTimeout = 200 * time.Millisecond
-			v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
-			r := asReply(t, check(t, v, client1, "alice@corp.example"))
-			if r.Code != 451 {
-				t.Fatalf("got %v, want 451", r)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantTempfail(t, tt.handle, 200*time.Millisecond) })
 	}
 }
 
@@ -256,16 +251,7 @@ func TestCallaheadGarbage(t *testing.T) {
 		{"drop at greeting", func(c net.Conn) {}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			addr := startRaw(t, tt.handle)
-			cfg := DefaultConfig()
-			cfg.ProbeTimeout = 5 * time.Second
-			v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
-			r := asReply(t, check(t, v, client1, "alice@corp.example"))
-			if r.Code != 451 {
-				t.Fatalf("got %v, want 451", r)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantTempfail(t, tt.handle, 5*time.Second) })
 	}
 }
 
@@ -288,19 +274,9 @@ func TestCallaheadRawAnswers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimSpace(tt.rcpt), func(t *testing.T) {
-			addr := startRaw(t, lineServer("220 raw ESMTP\r\n", smtpAnswers(tt.rcpt)))
+			addr := smtptest.ServeConns(t, lineServer("220 raw ESMTP\r\n", smtpAnswers(tt.rcpt)))
 			v, _ := newTest(t, DefaultConfig(), callaheadRoutes(addr), nil)
-			err := check(t, v, client1, "alice@corp.example")
-			if tt.code == 0 {
-				if err != nil {
-					t.Fatalf("got %v, want accept", err)
-				}
-				return
-			}
-			r := asReply(t, err)
-			if r.Code != tt.code || r.Enhanced.String() != tt.enh {
-				t.Fatalf("got %v, want %d %s", r, tt.code, tt.enh)
-			}
+			wantOutcome(t, check(t, v, client1, "alice@corp.example"), tt.code, tt.enh)
 		})
 	}
 }
@@ -321,7 +297,7 @@ func TestCallaheadReuse(t *testing.T) {
 	if got := s.rcpts.Load(); got != 10 {
 		t.Fatalf("%d probes, want 10", got)
 	}
-	if got := ln.n.Load(); got != 1 {
+	if got := ln.Accepted(); got != 1 {
 		t.Fatalf("%d connections for 10 probes, want 1", got)
 	}
 }
@@ -333,7 +309,7 @@ func TestCallaheadRetiresAfterNegatives(t *testing.T) {
 	for i := range maxNegativesPerConn + 1 {
 		check(t, v, netipFor(i), fmt.Sprintf("nobody%d@corp.example", i))
 	}
-	if got := ln.n.Load(); got != 2 {
+	if got := ln.Accepted(); got != 2 {
 		t.Fatalf("%d connections, want 2 (a connection is retired after %d unknown answers)", got, maxNegativesPerConn)
 	}
 }
@@ -343,7 +319,7 @@ func TestCallaheadStaleConnection(t *testing.T) {
 	// connection fails at MAIL and the probe is retried on a new one.
 	var mu sync.Mutex
 	probes := 0
-	addr := startRaw(t, lineServer("220 hi\r\n", func(l string) string {
+	addr := smtptest.ServeConns(t, lineServer("220 hi\r\n", func(l string) string {
 		if strings.HasPrefix(l, "RSET") {
 			return "CLOSE"
 		}
@@ -410,7 +386,7 @@ func TestCallaheadConcurrencyBound(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := ln.n.Load(); got > 2 {
+	if got := ln.Accepted(); got > 2 {
 		t.Fatalf("%d connections with max_conns 2", got)
 	}
 	if got := s.maxAct.Load(); got > 2 {
@@ -493,9 +469,7 @@ func TestCallaheadLMTP(t *testing.T) {
 }
 
 func TestCloseIdempotentCheck(t *testing.T) {
-	s := knownSink()
-	addr, _ := startSink(t, s, nil)
-	v, _ := newTest(t, DefaultConfig(), callaheadRoutes(addr), nil)
+	v, _ := newCallahead(t, nil)
 	check(t, v, client1, "alice@corp.example")
 	v.Close()
 	if c := code(check(t, v, client1, "bob@corp.example")); c != 451 {
@@ -516,7 +490,7 @@ func TestCallaheadIdleClose(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	check(t, v, client1, "bob@corp.example")
-	if got := ln.n.Load(); got != 2 {
+	if got := ln.Accepted(); got != 2 {
 		t.Fatalf("%d connections, want 2", got)
 	}
 }
@@ -560,7 +534,7 @@ func TestSharedCacheAcrossNodes(t *testing.T) {
 	if err := check(t, b, netip.Addr{}, "alice@corp.example"); err != nil {
 		t.Fatalf("known at b: %v", err)
 	}
-	if r := asReply(t, check(t, b, netip.Addr{}, "carol@corp.example")); r.Code != 550 || r.Enhanced.String() != "5.1.1" {
+	if r := smtptest.AsReply(t, check(t, b, netip.Addr{}, "carol@corp.example")); r.Code != 550 || r.Enhanced.String() != "5.1.1" {
 		t.Fatalf("unknown at b: %v", r)
 	}
 	if got := b.Stats().Probes; got != before {

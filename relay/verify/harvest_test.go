@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"moat/internal/smtptest"
 )
 
 func netipFor(i int) netip.Addr {
@@ -32,7 +34,7 @@ func TestHarvest(t *testing.T) {
 	if n := s.rcpts.Load(); n != int32(cfg.HarvestLimit) {
 		t.Fatalf("%d probes, want %d: refused RCPTs must not probe", n, cfg.HarvestLimit)
 	}
-	r := asReply(t, check(t, v, client1, "alice@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example"))
 	if r.Code != 421 || r.Enhanced.String() != "4.7.0" {
 		t.Fatalf("known address from a harvester: got %v, want 421 4.7.0", r)
 	}
@@ -47,18 +49,14 @@ func TestHarvest(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	// The window ends.
-	clk.Advance(cfg.HarvestWindow)
+	clk.Add(cfg.HarvestWindow)
 	if c := code(check(t, v, client1, "random1@corp.example")); c != 550 {
 		t.Fatalf("after the window: got %d, want 550", c)
 	}
 }
 
 func TestHarvestIPv6Prefix(t *testing.T) {
-	s := knownSink()
-	addr, _ := startSink(t, s, nil)
-	cfg := DefaultConfig()
-	cfg.HarvestLimit = 3
-	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
+	v, _ := newCallahead(t, func(c *Config) { c.HarvestLimit = 3 })
 	for i := range 3 {
 		a := netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i+1))
 		check(t, v, a, fmt.Sprintf("x%d@corp.example", i))
@@ -96,11 +94,7 @@ func TestHarvestKey(t *testing.T) {
 }
 
 func TestHarvestOff(t *testing.T) {
-	s := knownSink()
-	addr, _ := startSink(t, s, nil)
-	cfg := DefaultConfig()
-	cfg.HarvestLimit = 0
-	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
+	v, _ := newCallahead(t, func(c *Config) { c.HarvestLimit = 0 })
 	for i := range 30 {
 		if c := code(check(t, v, client1, fmt.Sprintf("r%d@corp.example", i))); c != 550 {
 			t.Fatalf("rcpt %d: got %d with harvest_limit 0", i, c)
@@ -116,7 +110,7 @@ func TestHarvestSoft(t *testing.T) {
 	cfg.HarvestLimit, cfg.HarvestCode = 1, 450
 	v, _ := newTest(t, cfg, callaheadRoutes(addr), nil)
 	check(t, v, client1, "x@corp.example")
-	r := asReply(t, check(t, v, client1, "alice@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "alice@corp.example"))
 	if r.Code != 450 || r.Enhanced.String() != "4.7.1" {
 		t.Fatalf("got %v, want 450 4.7.1", r)
 	}

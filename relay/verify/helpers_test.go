@@ -16,28 +16,10 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"moat/internal/reply"
+	"moat/internal/smtptest"
+	"moat/internal/testclock"
 	"moat/relay/route"
 )
-
-// fakeClock is a Clock that moves only when told.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // sink is a go-smtp backend that knows some users (and every
 // alice+tag): RCPT to them is 250, to anybody else 550 5.1.1, unless
@@ -100,76 +82,15 @@ func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 
 func (ss *sinkSession) Data(r io.Reader) error { return errors.New("no DATA in a callahead") }
 
-// countingListener counts accepted connections.
-type countingListener struct {
-	net.Listener
-	n atomic.Int32
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
 // startSink runs a go-smtp server for s on 127.0.0.1:0.
-func startSink(t testing.TB, s *sink, mod func(*smtp.Server)) (string, *countingListener) {
+func startSink(t testing.TB, s *sink, mod func(*smtp.Server)) (string, *smtptest.Listener) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := &countingListener{Listener: ln}
 	srv := smtp.NewServer(s)
 	srv.Domain = "backend.test"
-	srv.ReadTimeout = 30 * time.Second
-	srv.WriteTimeout = 30 * time.Second
 	if mod != nil {
 		mod(srv)
 	}
-	go srv.Serve(cl)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), cl
-}
-
-// startRaw runs handle for every connection to a TCP listener on
-// 127.0.0.1:0: for peers that misbehave.
-func startRaw(t testing.TB, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				handle(c)
-			})
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return smtptest.Serve(t, srv)
 }
 
 // lineServer answers each command line with answer(line); "" hangs
@@ -229,9 +150,9 @@ func callaheadRoutes(addr string) map[string]route.Route {
 }
 
 // newTest builds a verifier with a fake clock, closed at the end.
-func newTest(t testing.TB, cfg Config, routes map[string]route.Route, mod func(*Options)) (*Verifier, *fakeClock) {
+func newTest(t testing.TB, cfg Config, routes map[string]route.Route, mod func(*Options)) (*Verifier, *testclock.Clock) {
 	t.Helper()
-	clk := newClock()
+	clk := testclock.New(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	opt := Options{Hostname: "gw.test", Clock: clk.Now}
 	if mod != nil {
 		mod(&opt)
@@ -262,14 +183,32 @@ func code(err error) int {
 	return r.Code
 }
 
-func asReply(t testing.TB, err error) *reply.Reply {
+// newCallahead starts a sink that knows the usual users (knownSink) and
+// a Verifier that calls ahead to it, with DefaultConfig changed by mod
+// (nil: unchanged).
+func newCallahead(t testing.TB, mod func(*Config)) (*Verifier, *testclock.Clock) {
 	t.Helper()
-	var r *reply.Reply
-	if !errors.As(err, &r) {
-		t.Fatalf("got %v, want a *reply.Reply", err)
+	addr, _ := startSink(t, knownSink(), nil)
+	cfg := DefaultConfig()
+	if mod != nil {
+		mod(&cfg)
 	}
-	if err := r.Validate(); err != nil {
-		t.Fatalf("reply %v: %v", r, err)
+	return newTest(t, cfg, callaheadRoutes(addr), nil)
+}
+
+// wantOutcome checks what a check returned: acceptance when code is 0,
+// else a reply of code and enhanced code enh, which it returns.
+func wantOutcome(t testing.TB, err error, code int, enh string) *reply.Reply {
+	t.Helper()
+	if code == 0 {
+		if err != nil {
+			t.Fatalf("got %v, want accept", err)
+		}
+		return nil
+	}
+	r := smtptest.AsReply(t, err)
+	if r.Code != code || r.Enhanced.String() != enh {
+		t.Fatalf("got %v, want %d %s", r, code, enh)
 	}
 	return r
 }

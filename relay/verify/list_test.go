@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/smtptest"
 	"moat/relay/route"
 )
 
@@ -128,7 +129,7 @@ func TestListMode(t *testing.T) {
 	if err := check(t, v, client1, "PostMaster@corp.example"); err != nil {
 		t.Fatalf("postmaster (RFC 5321 §4.5.1): %v", err)
 	}
-	r := asReply(t, check(t, v, client1, "bob@corp.example"))
+	r := smtptest.AsReply(t, check(t, v, client1, "bob@corp.example"))
 	if r.Code != 550 || r.Enhanced.String() != "5.1.1" {
 		t.Fatalf("unlisted: got %v", r)
 	}
@@ -138,7 +139,7 @@ func TestListMode(t *testing.T) {
 	if c := code(check(t, v, client1, "bob@corp.example")); c != 550 {
 		t.Fatalf("before list_reload: got %d", c)
 	}
-	clk.Advance(cfg.ListReload)
+	clk.Add(cfg.ListReload)
 	if err := check(t, v, client1, "bob@corp.example"); err != nil {
 		t.Fatalf("after the change: %v", err)
 	}
@@ -148,7 +149,7 @@ func TestListMode(t *testing.T) {
 
 	// A broken file keeps the last good list.
 	writeFile(t, path, "bob@corp.example\nnot an address\n", mtime.Add(2*time.Minute))
-	clk.Advance(cfg.ListReload)
+	clk.Add(cfg.ListReload)
 	if err := check(t, v, client1, "bob@corp.example"); err != nil {
 		t.Fatalf("after a bad change: %v", err)
 	}

@@ -88,19 +88,26 @@ rules:
 		return smtptest.Send(nodes[node].Addr, from, []string{to}, smtptest.Message(from, to, id, "fleet\r\n"))
 	}
 
+	// limited sends one message through node and names the outcome
+	// ("A:ok", or "A:4xx" when the rate limit deferred MAIL).
+	limited := func(step string, node int, from string) string {
+		t.Helper()
+		err := send(node, from, "r@relay.test")
+		switch {
+		case err == nil:
+			return names[node] + ":ok"
+		case smtptest.ReplyCode(err)/100 == 4 && strings.HasPrefix(err.Error(), "MAIL"):
+			return names[node] + ":4xx"
+		}
+		t.Fatalf("(%s) node %s: %v%s", step, names[node], err, logs())
+		return ""
+	}
+
 	// (a) One per-IP limit over the fleet.
 	var got []string
 	for node := range nodes {
 		for range 3 {
-			err := send(node, "burst@client.test", "r@relay.test")
-			switch {
-			case err == nil:
-				got = append(got, names[node]+":ok")
-			case smtptest.ReplyCode(err)/100 == 4 && strings.HasPrefix(err.Error(), "MAIL"):
-				got = append(got, names[node]+":4xx")
-			default:
-				t.Fatalf("(a) node %s: %v%s", names[node], err, logs())
-			}
+			got = append(got, limited("a", node, "burst@client.test"))
 		}
 	}
 	want := "A:ok A:ok A:ok B:ok B:ok B:4xx C:4xx C:4xx C:4xx"
@@ -164,15 +171,7 @@ rules:
 	}
 	got = got[:0]
 	for node := range nodes {
-		err := send(node, "after@client.test", "r@relay.test")
-		switch {
-		case err == nil:
-			got = append(got, names[node]+":ok")
-		case smtptest.ReplyCode(err)/100 == 4 && strings.HasPrefix(err.Error(), "MAIL"):
-			got = append(got, names[node]+":4xx")
-		default:
-			t.Fatalf("(c) node %s: %v%s", names[node], err, logs())
-		}
+		got = append(got, limited("c", node, "after@client.test"))
 	}
 	if want := "A:ok B:ok C:4xx"; strings.Join(got, " ") != want {
 		t.Errorf("(c) shared limit of 2 after Redis came back: got %v, want %s%s", got, want, logs())

@@ -37,15 +37,7 @@ func StartDovecot(t testing.TB, users []string) *Dovecot {
 	uid, _ := strconv.Atoi(nobody.Uid)
 	gid, _ := strconv.Atoi(nobody.Gid)
 
-	// A directory every user can traverse: t.TempDir is 0700 root.
-	dir, err := os.MkdirTemp("", "moat-dovecot-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := sharedTempDir(t, "moat-dovecot-")
 	d := &Dovecot{
 		Addr: "127.0.0.1:" + strconv.Itoa(FreePort(t)),
 		Root: filepath.Join(dir, "mail"),

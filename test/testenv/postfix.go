@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,12 @@ import (
 	"testing"
 	"time"
 )
+
+// postfixServices is the rest of master.cf after the smtpd listener;
+// scripts/bench.sh uses the same file.
+//
+//go:embed postfix-master.cf
+var postfixServices string
 
 // Postfix is a private Postfix instance (its own main.cf and master.cf in
 // a temporary directory, `postfix -c DIR`) that receives mail for one
@@ -47,15 +54,7 @@ func StartPostfix(t testing.TB, domain string, locals []string) *Postfix {
 	if err != nil {
 		t.Skipf("no user nobody: %v", err)
 	}
-	// A directory Postfix's users can traverse: t.TempDir is 0700 root.
-	dir, err := os.MkdirTemp("", "moat-postfix-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := sharedTempDir(t, "moat-postfix-")
 	p := &Postfix{
 		t:       t,
 		Addr:    "127.0.0.1:" + strconv.Itoa(FreePort(t)),
@@ -123,29 +122,7 @@ biff = no
 	if err := os.WriteFile(filepath.Join(dir, "etc", "main.cf"), []byte(main), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	master := p.Addr + ` inet n - n - - smtpd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n - 0 cleanup
-qmgr      unix n - n 300 1 qmgr
-rewrite   unix - - n - - trivial-rewrite
-bounce    unix - - n - 0 bounce
-defer     unix - - n - 0 bounce
-trace     unix - - n - 0 bounce
-verify    unix - - n - 1 verify
-flush     unix n - n 1000? 0 flush
-proxymap  unix - - n - - proxymap
-smtp      unix - - n - - smtp
-relay     unix - - n - - smtp
-showq     unix n - n - - showq
-error     unix - - n - - error
-retry     unix - - n - - error
-discard   unix - - n - - discard
-local     unix - n n - - local
-virtual   unix - n n - - virtual
-anvil     unix - - n - 1 anvil
-scache    unix - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-`
+	master := p.Addr + " inet n - n - - smtpd\n" + postfixServices
 	if err := os.WriteFile(filepath.Join(dir, "etc", "master.cf"), []byte(master), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -433,3 +433,19 @@ func WaitFor(d time.Duration, cond func() bool) bool {
 	}
 	return true
 }
+
+// sharedTempDir makes a temporary directory, removed at the end of the
+// test, that every user can traverse, for peers that drop privileges
+// (Postfix, Dovecot): t.TempDir is 0700 and owned by root.
+func sharedTempDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
