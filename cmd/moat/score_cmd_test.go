@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -290,5 +291,32 @@ func TestDeployRulePack(t *testing.T) {
 	}
 	if n != 3+len(ham) {
 		t.Errorf("--messages has %d lines, want %d", n, 3+len(ham))
+	}
+}
+
+// BenchmarkScoreDeployPack is the cost of one message through the offline
+// pipeline with the shipped rule pack (the repository's test messages in
+// turn): what the pack adds to a message at DATA, parsing included.
+func BenchmarkScoreDeployPack(b *testing.B) {
+	dir := b.TempDir()
+	pack, _ := filepath.Abs(filepath.Join("..", "..", "deploy", "rules"))
+	cfg := filepath.Join(dir, "moat.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\nrules:\n  paths: [\""+pack+"/*.yaml\"]\n"+
+		"  lists:\n    allow_senders: "+pack+"/allow-senders.txt\n    deny_senders: "+pack+"/deny-senders.txt\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	s, err := newScorer(scoreInput{cfgPath: cfg, ip: "192.0.2.1", helo: "mail.example.net"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.cc.Close()
+	files, err := listScoreFiles(classHam, []string{filepath.Join("..", "..", "rules", "testdata", "corpus")}, 0)
+	if err != nil || len(files) == 0 {
+		b.Fatal(files, err)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.run(ctx, files[i%len(files)])
 	}
 }
