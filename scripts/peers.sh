@@ -2,7 +2,8 @@
 # Peers for moat's interop tests, benchmark and chaos test: Postfix (for
 # smtp-sink, smtp-source, a private relay instance and a private backend
 # with virtual mailboxes), swaks, Dovecot LMTP, Redis (server and
-# redis-cli) and headless Chromium (the admin status page test),
+# redis-cli), headless Chromium (the admin status page test) and
+# SpamAssassin (scripts/sa-compare.sh),
 # installed from Debian's packages when missing.
 #
 # Source it for the helpers, or run it to install:
@@ -24,6 +25,8 @@ peers_missing() {
 	[ -x /usr/lib/dovecot/lmtp ] || want+=(dovecot-lmtpd)
 	[ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || want+=(redis-server redis-tools)
 	[ -x /usr/bin/chromium ] || want+=(chromium)
+	# SpamAssassin for the side-by-side report (scripts/sa-compare.sh).
+	command -v spamassassin >/dev/null 2>&1 || want+=(spamassassin)
 	echo "${want[@]}"
 }
 

@@ -55,7 +55,7 @@ func rulesCommand() *cobra.Command {
 		Use:   "rules",
 		Short: "Check rule files, run a message through the rules offline, explain an incident",
 	}
-	cmd.AddCommand(rulesCheckCommand(), rulesTestCommand(), rulesExplainCommand())
+	cmd.AddCommand(rulesCheckCommand(), rulesTestCommand(), rulesExplainCommand(), rulesScoreCommand())
 	return cmd
 }
 
@@ -244,16 +244,9 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 	}
 	var res dnsres.Resolver
 	if in.dnsZone != "" {
-		f, err := os.Open(in.dnsZone)
-		if err != nil {
-			return fmt.Errorf("--dns: %w", err)
+		if res, err = zoneFileResolver(in.dnsZone); err != nil {
+			return err
 		}
-		z, err := loadZone(f, in.dnsZone)
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("--dns: %w", err)
-		}
-		res = z
 	} else if res, err = dnsres.New(cfg.DNS); err != nil {
 		return err
 	}
@@ -293,15 +286,7 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 	}
 	// The same collaborators as moat serve (buildChecks), offline: fresh
 	// in-memory rate limits and greylisting.
-	checks := &gateway.Checks{
-		Rules:      rules.NewEngine(set, rules.EngineOptions{}),
-		AuthservID: cfg.Auth.AuthservID,
-		Timeout:    cfg.Auth.Timeout,
-		Extra:      pipelineChecks(cfg, nil),
-	}
-	if cfg.Auth.Enabled {
-		checks.Resolver = res
-	}
+	checks := offlineChecks(cfg, rules.NewEngine(set, rules.EngineOptions{}), res)
 	state, err := rulesTestState(cfg, res)
 	if err != nil {
 		return err
@@ -321,6 +306,37 @@ func runRulesTest(ctx context.Context, w io.Writer, in testInput) error {
 		rep.DNSBL, rep.DNSBLFailed = &gf.DNSBL, gf.DNSBLFailed
 	}
 	return printTestReport(w, rep, in.asJSON)
+}
+
+// zoneFileResolver answers DNS from a zone file (the --dns flag of the
+// offline commands).
+func zoneFileResolver(path string) (dnsres.Resolver, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--dns: %w", err)
+	}
+	defer f.Close()
+	z, err := loadZone(f, path)
+	if err != nil {
+		return nil, fmt.Errorf("--dns: %w", err)
+	}
+	return z, nil
+}
+
+// offlineChecks are the checks of moat serve (buildChecks) for an offline
+// run (rules test, rules score): engine decides, the authentication checks
+// run when auth is enabled and res is not nil.
+func offlineChecks(cfg *Config, engine *rules.Engine, res dnsres.Resolver) *gateway.Checks {
+	checks := &gateway.Checks{
+		Rules:      engine,
+		AuthservID: cfg.Auth.AuthservID,
+		Timeout:    cfg.Auth.Timeout,
+		Extra:      pipelineChecks(cfg, nil), // offline: nothing is learned
+	}
+	if cfg.Auth.Enabled && res != nil {
+		checks.Resolver = res
+	}
+	return checks
 }
 
 // rulesTestState is the gateway state of the configuration, built as
