@@ -304,7 +304,13 @@ func newCompiler(s *Set, opt LoadOptions) (*compiler, error) {
 			return pf.Contains(a.Unmap()), nil
 		}, new(func(ip, prefix string) bool)),
 	}
+	matchers := map[string]*matcher{}
 	c.exprs = append(c.exprs, gopts...)
+	c.exprs = append(c.exprs,
+		expr.Function(matchFunc, func(p ...any) (any, error) {
+			return matchers[p[1].(string)].match(p[0].(string)), nil
+		}, new(func(s, pattern string) bool)),
+		expr.Patch(matchPatcher{matchers}))
 	return c, nil
 }
 
