@@ -68,13 +68,8 @@ func newMatcher(pattern string) *matcher {
 		return m
 	}
 	lits, fold, ok := required(tree.Simplify())
-	if !ok || len(lits) == 0 || len(lits) > 64 {
-		return m
-	}
-	for _, l := range lits {
-		if len(l) < 3 {
-			return m // too short to save work
-		}
+	if !ok || len(lits) == 0 || len(lits) > maxLiterals || shortest(lits) < 2 {
+		return m // none, or too short to save work
 	}
 	m.need, m.fold = lits, fold
 	return m
@@ -84,16 +79,13 @@ func newMatcher(pattern string) *matcher {
 // false when no such set is known. fold says the literals are lower-case
 // and must be compared case-insensitively.
 func required(re *syntax.Regexp) (lits []string, fold, ok bool) {
-	switch re.Op {
-	case syntax.OpLiteral:
-		s := string(re.Rune)
-		if re.Flags&syntax.FoldCase != 0 {
-			if !isASCII(s) {
-				return nil, false, false // Unicode folding: not with ToLower
-			}
-			return []string{strings.ToLower(s)}, true, true
+	if l, f, ok := exact(re); ok && shortest(l) > 0 {
+		if f {
+			l = lowerAll(l)
 		}
-		return []string{s}, false, true
+		return l, f, true
+	}
+	switch re.Op {
 	case syntax.OpCapture, syntax.OpPlus:
 		return required(re.Sub[0])
 	case syntax.OpRepeat:
@@ -101,19 +93,45 @@ func required(re *syntax.Regexp) (lits []string, fold, ok bool) {
 			return required(re.Sub[0])
 		}
 	case syntax.OpConcat:
-		// Any child's set will do: take the one whose shortest literal is
-		// longest (the most selective).
+		// Any child's set will do, and so will the product of a run of
+		// children that match finite sets of strings (the parser factors
+		// "bitcoin|btc" into b(?:itcoin|tc)): take the most selective.
 		best := -1
-		for _, sub := range re.Sub {
-			l, f, ok := required(sub)
-			if !ok {
-				continue
-			}
+		consider := func(l []string, f bool) {
 			if m := shortest(l); m > best {
 				lits, fold, best = l, f, m
 			}
 		}
-		return lits, fold, best >= 0
+		var run []string
+		runFold, inRun := false, false
+		for _, sub := range re.Sub {
+			if l, f, ok := exact(sub); ok && (!inRun || len(run)*len(l) <= maxLiterals) {
+				if !inRun {
+					run, runFold, inRun = []string{""}, false, true
+				}
+				run, runFold = product(run, l), runFold || f
+				continue
+			} else if ok {
+				// The run is long enough: close it and start another.
+				consider(run, runFold)
+				run, runFold = l, f
+				continue
+			}
+			if inRun {
+				consider(run, runFold)
+				inRun = false
+			}
+			if l, f, ok := required(sub); ok {
+				consider(l, f)
+			}
+		}
+		if inRun {
+			consider(run, runFold)
+		}
+		if fold {
+			lits = lowerAll(lits)
+		}
+		return lits, fold, best > 0
 	case syntax.OpAlternate:
 		for _, sub := range re.Sub {
 			l, f, ok := required(sub)
@@ -124,13 +142,84 @@ func required(re *syntax.Regexp) (lits []string, fold, ok bool) {
 			fold = fold || f
 		}
 		if fold {
-			for i, l := range lits {
-				lits[i] = strings.ToLower(l)
+			lits = lowerAll(lits)
+		}
+		return lits, fold, len(lits) <= maxLiterals
+	}
+	return nil, false, false
+}
+
+// maxLiterals bounds the literal sets the prefilter tries.
+const maxLiterals = 64
+
+// exact returns the finite set of strings re matches, when it is small.
+func exact(re *syntax.Regexp) (lits []string, fold, ok bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		s := string(re.Rune)
+		if re.Flags&syntax.FoldCase != 0 {
+			if !isASCII(s) {
+				return nil, false, false // Unicode folding: not with ToLower
 			}
+			return []string{strings.ToLower(s)}, true, true
+		}
+		return []string{s}, false, true
+	case syntax.OpCharClass:
+		// Pairs of ranges; small ASCII classes only.
+		for i := 0; i < len(re.Rune); i += 2 {
+			lo, hi := re.Rune[i], re.Rune[i+1]
+			if hi > unicode.MaxASCII || int(hi-lo)+1+len(lits) > 8 {
+				return nil, false, false
+			}
+			for r := lo; r <= hi; r++ {
+				lits = append(lits, string(r))
+			}
+		}
+		return lits, false, true
+	case syntax.OpCapture:
+		return exact(re.Sub[0])
+	case syntax.OpQuest:
+		l, f, ok := exact(re.Sub[0])
+		return append(l, ""), f, ok
+	case syntax.OpConcat:
+		out := []string{""}
+		for _, sub := range re.Sub {
+			l, f, ok := exact(sub)
+			if !ok || len(out)*len(l) > maxLiterals {
+				return nil, false, false
+			}
+			out, fold = product(out, l), fold || f
+		}
+		return out, fold, true
+	case syntax.OpAlternate:
+		for _, sub := range re.Sub {
+			l, f, ok := exact(sub)
+			if !ok || len(lits)+len(l) > maxLiterals {
+				return nil, false, false
+			}
+			lits, fold = append(lits, l...), fold || f
 		}
 		return lits, fold, true
 	}
 	return nil, false, false
+}
+
+func product(a, b []string) []string {
+	out := make([]string, 0, len(a)*len(b))
+	for _, x := range a {
+		for _, y := range b {
+			out = append(out, x+y)
+		}
+	}
+	return out
+}
+
+func lowerAll(l []string) []string {
+	out := make([]string, len(l))
+	for i, s := range l {
+		out[i] = strings.ToLower(s)
+	}
+	return out
 }
 
 func shortest(lits []string) int {

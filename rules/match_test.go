@@ -14,9 +14,12 @@ func TestRequiredLiterals(t *testing.T) {
 	}{
 		{"(viagra|casino|loan)", []string{"viagra", "casino", "loan"}, false},
 		{"(?i)(Viagra|CASINO)", []string{"viagra", "casino"}, true},
-		{"dear (customer|user)", []string{"dear "}, false},
-		{"(suspend|locked)(ed)? .{0,40}account", []string{"account"}, false},
-		{"(earn (extra )?(money|cash))", []string{"earn "}, false},
+		{"dear (customer|user)", []string{"dear customer", "dear user"}, false},
+		{"(suspend|locked)(ed)? .{0,40}account", []string{"locked ", "lockeded ", "suspend ", "suspended "}, false},
+		{"(earn (extra )?(money|cash))", []string{"earn cash", "earn extra cash", "earn extra money", "earn money"}, false},
+		{"(bitcoin|btc|wallet)", []string{"bitcoin", "btc", "wallet"}, false},
+		{"(?i)dear (User|cUSTOMER)", []string{"dear user", "dear customer"}, true},
+		{"(dear|hello|hi),? [a-z]+@", []string{"dear ", "dear, ", "hello ", "hello, ", "hi ", "hi, "}, false},
 		{"\\b[a-z]+[0134][a-z]+\\b", nil, false},
 		{"(abc|[0-9]+%)", nil, false}, // a branch with no literal
 		{"x?", nil, false},
@@ -39,7 +42,8 @@ func TestRequiredLiterals(t *testing.T) {
 func TestMatcherAgreesWithRegexp(t *testing.T) {
 	patterns := []string{"(viagra|casino|loan)", "(?i)(viagra|casino)", "dear (customer|user)", "(?i)mask", "(?i)kelvin",
 		"(suspend|locked)(ed)? .{0,40}account", "^(re|fw) ?:", "(?i)(v[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@]gra)"}
-	inputs := []string{"", "VIAGRA now", "cheap viagra", "Dear customer,", "dear user", "your account was locked", "locked: see account",
+	patterns = append(patterns, "(?i)dear (User|cUSTOMER)", "(bitcoin|btc|wallet)", "(dear|hello|hi),? [a-z]+@", "[0134]x(ab|cd)")
+	inputs := []string{"", "DEAR customer", "dear CUSTOMER", "say hi, bob@", "0xab", "4xcd", "BTC", "VIAGRA now", "cheap viagra", "Dear customer,", "dear user", "your account was locked", "locked: see account",
 		"ma\u017fk", "\u212aelvin", "re: hi", "V!AGRA", "Casino", "nothing here"}
 	for _, p := range patterns {
 		m, re := newMatcher(p), regexp.MustCompile(p)
