@@ -351,7 +351,7 @@ func collectMessageFiles(paths []string, stderr io.Writer) ([]string, error) {
 					}
 					return nil
 				}
-				if d.Type().IsRegular() {
+				if isMessageFile(q, d) {
 					out = append(out, q)
 				}
 				if len(out) > maxLearnMessages {
@@ -367,14 +367,24 @@ func collectMessageFiles(paths []string, stderr io.Writer) ([]string, error) {
 	return out, nil
 }
 
+// isMessageFile reports whether a directory entry may hold a message: a
+// regular file, or a link to one (corpora are often trees of links).
+func isMessageFile(path string, d fs.DirEntry) bool {
+	if d.Type()&fs.ModeSymlink != 0 {
+		fi, err := os.Stat(path)
+		return err == nil && fi.Mode().IsRegular()
+	}
+	return d.Type().IsRegular()
+}
+
 func appendFiles(out []string, dir string) []string {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return out
 	}
 	for _, e := range ents {
-		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, filepath.Join(dir, e.Name()))
+		if p := filepath.Join(dir, e.Name()); isMessageFile(p, e) && !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, p)
 		}
 	}
 	return out

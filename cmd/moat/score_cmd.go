@@ -427,11 +427,7 @@ func listScoreFiles(class string, roots []string, limit int) ([]scoreFile, error
 				}
 				return nil
 			}
-			if d.Type()&fs.ModeSymlink != 0 {
-				if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
-					return nil
-				}
-			} else if !d.Type().IsRegular() {
+			if !isMessageFile(p, d) {
 				return nil
 			}
 			rel, _ := filepath.Rel(root, p)
