@@ -17,15 +17,7 @@ import (
 
 func runDKIM(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := dkimCommand()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	cmd.SilenceUsage = true
-	cmd.SilenceErrors = true
-	err := cmd.Execute()
-	return out.String(), err
+	return runCombined(dkimCommand(), "", args...)
 }
 
 // zoneRecord finds the zone-file line and joins its strings (RFC 6376

@@ -53,15 +53,7 @@ func (e learnEnv) write(t *testing.T, rel, content string) string {
 
 func runLearn(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := learnCommand()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	cmd.SilenceUsage = true
-	cmd.SilenceErrors = true
-	err := cmd.Execute()
-	return out.String(), err
+	return runCombined(learnCommand(), "", args...)
 }
 
 func TestLearnCommand(t *testing.T) {

@@ -31,6 +31,19 @@ func runCommand(cmd *cobra.Command, args ...string) (stdout, stderr string, err 
 	return o.String(), e.String(), err
 }
 
+// runCombined runs a command with stdin and returns what it wrote to
+// stdout and stderr together.
+func runCombined(cmd *cobra.Command, stdin string, args ...string) (string, error) {
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	var out bytes.Buffer
+	cmd.SetIn(strings.NewReader(stdin))
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
 func writeTestFile(t *testing.T, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)

@@ -36,16 +36,7 @@ func newUserCmdEnv(t *testing.T, usersFileKey bool) userCmdEnv {
 // runUser runs `moat user ARGS` with stdin; it returns stdout+stderr.
 func runUser(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
-	cmd := userCommand()
-	var out bytes.Buffer
-	cmd.SetIn(strings.NewReader(stdin))
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs(args)
-	cmd.SilenceUsage = true
-	cmd.SilenceErrors = true
-	err := cmd.Execute()
-	return out.String(), err
+	return runCombined(userCommand(), stdin, args...)
 }
 
 // authenticate builds the directory the server would build and checks pw.
