@@ -38,7 +38,7 @@ func newContentChecks(cfg *Config, res dnsres.Resolver, offline bool) (*contentC
 		cc.opt.URIBL = c
 	}
 	if cfg.Bayes.Enabled {
-		store, where, err := openBayesStore(cfg, offline)
+		store, where, err := openBayesStore(cfg, offline, liveRedisTimeout)
 		switch {
 		case err != nil && offline:
 			cc.note = fmt.Sprintf("classifier off: %v", err)

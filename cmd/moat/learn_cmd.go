@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -107,7 +106,7 @@ func (o *learnOpts) run(ctx context.Context, stdout, stderr io.Writer, args []st
 			return fmt.Errorf("learn: %w", err)
 		}
 	}
-	store, where, err := openBayesStore(cfg, readOnly)
+	store, where, err := openBayesStore(cfg, readOnly, learnRedisTimeout)
 	if err != nil {
 		return fmt.Errorf("learn: %w", err)
 	}
@@ -119,29 +118,28 @@ func (o *learnOpts) run(ctx context.Context, stdout, stderr io.Writer, args []st
 	return o.learn(ctx, stdout, stderr, c, class, files)
 }
 
+// Redis timeouts of the classifier's store: a command-line run may wait;
+// the daemon asks while a client waits for its reply to DATA.
+const (
+	learnRedisTimeout = 10 * time.Second
+	liveRedisTimeout  = 500 * time.Millisecond
+)
+
 // openBayesStore opens the store the configuration names; where describes
-// it for the user.
-func openBayesStore(cfg *Config, readOnly bool) (bayes.Store, string, error) {
+// it for the user. readOnly opens bbolt shared (offline runs); each Redis
+// call is bounded by redisTimeout.
+func openBayesStore(cfg *Config, readOnly bool, redisTimeout time.Duration) (bayes.Store, string, error) {
 	kind, err := cfg.Bayes.StoreKind(cfg.Cluster.Enabled())
 	if err != nil {
 		return nil, "", err
 	}
-	opt := bayes.StoreOptions{DataDir: cfg.DataDir, KeyPrefix: cfg.Cluster.Redis.KeyPrefix, RedisTimeout: 10 * time.Second,
+	opt := bayes.StoreOptions{DataDir: cfg.DataDir, KeyPrefix: cfg.Cluster.Redis.KeyPrefix, RedisTimeout: redisTimeout,
 		Bolt: bayes.BoltOptions{LockTimeout: time.Second, NoSync: true, ReadOnly: readOnly}}
 	if kind == bayes.StoreRedis {
 		r := cfg.Cluster.Redis
-		ro := &redis.Options{Addr: r.Address, Username: r.Username, DB: r.DB,
-			DialTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
-		if r.PasswordFile != "" {
-			pw, err := os.ReadFile(r.PasswordFile)
-			if err != nil {
-				return nil, "", fmt.Errorf("cluster.redis.password_file: %w", err)
-			}
-			ro.Password = strings.TrimRight(string(pw), "\r\n")
-		}
-		if r.TLS {
-			host, _, _ := strings.Cut(r.Address, ":")
-			ro.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		ro, err := r.ClientOptions(redisTimeout)
+		if err != nil {
+			return nil, "", err
 		}
 		rdb := redis.NewClient(ro)
 		opt.Redis = rdb
@@ -170,7 +168,7 @@ func openBayesStore(cfg *Config, readOnly bool) (bayes.Store, string, error) {
 
 // prune drops the tokens of the bbolt store seen in one message only.
 func (o *learnOpts) prune(ctx context.Context, w io.Writer, cfg *Config) error {
-	store, where, err := openBayesStore(cfg, false)
+	store, where, err := openBayesStore(cfg, false, learnRedisTimeout)
 	if err != nil {
 		return fmt.Errorf("learn prune: %w", err)
 	}

@@ -298,7 +298,7 @@ func offlineReleased(cfg *Config, stderr io.Writer) (quarantine.Released, func()
 	}
 	var store bayes.Store
 	fn := func(ctx context.Context, env *spool.Envelope, raw []byte) {
-		s, _, err := openBayesStore(cfg, false)
+		s, _, err := openBayesStore(cfg, false, learnRedisTimeout)
 		if err != nil {
 			fmt.Fprintf(stderr, "moat: released message not learned as ham: %v\n", err)
 			return

@@ -79,43 +79,15 @@ func New(cfg Config, opt Options) (*Client, error) {
 	if r.Address == "" {
 		return nil, errors.New("cluster.redis.address: empty, the cluster backend is off")
 	}
-	var password string
-	if r.PasswordFile != "" {
-		var err error
-		if password, err = readPassword(r.PasswordFile); err != nil {
-			return nil, fmt.Errorf("cluster.redis.password_file: %w", err)
-		}
+	ro, err := r.ClientOptions(r.Timeout)
+	if err != nil {
+		return nil, err
 	}
 	if opt.Logger == nil {
 		opt.Logger = zap.NewNop()
 	}
 	if opt.Clock == nil {
 		opt.Clock = time.Now
-	}
-	ro := &redis.Options{
-		Addr:     r.Address,
-		Username: r.Username,
-		Password: password,
-		DB:       r.DB,
-		// RESP2: understood by every Redis version and by proxies.
-		Protocol:        2,
-		DisableIdentity: true,
-		// One attempt per call, bounded by our deadline: a failure falls
-		// back to local state and starts the back-off instead.
-		MaxRetries:            -1,
-		DialerRetries:         1,
-		DialTimeout:           r.Timeout,
-		ReadTimeout:           r.Timeout,
-		WriteTimeout:          r.Timeout,
-		PoolTimeout:           r.Timeout,
-		ContextTimeoutEnabled: true,
-		MaintNotificationsConfig: &maintnotifications.Config{
-			Mode: maintnotifications.ModeDisabled,
-		},
-	}
-	if r.TLS {
-		host, _, _ := net.SplitHostPort(r.Address)
-		ro.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 	}
 	return &Client{
 		rdb:       redis.NewClient(ro),
@@ -261,4 +233,45 @@ func (c *Client) key(kind, k string) string {
 // refuse 0).
 func millis(d time.Duration) int64 {
 	return max(d.Milliseconds(), 1)
+}
+
+// ClientOptions are the go-redis options for this server with every call
+// bounded by timeout: one attempt per call (a failure is the caller's to
+// handle), the context's deadline honoured, RESP2, TLS when configured,
+// and the password read from password_file. The cluster client and the
+// classifier's Redis store both use them.
+func (r RedisConfig) ClientOptions(timeout time.Duration) (*redis.Options, error) {
+	var password string
+	if r.PasswordFile != "" {
+		var err error
+		if password, err = readPassword(r.PasswordFile); err != nil {
+			return nil, fmt.Errorf("cluster.redis.password_file: %w", err)
+		}
+	}
+	ro := &redis.Options{
+		Addr:     r.Address,
+		Username: r.Username,
+		Password: password,
+		DB:       r.DB,
+		// RESP2: understood by every Redis version and by proxies.
+		Protocol:        2,
+		DisableIdentity: true,
+		// One attempt per call, bounded by our deadline: a failure falls
+		// back to local state and starts the back-off instead.
+		MaxRetries:            -1,
+		DialerRetries:         1,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		PoolTimeout:           timeout,
+		ContextTimeoutEnabled: true,
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode: maintnotifications.ModeDisabled,
+		},
+	}
+	if r.TLS {
+		host, _, _ := net.SplitHostPort(r.Address)
+		ro.TLSConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	}
+	return ro, nil
 }
