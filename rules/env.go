@@ -204,6 +204,8 @@ type state struct {
 	set    *Set
 	rule   *rule
 	filled int
+	scans  map[scanKey]*scanned // literal scans of long texts (see match)
+	memos  []*string            // values of the set's memos, by index
 }
 
 func newState(ctx context.Context, e *Engine, set *Set, f *Facts) *state {

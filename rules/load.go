@@ -111,6 +111,10 @@ type Set struct {
 	lists  map[string]*list
 	count  int
 	groups map[string]*FactGroup
+	memos  []*memo // shared lower(E) expressions (memo.go)
+	// prefilter holds the compiled `matches` patterns and the one scanner
+	// of their literals
+	prefilter *prefilter
 	// spamTests are the names of the score and junk rules: the tests an
 	// X-Spam-Status field lists when they hit.
 	spamTests map[string]bool
@@ -267,6 +271,7 @@ func load(cfg Config, opt LoadOptions) (*Set, []error) {
 		}
 		errs = append(errs, c.file(f, data)...)
 	}
+	s.prefilter.build()
 	return s, errs
 }
 
@@ -276,6 +281,12 @@ type compiler struct {
 	opt   LoadOptions
 	names map[string]string // rule name -> file:line of its first definition
 	exprs []expr.Option
+	// memoOpts: exprs[:memoOpts] compile a memo (all but its own patch)
+	memoOpts  int
+	memoBySrc map[string]int
+	// detached: the lower(E) calls the memo patch took out of the
+	// condition being compiled, for its inspector
+	detached []ast.Node
 }
 
 func newCompiler(s *Set, opt LoadOptions) (*compiler, error) {
@@ -304,13 +315,19 @@ func newCompiler(s *Set, opt LoadOptions) (*compiler, error) {
 			return pf.Contains(a.Unmap()), nil
 		}, new(func(ip, prefix string) bool)),
 	}
-	matchers := map[string]*matcher{}
+	s.prefilter = &prefilter{}
 	c.exprs = append(c.exprs, gopts...)
 	c.exprs = append(c.exprs,
 		expr.Function(matchFunc, func(p ...any) (any, error) {
-			return matchers[p[1].(string)].match(p[0].(string)), nil
-		}, new(func(s, pattern string) bool)),
-		expr.Patch(matchPatcher{matchers}))
+			return p[0].(*state).match(p[1].(string), p[2].(int)), nil
+		}, new(func(st *state, text string, matcher int) bool)),
+		expr.Patch(matchPatcher{s.prefilter}))
+	c.memoOpts = len(c.exprs)
+	c.exprs = append(c.exprs,
+		expr.Function(memoFunc, func(p ...any) (any, error) {
+			return p[0].(*state).memo(p[1].(int))
+		}, new(func(st *state, memo int) (string, error))),
+		expr.Patch(memoPatcher{c}))
 	return c, nil
 }
 
@@ -594,6 +611,7 @@ func (c *compiler) compile(r *rule, src string, node, key *yaml.Node) []error {
 	if len(src) > maxExprLen {
 		return []error{ferr(1, 0, "condition longer than %d bytes", maxExprLen)}
 	}
+	c.detached = c.detached[:0]
 	prog, err := expr.Compile(src, append(c.exprs, expr.AsBool())...)
 	if err != nil {
 		var fe *file.Error
@@ -606,6 +624,9 @@ func (c *compiler) compile(r *rule, src string, node, key *yaml.Node) []error {
 	ins := &inspector{set: c.set, stage: r.Stage, src: src, rule: r, paths: map[string]bool{}, roots: map[string]bool{}}
 	root := prog.Node()
 	ast.Walk(&root, ins)
+	for i := range c.detached {
+		ast.Walk(&c.detached[i], ins)
+	}
 	var errs []error
 	for _, p := range ins.problems {
 		l, col := offsetToLineCol(src, p.offset)

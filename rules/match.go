@@ -3,56 +3,122 @@ package rules
 import (
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strings"
+	"sync"
 	"unicode"
+	"unsafe"
 
 	"github.com/expr-lang/expr/ast"
+
+	"moat/internal/litscan"
 )
 
 // Conditions such as `lower(body) matches "(pharmacy|casino|…)"` run Go's
 // regexp over a whole message body; an unanchored alternation goes through
 // its NFA, a few tens of MB/s. Most bodies contain none of the words such
-// a pattern needs, and finding that out takes strings.Contains per word, a
-// hundred times faster. So `x matches "constant"` is compiled into a
-// matcher that first asks whether x holds one of the literals every match
-// must contain (derived from the pattern's syntax tree), and runs the
-// regexp only when it does. The result is always the regexp's own.
+// a pattern needs. So `x matches "constant"` is compiled into a matcher
+// that knows, from the pattern's syntax tree, sets of literals of which
+// every match must contain one member each ("clauses": for
+// `(dear|hi),? [a-z]+@`, one of "dear", "hi" and also "@"), and runs the
+// regexp only when the text holds them. Which literals a text holds is
+// found once per text for every matcher of the rule set together, in one
+// pass (package litscan), and kept for the message's other rules: twenty
+// content rules over one body cost one scan, not twenty. The result is
+// always the regexp's own.
 
-// matchFunc is the expr function a constant `matches` is rewritten into.
+// matchFunc is the expr function a constant `matches` is rewritten into:
+// __matches(__facts, text, matcher index).
 const matchFunc = "__matches"
 
 // matcher is one compiled `matches` pattern with its prefilter.
 type matcher struct {
 	re *regexp.Regexp
-	// need: any match contains one of these (lower-case when fold);
-	// nil: no prefilter.
-	need []string
-	fold bool // compare case-insensitively (the pattern folds case)
+	// clauses: every match holds, ASCII case-insensitively, one literal
+	// of each clause; nil: no prefilter.
+	clauses [][]string
+	// fold: the pattern folds case somewhere, so (?i)s also matches ſ
+	// and (?i)k the Kelvin sign, which no ASCII literal finds: texts
+	// holding those skip the prefilter.
+	fold bool
+	// shared: the clauses as literal indexes of the set's scanner.
+	shared [][]int32
+	// own: the matcher's scanner when it is used alone (tests).
+	own     *scanPlan
+	ownOnce sync.Once
+	// starts, anchored, window: see starts.go; anchored nil: unused
+	starts   *[256]bool
+	anchored *regexp.Regexp
+	window   int
 }
 
+// scanPlan is a scanner with one matcher's clauses as its literal indexes.
+type scanPlan struct {
+	scan    *litscan.Set
+	clauses [][]int32
+}
+
+// scanned is what a scan found in one text.
+type scanned struct {
+	// text is kept so that its bytes, whose address keys the cache of
+	// scans, stay allocated while the entry lives
+	text  string
+	found []uint64
+	// special: the text holds ſ or the Kelvin sign (see matcher.fold)
+	special bool
+}
+
+func scanText(ls *litscan.Set, s string) *scanned {
+	sc := &scanned{text: s, found: make([]uint64, ls.Words())}
+	ls.Scan(s, sc.found)
+	sc.special = strings.ContainsRune(s, 'ſ') || strings.ContainsRune(s, '\u212a')
+	return sc
+}
+
+// match runs the matcher on its own (its own scanner).
 func (m *matcher) match(s string) bool {
-	if m.need != nil {
-		hay := s
-		if m.fold {
-			// (?i) also matches ſ for s and the Kelvin sign for k,
-			// which ToLower does not turn into ASCII: no prefilter then.
-			if strings.ContainsRune(s, 'ſ') || strings.ContainsRune(s, '\u212a') {
-				return m.re.MatchString(s)
+	if m.clauses == nil {
+		return m.run(s)
+	}
+	m.ownOnce.Do(func() {
+		var lits []string
+		plan := &scanPlan{}
+		for _, c := range m.clauses {
+			var ids []int32
+			for _, l := range c {
+				ids = append(ids, int32(len(lits)))
+				lits = append(lits, l)
 			}
-			hay = strings.ToLower(s)
+			plan.clauses = append(plan.clauses, ids)
 		}
-		found := false
-		for _, lit := range m.need {
-			if strings.Contains(hay, lit) {
-				found = true
-				break
+		if ls, err := litscan.New(lits); err == nil {
+			plan.scan = ls
+			m.own = plan
+		}
+	})
+	if m.own == nil {
+		return m.run(s)
+	}
+	return m.matchScanned(s, scanText(m.own.scan, s), m.own.clauses)
+}
+
+// matchScanned decides with what a scan of s found.
+func (m *matcher) matchScanned(s string, sc *scanned, clauses [][]int32) bool {
+	if clauses != nil && !(m.fold && sc.special) {
+		for _, c := range clauses {
+			ok := false
+			for _, id := range c {
+				if litscan.Has(sc.found, int(id)) {
+					ok = true
+					break
+				}
 			}
-		}
-		if !found {
-			return false
+			if !ok {
+				return false
+			}
 		}
 	}
-	return m.re.MatchString(s)
+	return m.run(s)
 }
 
 // newMatcher compiles pattern; an invalid one returns nil (expr then
@@ -67,141 +133,159 @@ func newMatcher(pattern string) *matcher {
 	if err != nil {
 		return m
 	}
-	lits, fold, ok := required(tree.Simplify())
-	if !ok || len(lits) == 0 || len(lits) > maxLiterals || shortest(lits) < 2 {
-		return m // none, or too short to save work
-	}
-	m.need, m.fold = lits, fold
+	tree = tree.Simplify()
+	m.clauses, m.fold = clauses(tree), folds(tree)
+	m.startsAt(tree, pattern)
 	return m
 }
 
-// required returns literals one of which every match of re contains; ok
-// false when no such set is known. fold says the literals are lower-case
-// and must be compared case-insensitively.
-func required(re *syntax.Regexp) (lits []string, fold, ok bool) {
-	if l, f, ok := exact(re); ok && shortest(l) > 0 {
-		if f {
-			l = lowerAll(l)
+// folds reports whether any part of re matches case-insensitively.
+func folds(re *syntax.Regexp) bool {
+	if re.Flags&syntax.FoldCase != 0 {
+		return true
+	}
+	for _, sub := range re.Sub {
+		if folds(sub) {
+			return true
 		}
-		return l, f, true
+	}
+	return false
+}
+
+// clauses returns sets of literals (ASCII lower-case) such that every
+// match of re holds a member of each set; nil when none is known.
+func clauses(re *syntax.Regexp) [][]string {
+	if l, ok := exact(re); ok {
+		if slices.Contains(l, "") {
+			return nil // matches the empty string: no literal needed
+		}
+		return [][]string{l}
 	}
 	switch re.Op {
 	case syntax.OpCapture, syntax.OpPlus:
-		return required(re.Sub[0])
+		return clauses(re.Sub[0])
 	case syntax.OpRepeat:
 		if re.Min >= 1 {
-			return required(re.Sub[0])
+			return clauses(re.Sub[0])
 		}
 	case syntax.OpConcat:
-		// Any child's set will do, and so will the product of a run of
-		// children that match finite sets of strings (the parser factors
-		// "bitcoin|btc" into b(?:itcoin|tc)): take the most selective.
-		best := -1
-		consider := func(l []string, f bool) {
-			if m := shortest(l); m > best {
-				lits, fold, best = l, f, m
-			}
-		}
+		// Every child's clauses hold, and so does the product of a run
+		// of children that match finite sets of strings (the parser
+		// factors "bitcoin|btc" into b(?:itcoin|tc)).
+		var out [][]string
 		var run []string
-		runFold, inRun := false, false
+		inRun := false
+		closeRun := func() {
+			if inRun && !slices.Contains(run, "") {
+				out = append(out, run)
+			}
+			inRun = false
+		}
 		for _, sub := range re.Sub {
-			if l, f, ok := exact(sub); ok && (!inRun || len(run)*len(l) <= maxLiterals) {
-				if !inRun {
-					run, runFold, inRun = []string{""}, false, true
+			if l, ok := exact(sub); ok {
+				if inRun && len(run)*len(l) <= maxLiterals {
+					run = product(run, l)
+					continue
 				}
-				run, runFold = product(run, l), runFold || f
-				continue
-			} else if ok {
-				// The run is long enough: close it and start another.
-				consider(run, runFold)
-				run, runFold = l, f
+				closeRun()
+				run, inRun = l, true
 				continue
 			}
-			if inRun {
-				consider(run, runFold)
-				inRun = false
-			}
-			if l, f, ok := required(sub); ok {
-				consider(l, f)
-			}
+			closeRun()
+			out = append(out, clauses(sub)...)
 		}
-		if inRun {
-			consider(run, runFold)
+		closeRun()
+		if len(out) > maxClauses {
+			out = out[:maxClauses]
 		}
-		if fold {
-			lits = lowerAll(lits)
-		}
-		return lits, fold, best > 0
+		return out
 	case syntax.OpAlternate:
+		// one clause: the union of each branch's most selective one
+		var union []string
 		for _, sub := range re.Sub {
-			l, f, ok := required(sub)
-			if !ok {
-				return nil, false, false
+			best := bestClause(clauses(sub))
+			if best == nil || len(union)+len(best) > maxLiterals {
+				return nil
 			}
-			lits = append(lits, l...)
-			fold = fold || f
+			union = append(union, best...)
 		}
-		if fold {
-			lits = lowerAll(lits)
-		}
-		return lits, fold, len(lits) <= maxLiterals
+		return [][]string{union}
 	}
-	return nil, false, false
+	return nil
 }
+
+// bestClause picks the clause whose shortest literal is longest (longer
+// literals occur less often by chance).
+func bestClause(cs [][]string) []string {
+	var best []string
+	n := 0
+	for _, c := range cs {
+		if m := shortest(c); m > n {
+			best, n = c, m
+		}
+	}
+	return best
+}
+
+// maxClauses bounds the clauses one pattern keeps.
+const maxClauses = 16
 
 // maxLiterals bounds the literal sets the prefilter tries.
 const maxLiterals = 64
 
-// exact returns the finite set of strings re matches, when it is small.
-func exact(re *syntax.Regexp) (lits []string, fold, ok bool) {
+// exact returns the finite set of strings re matches, when it is small,
+// ASCII lower-case. Case-folded non-ASCII literals are not: Unicode
+// folding (ß and ẞ) is more than ASCII folding.
+func exact(re *syntax.Regexp) (lits []string, ok bool) {
 	switch re.Op {
 	case syntax.OpLiteral:
 		s := string(re.Rune)
-		if re.Flags&syntax.FoldCase != 0 {
-			if !isASCII(s) {
-				return nil, false, false // Unicode folding: not with ToLower
-			}
-			return []string{strings.ToLower(s)}, true, true
+		if re.Flags&syntax.FoldCase != 0 && !isASCII(s) {
+			return nil, false
 		}
-		return []string{s}, false, true
+		return []string{asciiLower(s)}, true
 	case syntax.OpCharClass:
 		// Pairs of ranges; small ASCII classes only.
+		seen := map[string]bool{}
 		for i := 0; i < len(re.Rune); i += 2 {
 			lo, hi := re.Rune[i], re.Rune[i+1]
 			if hi > unicode.MaxASCII || int(hi-lo)+1+len(lits) > 8 {
-				return nil, false, false
+				return nil, false
 			}
 			for r := lo; r <= hi; r++ {
-				lits = append(lits, string(r))
+				if l := asciiLower(string(r)); !seen[l] {
+					seen[l] = true
+					lits = append(lits, l)
+				}
 			}
 		}
-		return lits, false, true
+		return lits, true
 	case syntax.OpCapture:
 		return exact(re.Sub[0])
 	case syntax.OpQuest:
-		l, f, ok := exact(re.Sub[0])
-		return append(l, ""), f, ok
+		l, ok := exact(re.Sub[0])
+		return append(l, ""), ok
 	case syntax.OpConcat:
 		out := []string{""}
 		for _, sub := range re.Sub {
-			l, f, ok := exact(sub)
+			l, ok := exact(sub)
 			if !ok || len(out)*len(l) > maxLiterals {
-				return nil, false, false
+				return nil, false
 			}
-			out, fold = product(out, l), fold || f
+			out = product(out, l)
 		}
-		return out, fold, true
+		return out, true
 	case syntax.OpAlternate:
 		for _, sub := range re.Sub {
-			l, f, ok := exact(sub)
+			l, ok := exact(sub)
 			if !ok || len(lits)+len(l) > maxLiterals {
-				return nil, false, false
+				return nil, false
 			}
-			lits, fold = append(lits, l...), fold || f
+			lits = append(lits, l...)
 		}
-		return lits, fold, true
+		return lits, true
 	}
-	return nil, false, false
+	return nil, false
 }
 
 func product(a, b []string) []string {
@@ -214,12 +298,15 @@ func product(a, b []string) []string {
 	return out
 }
 
-func lowerAll(l []string) []string {
-	out := make([]string, len(l))
-	for i, s := range l {
-		out[i] = strings.ToLower(s)
+// asciiLower folds A-Z only, as litscan compares.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
 	}
-	return out
+	return string(b)
 }
 
 func shortest(lits []string) int {
@@ -242,8 +329,8 @@ func isASCII(s string) bool {
 }
 
 // matchPatcher rewrites `x matches "constant"` into a call of the
-// prefiltered matcher; matchers holds them by pattern.
-type matchPatcher struct{ matchers map[string]*matcher }
+// prefiltered matcher: __matches(__facts, x, index).
+type matchPatcher struct{ p *prefilter }
 
 func (p matchPatcher) Visit(np *ast.Node) {
 	b, ok := (*np).(*ast.BinaryNode)
@@ -254,18 +341,110 @@ func (p matchPatcher) Visit(np *ast.Node) {
 	if !ok {
 		return
 	}
-	m := p.matchers[lit.Value]
-	if m == nil {
-		if m = newMatcher(lit.Value); m == nil {
-			return
-		}
-		p.matchers[lit.Value] = m
+	idx, ok := p.p.index(lit.Value)
+	if !ok {
+		return
 	}
 	call := &ast.CallNode{
 		Callee:    &ast.IdentifierNode{Value: matchFunc},
-		Arguments: []ast.Node{b.Left, &ast.StringNode{Value: lit.Value}},
+		Arguments: []ast.Node{&ast.IdentifierNode{Value: groupEnvName}, b.Left, &ast.IntegerNode{Value: idx}},
 	}
 	call.Callee.SetLocation(b.Location())
-	call.Arguments[1].SetLocation(lit.Location())
+	call.Arguments[0].SetLocation(b.Location())
+	call.Arguments[2].SetLocation(lit.Location())
 	ast.Patch(np, call)
+}
+
+// prefilter is a rule set's matchers and the one scanner of all their
+// literals.
+type prefilter struct {
+	byPattern map[string]int
+	matchers  []*matcher
+	scan      *litscan.Set // nil: no literals (or too many)
+}
+
+// index returns the matcher of pattern, compiling it the first time.
+func (p *prefilter) index(pattern string) (int, bool) {
+	if i, ok := p.byPattern[pattern]; ok {
+		return i, true
+	}
+	m := newMatcher(pattern)
+	if m == nil {
+		return 0, false
+	}
+	if p.byPattern == nil {
+		p.byPattern = map[string]int{}
+	}
+	p.byPattern[pattern] = len(p.matchers)
+	p.matchers = append(p.matchers, m)
+	return len(p.matchers) - 1, true
+}
+
+// build compiles the scanner once every condition is compiled.
+func (p *prefilter) build() {
+	ids := map[string]int32{}
+	var lits []string
+	for _, m := range p.matchers {
+		m.shared = nil
+		for _, c := range m.clauses {
+			var cl []int32
+			for _, l := range c {
+				id, ok := ids[l]
+				if !ok {
+					id = int32(len(lits))
+					ids[l] = id
+					lits = append(lits, l)
+				}
+				cl = append(cl, id)
+			}
+			m.shared = append(m.shared, cl)
+		}
+	}
+	if len(lits) == 0 {
+		return
+	}
+	if ls, err := litscan.New(lits); err == nil {
+		p.scan = ls
+	}
+}
+
+// scanCacheMin: texts this long have their scan kept for the message's
+// other rules (bodies, headers joined); shorter ones are scanned anew.
+const scanCacheMin = 128
+
+// maxScanCache bounds the scans kept per evaluation.
+const maxScanCache = 32
+
+// match runs matcher idx on text for one evaluation, with the scan of
+// text kept when the same text (the same string, as lower(body) or body
+// is for every rule) is asked again.
+func (s *state) match(text string, idx int) bool {
+	p := s.set.prefilter
+	m := p.matchers[idx]
+	if p.scan == nil || m.shared == nil {
+		return m.run(text)
+	}
+	if len(text) < scanCacheMin {
+		return m.matchScanned(text, scanText(p.scan, text), m.shared)
+	}
+	key := scanKey{unsafe.StringData(text), len(text)}
+	sc := s.scans[key]
+	if sc == nil {
+		sc = scanText(p.scan, text)
+		if len(s.scans) < maxScanCache {
+			if s.scans == nil {
+				s.scans = map[scanKey]*scanned{}
+			}
+			s.scans[key] = sc
+		}
+	}
+	return m.matchScanned(text, sc, m.shared)
+}
+
+// scanKey names a string by its bytes' address and length: strings are
+// immutable, and the cache entry keeps the string reachable, so no other
+// text can have that address while the key lives.
+type scanKey struct {
+	p *byte
+	n int
 }

@@ -3,37 +3,43 @@ package rules
 import (
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 )
 
-func TestRequiredLiterals(t *testing.T) {
+func TestClauses(t *testing.T) {
 	tests := []struct {
 		pattern string
-		want    []string // nil: no prefilter
+		want    [][]string // nil: no prefilter
 		fold    bool
 	}{
-		{"(viagra|casino|loan)", []string{"viagra", "casino", "loan"}, false},
-		{"(?i)(Viagra|CASINO)", []string{"viagra", "casino"}, true},
-		{"dear (customer|user)", []string{"dear customer", "dear user"}, false},
-		{"(suspend|locked)(ed)? .{0,40}account", []string{"locked ", "lockeded ", "suspend ", "suspended "}, false},
-		{"(earn (extra )?(money|cash))", []string{"earn cash", "earn extra cash", "earn extra money", "earn money"}, false},
-		{"(bitcoin|btc|wallet)", []string{"bitcoin", "btc", "wallet"}, false},
-		{"(?i)dear (User|cUSTOMER)", []string{"dear user", "dear customer"}, true},
-		{"(dear|hello|hi),? [a-z]+@", []string{"dear ", "dear, ", "hello ", "hello, ", "hi ", "hi, "}, false},
-		{"\\b[a-z]+[0134][a-z]+\\b", nil, false},
-		{"(abc|[0-9]+%)", nil, false}, // a branch with no literal
+		{"(viagra|casino|loan)", [][]string{{"casino", "loan", "viagra"}}, false},
+		{"(?i)(Viagra|CASINO)", [][]string{{"casino", "viagra"}}, true},
+		{"dear (customer|user)", [][]string{{"dear customer", "dear user"}}, false},
+		{"(suspend|locked)(ed)? .{0,40}account", [][]string{{"locked ", "lockeded ", "suspend ", "suspended "}, {"account"}}, false},
+		{"(earn (extra )?(money|cash))", [][]string{{"earn cash", "earn extra cash", "earn extra money", "earn money"}}, false},
+		{"(bitcoin|btc|wallet)", [][]string{{"bitcoin", "btc", "wallet"}}, false},
+		{"(?i)dear (User|cUSTOMER)", [][]string{{"dear customer", "dear user"}}, true},
+		// every factor counts: the greeting and the @
+		{"(dear|hello|hi),? [a-z]+@", [][]string{{"dear ", "dear, ", "hello ", "hello, ", "hi ", "hi, "}, {"@"}}, false},
+		{"\\b[a-z]+[0134][a-z]+\\b", [][]string{{"0", "1", "3", "4"}}, false},
+		{"(abc|[0-9]+%)", [][]string{{"%", "abc"}}, false},
+		{"(abc|[0-9]+)", nil, false}, // a branch with no literal
 		{"x?", nil, false},
-		{"!", nil, false}, // too short to pay
-		{"(?i)straße", nil, false},
+		{"!", [][]string{{"!"}}, false},
+		{"(?i)straße", nil, false}, // ß folds beyond ASCII
+		{"Price: [$€]", [][]string{{"price: "}}, false},
 	}
 	for _, tc := range tests {
 		m := newMatcher(tc.pattern)
-		got := slices.Clone(m.need)
-		slices.Sort(got)
-		want := slices.Clone(tc.want)
-		slices.Sort(want)
-		if !slices.Equal(got, want) || (tc.want != nil && m.fold != tc.fold) {
-			t.Errorf("%q: need %q fold %t, want %q fold %t", tc.pattern, got, m.fold, want, tc.fold)
+		var got [][]string
+		for _, c := range m.clauses {
+			c = slices.Clone(c)
+			slices.Sort(c)
+			got = append(got, c)
+		}
+		if !slices.EqualFunc(got, tc.want, slices.Equal) || (tc.want != nil && m.fold != tc.fold) {
+			t.Errorf("%q: clauses %q fold %t, want %q fold %t", tc.pattern, got, m.fold, tc.want, tc.fold)
 		}
 	}
 }
@@ -42,9 +48,10 @@ func TestRequiredLiterals(t *testing.T) {
 func TestMatcherAgreesWithRegexp(t *testing.T) {
 	patterns := []string{"(viagra|casino|loan)", "(?i)(viagra|casino)", "dear (customer|user)", "(?i)mask", "(?i)kelvin",
 		"(suspend|locked)(ed)? .{0,40}account", "^(re|fw) ?:", "(?i)(v[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@]gra)"}
-	patterns = append(patterns, "(?i)dear (User|cUSTOMER)", "(bitcoin|btc|wallet)", "(dear|hello|hi),? [a-z]+@", "[0134]x(ab|cd)")
+	patterns = append(patterns, "(?i)dear (User|cUSTOMER)", "(bitcoin|btc|wallet)", "(dear|hello|hi),? [a-z]+@", "[0134]x(ab|cd)",
+		"(?i)straße", "Price: [$€]", "(?i)price")
 	inputs := []string{"", "DEAR customer", "dear CUSTOMER", "say hi, bob@", "0xab", "4xcd", "BTC", "VIAGRA now", "cheap viagra", "Dear customer,", "dear user", "your account was locked", "locked: see account",
-		"ma\u017fk", "\u212aelvin", "re: hi", "V!AGRA", "Casino", "nothing here"}
+		"ma\u017fk", "\u212aelvin", "re: hi", "V!AGRA", "Casino", "nothing here", "STRASSE", "straße", "STRAẞE", "Price: €"}
 	for _, p := range patterns {
 		m, re := newMatcher(p), regexp.MustCompile(p)
 		for _, in := range inputs {
@@ -68,4 +75,68 @@ func FuzzMatcher(f *testing.F) {
 			t.Fatalf("%q matches %q: %t, regexp says %t", in, pattern, got, want)
 		}
 	})
+}
+
+// TestSharedScanAgrees: the rule set's one scanner, with its cache of
+// scans per text, gives each matcher the regexp's own answer.
+func TestSharedScanAgrees(t *testing.T) {
+	patterns := []string{"(viagra|casino|loan)", "(?i)(viagra|casino)", "dear (customer|user)", "(?i)mask",
+		"(suspend|locked)(ed)? .{0,40}account", "^(re|fw) ?:", "(dear|hello|hi),? [a-z]+@", "!", "x?", "(abc|[0-9]+%)"}
+	long := strings.Repeat("abcdefghijklmnopqrstuvwxyz0123456789 ", 8)
+	inputs := []string{"", "say hi, bob@", "dear CUSTOMER", "VIAGRA", long, long + "dear user", long + "ma\u017fk", "50% off!", long + "locked: see account"}
+	p := &prefilter{}
+	for _, pat := range patterns {
+		if _, ok := p.index(pat); !ok {
+			t.Fatal(pat)
+		}
+	}
+	p.build()
+	st := &state{set: &Set{prefilter: p}}
+	for round := 0; round < 2; round++ { // the second round reads the cached scans
+		for _, in := range inputs {
+			for i, pat := range patterns {
+				if got, want := st.match(in, i), regexp.MustCompile(pat).MatchString(in); got != want {
+					t.Errorf("round %d: %q matches %q: %t, regexp says %t", round, in, pat, got, want)
+				}
+			}
+		}
+	}
+	if len(st.scans) == 0 {
+		t.Error("no scan was kept for the long texts")
+	}
+}
+
+// TestStartsWindow: patterns tried at their first bytes on a window give
+// the regexp's own answer, and the optimisation applies where it should.
+func TestStartsWindow(t *testing.T) {
+	for _, tc := range []struct {
+		pattern string
+		applies bool
+	}{
+		{"(?i)(v[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@][^a-z0-9\\s]?g[^a-z0-9\\s]?r[^a-z0-9\\s]?[a@]|c[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@][^a-z0-9\\s]?l[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?s)", true},
+		{"(?i)sk[a-z]{0,3}x", true},
+		{"\\bvia", false}, // an assertion looks outside the window
+		{"v.a", true},
+		{".a", false},      // any-char also matches U+FFFD, for any bad byte
+		{"[a-z]+x", false}, // unbounded
+		{"x?y?", false},    // matches the empty string
+		{"[^a]bc", false},  // too many first bytes
+		{"€[0-9]{1,3}", true},
+	} {
+		m := newMatcher(tc.pattern)
+		if (m.anchored != nil) != tc.applies {
+			t.Errorf("%q: window applies %t, want %t", tc.pattern, m.anchored != nil, tc.applies)
+		}
+	}
+	patterns := []string{"(?i)(v[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@]gra|c[!1i]alis)", "v.a", "(?i)sk[a-z]{0,3}x", "€[0-9]{1,3}", "(?i)k\u00e9"}
+	inputs := []string{"", "v1agra", "V-!-@gra", "xx c!alis", "ſkabx", "\u212akex", "SKX", "price €12", "€", "\u212a\u00e9", "K\u00c9",
+		"v\xff1agra", "v\xffa", "\xe2\x82", "v\u20aca", strings.Repeat("v", 300) + "iagra", "v!@gra"}
+	for _, p := range patterns {
+		m, re := newMatcher(p), regexp.MustCompile(p)
+		for _, in := range inputs {
+			if got, want := m.run(in), re.MatchString(in); got != want {
+				t.Errorf("%q matches %q: %t, regexp says %t", in, p, got, want)
+			}
+		}
+	}
 }
