@@ -27,7 +27,7 @@ const MaxBytes = 1 << 16
 type Set struct {
 	n     int // literals
 	class [256]uint8
-	width int     // byte classes
+	width int // byte classes
 	// delta[row+class] is the next state's row (state × width): the scan
 	// needs no multiplication
 	delta []int32
