@@ -752,15 +752,16 @@ func (m *Manager) enqueueNotice(ctx context.Context, env *spool.Envelope, rcpts 
 	return n.ID, nil
 }
 
-// readHeaders returns the header section of a spooled message, at most
-// dsn.MaxHeaders bytes.
+// readHeaders returns the header section of a spooled message, from at
+// most dsn.HeaderReadLimit bytes of it (dsn.Build keeps whole fields up
+// to dsn.MaxHeaders).
 func (m *Manager) readHeaders(id string) ([]byte, error) {
 	f, err := m.sp.Open(id)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, dsn.MaxHeaders))
+	b, err := io.ReadAll(io.LimitReader(f, dsn.HeaderReadLimit))
 	if err != nil {
 		return nil, err
 	}
