@@ -285,3 +285,24 @@ routes:
 		t.Errorf("serve logged %q, check-config printed %q", logged, lines)
 	}
 }
+
+func TestWarningsOtherCases(t *testing.T) {
+	cfg, err := decodeConfig(writeFile(t, `hostname: mx.example.org
+domains:
+  relay: {byname.example: mx, listed.example: withlist}
+routes:
+  withlist: {type: mx, verify_recipients: list, recipients_file: /dev/null}
+auth: {enabled: false}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cfg.Warnings()
+	if len(w) != 2 || !strings.HasPrefix(w[0], "domains.relay.byname.example:") || !strings.HasPrefix(w[1], "auth.enabled: false") {
+		t.Fatalf("warnings %q", w)
+	}
+	cfg.Queue.BounceUnverifiedSenders = true
+	if w := cfg.Warnings(); len(w) != 1 {
+		t.Errorf("with bounce_unverified_senders: %q", w)
+	}
+}
