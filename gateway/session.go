@@ -279,6 +279,8 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		// junk leaves tagged (the X-Spam-* fields above). A quarantined
 		// message that an operator releases goes to the inbox.
 		Junk: s.t.Junk && dst == s.srv.opt.Spool,
+		// Whether the queue may send notices to the sender (issue 27).
+		SenderCheck: s.t.senderCheck(),
 	}
 	ctx, cancel := deadline.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
 	defer cancel()

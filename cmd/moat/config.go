@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"sort"
 	"strings"
 	"time"
 
@@ -293,6 +294,49 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings returns what is valid but unsafe in the configuration, one
+// line each naming its key: `moat check-config` prints them and `moat
+// serve` logs them once at start.
+//
+//   - A relay domain whose route does not verify recipients: mail for an
+//     unknown user is accepted, refused later by the backend and bounced
+//     to a sender that may be forged (backscatter). Postfix's
+//     reject_unverified_recipient is the model; relay/verify offers
+//     callahead (smtp and lmtp routes) and list.
+//   - Sender authentication off while notices to unverified senders are
+//     withheld: then no sender of an untrusted, unauthenticated client is
+//     verified, so none of them gets a bounce.
+func (c *Config) Warnings() []string {
+	var out []string
+	domains := make([]string, 0, len(c.Domains.Relay))
+	for d := range c.Domains.Relay {
+		domains = append(domains, d)
+	}
+	sort.Strings(domains)
+	for _, d := range domains {
+		name := c.Domains.Relay[d]
+		rt, ok := c.Routes[name]
+		if !ok && name == route.MX {
+			out = append(out, fmt.Sprintf("domains.relay.%s: the implicit mx route does not verify recipients; "+
+				"name a route with verify_recipients: list", d))
+			continue
+		}
+		if !ok {
+			continue // an error of its own (routes)
+		}
+		if rt.VerifyRecipients == "" || rt.VerifyRecipients == route.VerifyNone {
+			out = append(out, fmt.Sprintf("routes.%s.verify_recipients: none for relay domain %s (domains.relay): "+
+				"mail to unknown users is accepted and bounced later, to senders who may be forged; "+
+				"set callahead or list", name, d))
+		}
+	}
+	if !c.Auth.Enabled && !c.Queue.BounceUnverifiedSenders {
+		out = append(out, "auth.enabled: false with queue.bounce_unverified_senders: false: "+
+			"no sender from an untrusted, unauthenticated client is verified, so none gets a bounce")
+	}
+	return out
 }
 
 // ruleLoadOptions checks what rules refer to outside themselves; cc

@@ -108,7 +108,12 @@ func checkConfigCommand() *cobra.Command {
 		Short: "Validate a configuration file and print every error with its key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := loadConfig(args[0])
+			cfg, err := loadConfig(args[0])
+			if cfg != nil {
+				for _, w := range cfg.Warnings() {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
+				}
+			}
 			if err != nil {
 				for _, l := range errorLines(err) {
 					fmt.Fprintln(cmd.ErrOrStderr(), l)

@@ -231,6 +231,9 @@ func (a *app) newVerifier(cfg *Config) (*verify.Verifier, error) {
 func newApp(cfg *Config, log *zap.Logger) (*app, error) {
 	a := &app{boot: cfg, log: log, metrics: metrics.New()}
 	a.cfg.Store(cfg)
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration", zap.String("warning", w))
+	}
 	if err := a.build(); err != nil {
 		a.close()
 		return nil, err
@@ -311,7 +314,8 @@ func (a *app) build() error {
 		Logger:   log.Named("queue"),
 		MailLog:  a.mailLog,
 		// Bounces go where mail to their recipient would go.
-		RouteFor: func(rcpt string) (string, bool) { return a.routing.Load().router.Route(rcpt).Route, true },
+		RouteFor:   func(rcpt string) (string, bool) { return a.routing.Load().router.Route(rcpt).Route, true },
+		Suppressed: m.BounceSuppressed,
 	}
 	cfg.Queue.Apply(&qopt)
 	a.queue = queue.New(a.spool, a.transport, qopt)

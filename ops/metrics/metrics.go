@@ -101,6 +101,7 @@ type Metrics struct {
 	ruleErrors    *prometheus.CounterVec
 	deliveries    *prometheus.CounterVec
 	chained       *prometheus.CounterVec
+	suppressed    *prometheus.CounterVec
 	dnsQueries    *prometheus.CounterVec
 	dnsDuration   *prometheus.HistogramVec
 	checkDuration *prometheus.HistogramVec
@@ -156,6 +157,7 @@ func NewWithOptions(opt Options) *Metrics {
 	m.ruleErrors = counterVec("moat_rule_errors_total", "Rule evaluations that failed at run time.", "rule")
 	m.deliveries = counterVec("moat_delivery_attempts_total", "Delivery attempts per recipient, by route and result (delivered, deferred, bounced).", "route", "result")
 	m.chained = counterVec("moat_delivery_chained_total", "Mail transactions sent behind the final dot of the one before on a session, by route (RFC 2920 §3.1).", "route")
+	m.suppressed = counterVec("moat_bounces_suppressed_total", "Delivery status notices not sent because the envelope sender was not verified at acceptance (queue.bounce_unverified_senders), by notice (failure, delay).", "notice")
 	m.dnsQueries = counterVec("moat_dns_lookups_total", "DNS queries sent, by type and outcome.", "qtype", "outcome")
 	m.dnsDuration = histogramVec("moat_dns_lookup_duration_seconds", "DNS query latency by type.", latency, "qtype")
 	m.checkDuration = histogramVec("moat_check_duration_seconds", "Policy check latency by check.", latency, "check")
@@ -167,7 +169,7 @@ func NewWithOptions(opt Options) *Metrics {
 	m.redisChanges.WithLabelValues("down")
 	m.authFailures = counterVec("moat_auth_failures_total", "Failed SMTP AUTH attempts by reason.", "reason")
 	m.reg.MustRegister(m.connections, m.rejected, m.sessions, m.messages, m.ruleHits, m.ruleDuration,
-		m.ruleErrors, m.deliveries, m.chained, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
+		m.ruleErrors, m.deliveries, m.chained, m.suppressed, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
 		&queueCollector{m: m}, &spoolCollector{m: m})
 	if !opt.NoRuntimeCollectors {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -179,6 +181,8 @@ func NewWithOptions(opt Options) *Metrics {
 	for _, r := range guard.Reasons() {
 		m.rejected.WithLabelValues(r)
 	}
+	m.suppressed.WithLabelValues(queue.NoticeFailure)
+	m.suppressed.WithLabelValues(queue.NoticeDelay)
 	return m
 }
 
@@ -407,6 +411,16 @@ func (m *Metrics) Delivery(route, result string) {
 		result = other
 	}
 	m.deliveries.WithLabelValues(m.routeNames.value(route), result).Inc()
+}
+
+// BounceSuppressed counts one notice the queue withheld from an
+// unverified sender; kind is queue.NoticeFailure or queue.NoticeDelay.
+// Wire it as queue.Options.Suppressed.
+func (m *Metrics) BounceSuppressed(kind string) {
+	if kind != queue.NoticeFailure && kind != queue.NoticeDelay {
+		kind = other
+	}
+	m.suppressed.WithLabelValues(kind).Inc()
 }
 
 // Chained counts one transaction chained on a session of route.

@@ -334,7 +334,7 @@ func BenchmarkVerdict(b *testing.B) {
 // The dashboards and alerts in deploy/ name these metrics
 // (deploy/METRICS.txt); every one must exist once its hook has run.
 func TestDeployMetricNamesExist(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "METRICS.txt"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "METRICS.txt"))
 	if err != nil {
 		t.Skipf("no deploy/METRICS.txt: %v", err)
 	}
@@ -373,6 +373,7 @@ func TestHooksFitTheParts(t *testing.T) {
 	_ = guard.Options{OnReject: m.GuardReject}
 	_ = dnsres.Config{Observe: m.DNSObserve}
 	_ = rules.EngineOptions{Observer: m.RuleObserver()}
+	_ = queue.Options{Suppressed: m.BounceSuppressed}
 }
 
 func TestRedisState(t *testing.T) {
@@ -404,4 +405,17 @@ func histCount(t *testing.T, m *Metrics, name string) (n uint64) {
 		}
 	}
 	return n
+}
+
+func TestBounceSuppressed(t *testing.T) {
+	m := NewWithOptions(Options{NoRuntimeCollectors: true})
+	m.BounceSuppressed(queue.NoticeFailure)
+	m.BounceSuppressed(queue.NoticeFailure)
+	m.BounceSuppressed(queue.NoticeDelay)
+	m.BounceSuppressed("made up")
+	for kind, want := range map[string]float64{queue.NoticeFailure: 2, queue.NoticeDelay: 1, other: 1} {
+		if got := testutil.ToFloat64(m.suppressed.WithLabelValues(kind)); got != want {
+			t.Errorf("moat_bounces_suppressed_total{notice=%q} = %v, want %v", kind, got, want)
+		}
+	}
 }

@@ -9,7 +9,14 @@
 //	├─ message/delivery-status     per-message fields (RFC 3464 §2.2),
 //	│                              then one block per recipient (§2.3)
 //	└─ text/rfc822-headers         the original header (RFC 6522 §4; RFC 3464 §2.1
-//	                               allows headers only)
+//	                               allows headers only), at most MaxHeaders bytes
+//
+// The original body is never returned, and of the original header only
+// the first MaxHeaders bytes, cut between whole header fields (a field's
+// folded continuation lines stay with it, RFC 5322 §2.2.3), with a note in
+// the human part when it was cut. A notice goes to an address the
+// original client named, which may be forged: carrying the client's
+// content back would make moat a reflector (backscatter, issue 27).
 //
 // When an address or the original header is not ASCII, the parts are
 // message/global-delivery-status and message/global-headers and addresses
@@ -67,7 +74,8 @@ type Params struct {
 	ArrivalDate  time.Time // §2.2.5; optional
 	Recipients   []Recipient
 	// Headers is the original message's header section (up to the blank
-	// line). Build keeps at most MaxHeaders bytes of it.
+	// line), or the first HeaderReadLimit bytes of the message. Build
+	// keeps at most MaxHeaders bytes of it, whole fields only.
 	Headers []byte
 	// Date and MessageID of the notice; zero values: now and a random
 	// <hex@ReportingMTA>.
@@ -77,9 +85,18 @@ type Params struct {
 
 // Limits.
 const (
-	MaxHeaders   = 64 << 10 // of the original header kept in the notice
-	maxLine      = 998      // RFC 5322 §2.1.1
-	maxFieldText = 900      // of one generated field value, before folding
+	// MaxHeaders bounds the original header kept in the notice: enough
+	// for the Received trail, From, To, Subject, Message-ID and the
+	// authentication results a sender needs to identify the message, and
+	// too little to make a notice worth forging (issue 27: a 1,036-line
+	// header once came back as a 67 KB notice).
+	MaxHeaders = 4 << 10
+	// HeaderReadLimit is how much of the original message a caller needs
+	// to read for Params.Headers: twice MaxHeaders, so that a field cut
+	// by the read itself is always past the cut Build makes.
+	HeaderReadLimit = 2 * MaxHeaders
+	maxLine         = 998 // RFC 5322 §2.1.1
+	maxFieldText    = 900 // of one generated field value, before folding
 )
 
 // Build renders the notice as a complete RFC 5322 message with CRLF line
@@ -121,7 +138,7 @@ func Build(p Params) ([]byte, error) {
 		rand.Read(b[:])
 		msgID = "<" + hex.EncodeToString(b[:]) + "@" + p.ReportingMTA + ">"
 	}
-	headers := normalize(p.Headers)
+	headers, cut := normalize(p.Headers)
 	global := !isASCII(string(headers)) || !isASCII(p.To)
 	for _, r := range p.Recipients {
 		if !isASCII(r.Address) || !isASCII(r.OriginalRecipient) {
@@ -155,7 +172,7 @@ func Build(p Params) ([]byte, error) {
 	h("Content-Transfer-Encoding", cte(global))
 	h("Content-Description", "Notification")
 	b.WriteString("\r\n")
-	writeHuman(&b, p, action)
+	writeHuman(&b, p, action, cut)
 
 	// Part 2: for programs (RFC 3464 §2.1).
 	b.WriteString("\r\n--" + boundary + "\r\n")
@@ -225,7 +242,7 @@ func cte(eightBit bool) string {
 	return "7bit"
 }
 
-func writeHuman(b *bytes.Buffer, p Params, action Action) {
+func writeHuman(b *bytes.Buffer, p Params, action Action, cut bool) {
 	line := func(s string) { b.WriteString(clean(s) + "\r\n") }
 	line("This is the mail system at host " + p.ReportingMTA + ".")
 	line("")
@@ -247,6 +264,11 @@ func writeHuman(b *bytes.Buffer, p Params, action Action) {
 			s += ": " + strings.TrimSpace(d)
 		}
 		line(truncate(s, maxFieldText))
+	}
+	if cut {
+		line("")
+		line(fmt.Sprintf("The header of your message returned below was shortened to its first %d bytes;", MaxHeaders))
+		line("the rest of the header and the body are not returned.")
 	}
 }
 
@@ -306,17 +328,14 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// normalize keeps the header section of h (up to the first empty line),
-// at most MaxHeaders bytes cut at a line end, with CRLF line endings and
-// lines of at most maxLine octets.
-func normalize(h []byte) []byte {
-	if len(h) > MaxHeaders {
-		h = h[:MaxHeaders]
-		if i := bytes.LastIndexByte(h, '\n'); i >= 0 {
-			h = h[:i+1]
-		}
-	}
-	var out bytes.Buffer
+// normalize keeps the header section of h (up to the first empty line)
+// with CRLF line endings and lines of at most maxLine octets, as many
+// whole fields as fit in MaxHeaders bytes (a field is its first line and
+// the continuation lines that start with white space, RFC 5322 §2.2.3).
+// cut reports whether a field was left out.
+func normalize(h []byte) (out []byte, cut bool) {
+	var buf bytes.Buffer
+	field := 0 // length in buf of the fields known to be whole
 	for len(h) > 0 {
 		line := h
 		if i := bytes.IndexByte(h, '\n'); i >= 0 {
@@ -328,14 +347,22 @@ func normalize(h []byte) []byte {
 		if len(line) == 0 {
 			break // end of the header section
 		}
+		if line[0] != ' ' && line[0] != '\t' {
+			field = buf.Len() // a new field starts: the one before is whole
+		}
 		line = bytes.ReplaceAll(line, []byte("\r"), []byte(" "))
 		if len(line) > maxLine {
 			line = line[:maxLine]
 		}
-		out.Write(line)
-		out.WriteString("\r\n")
+		if buf.Len()+len(line)+2 > MaxHeaders {
+			// Drop the field this line belongs to, and every later one.
+			buf.Truncate(field)
+			return buf.Bytes(), true
+		}
+		buf.Write(line)
+		buf.WriteString("\r\n")
 	}
-	return out.Bytes()
+	return buf.Bytes(), false
 }
 
 func validStatus(s string) bool {

@@ -220,3 +220,100 @@ func checkLines(t *testing.T, msg []byte) {
 		t.Fatal("message does not end in CRLF")
 	}
 }
+
+// attackHeader is the header of issue 27's backscatter test: 1,036 lines
+// of an attacker's header fields, some folded, and a body that must
+// never come back.
+func attackHeader() []byte {
+	var b bytes.Buffer
+	b.WriteString("From: attacker@far.example\r\nTo: nobody@corp.example\r\nSubject: hello\r\n")
+	for lines := 3; lines < 1036; {
+		if lines%10 == 9 && lines+2 <= 1036 {
+			// A folded field: its continuation line belongs to it (RFC 5322 §2.2.3).
+			b.WriteString("X-Folded-" + strings.Repeat("f", 8) + ": start of a long value\r\n\tcontinued " + strings.Repeat("c", 40) + "\r\n")
+			lines += 2
+			continue
+		}
+		b.WriteString("X-Spam-Payload-" + strings.Repeat("p", 10) + ": " + strings.Repeat("buy now ", 5) + "\r\n")
+		lines++
+	}
+	b.WriteString("\r\nbody must not appear\r\n")
+	return b.Bytes()
+}
+
+// Issue 27 item 1: a notice returns at most MaxHeaders bytes of the
+// original header, cut between whole fields, says so in the human part,
+// and never carries the body: a 1,036-line header bounces in a notice of
+// under 6 KB.
+func TestHeadersCapped(t *testing.T) {
+	h := attackHeader()
+	if n := bytes.Count(h[:bytes.Index(h, []byte("\r\n\r\n"))+2], []byte("\r\n")); n != 1036 {
+		t.Fatalf("test header has %d lines, want 1036", n)
+	}
+	p := params()
+	p.Headers = h
+	msg, err := Build(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, msg)
+	if len(msg) >= 6000 {
+		t.Errorf("notice is %d bytes, want under 6000", len(msg))
+	}
+	if bytes.Contains(msg, []byte("body must not appear")) {
+		t.Error("original body included")
+	}
+	r, err := Parse(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Headers) > MaxHeaders || len(r.Headers) < MaxHeaders/2 {
+		t.Errorf("kept %d bytes of header, want at most %d and not much less", len(r.Headers), MaxHeaders)
+	}
+	// Cut between fields: the kept part is a prefix of the original
+	// header that ends where the next field starts.
+	if !bytes.HasPrefix(h, r.Headers) {
+		t.Fatalf("kept header is not a prefix of the original:\n%s", r.Headers)
+	}
+	if next := h[len(r.Headers)]; next == ' ' || next == '\t' {
+		t.Errorf("cut inside a folded field: next byte %q", next)
+	}
+	if !strings.Contains(r.Human, "shortened") {
+		t.Errorf("human part does not say the header was cut:\n%s", r.Human)
+	}
+
+	// A header that fits is kept whole and no note is added.
+	p = params()
+	msg, _ = Build(p)
+	r, _ = Parse(msg)
+	if strings.Contains(r.Human, "shortened") || string(r.Headers) != "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: hello\r\n" {
+		t.Errorf("small header: human %q headers %q", r.Human, r.Headers)
+	}
+}
+
+// FuzzHeaders: whatever the original header, the kept part is at most
+// MaxHeaders bytes of whole CRLF lines of at most 998 octets, and a
+// header that fits is not reported as cut.
+func FuzzHeaders(f *testing.F) {
+	f.Add(attackHeader())
+	f.Add([]byte("Subject: a\r\n\tfolded\r\n\r\nbody\r\n"))
+	f.Add([]byte(" starts folded\nX: bare LF\rY: bare CR\n"))
+	f.Add([]byte("X-Long: " + strings.Repeat("a", 5000) + "\r\n"))
+	f.Fuzz(func(t *testing.T, h []byte) {
+		out, cut := normalize(h)
+		if len(out) > MaxHeaders {
+			t.Fatalf("kept %d bytes", len(out))
+		}
+		if len(out) > 0 && !bytes.HasSuffix(out, []byte("\r\n")) {
+			t.Fatalf("kept part does not end in CRLF: %q", out)
+		}
+		for _, l := range bytes.Split(bytes.TrimSuffix(out, []byte("\r\n")), []byte("\r\n")) {
+			if len(l) > maxLine || bytes.ContainsAny(l, "\r\n") {
+				t.Fatalf("bad line %q", l)
+			}
+		}
+		if cut && len(h) <= MaxHeaders/2 {
+			t.Fatalf("a %d-byte header reported as cut", len(h))
+		}
+	})
+}

@@ -17,6 +17,13 @@ type Config struct {
 	// DeliveryTimeout bounds one transport call (all of a message's
 	// recipients on one route); default 10m, above RFC 5321 §4.5.3.2.6.
 	DeliveryTimeout time.Duration `mapstructure:"delivery_timeout"`
+	// BounceUnverifiedSenders: false (default) sends no bounce or delay
+	// warning to an envelope sender that neither passed SPF nor is
+	// DMARC-aligned (and is not an authenticated user, a trusted network
+	// or moat itself): the notice would be backscatter to a forged
+	// address. The dropped notice is logged and counted. true: the
+	// classic behaviour, a notice to every sender.
+	BounceUnverifiedSenders bool `mapstructure:"bounce_unverified_senders"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -67,4 +74,5 @@ func (c Config) Apply(opt *Options) {
 	}
 	opt.Concurrency, opt.PerDestination = c.Concurrency, c.PerDestination
 	opt.DeliveryTimeout = c.DeliveryTimeout
+	opt.BounceUnverifiedSenders = c.BounceUnverifiedSenders
 }

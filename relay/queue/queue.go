@@ -29,6 +29,13 @@
 //   - Notices go to the envelope sender from the null sender; none is ever
 //     sent for a message from the null sender (a bounce is never bounced,
 //     nor warned about: RFC 5321 §4.5.5, RFC 3461 §6.2).
+//   - Nor, unless Options.BounceUnverifiedSenders, for a sender the
+//     gateway recorded as spool.SenderUnverified (no SPF pass, no aligned
+//     DMARC pass, not an authenticated user or a trusted network): the
+//     address may be forged, and the notice would be backscatter
+//     (RFC 3834 §2). Its failed recipients are marked as notified, one
+//     line is logged and Options.Suppressed counts it. Records without
+//     the field (spooled by an older moat) are notified as before.
 //   - A message is removed from the spool only when no recipient is pending
 //     and every failed recipient's notice has been Put durably
 //     (Recipient.Bounced). A crash between the notice's Put and that mark
@@ -82,6 +89,15 @@ type Options struct {
 	// the implicit "mx" route.
 	RouteFor func(rcpt string) (route string, ok bool)
 
+	// BounceUnverifiedSenders sends notices to every sender, as MTAs
+	// classically do. The default (false) withholds them from a sender
+	// recorded as spool.SenderUnverified: the failed recipients are
+	// marked done, one line is logged and Suppressed is called.
+	BounceUnverifiedSenders bool
+	// Suppressed, when set, is called once per withheld notice with its
+	// kind, NoticeFailure or NoticeDelay (the metrics hook).
+	Suppressed func(kind string)
+
 	DeliveryTimeout time.Duration // one transport call; default 10m
 	ShutdownGrace   time.Duration // in-flight deliveries after Run's ctx ends; default 30s
 	ScanInterval    time.Duration // spool rescan; default 1m
@@ -122,6 +138,12 @@ func (o *Options) defaults() {
 		o.Logger = zap.NewNop()
 	}
 }
+
+// Kinds of notice, for Options.Suppressed.
+const (
+	NoticeFailure = "failure" // a bounce (RFC 3464 Action: failed)
+	NoticeDelay   = "delay"   // a delay warning (Action: delayed)
+)
 
 // Stats counts the queue's messages by state.
 type Stats struct {
@@ -633,14 +655,17 @@ func (m *Manager) bounce(ctx context.Context, env *spool.Envelope, now time.Time
 	if len(idx) == 0 {
 		return nil
 	}
-	if env.Sender != "" {
+	switch {
+	case env.Sender == "":
+		m.log.Info("no bounce to the null sender", zap.String("queue_id", env.ID), zap.Int("recipients", len(idx)))
+	case m.withhold(env, NoticeFailure, len(idx)):
+		// Withheld: marked below as if sent, so it is never retried.
+	default:
 		id, err := m.enqueueNotice(ctx, env, rcpts, now)
 		if err != nil {
 			return err
 		}
 		m.log.Info("bounce queued", zap.String("queue_id", env.ID), zap.String("dsn_id", id), zap.Int("recipients", len(idx)))
-	} else {
-		m.log.Info("no bounce to the null sender", zap.String("queue_id", env.ID), zap.Int("recipients", len(idx)))
 	}
 	for _, i := range idx {
 		env.Recipients[i].Bounced = true
@@ -648,9 +673,34 @@ func (m *Manager) bounce(ctx context.Context, env *spool.Envelope, now time.Time
 	return m.sp.Update(env)
 }
 
+// withhold reports whether the notice of kind about env must not be sent
+// because its sender was not verified at acceptance (Options.
+// BounceUnverifiedSenders); if so it logs one line and calls Suppressed.
+// RFC 3834 §2 and RFC 5321 §6.2: a notice to a forged sender is
+// backscatter, mail nobody asked for; Postfix's answer is to refuse
+// before 250 (relay/verify) and this is the fallback for what still
+// fails after it.
+func (m *Manager) withhold(env *spool.Envelope, kind string, rcpts int) bool {
+	if m.opt.BounceUnverifiedSenders || env.SenderCheck.Verified() {
+		return false
+	}
+	m.log.Info("bounce suppressed",
+		zap.String("queue_id", env.ID), zap.String("sender", env.Sender), zap.String("notice", kind),
+		zap.Int("recipients", rcpts),
+		zap.String("reason", "sender not verified: no SPF pass, no aligned DMARC pass, not authenticated or trusted"))
+	if m.opt.Suppressed != nil {
+		m.opt.Suppressed(kind)
+	}
+	return true
+}
+
 // delayWarning sends, once per message, a notice that delivery is late.
 func (m *Manager) delayWarning(ctx context.Context, env *spool.Envelope, now time.Time) {
 	if m.opt.DelayWarning < 0 || env.DelayWarned || env.Sender == "" || now.Sub(env.Received) < m.opt.DelayWarning {
+		return
+	}
+	if m.withhold(env, NoticeDelay, 0) {
+		env.DelayWarned = true // once; persisted by the caller's Update
 		return
 	}
 	var rcpts []dsn.Recipient
@@ -741,6 +791,8 @@ func (m *Manager) enqueueNotice(ctx context.Context, env *spool.Envelope, rcpts 
 		Received:   now,
 		UTF8:       !isASCII(env.Sender),
 		Protocol:   "LOCAL",
+		// From the null sender, so never notified anyway (RFC 3461 §6.2).
+		SenderCheck: spool.SenderLocal,
 	}
 	if err := m.sp.Put(ctx, n, bytes.NewReader(msg)); err != nil {
 		return "", err
@@ -752,15 +804,16 @@ func (m *Manager) enqueueNotice(ctx context.Context, env *spool.Envelope, rcpts 
 	return n.ID, nil
 }
 
-// readHeaders returns the header section of a spooled message, at most
-// dsn.MaxHeaders bytes.
+// readHeaders returns the header section of a spooled message, from at
+// most dsn.HeaderReadLimit bytes of it (dsn.Build keeps whole fields up
+// to dsn.MaxHeaders).
 func (m *Manager) readHeaders(id string) ([]byte, error) {
 	f, err := m.sp.Open(id)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, dsn.MaxHeaders))
+	b, err := io.ReadAll(io.LimitReader(f, dsn.HeaderReadLimit))
 	if err != nil {
 		return nil, err
 	}

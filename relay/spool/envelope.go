@@ -18,6 +18,41 @@ const (
 	StatusFailed    Status = "failed"
 )
 
+// SenderCheck records, when a message is accepted, why its envelope
+// sender may (or may not) be sent delivery status notifications. A
+// notice goes to an address the client named; unless that address was
+// shown to belong to the client, the notice is backscatter to a forged
+// sender (RFC 3834 §2, RFC 5321 §6.2). The gateway sets it; the queue
+// manager reads it.
+type SenderCheck string
+
+// Sender checks. The zero value is what a record written before the
+// field existed reads as: notified as before. Only SenderUnverified
+// withholds notices.
+const (
+	// SenderUnchecked: not recorded (an older record): notify as before.
+	SenderUnchecked SenderCheck = ""
+	// SenderSPF: SPF passed for the MAIL FROM identity (RFC 7208 §2.6.3).
+	SenderSPF SenderCheck = "spf"
+	// SenderDMARC: DMARC passed (aligned DKIM or SPF, RFC 7489 §3.1) and
+	// the MAIL FROM domain is in the same organizational domain.
+	SenderDMARC SenderCheck = "dmarc"
+	// SenderAuthenticated: the client authenticated (SMTP AUTH, RFC 4954).
+	SenderAuthenticated SenderCheck = "auth"
+	// SenderTrusted: the client is in trusted_networks.
+	SenderTrusted SenderCheck = "trusted"
+	// SenderLocal: moat made the message itself (a notice, a report).
+	SenderLocal SenderCheck = "local"
+	// SenderUnverified: none of the above; notices are withheld unless
+	// the operator asks for them (queue.bounce_unverified_senders).
+	SenderUnverified SenderCheck = "none"
+)
+
+// Verified reports whether notices may go to the sender: every value but
+// SenderUnverified, so that unknown and unrecorded values keep the
+// classic behaviour.
+func (c SenderCheck) Verified() bool { return c != SenderUnverified }
+
 // Recipient is one envelope recipient and its delivery state.
 type Recipient struct {
 	Address     string    `json:"address"`
@@ -27,7 +62,8 @@ type Recipient struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 	// Bounced is set once a failure notice for this failed recipient has
-	// been durably queued (or was not due: null sender). The queue manager
+	// been durably queued (or was not due: null sender, or a sender
+	// recorded as SenderUnverified, see SenderCheck). The queue manager
 	// keeps a message until every failed recipient is Bounced.
 	Bounced bool `json:"bounced,omitempty"`
 }
@@ -49,6 +85,10 @@ type Envelope struct {
 	// it into the junk folder. Records written before the field read as
 	// false.
 	Junk bool `json:"junk,omitempty"`
+	// SenderCheck says whether the sender may get notices (see
+	// SenderCheck); records written before the field read as
+	// SenderUnchecked and are notified as before.
+	SenderCheck SenderCheck `json:"sender_check,omitempty"`
 
 	Attempts    int       `json:"attempts,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
@@ -155,7 +195,7 @@ func checkEnvelope(env *Envelope) error {
 	if env.Size < 0 {
 		return fmt.Errorf("spool: %s: negative size", env.ID)
 	}
-	strs := []string{env.Sender, env.ClientIP, env.ClientName, env.HELO, env.Protocol, env.LastError}
+	strs := []string{env.Sender, env.ClientIP, env.ClientName, env.HELO, env.Protocol, env.LastError, string(env.SenderCheck)}
 	for _, r := range env.Recipients {
 		if r.Address == "" {
 			return fmt.Errorf("spool: %s: empty recipient address", env.ID)
