@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
+
+	"moat/gateway/guard"
 )
 
 // Listener is one entry of `listeners:`.
@@ -28,6 +31,25 @@ type Listener struct {
 	// screened or served); 0: no cap of its own, only the guard's
 	// guard.max_connections and its reserve for submission listeners.
 	MaxConnections int `mapstructure:"max_connections"`
+}
+
+// GuardOptions is the connection guard's view of the listener: its
+// name, greet delay, PROXY protocol, its own connection cap, whether it
+// may use the submission reserve, and for implicit TLS the config the
+// guard writes its refusals with (tlsConf; nil: the close only).
+func (l Listener) GuardOptions(tlsConf *tls.Config) guard.ListenerOptions {
+	o := guard.ListenerOptions{
+		Name:           l.Name,
+		GreetDelay:     l.GreetDelay,
+		ProxyProtocol:  l.ProxyProtocol,
+		ImplicitTLS:    l.TLS == "implicit",
+		Submission:     l.Mode == "submission",
+		MaxConnections: l.MaxConnections,
+	}
+	if o.ImplicitTLS {
+		o.TLS = tlsConf
+	}
+	return o
 }
 
 // SMTP holds the protocol limits of every listener (`smtp:`).
