@@ -80,6 +80,18 @@ func TestMinDataRate(t *testing.T) {
 	if slow.Load() != 1 {
 		t.Errorf("data-rate timeouts counted: %d", slow.Load())
 	}
+	// BDAT too (the rate runs from the first chunk).
+	c = dial(t, ts.addr)
+	c.Expect("EHLO client.example", 250, "")
+	c.Expect("MAIL FROM:<a@b.example>", 250, "")
+	c.Expect("RCPT TO:<alice@example.org>", 250, "")
+	c.Send("BDAT 1000 LAST\r\n")
+	if text := dripUntilReply(t, c.Conn, 100*time.Millisecond, 100); !strings.HasPrefix(text, "421 4.4.2 ") {
+		t.Fatalf("slow BDAT: %q", text)
+	}
+	if slow.Load() != 2 {
+		t.Errorf("data-rate timeouts counted: %d", slow.Load())
+	}
 	// A client at a normal pace is not hurt.
 	cfg.MinDataRate = 1
 	ts = start(t, cfg, nil)
