@@ -1,12 +1,15 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
+
+	"moat/gateway/guard"
 )
 
 // Listener is one entry of `listeners:`.
@@ -24,6 +27,29 @@ type Listener struct {
 	// Auth offers AUTH on an mx listener too (submission always does).
 	Auth       bool          `mapstructure:"auth"`
 	GreetDelay time.Duration `mapstructure:"greet_delay"`
+	// MaxConnections caps the connections of this listener (being
+	// screened or served); 0: no cap of its own, only the guard's
+	// guard.max_connections and its reserve for submission listeners.
+	MaxConnections int `mapstructure:"max_connections"`
+}
+
+// GuardOptions is the connection guard's view of the listener: its
+// name, greet delay, PROXY protocol, its own connection cap, whether it
+// may use the submission reserve, and for implicit TLS the config the
+// guard writes its refusals with (tlsConf; nil: the close only).
+func (l Listener) GuardOptions(tlsConf *tls.Config) guard.ListenerOptions {
+	o := guard.ListenerOptions{
+		Name:           l.Name,
+		GreetDelay:     l.GreetDelay,
+		ProxyProtocol:  l.ProxyProtocol,
+		ImplicitTLS:    l.TLS == "implicit",
+		Submission:     l.Mode == "submission",
+		MaxConnections: l.MaxConnections,
+	}
+	if o.ImplicitTLS {
+		o.TLS = tlsConf
+	}
+	return o
 }
 
 // SMTP holds the protocol limits of every listener (`smtp:`).
@@ -34,13 +60,26 @@ type SMTP struct {
 	// take at least 100.
 	MaxRecipients int `mapstructure:"max_recipients"`
 	// MaxLineLength bounds every line read from the client, commands and
-	// message data alike; a longer line is refused without buffering it.
-	// RFC 5321 §4.5.3.1.4/§4.5.3.1.6 set 512 and 1000 octets as the
-	// minimum a server must take; real mail often has longer data lines.
+	// message data alike, in octets counting the CRLF (and not a leading
+	// dot added for transparency), as RFC 5321 §4.5.3.1.6 counts its
+	// 1000-octet text line; a longer line is refused (500 5.4.0) without
+	// buffering it. RFC 5321 §4.5.3.1.4/§4.5.3.1.6 set 512 and 1000
+	// octets as the minimum a server must take; real mail often has
+	// longer data lines.
 	MaxLineLength int `mapstructure:"max_line_length"`
 	// ReadTimeout bounds the wait for each client command or data block
-	// (RFC 5321 §4.5.3.2.7 suggests 5 minutes).
-	ReadTimeout  time.Duration `mapstructure:"read_timeout"`
+	// (RFC 5321 §4.5.3.2.7 suggests 5 minutes). Under overload the
+	// guard's guard.stress.timeout replaces it when shorter.
+	ReadTimeout time.Duration `mapstructure:"read_timeout"`
+	// MinDataRate is the least rate, in octets a second, at which a
+	// message (DATA or BDAT) must come: after N octets the transfer may
+	// have taken read_timeout + N/min_data_rate, as Postfix's
+	// smtpd_min_data_rate (default 500, as Postfix's). 0 turns it off.
+	// A slower client gets 421 4.4.2 and is disconnected.
+	MinDataRate int64 `mapstructure:"min_data_rate"`
+	// DataTimeout bounds the transfer of one whole message, from the 354
+	// (or the first BDAT chunk) to its end. Default 10m; 0 turns it off.
+	DataTimeout  time.Duration `mapstructure:"data_timeout"`
 	WriteTimeout time.Duration `mapstructure:"write_timeout"`
 	// ShutdownTimeout is how long sessions may finish after SIGTERM
 	// before they are told 421 and closed.
@@ -57,6 +96,8 @@ func DefaultSMTP() SMTP {
 		MaxRecipients:   100,
 		MaxLineLength:   4096,
 		ReadTimeout:     5 * time.Minute,
+		MinDataRate:     500,
+		DataTimeout:     10 * time.Minute,
 		WriteTimeout:    time.Minute,
 		ShutdownTimeout: 30 * time.Second,
 		BareLineEndings: "reject",
@@ -77,6 +118,12 @@ func (s SMTP) Validate() error {
 	}
 	if s.ReadTimeout <= 0 {
 		errs = append(errs, errors.New("smtp.read_timeout: must be positive"))
+	}
+	if s.MinDataRate < 0 {
+		errs = append(errs, errors.New("smtp.min_data_rate: must not be negative"))
+	}
+	if s.DataTimeout < 0 {
+		errs = append(errs, errors.New("smtp.data_timeout: must not be negative"))
 	}
 	if s.WriteTimeout <= 0 {
 		errs = append(errs, errors.New("smtp.write_timeout: must be positive"))
@@ -128,6 +175,9 @@ func ValidateListeners(ls []Listener, tlsConfigured bool) error {
 			}
 		default:
 			errs = append(errs, fmt.Errorf("%s.tls: %q is not none, starttls or implicit", key, l.TLS))
+		}
+		if l.MaxConnections < 0 {
+			errs = append(errs, fmt.Errorf("%s.max_connections: must not be negative", key))
 		}
 		if l.GreetDelay < 0 || l.GreetDelay > time.Minute {
 			errs = append(errs, fmt.Errorf("%s.greet_delay: %s is outside 0 to 1m", key, l.GreetDelay))

@@ -74,7 +74,11 @@ type Options struct {
 	// Wrap, when set, wraps each listening socket (the connection guard);
 	// the wrapped listener yields only admitted connections.
 	Wrap func(l net.Listener, cfg Listener) net.Listener
-	Now  func() time.Time
+	// OnTimeout, when set, is told of each connection closed for a
+	// timeout: the listener and the kind (smtpd.TimeoutIdle,
+	// TimeoutDataRate, TimeoutData), for metrics.
+	OnTimeout func(listener, kind string)
+	Now       func() time.Time
 }
 
 // Server runs the SMTP listeners.
@@ -171,8 +175,13 @@ func (s *Server) serve(cfg Listener, ln net.Listener) {
 		MaxRecipients:   s.opt.SMTP.MaxRecipients,
 		MaxLineLength:   s.opt.SMTP.MaxLineLength,
 		ReadTimeout:     s.opt.SMTP.ReadTimeout,
+		MinDataRate:     s.opt.SMTP.MinDataRate,
+		DataTimeout:     s.opt.SMTP.DataTimeout,
 		WriteTimeout:    s.opt.SMTP.WriteTimeout,
 		SMTPUTF8:        true, // RFC 6531: we store and forward UTF-8 envelopes as they are
+	}
+	if f := s.opt.OnTimeout; f != nil {
+		sc.OnTimeout = func(kind string) { f(cfg.Name, kind) }
 	}
 	if cfg.TLS == "starttls" && s.opt.TLS != nil {
 		sc.TLS = s.opt.TLS

@@ -115,6 +115,9 @@ type DNSBLHit struct {
 type DNSBL struct {
 	Score float64
 	Hits  []DNSBLHit
+	// Errors names the lists that failed (timeout, SERVFAIL): no answer,
+	// neither listed nor unlisted.
+	Errors []string
 }
 
 // Envelope holds the SMTP envelope of the current transaction.

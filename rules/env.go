@@ -88,6 +88,7 @@ type dnsblFacts struct {
 	Score  float64  `expr:"score"`
 	Hits   []string `expr:"hits"` // zones that listed the client (DNSWL zones excluded)
 	Listed bool     `expr:"listed"`
+	Errors []string `expr:"errors"` // lists that failed (timeout, SERVFAIL)
 }
 
 type authFacts struct {
@@ -229,6 +230,7 @@ func newState(ctx context.Context, e *Engine, set *Set, f *Facts) *state {
 		}
 	}
 	v.DNSBL.Listed = len(v.DNSBL.Hits) > 0
+	v.DNSBL.Errors = f.DNSBL.Errors
 	*v.IPRev = iprevFacts{Result: string(f.IPRev.Result), Names: f.IPRev.Names}
 	v.Score = f.Score
 	*v.Sender = makeAddress(f.Env.Sender)

@@ -356,7 +356,7 @@ func testReportOf(out *gateway.OfflineResult, trustedIP, authChecks bool) *testR
 	f := &t.Facts
 	rep := &testReport{Client: f.Conn.IP.String(), Trusted: trustedIP, AuthUser: f.Conn.AuthUser}
 	rep.Inbound = authChecks && !t.May()
-	if out.Rule == "guard:"+guard.ReasonDenyList || out.Rule == "guard:"+guard.ReasonDNSBL {
+	if out.Rule == "guard:"+guard.ReasonDenyList || out.Rule == "guard:"+guard.ReasonDNSBL || out.Rule == "guard:"+guard.ReasonDNSBLError {
 		rep.Guard = "refused"
 	}
 	if rep.Inbound && rep.Guard == "" {

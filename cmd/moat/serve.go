@@ -301,6 +301,9 @@ func (a *app) build() error {
 		Resolver: a.resolver,
 		Logger:   log.Named("guard"),
 		OnReject: a.guardRejected,
+		// Metrics: the stress-mode gauge, DNS list errors by zone.
+		OnStress:     m.Stress,
+		OnDNSBLError: m.DNSBLError,
 	}
 	if a.cluster != nil {
 		gopt.Shared = a.cluster.GuardState()
@@ -332,13 +335,9 @@ func (a *app) build() error {
 		Checks:    checks,
 		Logger:    log.Named("smtp"),
 		Wrap: func(l net.Listener, c gateway.Listener) net.Listener {
-			return m.WrapListener(c.Name, a.guard.Listen(l, guard.ListenerOptions{
-				Name:          c.Name,
-				GreetDelay:    c.GreetDelay,
-				ProxyProtocol: c.ProxyProtocol,
-				ImplicitTLS:   c.TLS == "implicit",
-			}))
+			return m.WrapListener(c.Name, a.guard.Listen(l, c.GuardOptions(tlsConf)))
 		},
+		OnTimeout: m.SMTPTimeout,
 	})
 	if err != nil {
 		return err

@@ -16,6 +16,15 @@ type Config struct {
 	// those still being screened and those handed to the SMTP server.
 	// Default 1000.
 	MaxConnections int `mapstructure:"max_connections"`
+	// SubmissionReserve is the share of MaxConnections that only
+	// submission listeners may use (rounded up to whole connections): the
+	// other listeners together stop short of it, so that a flood on port
+	// 25 cannot refuse logins on 587/465. 0 keeps nothing aside. Default
+	// 0.1. A listener may also have a cap of its own
+	// (listeners[].max_connections).
+	SubmissionReserve float64 `mapstructure:"submission_reserve"`
+	// Stress is the overload mode (as Postfix's stress mode).
+	Stress Stress `mapstructure:"stress"`
 	// PerIP limits one client address. Defaults: 60 connections a minute,
 	// burst 20, 10 at once.
 	PerIP Limit `mapstructure:"per_ip"`
@@ -83,6 +92,31 @@ type DNSBL struct {
 	Threshold float64 `mapstructure:"threshold"`
 	// Reply is 550 (550 5.7.1, default) or 421 (421 4.7.1, try later).
 	Reply int `mapstructure:"reply"`
+	// OnError is what a list that fails (timeout, SERVFAIL) means:
+	// "accept" (default) counts it as no answer; "tempfail" refuses the
+	// client with 421 4.7.0 when the failed lists' weights could have
+	// brought the score to the threshold (fail closed).
+	OnError string `mapstructure:"on_error"`
+}
+
+// DNSBL.OnError values.
+const (
+	DNSBLAccept   = "accept"
+	DNSBLTempfail = "tempfail"
+)
+
+// Stress is `guard.stress:`. A listener is under stress while its
+// connections are above Threshold of its cap, or all the guard's are
+// above Threshold of max_connections; it ends once the count is below
+// 90% of that level (so that a count at the edge does not flap). Under
+// stress every wait for the client (each command, each data block) is
+// cut to Timeout, as Postfix's stress mode cuts smtpd_timeout to 10s.
+type Stress struct {
+	// Threshold is a share of the cap, in (0, 1]; 0 turns stress mode
+	// off. Default 0.8.
+	Threshold float64 `mapstructure:"threshold"`
+	// Timeout replaces smtp.read_timeout under stress. Default 10s.
+	Timeout time.Duration `mapstructure:"timeout"`
 }
 
 // Pregreet is `guard.pregreet:`. The greet delay itself is per listener.
@@ -121,11 +155,13 @@ type Tarpit struct {
 func DefaultConfig() Config {
 	return Config{
 		MaxConnections:     1000,
+		SubmissionReserve:  0.1,
+		Stress:             Stress{Threshold: 0.8, Timeout: 10 * time.Second},
 		PerIP:              Limit{RatePerMinute: 60, Burst: 20, MaxConcurrent: 10},
 		PerPrefix:          PrefixLimit{IPv4Prefix: 24, IPv6Prefix: 64, Limit: Limit{RatePerMinute: 300, Burst: 60, MaxConcurrent: 50}},
 		TrackedClients:     65536,
 		ProxyHeaderTimeout: 5 * time.Second,
-		DNSBL:              DNSBL{Config: dnsbl.DefaultConfig(), Threshold: 1, Reply: 550},
+		DNSBL:              DNSBL{Config: dnsbl.DefaultConfig(), Threshold: 1, Reply: 550, OnError: DNSBLAccept},
 		Pregreet:           Pregreet{PassTTL: 24 * time.Hour, CacheSize: 100000, Action: PregreetHold},
 		MaxErrors:          10,
 		MaxCommandLoops:    50,
@@ -142,6 +178,15 @@ func (c Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.MaxConnections < 1 {
 		add("guard.max_connections: must be at least 1")
+	}
+	if c.SubmissionReserve < 0 || c.SubmissionReserve >= 1 {
+		add("guard.submission_reserve: %v is outside [0, 1)", c.SubmissionReserve)
+	}
+	if c.Stress.Threshold < 0 || c.Stress.Threshold > 1 {
+		add("guard.stress.threshold: %v is outside [0, 1]", c.Stress.Threshold)
+	}
+	if c.Stress.Threshold > 0 && c.Stress.Timeout <= 0 {
+		add("guard.stress.timeout: must be positive")
 	}
 	checkLimit := func(key string, l Limit) {
 		if l.RatePerMinute < 0 {
@@ -187,6 +232,9 @@ func (c Config) Validate() error {
 	}
 	if c.DNSBL.Reply != 550 && c.DNSBL.Reply != 421 {
 		add("guard.dnsbl.reply: %d is not 550 or 421", c.DNSBL.Reply)
+	}
+	if o := c.DNSBL.OnError; o != DNSBLAccept && o != DNSBLTempfail {
+		add("guard.dnsbl.on_error: %q is not accept or tempfail", o)
 	}
 	if c.Pregreet.PassTTL < 0 {
 		add("guard.pregreet.pass_ttl: must not be negative")

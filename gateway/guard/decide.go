@@ -11,13 +11,33 @@ import (
 
 // DNSBLDecision is the guard's decision on the DNS lists' answer for one
 // client, made in one place for the listener (at accept) and for the
-// offline `moat rules test`: refuse is whether the total score reaches
-// guard.dnsbl.threshold, rp the reply written in place of the greeting
-// (RFC 5321 §3.1) and zones the lists that named the client (DNSWL zones
-// excluded).
-func DNSBLDecision(cfg DNSBL, host string, ip netip.Addr, r dnsbl.Result) (refuse bool, rp *reply.Reply, zones string) {
+// offline `moat rules test`. reason is "" to admit; ReasonDNSBL when the
+// total score reaches guard.dnsbl.threshold (detail: the lists that
+// named the client, DNSWL zones excluded); ReasonDNSBLError, with
+// guard.dnsbl.on_error: tempfail, when lists failed whose weights could
+// have brought the score to the threshold (detail: those lists). rp is
+// the reply written in place of the greeting (RFC 5321 §3.1). A failed
+// list is otherwise no answer: DNS failures are temporary errors, never
+// a listing.
+func DNSBLDecision(cfg DNSBL, host string, ip netip.Addr, r dnsbl.Result) (reason string, rp *reply.Reply, detail string) {
 	if r.Score < cfg.Threshold {
-		return false, nil, ""
+		if cfg.OnError != DNSBLTempfail || len(r.Failed) == 0 {
+			return "", nil, ""
+		}
+		// Fail closed only where the missing answers matter.
+		could := r.Score
+		var names []string
+		for _, f := range r.Failed {
+			if f.Weight > 0 {
+				could += f.Weight
+				names = append(names, f.Zone)
+			}
+		}
+		if could < cfg.Threshold {
+			return "", nil, ""
+		}
+		detail = strings.Join(names, ",")
+		return ReasonDNSBLError, replyDNSBLError.Format(detail, ip).WithHost(host), detail
 	}
 	var names []string
 	for _, h := range r.Hits {
@@ -25,11 +45,11 @@ func DNSBLDecision(cfg DNSBL, host string, ip netip.Addr, r dnsbl.Result) (refus
 			names = append(names, h.Zone)
 		}
 	}
-	zones = strings.Join(names, ",")
+	detail = strings.Join(names, ",")
 	if cfg.Reply == 421 {
-		return true, replyDNSBLTemp.Format(ip, zones).WithHost(host), zones
+		return ReasonDNSBL, replyDNSBLTemp.Format(ip, detail).WithHost(host), detail
 	}
-	return true, replyDNSBL.Format(ip, zones).WithHost(host), zones
+	return ReasonDNSBL, replyDNSBL.Format(ip, detail).WithHost(host), detail
 }
 
 // DenyReply is the reply written to a client on guard.deny (RFC 5321
@@ -54,8 +74,8 @@ func (g *Guard) Screen(ctx context.Context, ip netip.Addr) (facts ConnFacts, rea
 	}
 	r := st.dnsbl.Check(ctx, ip)
 	facts.DNSBL, facts.DNSBLFailed = r.DNSBL, r.FailedZones()
-	if refuse, rp, _ := DNSBLDecision(st.cfg.DNSBL, g.host, ip, r); refuse {
-		return facts, ReasonDNSBL, rp
+	if reason, rp, _ := DNSBLDecision(st.cfg.DNSBL, g.host, ip, r); reason != "" {
+		return facts, reason, rp
 	}
 	return facts, "", nil
 }

@@ -3,6 +3,7 @@ package guard
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -39,6 +40,12 @@ type Options struct {
 	Now func() time.Time
 	// OnReject, when set, is called for every rejection (metrics).
 	OnReject func(Rejection)
+	// OnStress, when set, is told each time a listener goes into or out
+	// of stress mode (metrics); it must not block.
+	OnStress func(listener string, on bool)
+	// OnDNSBLError, when set, is called for each DNS list that failed
+	// for a connecting client (metrics, by zone).
+	OnDNSBLError func(zone string)
 	// Shared, when set, shares the connection rate buckets and the
 	// pregreet pass cache with other nodes (see SharedState). Default:
 	// none, every limit is node-local.
@@ -65,6 +72,16 @@ type ListenerOptions struct {
 	// wrap the plain listener with the guard and put tls.NewListener
 	// over it. There is then no pregreet banner and no byte inspection.
 	ImplicitTLS bool
+	// TLS is the listener's TLS config when ImplicitTLS: with it, a
+	// refused client gets its reply over TLS (the handshake bounded by a
+	// short deadline); without it, only the close.
+	TLS *tls.Config
+	// Submission marks a submission listener (587/465): it may use the
+	// slots of guard.submission_reserve.
+	Submission bool
+	// MaxConnections caps this listener's connections (being screened or
+	// served); 0: only the guard's caps.
+	MaxConnections int
 }
 
 // Guard admits or rejects connections before the SMTP server sees them.
@@ -76,14 +93,30 @@ type Guard struct {
 	onRej  func(Rejection)
 	shared SharedState
 
-	state  atomic.Pointer[state]
-	lim    *limiter
-	passMu sync.Mutex
-	pass   *lru.Cache[netip.Addr, time.Time]
-	active atomic.Int64
-	stats  Stats
-	rep    *replies
-	logLim logLimiter
+	state      atomic.Pointer[state]
+	lim        *limiter
+	onStress   func(listener string, on bool)
+	onDNSBLErr func(zone string)
+
+	// public counts the connections of the listeners that are not
+	// submission ones (guard.submission_reserve applies to them);
+	// submissions is the number of submission listeners open.
+	public      atomic.Int64
+	submissions atomic.Int64
+	// lmu guards lists, the open listeners (for stress mode); stressMu
+	// makes each listener's stress changes one at a time.
+	lmu      sync.Mutex
+	lists    []*listener
+	stressMu sync.Mutex
+	// tlsRefusals bounds the refusals written over TLS from the accept
+	// loop at once (each one a handshake of its own).
+	tlsRefusals chan struct{}
+	passMu      sync.Mutex
+	pass        *lru.Cache[netip.Addr, time.Time]
+	active      atomic.Int64
+	stats       Stats
+	rep         *replies
+	logLim      logLimiter
 }
 
 // state is a compiled Config, swapped whole by Reload.
@@ -110,7 +143,8 @@ func New(cfg Config, opt Options) (*Guard, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	g := &Guard{host: opt.Hostname, res: opt.Resolver, log: opt.Logger, now: opt.Now, onRej: opt.OnReject, shared: opt.Shared}
+	g := &Guard{host: opt.Hostname, res: opt.Resolver, log: opt.Logger, now: opt.Now, onRej: opt.OnReject, shared: opt.Shared,
+		onStress: opt.OnStress, onDNSBLErr: opt.OnDNSBLError, tlsRefusals: make(chan struct{}, maxTLSRefusals)}
 	g.rep = newReplies(opt.Hostname)
 	st, err := g.compile(cfg)
 	if err != nil {
@@ -184,6 +218,12 @@ func (g *Guard) Listen(inner net.Listener, opt ListenerOptions) net.Listener {
 		ctx: ctx, cancel: cancel,
 		pending: map[net.Conn]struct{}{},
 	}
+	g.lmu.Lock()
+	g.lists = append(g.lists, l)
+	g.lmu.Unlock()
+	if opt.Submission {
+		g.submissions.Add(1)
+	}
 	go l.acceptLoop()
 	return l
 }
@@ -201,6 +241,11 @@ type listener struct {
 	err     error
 	closed  bool
 	pending map[net.Conn]struct{}
+
+	// active counts this listener's connections, screened or served;
+	// stressOn is its stress mode (guard.stress).
+	active   atomic.Int64
+	stressOn atomic.Bool
 }
 
 func (l *listener) Addr() net.Addr { return l.inner.Addr() }
@@ -229,6 +274,17 @@ func (l *listener) Close() error {
 	l.closed = true
 	close(l.done)
 	l.cancel()
+	l.g.lmu.Lock()
+	for i, x := range l.g.lists {
+		if x == l {
+			l.g.lists = append(l.g.lists[:i], l.g.lists[i+1:]...)
+			break
+		}
+	}
+	l.g.lmu.Unlock()
+	if l.opt.Submission {
+		l.g.submissions.Add(-1)
+	}
 	for c := range l.pending {
 		c.Close()
 	}
@@ -280,12 +336,8 @@ func (l *listener) acceptLoop() {
 		}
 		delay = 0
 		st := l.g.state.Load()
-		if n := l.g.active.Add(1); n > int64(st.cfg.MaxConnections) {
-			l.g.active.Add(-1)
-			// A fresh socket's send buffer is empty: this write does not
-			// block the loop (and has a deadline anyway).
-			l.g.reject(l, raw, addrPortOf(raw.RemoteAddr()), ReasonMaxConnections, l.g.replyFor(ReasonMaxConnections, netip.Addr{}), "")
-			raw.Close()
+		if reason := l.enter(&st.cfg); reason != "" {
+			l.refuseInLoop(raw, reason)
 			continue
 		}
 		go l.admit(raw)
@@ -314,7 +366,7 @@ func (l *listener) admit(raw net.Conn) {
 			// Free the places first: once the client sees the close,
 			// they are free (as Conn.Close does).
 			ls.release()
-			g.active.Add(-1)
+			l.leave()
 			raw.Close()
 		}
 	}()
@@ -343,18 +395,18 @@ func (l *listener) admit(raw net.Conn) {
 	ip := facts.Client.Addr()
 
 	if st.deny.Contains(ip) {
-		g.reject(l, raw, facts.Client, ReasonDenyList, DenyReply(g.host, ip), "")
+		l.refuse(raw, pre, facts.Client, ReasonDenyList, DenyReply(g.host, ip), "")
 		return
 	}
 	facts.Allowlisted = st.allow.Contains(ip)
 	if !facts.Allowlisted {
 		var reason string
 		if ls, reason = g.lim.acquire(ip, &st.cfg); reason != "" {
-			g.reject(l, raw, facts.Client, reason, g.replyFor(reason, ip), "")
+			l.refuse(raw, pre, facts.Client, reason, g.replyFor(reason, ip), "")
 			return
 		}
 		if reason := g.sharedRate(l.ctx, ip, &st.cfg); reason != "" {
-			g.reject(l, raw, facts.Client, reason, g.replyFor(reason, ip), "")
+			l.refuse(raw, pre, facts.Client, reason, g.replyFor(reason, ip), "")
 			return
 		}
 	}
@@ -392,8 +444,13 @@ func (l *listener) admit(raw net.Conn) {
 		}
 		facts.DNSBL = r.DNSBL
 		facts.DNSBLFailed = r.FailedZones()
-		if refuse, line, zones := DNSBLDecision(st.cfg.DNSBL, g.host, ip, r); refuse {
-			g.reject(l, raw, facts.Client, ReasonDNSBL, line, zones)
+		if g.onDNSBLErr != nil {
+			for _, z := range facts.DNSBLFailed {
+				g.onDNSBLErr(z)
+			}
+		}
+		if reason, line, zones := DNSBLDecision(st.cfg.DNSBL, g.host, ip, r); reason != "" {
+			l.refuse(raw, pre, facts.Client, reason, line, zones)
 			return
 		}
 		if pg.wasInterrupted() && facts.Pregreet == "" {
@@ -434,7 +491,7 @@ func (l *listener) admit(raw net.Conn) {
 	held := ls // a copy the closure can hold by value
 	c.release = func() {
 		held.release()
-		g.active.Add(-1)
+		l.leave()
 	}
 	select {
 	case l.ch <- c:

@@ -23,6 +23,9 @@ var (
 	// The DNSBL hit: 550 by default, 421 (try later) as configured.
 	replyDNSBL     = reply.New(550, 7, 1, "Service unavailable; client [%s] blocked using %s")
 	replyDNSBLTemp = reply.New(421, 7, 1, "Service unavailable; client [%s] blocked using %s, try again later")
+	// guard.dnsbl.on_error: tempfail, a list failed (RFC 3463 §3.8:
+	// X.7.0, a security or policy status that is not more precise).
+	replyDNSBLError = reply.New(421, 7, 0, "Service unavailable; DNS list %s did not answer for [%s], try again later")
 )
 
 // replies are the replies the guard writes that do not depend on the
@@ -39,7 +42,7 @@ func newReplies(host string) *replies {
 	for i, reason := range reasons {
 		var rp *reply.Reply
 		switch reason {
-		case ReasonMaxConnections:
+		case ReasonMaxConnections, ReasonListenerFull:
 			rp = replyMaxConns
 		case ReasonPerIPRate, ReasonPerIPConcurrency, ReasonPerPrefixRate, ReasonPerPrefixConcurrency:
 			rp = replyClientConns
@@ -50,7 +53,8 @@ func newReplies(host string) *replies {
 		case ReasonCommandLoop:
 			rp = replyCommandLoop
 		}
-		// deny_list and dnsbl name the client (replyFor, dnsblReply);
+		// deny_list, dnsbl and dnsbl_error name the client (replyFor,
+		// DNSBLDecision);
 		// tls_on_plain and proxy_bad_header get nothing the peer could
 		// read.
 		if rp != nil {

@@ -32,6 +32,8 @@ func TestReplies(t *testing.T) {
 		{ReasonTLSOnPlain, ""},
 		{ReasonProxyBadHeader, ""},
 		{ReasonDNSBL, ""}, // dnsblReply names the lists
+		{ReasonListenerFull, "421 4.7.0 mx.test Too many connections, try again later\r\n"},
+		{ReasonDNSBLError, ""}, // DNSBLDecision names the lists
 		{"no such reason", ""},
 	}
 	for _, tt := range tests {

@@ -5,12 +5,14 @@ import "sync/atomic"
 // Rejection reasons, one counter each.
 const (
 	ReasonMaxConnections       = "max_connections"
+	ReasonListenerFull         = "listener_full" // listeners[].max_connections, or the submission reserve
 	ReasonPerIPRate            = "per_ip_rate"
 	ReasonPerIPConcurrency     = "per_ip_concurrency"
 	ReasonPerPrefixRate        = "per_prefix_rate"
 	ReasonPerPrefixConcurrency = "per_prefix_concurrency"
 	ReasonDenyList             = "deny_list"
 	ReasonDNSBL                = "dnsbl"
+	ReasonDNSBLError           = "dnsbl_error" // a list failed, with guard.dnsbl.on_error: tempfail
 	ReasonPregreet             = "pregreet"
 	ReasonHTTP                 = "http"
 	ReasonTLSOnPlain           = "tls_on_plain"
@@ -25,7 +27,7 @@ var reasons = [...]string{
 	ReasonMaxConnections, ReasonPerIPRate, ReasonPerIPConcurrency, ReasonPerPrefixRate,
 	ReasonPerPrefixConcurrency, ReasonDenyList, ReasonDNSBL, ReasonPregreet, ReasonHTTP,
 	ReasonTLSOnPlain, ReasonProxyUntrusted, ReasonProxyBadHeader, ReasonTooManyErrors,
-	ReasonCommandLoop,
+	ReasonCommandLoop, ReasonListenerFull, ReasonDNSBLError,
 }
 
 // Reasons returns every rejection reason, in a stable order (for metrics).

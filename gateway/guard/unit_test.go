@@ -153,6 +153,10 @@ func TestValidate(t *testing.T) {
 		{"guard.max_errors", func(c *Config) { c.MaxErrors = -1 }},
 		{"guard.tarpit", func(c *Config) { c.Tarpit.Max = time.Hour }},
 		{"guard.proxy_header_timeout", func(c *Config) { c.ProxyHeaderTimeout = 0 }},
+		{"guard.submission_reserve", func(c *Config) { c.SubmissionReserve = 1 }},
+		{"guard.stress.threshold", func(c *Config) { c.Stress.Threshold = 1.5 }},
+		{"guard.stress.timeout", func(c *Config) { c.Stress.Timeout = 0 }},
+		{"guard.dnsbl.on_error", func(c *Config) { c.DNSBL.OnError = "reject" }},
 	}
 	for _, tt := range tests {
 		cfg := DefaultConfig()

@@ -60,6 +60,7 @@ func (c *Conn) dispatch(verb, arg string) {
 
 // reset ends the mail transaction (RSET, EHLO again, end of DATA/BDAT).
 func (c *Conn) reset() {
+	c.xferOn = false
 	c.mail = false
 	c.rcpts = 0
 	c.chunks = nil
@@ -222,6 +223,7 @@ func (c *Conn) dataCmd(arg string) {
 		return
 	}
 	c.reply(replyStartData)
+	c.startXfer()
 	d := &dataReader{c: c, left: c.srv.cfg.MaxMessageBytes}
 	r := c.session.Data(d)
 	if d.err == nil {
@@ -288,6 +290,7 @@ func (c *Conn) bdatCmd(arg string) {
 	}
 	if c.chunks == nil {
 		c.chunks = &bytes.Buffer{}
+		c.startXfer() // MinDataRate and DataTimeout run from the first chunk to LAST
 	}
 	// Read in pieces, so that a client announcing a big chunk and sending
 	// nothing makes us hold nothing.
@@ -418,7 +421,7 @@ func (c *Conn) startTLS(arg string) {
 	c.releaseRead()
 	c.partial = nil
 	tc := tls.Server(c.nc, c.srv.cfg.TLS)
-	tc.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+	tc.SetDeadline(time.Now().Add(c.readTimeout()))
 	if err := tc.Handshake(); err != nil {
 		c.srv.log.Debug("STARTTLS handshake failed", zap.Error(err))
 		c.done = true
@@ -441,12 +444,14 @@ func (c *Conn) startTLS(arg string) {
 // RFC 5321 §4.5.2, ends at <CRLF>.<CRLF> and nowhere else (§4.1.1.4;
 // where exactly: package internal/dataend, which the guard follows too),
 // keeps CR and LF as they came, and fails with ErrDataTooLarge past
-// the size limit. ".\rX" at a line start gives "\rX".
+// the size limit. ".\rX" at a line start gives "\rX". A line may have
+// MaxLineLength octets with its line end, the dot of dot-stuffing not
+// counted (RFC 5321 §4.5.3.1.6), as a command line may.
 type dataReader struct {
 	c     *Conn
 	state dataend.State
 	left  int64 // octets the message may still have; <0: no limit
-	line  int   // octets in the current line so far
+	line  int   // octets in the current line so far, a CR included, a stuffing dot not
 	err   error // a failure of the connection or the line limit
 }
 
@@ -464,7 +469,7 @@ func (d *dataReader) Read(p []byte) (int, error) {
 		p = p[:d.left]
 	}
 	c := d.c
-	max := c.srv.cfg.MaxLineLength + 2
+	max := c.srv.cfg.MaxLineLength - 1 // the octets before the LF
 	n := 0
 	for n < len(p) && d.state != dataend.End {
 		if c.readBuf == nil || c.used == c.filled {
@@ -513,12 +518,15 @@ func (d *dataReader) Read(p []byte) (int, error) {
 				continue
 			}
 			i++
+			stuffing := d.state == dataend.BeginLine && b == '.'
 			if b == '\n' {
 				d.line = 0
-			} else if d.line++; d.line > max {
-				c.used += i
-				d.err = errTooLongLine
-				return n, d.err
+			} else if !stuffing {
+				if d.line++; d.line > max {
+					c.used += i
+					d.err = errTooLongLine
+					return n, d.err
+				}
 			}
 			prev := d.state
 			if d.state = dataend.Next(prev, b); d.state == dataend.End {

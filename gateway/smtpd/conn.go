@@ -18,6 +18,13 @@ import (
 // errTooLongLine: a command or DATA line over Config.MaxLineLength.
 var errTooLongLine = errors.New("smtpd: line too long")
 
+// Timeout kinds, as Config.OnTimeout is told them.
+const (
+	TimeoutIdle     = "idle"      // a command, or a data block, did not come within ReadTimeout
+	TimeoutDataRate = "data_rate" // the message came slower than MinDataRate
+	TimeoutData     = "data"      // the message took longer than DataTimeout
+)
+
 // Conn is one SMTP connection: its protocol state and its I/O. Its
 // methods Conn, Hostname and TLSConnectionState are what a session may
 // ask; everything else runs on the connection's own goroutine.
@@ -46,6 +53,18 @@ type Conn struct {
 	replyBuf *[]byte
 	writeErr error
 
+	// stress is the wrapper that says the guard is under overload (its
+	// StressTimeout shortens every wait); nil when there is none.
+	stress interface{ StressTimeout() time.Duration }
+	// The message transfer (DATA, or BDAT up to LAST) under way, if
+	// xferOn: its start and the octets read since, for MinDataRate and
+	// DataTimeout. timeoutKind is what the last read deadline was set
+	// for (a Timeout… constant).
+	xferOn      bool
+	xferStart   time.Time
+	xferBytes   int64
+	timeoutKind string
+
 	helo        string // the HELO/EHLO argument
 	rcpts       int    // recipients accepted in this transaction
 	badCommands int    // bad or unknown commands so far (errThreshold)
@@ -57,7 +76,65 @@ type Conn struct {
 func newConn(s *Server, nc net.Conn) *Conn {
 	c := &Conn{srv: s, nc: nc, rw: nc}
 	c.tlsConn, c.socket = inspect(nc)
+	c.stress = stressOf(nc)
 	return c
+}
+
+// stressOf finds, in the wrapper chain of nc, the one that says whether
+// the server is under overload (the connection guard's).
+func stressOf(nc net.Conn) interface{ StressTimeout() time.Duration } {
+	for i := 0; i < 8 && nc != nil; i++ {
+		if s, ok := nc.(interface{ StressTimeout() time.Duration }); ok {
+			return s
+		}
+		nc = unwrap(nc)
+	}
+	return nil
+}
+
+// readTimeout is the wait for a command or a data block: ReadTimeout,
+// or the guard's shorter stress timeout while it is under overload (as
+// Postfix's stress mode shortens smtpd_timeout).
+func (c *Conn) readTimeout() time.Duration {
+	rt := c.srv.cfg.ReadTimeout
+	if c.stress != nil {
+		if s := c.stress.StressTimeout(); s > 0 && s < rt {
+			rt = s
+		}
+	}
+	return rt
+}
+
+// startXfer marks the start of a message transfer (at 354, or at the
+// first BDAT chunk of a message).
+func (c *Conn) startXfer() {
+	c.xferOn, c.xferStart, c.xferBytes = true, time.Now(), 0
+}
+
+// dataDeadline is the read deadline while a message is coming: the wait
+// for one data block (RFC 5321 §4.5.3.2.5), cut to what MinDataRate
+// allows so far (Postfix's smtpd_min_data_rate: ReadTimeout plus one
+// second per MinDataRate octets received, from the start of the
+// transfer) and to the whole-message DataTimeout.
+func (c *Conn) dataDeadline(now time.Time) time.Time {
+	rt := c.readTimeout()
+	deadline, kind := now.Add(rt), TimeoutIdle
+	if c.xferOn {
+		cfg := &c.srv.cfg
+		if cfg.MinDataRate > 0 {
+			allow := rt + time.Duration(float64(c.xferBytes)/float64(cfg.MinDataRate)*float64(time.Second))
+			if d := c.xferStart.Add(allow); d.Before(deadline) {
+				deadline, kind = d, TimeoutDataRate
+			}
+		}
+		if cfg.DataTimeout > 0 {
+			if d := c.xferStart.Add(cfg.DataTimeout); d.Before(deadline) {
+				deadline, kind = d, TimeoutData
+			}
+		}
+	}
+	c.timeoutKind = kind
+	return deadline
 }
 
 // Conn returns the connection the session runs on: the one the listener
@@ -125,7 +202,7 @@ func (c *Conn) serve() {
 	defer c.close()
 	if c.tlsConn != nil {
 		// Implicit TLS (RFC 8314 §3.3): the handshake comes first.
-		c.tlsConn.SetDeadline(time.Now().Add(c.srv.cfg.ReadTimeout))
+		c.tlsConn.SetDeadline(time.Now().Add(c.readTimeout()))
 		if err := c.tlsConn.Handshake(); err != nil {
 			c.srv.log.Debug("TLS handshake failed", zap.Error(err))
 			return
@@ -153,7 +230,25 @@ func (c *Conn) readFailed(err error) {
 	case errors.As(err, &ne) && ne.Timeout():
 		// RFC 5321 §4.5.3.2: the server may close after a timeout, and
 		// says 421 first (§3.8).
-		c.reply(replyIdle.WithHost(c.srv.cfg.Hostname))
+		// Counted and logged before the 421 goes out.
+		kind, r := c.timeoutKind, replyIdle
+		switch kind {
+		case TimeoutDataRate:
+			r = replyDataRate
+		case TimeoutData:
+			r = replyDataTimeout
+		default:
+			kind = TimeoutIdle
+		}
+		if kind != TimeoutIdle {
+			c.srv.log.Info("message transfer too slow, connection closed", zap.String("timeout", kind),
+				zap.Stringer("client", c.nc.RemoteAddr()), zap.Int64("octets", c.xferBytes),
+				zap.Duration("elapsed", time.Since(c.xferStart)))
+		}
+		if f := c.srv.cfg.OnTimeout; f != nil {
+			f(kind)
+		}
+		c.reply(r.WithHost(c.srv.cfg.Hostname))
 	}
 	c.done = true
 }
@@ -176,27 +271,32 @@ func (c *Conn) close() {
 // §2.3.8 asks for CRLF; as go-smtp and net/textproto did (and the guard
 // assumes), a bare LF ends a command line too.
 //
+// The line, its line end included, may have MaxLineLength octets (RFC
+// 5321 §4.5.3.1.4 counts the CRLF in a command line's 512; DATA lines
+// obey the same number, see dataReader).
+//
 // The whole line must come within ReadTimeout (RFC 5321 §4.5.3.2.7: the
 // wait for a command), so a client dripping bytes cannot hold the
 // connection longer.
 func (c *Conn) readLine() (string, error) {
 	max := c.srv.cfg.MaxLineLength
-	deadline := time.Now().Add(c.srv.cfg.ReadTimeout)
+	deadline := time.Now().Add(c.readTimeout())
+	c.timeoutKind = TimeoutIdle
 	for {
 		if c.readBuf != nil {
 			buf := (*c.readBuf)[c.used:c.filled]
 			if i := bytes.IndexByte(buf, '\n'); i >= 0 {
+				if i+1 > max { // the octets before the LF, and the LF
+					return "", errTooLongLine
+				}
 				line := buf[:i]
 				c.used += i + 1
 				if n := len(line); n > 0 && line[n-1] == '\r' {
 					line = line[:n-1]
 				}
-				if len(line) > max {
-					return "", errTooLongLine
-				}
 				return string(line), nil
 			}
-			if len(buf) > max+1 {
+			if len(buf) >= max { // with its LF still to come, over the limit
 				return "", errTooLongLine
 			}
 		}
@@ -211,15 +311,15 @@ func (c *Conn) readLine() (string, error) {
 // only until it would wait for input. Reading a command line (deadline
 // set), with a socket to wait on, the read buffer goes back to the pool
 // while the client is silent; a part of a line is kept in a small slice.
-// Reading message data (zero deadline), each read gets ReadTimeout
-// (RFC 5321 §4.5.3.2.5: per data block).
+// Reading message data (zero deadline), each read gets dataDeadline
+// (RFC 5321 §4.5.3.2.5: per data block; and the minimum data rate).
 func (c *Conn) fill(deadline time.Time) error {
 	if err := c.flush(); err != nil {
 		return err
 	}
 	idle := !deadline.IsZero()
 	if !idle {
-		deadline = time.Now().Add(c.srv.cfg.ReadTimeout)
+		deadline = c.dataDeadline(time.Now())
 	}
 	switch {
 	case idle && c.socket != nil && !chainBuffered(c.nc):
@@ -243,6 +343,9 @@ func (c *Conn) fill(deadline time.Time) error {
 		n, err := c.rw.Read(buf[c.filled:])
 		c.filled += n
 		if n > 0 {
+			if c.xferOn {
+				c.xferBytes += int64(n)
+			}
 			return nil
 		}
 		if err != nil {

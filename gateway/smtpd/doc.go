@@ -41,9 +41,14 @@
 // come (crypto/tls keeps the rest of a record for the next read). Its
 // goroutine, parked inside crypto/tls, keeps an 8 KiB stack.
 //
-// Every read has a deadline (Config.ReadTimeout), every write too
-// (Config.WriteTimeout); lines are bounded by Config.MaxLineLength, and a
-// longer one ends the connection with 500 5.4.0 without being buffered.
+// Every read has a deadline (Config.ReadTimeout, or a wrapper's shorter
+// StressTimeout under overload), every write too (Config.WriteTimeout);
+// a message must also keep up Config.MinDataRate and end within
+// Config.DataTimeout (421 4.4.2 otherwise, as Postfix's
+// smtpd_min_data_rate). Lines, commands and message data alike, are
+// bounded by Config.MaxLineLength octets counting the CRLF (RFC 5321
+// §4.5.3.1.6), and a longer one ends the connection with 500 5.4.0
+// without being buffered.
 // DATA ends only at <CRLF>.<CRLF>, with the same line-start states as
 // net/textproto's DotReader (and the guard's tracker), and CR and LF are
 // handed to the session as they came, so that the gateway decides about

@@ -62,24 +62,27 @@ var (
 	replyNoTLS           = reply.New(502, 5, 1, "TLS not supported")
 
 	// Success.
-	replyReset      = reply.New(250, 0, 0, "Session reset")                    // RFC 5321 §4.1.1.5
-	replyNoop       = reply.New(250, 0, 0, "I have successfully done nothing") // §4.1.1.9
-	replyBye        = reply.New(221, 0, 0, "Bye")                              // §4.1.1.10, WithHost
-	replyVRFY       = reply.New(252, 5, 0, "Cannot VRFY user, but will accept message")
-	replySenderOK   = reply.New(250, 1, 0, "Sender <%s> ok")    // RFC 3463 §3.2: X.1.0
-	replyRcptOK     = reply.New(250, 1, 5, "Recipient <%s> ok") // X.1.5: destination valid
-	replyDataOK     = reply.New(250, 0, 0, "OK: queued")        // when the session gives no reply of its own
-	replyChunkOK    = reply.New(250, 0, 0, "%d octets received")
-	replyStartData  = reply.Plain(354, "Go ahead. End your data with <CR><LF>.<CR><LF>")
-	replyChallenge  = reply.Plain(334, "%s") // RFC 4954 §4: base64 challenge
-	replyAuthOK     = reply.New(235, 0, 0, "Authentication succeeded")
-	replyStartTLS   = reply.New(220, 0, 0, "Ready to start TLS")
-	replyTLSNeeded  = reply.New(523, 7, 10, "TLS is required") // RFC 5248: X.7.10 encryption needed
-	replyTooBig     = reply.New(552, 3, 4, "Max message size exceeded")
-	replyMaxRcpts   = reply.New(452, 5, 3, "Maximum limit of %d recipients reached") // RFC 5321 §4.5.3.1.10
-	replyInternal   = reply.New(421, 3, 0, "Internal server error")                  // WithHost
-	replyIdle       = reply.New(421, 4, 2, "Idle timeout, closing connection")       // RFC 5321 §4.5.3.2, WithHost
-	replyManyErrors = reply.New(421, 7, 0, "Too many errors, closing connection")    // WithHost
+	replyReset     = reply.New(250, 0, 0, "Session reset")                    // RFC 5321 §4.1.1.5
+	replyNoop      = reply.New(250, 0, 0, "I have successfully done nothing") // §4.1.1.9
+	replyBye       = reply.New(221, 0, 0, "Bye")                              // §4.1.1.10, WithHost
+	replyVRFY      = reply.New(252, 5, 0, "Cannot VRFY user, but will accept message")
+	replySenderOK  = reply.New(250, 1, 0, "Sender <%s> ok")    // RFC 3463 §3.2: X.1.0
+	replyRcptOK    = reply.New(250, 1, 5, "Recipient <%s> ok") // X.1.5: destination valid
+	replyDataOK    = reply.New(250, 0, 0, "OK: queued")        // when the session gives no reply of its own
+	replyChunkOK   = reply.New(250, 0, 0, "%d octets received")
+	replyStartData = reply.Plain(354, "Go ahead. End your data with <CR><LF>.<CR><LF>")
+	replyChallenge = reply.Plain(334, "%s") // RFC 4954 §4: base64 challenge
+	replyAuthOK    = reply.New(235, 0, 0, "Authentication succeeded")
+	replyStartTLS  = reply.New(220, 0, 0, "Ready to start TLS")
+	replyTLSNeeded = reply.New(523, 7, 10, "TLS is required") // RFC 5248: X.7.10 encryption needed
+	replyTooBig    = reply.New(552, 3, 4, "Max message size exceeded")
+	replyMaxRcpts  = reply.New(452, 5, 3, "Maximum limit of %d recipients reached") // RFC 5321 §4.5.3.1.10
+	replyInternal  = reply.New(421, 3, 0, "Internal server error")                  // WithHost
+	replyIdle      = reply.New(421, 4, 2, "Idle timeout, closing connection")       // RFC 5321 §4.5.3.2, WithHost
+	// Config.MinDataRate and Config.DataTimeout (RFC 3463 §3.5: X.4.2, bad connection); WithHost.
+	replyDataRate    = reply.New(421, 4, 2, "Message data came too slowly, closing connection")
+	replyDataTimeout = reply.New(421, 4, 2, "Message data took too long, closing connection")
+	replyManyErrors  = reply.New(421, 7, 0, "Too many errors, closing connection") // WithHost
 )
 
 // ErrDataTooLarge is what the message reader returns past

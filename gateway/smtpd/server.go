@@ -31,12 +31,27 @@ type Config struct {
 	// MaxRecipients per transaction (RFC 5321 §4.5.3.1.8 asks for at
 	// least 100); 0: 100.
 	MaxRecipients int
-	// MaxLineLength bounds every command and DATA line without its CRLF
-	// (RFC 5321 §4.5.3.1.4 and §4.5.3.1.6 are the floor); 0: 4096.
+	// MaxLineLength bounds every command and DATA line, counted in
+	// octets with its line end (CRLF) as it came and without a leading
+	// dot added for transparency, as RFC 5321 §4.5.3.1.6 counts a text
+	// line (§4.5.3.1.4 and §4.5.3.1.6 are the floor); 0: 4096.
 	MaxLineLength int
 	// ReadTimeout bounds every read, and every idle wait, from the client
-	// (RFC 5321 §4.5.3.2); 0: 5 minutes.
+	// (RFC 5321 §4.5.3.2); 0: 5 minutes. A connection whose wrapper chain
+	// has a StressTimeout() time.Duration method (the guard's, under
+	// overload) gets the shorter of the two while that is not zero.
 	ReadTimeout time.Duration
+	// MinDataRate is the least rate, in octets a second, at which the
+	// message of a DATA or BDAT transfer must come, as Postfix's
+	// smtpd_min_data_rate: after N octets the transfer may have taken
+	// ReadTimeout + N/MinDataRate so far. 0: no rate.
+	MinDataRate int64
+	// DataTimeout bounds the whole transfer of one message, from the
+	// 354 reply (or the first BDAT chunk) to its end. 0: none.
+	DataTimeout time.Duration
+	// OnTimeout, when set, is told of each connection closed for a
+	// timeout, by kind (TimeoutIdle, TimeoutDataRate, TimeoutData).
+	OnTimeout func(kind string)
 	// WriteTimeout bounds every write; 0: 1 minute.
 	WriteTimeout time.Duration
 	// SMTPUTF8 advertises and accepts RFC 6531.

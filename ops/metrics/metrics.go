@@ -109,8 +109,11 @@ type Metrics struct {
 	authFailures  *prometheus.CounterVec
 	redisUp       prometheus.Gauge
 	redisChanges  *prometheus.CounterVec
+	dnsblErrors   *prometheus.CounterVec
+	stress        *prometheus.GaugeVec
+	smtpTimeouts  *prometheus.CounterVec
 
-	listenerNames, routeNames, ruleNames, authReasons, guardReasons *labelSet
+	listenerNames, routeNames, ruleNames, authReasons, guardReasons, dnsblZones *labelSet
 
 	queueStats atomic.Pointer[func() queue.Stats]
 	spoolBytes atomic.Pointer[func() int64]
@@ -140,6 +143,7 @@ func NewWithOptions(opt Options) *Metrics {
 		ruleNames:     newLabelSet(maxLabelValues),
 		authReasons:   newLabelSet(64),
 		guardReasons:  newLabelSet(64),
+		dnsblZones:    newLabelSet(64),
 		topClients:    newTopK(TopK),
 		topRules:      newTopK(TopK),
 	}
@@ -168,6 +172,10 @@ func NewWithOptions(opt Options) *Metrics {
 	m.redisChanges.WithLabelValues("up")
 	m.redisChanges.WithLabelValues("down")
 	m.authFailures = counterVec("moat_auth_failures_total", "Failed SMTP AUTH attempts by reason.", "reason")
+	m.dnsblErrors = counterVec("moat_dnsbl_errors_total", "DNS list lookups for connecting clients that failed (timeout, SERVFAIL), by zone.", "zone")
+	m.stress = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_stress_mode", Help: "1 while a listener is in stress mode (guard.stress: shorter timeouts under overload), else 0."}, []string{"listener"})
+	m.smtpTimeouts = counterVec("moat_smtp_timeouts_total", "SMTP connections closed for a timeout, by listener and kind (idle, data_rate, data).", "listener", "kind")
+	m.reg.MustRegister(m.dnsblErrors, m.stress, m.smtpTimeouts)
 	m.reg.MustRegister(m.connections, m.rejected, m.sessions, m.messages, m.ruleHits, m.ruleDuration,
 		m.ruleErrors, m.deliveries, m.chained, m.suppressed, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
 		&queueCollector{m: m}, &spoolCollector{m: m})
@@ -199,6 +207,33 @@ func (m *Metrics) GuardReject(r guard.Rejection) {
 	if r.Client.IsValid() {
 		m.rejectedClient(r.Client.Addr().Unmap().String())
 	}
+}
+
+// DNSBLError counts one DNS list that failed for a connecting client.
+// Wire it as guard.Options.OnDNSBLError.
+func (m *Metrics) DNSBLError(zone string) {
+	m.dnsblErrors.WithLabelValues(m.dnsblZones.value(zone)).Inc()
+}
+
+// Stress sets a listener's stress-mode gauge. Wire it as
+// guard.Options.OnStress.
+func (m *Metrics) Stress(listener string, on bool) {
+	v := 0.0
+	if on {
+		v = 1
+	}
+	m.stress.WithLabelValues(m.listenerNames.value(listener)).Set(v)
+}
+
+// SMTPTimeout counts one connection closed for a timeout (kind: idle,
+// data_rate, data). Wire it as gateway.Options.OnTimeout.
+func (m *Metrics) SMTPTimeout(listener, kind string) {
+	switch kind {
+	case "idle", "data_rate", "data":
+	default:
+		kind = other
+	}
+	m.smtpTimeouts.WithLabelValues(m.listenerNames.value(listener), kind).Inc()
 }
 
 // ConnAccepted counts one connection admitted on listener.

@@ -348,6 +348,9 @@ func TestDeployMetricNamesExist(t *testing.T) {
 	m.Check("spf", time.Millisecond)
 	m.TLS("TLS1.3")
 	m.AuthFailure("bad_credentials")
+	m.DNSBLError("zen.example")
+	m.Stress("mx", false)
+	m.SMTPTimeout("mx", "data_rate")
 	m.QueueStats(func() queue.Stats { return queue.Stats{} })
 	m.SpoolBytes(func() int64 { return 0 })
 	mfs, err := m.Registry().Gather()
@@ -370,7 +373,8 @@ func TestHooksFitTheParts(t *testing.T) {
 	m := NewWithOptions(Options{NoRuntimeCollectors: true})
 	_ = gateway.Checks{Observe: m.Check, Verdict: m.VerdictFrom, AuthFailure: m.AuthFailure, RuleHits: m.RuleHits, TLS: m.TLS}
 	_ = gateway.Options{Wrap: func(l net.Listener, c gateway.Listener) net.Listener { return m.WrapListener(c.Name, l) }}
-	_ = guard.Options{OnReject: m.GuardReject}
+	_ = guard.Options{OnReject: m.GuardReject, OnStress: m.Stress, OnDNSBLError: m.DNSBLError}
+	_ = gateway.Options{OnTimeout: m.SMTPTimeout}
 	_ = dnsres.Config{Observe: m.DNSObserve}
 	_ = rules.EngineOptions{Observer: m.RuleObserver()}
 	_ = queue.Options{Suppressed: m.BounceSuppressed}

@@ -179,6 +179,9 @@ func CheckZoneName(z string) error {
 type Failure struct {
 	Zone string
 	Err  error
+	// Weight is what the list could have added to the score: the sum
+	// of the positive weights of the zones entries with its name.
+	Weight float64
 }
 
 // Result is the outcome of one Check: the policy fact plus the lists that
@@ -285,7 +288,14 @@ func (c *Checker) Check(ctx context.Context, ip netip.Addr) Result {
 	for i, name := range c.names {
 		byName[name] = answers[i]
 		if answers[i].err != nil {
-			res.Failed = append(res.Failed, Failure{Zone: name, Err: answers[i].err})
+			var w float64
+			for _, z := range c.zones {
+				if z.name == name && z.weight > 0 {
+					w += z.weight
+				}
+			}
+			res.Failed = append(res.Failed, Failure{Zone: name, Err: answers[i].err, Weight: w})
+			res.Errors = append(res.Errors, name)
 		}
 	}
 	for _, z := range c.zones {

@@ -105,6 +105,10 @@ func TestCheck(t *testing.T) {
 	if failed != "broken.test,slow.test" {
 		t.Errorf("failed = %s", failed)
 	}
+	// The fact says which lists failed, and what each could have added.
+	if e := strings.Join(res.Errors, ","); e != failed || res.Failed[0].Weight != 10 {
+		t.Errorf("errors fact = %s, failures %+v", e, res.Failed)
+	}
 	// Filters: 127.0.0.20 is outside the zen.test ranges.
 	res = c.Check(context.Background(), netip.MustParseAddr("127.0.0.3"))
 	if res.Score != 0 || len(res.Hits) != 0 {
