@@ -26,6 +26,10 @@ import (
 
 type fakeUsers map[string]string // user -> password
 
+func (f fakeUsers) LoginName(u string) (string, bool) {
+	u = strings.ToLower(strings.TrimSpace(u))
+	return u, strings.Contains(u, "@")
+}
 func (f fakeUsers) Authenticate(u, p string) (bool, error) { pw, ok := f[u]; return ok && pw == p, nil }
 func (f fakeUsers) SendAs(u string) []string {
 	if u == "alice@example.org" {
