@@ -137,10 +137,14 @@ func Parse(raw []byte, opt Options) (*Message, error) {
 	if end < 0 {
 		return nil, ErrHeaderTooBig
 	}
+	// RFC 5322 §2.2: a line that is neither a field nor the continuation
+	// of one makes the header malformed; it is left out and the parse
+	// reads on to the blank line, so that no field after it (a second
+	// From, a Sender) escapes the rules and the send-as check.
+	hdr, dropped := scanHeader(raw[:end])
 	// A buffer the size of the header section, not bufio's 4 KiB.
-	h, err := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(raw[:end]), min(end, 4096)))
-	if err != nil {
-		// RFC 5322 §2.2: keep what parsed before the broken line.
+	h, err := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(hdr), min(len(hdr), 4096)))
+	if err != nil || dropped {
 		m.headerMalformed = true
 	}
 	if h.Len() > opt.MaxHeaderFields {
@@ -179,6 +183,74 @@ func headerEnd(raw []byte, max int) int {
 		return -1
 	}
 	return len(raw)
+}
+
+// scanHeader checks each line of the header section hdr against RFC 5322
+// §2.2: a field starts with a name of printable ASCII other than colon
+// (blanks before the colon are tolerated, RFC 5322 §4.5.3 obs-optional),
+// then a colon; a line that starts with a space or tab continues the
+// field above (§2.2.3). It returns hdr itself when every line is one of
+// those, else a copy without the lines that are neither and without
+// their continuation lines, and dropped true. The scan stops at the
+// blank line that ends the section.
+func scanHeader(hdr []byte) (out []byte, dropped bool) {
+	keep := false // whether the field being continued was kept
+	for off := 0; off < len(hdr); {
+		end := len(hdr)
+		if n := bytes.IndexByte(hdr[off:], '\n'); n >= 0 {
+			end = off + n + 1
+		}
+		line := hdr[off:end]
+		text := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		blank := len(text) == 0
+		var ok bool
+		switch {
+		case blank:
+			ok = true
+		case text[0] == ' ' || text[0] == '\t':
+			ok = keep
+		default:
+			ok = validFieldStart(text)
+			keep = ok
+		}
+		if !ok && out == nil {
+			out = append(make([]byte, 0, len(hdr)), hdr[:off]...)
+		}
+		if out != nil && ok {
+			out = append(out, line...)
+		}
+		if blank {
+			if out != nil {
+				out = append(out, hdr[end:]...)
+			}
+			break
+		}
+		off = end
+	}
+	if out == nil {
+		return hdr, false
+	}
+	return out, true
+}
+
+// validFieldStart reports whether line starts a header field: a non-empty
+// field-name of printable US-ASCII but ":" (RFC 5322 §3.6.8), blanks
+// allowed before the colon.
+func validFieldStart(line []byte) bool {
+	i := bytes.IndexByte(line, ':')
+	if i < 0 {
+		return false
+	}
+	name := bytes.TrimRight(line[:i], " \t")
+	if len(name) == 0 {
+		return false
+	}
+	for _, c := range name {
+		if c < 33 || c > 126 {
+			return false
+		}
+	}
+	return true
 }
 
 func truncateHeader(h textproto.Header, n int) textproto.Header {
