@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net/mail"
 	"net/netip"
 	"time"
 	"unicode/utf8"
@@ -240,19 +239,4 @@ func (l *loginServer) Next(resp []byte) ([]byte, bool, error) {
 		return nil, true, l.s.checkPassword("", l.user, string(resp))
 	}
 	return nil, false, l.s.authMalformed(sasl.Login, errors.New("LOGIN response after the last step"))
-}
-
-// headerAddresses returns the addresses of an address-list header value
-// (RFC 5322 §3.4); an unparsable value yields itself, which then matches
-// no owned address.
-func headerAddresses(v string) []string {
-	list, err := mail.ParseAddressList(v)
-	if err != nil || len(list) == 0 {
-		return []string{v}
-	}
-	out := make([]string, len(list))
-	for i, a := range list {
-		out[i] = a.Address
-	}
-	return out
 }

@@ -17,6 +17,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"moat/internal/dnstest"
+	"moat/internal/mailname"
 	"moat/internal/reply"
 	"moat/internal/smtptest"
 	"moat/policy"
@@ -27,7 +28,7 @@ import (
 type fakeUsers map[string]string // user -> password
 
 func (f fakeUsers) LoginName(u string) (string, bool) {
-	u = strings.ToLower(strings.TrimSpace(u))
+	u = mailname.Fold(u)
 	return u, strings.Contains(u, "@")
 }
 func (f fakeUsers) Authenticate(u, p string) (bool, error) { pw, ok := f[u]; return ok && pw == p, nil }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"moat/internal/smtptest"
 )
@@ -93,4 +94,44 @@ func TestAuthMalformedIs501AndCounted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzParsePlain: parsePlain accepts exactly the RFC 4616 §2 messages:
+// two NULs, a non-empty identity and password, UTF-8; what it returns
+// joins back into the input.
+func FuzzParsePlain(f *testing.F) {
+	for _, s := range []string{"\x00alice@example.org\x00pw", "az\x00a\x00p", "a\x00b", "\x00\x00p", "\x00a\x00", "a\x00b\x00c\x00d", "\x00a\xff\x00p", ""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		az, id, pw, err := parsePlain(b)
+		if err != nil {
+			return
+		}
+		if id == "" || pw == "" || strings.ContainsRune(az+id+pw, 0) || !utf8.Valid(b) {
+			t.Fatalf("parsePlain(%q) = %q, %q, %q", b, az, id, pw)
+		}
+		if az+"\x00"+id+"\x00"+pw != string(b) {
+			t.Fatalf("parsePlain(%q) lost bytes", b)
+		}
+	})
+}
+
+// FuzzNameAddresses: bounded, and every result has text on both sides
+// of an @.
+func FuzzNameAddresses(f *testing.F) {
+	for _, s := range []string{"bob@example.org", "Bob <bob@example.org>", "bob\uff20example.org", "a @ b", "x@y@z", "", strings.Repeat("a@b ", 20)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		out := nameAddresses(name)
+		if len(out) > maxNameAddresses {
+			t.Fatalf("%d addresses", len(out))
+		}
+		for _, a := range out {
+			if i := strings.IndexByte(a, '@'); a != tooManyNameAddresses && (i <= 0 || i == len(a)-1) {
+				t.Fatalf("nameAddresses(%q) gave %q", name, a)
+			}
+		}
+	})
 }

@@ -167,3 +167,41 @@ func TestLoginVariantIsCanonicalUser(t *testing.T) {
 		t.Errorf("%d authenticated lines, want %d", n, len(loginVariants))
 	}
 }
+
+// Send-as with the real directory: any spelling of bob's own addresses,
+// a subaddress of them included, is his; another user's is not, in the
+// address or in the display name.
+func TestSendAsCanonical(t *testing.T) {
+	ra := startRealSubmission(t, nil)
+	c := dialTLS(t, ra.ts.addr)
+	if err := c.Auth(sasl.NewPlainClient("", "Bob@Moat.Test.", bobPassword)); err != nil {
+		t.Fatal(err)
+	}
+	send := func(from, header string) error {
+		msg := header + "To: x@far.example\r\nSubject: s\r\n\r\nhi\r\n"
+		return c.SendMail(from, []string{"x@far.example"}, strings.NewReader(msg))
+	}
+	for _, h := range []string{
+		"From: BOB@moat.test\r\n",
+		"From: bob+lists@moat.test\r\n",
+		"From: Sales <SALES+x@Moat.Test>\r\nSender: bob@moat.test\r\n",
+		"From: \"bob@moat.test\" <bob@moat.test>\r\n",
+	} {
+		if err := send("bob+lists@moat.test.", h); err != nil {
+			t.Errorf("%q: %v", h, err)
+		}
+	}
+	for _, h := range []string{
+		"From: alice@moat.test\r\n",
+		"From: \"alice@moat.test\" <bob@moat.test>\r\n",
+		"From: bob@moat.test\r\nSender: Alice <ALICE@moat.test>\r\n",
+		"From: bob@moat.test\r\nResent-From: alice+x@moat.test\r\n",
+	} {
+		if err := send("bob@moat.test", h); !isReply(err, 550, "5.7.1") {
+			t.Errorf("%q: %v, want 550 5.7.1", h, err)
+		}
+	}
+	if err := c.Mail("alice@moat.test.", nil); !isReply(err, 550, "5.7.1") {
+		t.Errorf("MAIL FROM alice: %v", err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	netmail "net/mail"
@@ -305,6 +306,34 @@ func (m *Message) To() []string {
 func (m *Message) parseAddresses() {
 	m.from = firstAddress(m.header, "From")
 	m.to = addresses(m.header, "To", "Cc")
+}
+
+// Mailbox is one mailbox of an address-list field (RFC 5322 §3.4): the
+// display name with encoded words decoded (RFC 2047 §6.1) and the
+// addr-spec as written.
+type Mailbox struct {
+	Name    string
+	Address string
+}
+
+// Mailboxes returns the mailboxes of every field named name, top to
+// bottom, the members of groups included. A field that does not parse as
+// an address list adds nothing and makes err non-nil (the first such
+// error); the mailboxes of the other fields are still returned.
+func (m *Message) Mailboxes(name string) (list []Mailbox, err error) {
+	for _, v := range m.header.Values(name) {
+		as, perr := addressParser.ParseList(v)
+		if perr != nil {
+			if err == nil {
+				err = fmt.Errorf("%s: %w", name, perr)
+			}
+			continue
+		}
+		for _, a := range as {
+			list = append(list, Mailbox{Name: a.Name, Address: a.Address})
+		}
+	}
+	return list, err
 }
 
 // Field is one header field as it was received: the name as written and

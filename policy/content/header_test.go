@@ -78,3 +78,20 @@ func FuzzScanHeader(f *testing.F) {
 		}
 	})
 }
+
+func TestMailboxes(t *testing.T) {
+	m := mustParse(t, "From: \"Bob <bob@example.org>\" <alice@example.org>, =?utf-8?q?carol=40x.example?= <c@example.org>\r\n"+
+		"From: alice@example.org (comment@example.org)\r\nFrom: <<bad\r\nSender: team: a@example.org, b@example.org;\r\n\r\nx")
+	got, err := m.Mailboxes("From")
+	want := []Mailbox{{"Bob <bob@example.org>", "alice@example.org"}, {"carol@x.example", "c@example.org"}, {"comment@example.org", "alice@example.org"}}
+	if err == nil || !slices.Equal(got, want) {
+		t.Errorf("From: %q, %v; want %q and an error", got, err, want)
+	}
+	got, err = m.Mailboxes("Sender")
+	if err != nil || len(got) != 2 || got[1].Address != "b@example.org" {
+		t.Errorf("Sender: %q, %v", got, err)
+	}
+	if got, err := m.Mailboxes("Resent-From"); got != nil || err != nil {
+		t.Errorf("absent: %q, %v", got, err)
+	}
+}
