@@ -205,3 +205,17 @@ func TestSendAsCanonical(t *testing.T) {
 		t.Errorf("MAIL FROM alice: %v", err)
 	}
 }
+
+// RFC 4616 §2 authzid: any spelling of the user's own name is fine,
+// another user's is refused.
+func TestAuthzidCanonical(t *testing.T) {
+	ra := startRealSubmission(t, nil)
+	c := dialTLS(t, ra.ts.addr)
+	if err := c.Auth(sasl.NewPlainClient("alice@moat.test", "bob@moat.test", bobPassword)); !isReply(err, 535, "5.7.8") {
+		t.Fatalf("authzid alice for bob: %v", err)
+	}
+	c = dialTLS(t, ra.ts.addr)
+	if err := c.Auth(sasl.NewPlainClient("BOB@moat.test.", "bob@moat.test", bobPassword)); err != nil {
+		t.Fatalf("authzid is bob spelt otherwise: %v", err)
+	}
+}

@@ -14,6 +14,13 @@
 //   - A subaddress ("alice+lists@", RFC 5233) is looked up as written
 //     first, then without the part from the first delimiter on; mail is
 //     delivered to the base mailbox.
+//   - A login name, and a sender address an authenticated user writes,
+//     is folded by internal/mailname (blanks around, Unicode NFKC, case,
+//     UTS-46 for the domain, a trailing dot) and resolved as a
+//     recipient (subaddress stripped) by LoginName: the one key of a
+//     user for the lock-out, the sending limits, send-as and the logs.
+//     Authenticate takes every folded spelling of a user's address, but
+//     not a subaddress of it.
 //   - "postmaster" (any case, with or without a local domain) always
 //     exists (RFC 5321 §4.5.1); see Expand for where it goes.
 //   - The accepted address syntax is narrow (see SafePath): an address

@@ -14,7 +14,10 @@
 // policy/analysis, built on this package.
 //
 // Broken MIME never fails the parse: the facts hold what could be read and
-// Malformed reports that something could not.
+// Malformed reports that something could not. A line in the header
+// section that is neither a field nor a continuation (RFC 5322 §2.2) is
+// left out, HeaderMalformed reports it, and the fields after it are read
+// all the same, up to the blank line.
 package content
 
 import (
