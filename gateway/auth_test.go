@@ -17,6 +17,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"moat/internal/dnstest"
+	"moat/internal/mailname"
 	"moat/internal/reply"
 	"moat/internal/smtptest"
 	"moat/policy"
@@ -26,6 +27,10 @@ import (
 
 type fakeUsers map[string]string // user -> password
 
+func (f fakeUsers) LoginName(u string) (string, bool) {
+	u = mailname.Fold(u)
+	return u, strings.Contains(u, "@")
+}
 func (f fakeUsers) Authenticate(u, p string) (bool, error) { pw, ok := f[u]; return ok && pw == p, nil }
 func (f fakeUsers) SendAs(u string) []string {
 	if u == "alice@example.org" {

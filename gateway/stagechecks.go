@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
+	"slices"
 	"strings"
+	"unicode"
 
 	"go.uber.org/zap"
+	"golang.org/x/text/unicode/norm"
 
 	"moat/internal/reply"
 	"moat/policy/content"
@@ -240,8 +243,19 @@ func (c dmarcCheck) CheckData(ctx context.Context, t *Txn) error {
 }
 
 // submissionCheck applies, for an authenticated user, RFC 6409 §8.1 to
-// the From header too, and the per-user sending limits.
+// the header too, and the per-user sending limits.
 type submissionCheck struct{ p *Pipeline }
+
+// errBadHeader refuses a submitted message whose header section holds a
+// line that is no field: RFC 5322 §2.2, and RFC 6409 §8 lets an MSA
+// refuse what it cannot make right. X.6.0: other media error (RFC 3463
+// §3.7). Inbound mail is not refused for it: the rules see hdr.malformed.
+var errBadHeader = reply.New(554, 6, 0, "Message header is malformed: a line is not a header field (RFC 5322 2.2)")
+
+// originatorFields are the header fields that say who sent a message and
+// that an MUA shows (RFC 5322 §3.6.2 From and Sender, §3.6.6 Resent-From
+// and Resent-Sender); every address in any of them must be the user's.
+var originatorFields = []string{"From", "Sender", "Resent-From", "Resent-Sender"}
 
 func (submissionCheck) Name() string { return "submission" }
 
@@ -254,14 +268,14 @@ func (c submissionCheck) CheckData(_ context.Context, t *Txn) error {
 	if msg == nil {
 		return errNotYours.Withf("Message header could not be read")
 	}
-	from := msg.HeaderValues("From")
-	if len(from) != 1 {
+	if msg.HeaderMalformed() {
+		return errBadHeader
+	}
+	if len(msg.HeaderValues("From")) != 1 {
 		return errNotYours.Withf("Exactly one From header is required (RFC 5322 §3.6)")
 	}
-	for _, a := range headerAddresses(from[0]) {
-		if !t.mayUseSender(a) {
-			return errNotYours.Withf("From address %s not owned by user", a)
-		}
+	if err := t.checkOriginators(msg); err != nil {
+		return err
 	}
 	if lim := c.p.checks.authLimiter(); lim != nil {
 		if err := lim.AllowMessage(user, len(t.Rcpts)); err != nil {
@@ -271,16 +285,82 @@ func (c submissionCheck) CheckData(_ context.Context, t *Txn) error {
 	return nil
 }
 
-// mayUseSender checks RFC 6409 §8.1: an authenticated user sends only as
-// their own addresses and aliases.
-func (t *Txn) mayUseSender(addr string) bool {
+// checkOriginators refuses a message that names, in an originator field,
+// an address that is not the user's: the addr-spec of every mailbox, and
+// anything in a display name that looks like an address, since an MUA
+// may show the name alone ("bob@example.org" <alice@example.org>). A
+// field that does not parse is refused too.
+func (t *Txn) checkOriginators(msg *content.Message) error {
+	owned := t.sendAs()
+	for _, f := range originatorFields {
+		list, err := msg.Mailboxes(f)
+		if err != nil {
+			return errNotYours.With(err).Withf("%s header could not be parsed", f)
+		}
+		for _, mb := range list {
+			if !t.owns(owned, mb.Address) {
+				return errNotYours.Withf("%s address %+q not owned by user", f, mb.Address)
+			}
+			for _, a := range nameAddresses(mb.Name) {
+				if !t.owns(owned, a) {
+					return errNotYours.Withf("%s display name holds %+q, an address not owned by user", f, a)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// maxNameAddresses bounds the addresses looked for in one display name;
+// past it nameAddresses gives tooManyNameAddresses, which no user owns.
+const (
+	maxNameAddresses     = 16
+	tooManyNameAddresses = "(too many addresses in a display name)"
+)
+
+// nameAddresses returns what in a display name looks like an addr-spec
+// (RFC 5322 §3.4.1: something "@" something), after NFKC (UAX #15) so
+// that a fullwidth "＠" counts too; more than maxNameAddresses of them
+// yield one that matches no address.
+func nameAddresses(name string) []string {
+	if name == "" {
+		return nil
+	}
+	name = norm.NFKC.String(name)
+	var out []string
+	for _, tok := range strings.FieldsFunc(name, func(r rune) bool {
+		return unicode.IsSpace(r) || strings.ContainsRune(`<>"'(),;:[]`, r)
+	}) {
+		if i := strings.IndexByte(tok, '@'); i > 0 && i < len(tok)-1 {
+			if len(out) == maxNameAddresses {
+				return []string{tooManyNameAddresses}
+			}
+			out = append(out, tok)
+		}
+	}
+	return out
+}
+
+// sendAs lists the canonical addresses the authenticated user may send as.
+func (t *Txn) sendAs() []string {
+	if t.state.Users == nil || t.Facts.Conn.AuthUser == "" {
+		return nil
+	}
+	return t.state.Users.SendAs(t.Facts.Conn.AuthUser)
+}
+
+// owns reports whether addr, in its canonical form (any spelling of the
+// address, a subaddress of it), is one of owned.
+func (t *Txn) owns(owned []string, addr string) bool {
 	if addr == "" || t.state.Users == nil {
 		return false // bounces are the MTA's business, not a user's
 	}
-	for _, a := range t.state.Users.SendAs(t.Facts.Conn.AuthUser) {
-		if strings.EqualFold(a, addr) {
-			return true
-		}
-	}
-	return false
+	key, ok := t.state.Users.LoginName(addr)
+	return ok && slices.Contains(owned, key)
+}
+
+// mayUseSender checks RFC 6409 §8.1: an authenticated user sends only as
+// their own addresses and aliases.
+func (t *Txn) mayUseSender(addr string) bool {
+	return t.owns(t.sendAs(), addr)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"moat/internal/mailname"
 )
 
 // RFC 5321 §4.5.3.1.1: a local part is at most 64 octets. §4.5.3.1.2
@@ -117,6 +119,37 @@ func normalize(s string) (string, error) {
 		return "", err
 	}
 	return strings.ToLower(l) + "@" + strings.ToLower(d), nil
+}
+
+// LoginName returns the one canonical name of the user or alias that a
+// login name, or a sender address, means; every part of moat that keys
+// on a user (the AUTH lock-out, the sending limits, the send-as check,
+// the logs) uses it (issue 27). The name is folded by
+// internal/mailname.Fold (blanks around, Unicode NFKC, case, the UTS-46
+// mapping of the domain, a trailing dot) and must then be an address of
+// a local domain in the narrow syntax of SafePath; it resolves as a
+// recipient does: as written, then without its subaddress (RFC 5233:
+// "bob+tag@" means bob, so a failed login as bob+tag counts as bob's and
+// bob may send as bob+tag; Authenticate does not strip it). ok is false
+// when the name is no local address; key is then the folded name, still
+// fit to count failures under, and names no user.
+func (d *Directory) LoginName(name string) (key string, ok bool) {
+	key, ok = d.loginKey(name)
+	if ok {
+		key, _ = d.resolve(key)
+	}
+	return key, ok
+}
+
+// loginKey is LoginName without the subaddress resolution: the folded
+// name, and whether it is an address of a local domain.
+func (d *Directory) loginKey(name string) (string, bool) {
+	f := mailname.Fold(name)
+	l, dom, err := parseAddr(f)
+	if err != nil || !d.domains[dom] {
+		return f, false
+	}
+	return l + "@" + dom, true
 }
 
 // normalizeDomain lowercases a domain and drops a trailing dot.

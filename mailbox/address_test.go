@@ -149,3 +149,55 @@ func FuzzSafePath(f *testing.F) {
 		}
 	})
 }
+
+// Issue 27 item 3: LoginName is the one key of a user whatever the
+// spelling; Authenticate takes every spelling of the address itself, but
+// not a subaddress.
+func TestLoginName(t *testing.T) {
+	hash, err := HashPassword("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{Root: t.TempDir(), Users: map[string]UserConfig{"bob@moat.test": {PasswordHash: hash}},
+		Aliases: map[string]any{"sales@moat.test": "bob@moat.test"}}, []string{"moat.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		in, key string
+		ok      bool // a local address
+		login   bool // Authenticate takes it with bob's password
+	}{
+		{"bob@moat.test", "bob@moat.test", true, true},
+		{"BOB@Moat.TEST", "bob@moat.test", true, true},
+		{"bob@moat.test.", "bob@moat.test", true, true},
+		{" bob@moat.test\t", "bob@moat.test", true, true},
+		{"bob@ｍｏａｔ.test", "bob@moat.test", true, true},
+		{"bob@moat。test", "bob@moat.test", true, true},
+		{"bob@mo\u00adat.test", "bob@moat.test", true, true},
+		{"ｂｏｂ@moat.test", "bob@moat.test", true, true},
+		{"bob+tag@moat.test", "bob@moat.test", true, false},
+		{"Bob+Tag@moat.test.", "bob@moat.test", true, false},
+		{"sales+x@moat.test", "sales@moat.test", true, false},
+		{"nobody@moat.test", "nobody@moat.test", true, false},
+		{"bob@other.test", "bob@other.test", false, false},
+		{"b\u00f6b@moat.test", "b\u00f6b@moat.test", false, false},
+		{"bob@moat.test\x00", "bob@moat.test\x00", false, false},
+		{"bob", "bob", false, false},
+		{"", "", false, false},
+	}
+	for _, tc := range tests {
+		key, ok := d.LoginName(tc.in)
+		if key != tc.key || ok != tc.ok {
+			t.Errorf("LoginName(%q) = %q, %v; want %q, %v", tc.in, key, ok, tc.key, tc.ok)
+		}
+		if got, err := d.Authenticate(tc.in, "pw"); got != tc.login || err != nil {
+			t.Errorf("Authenticate(%q) = %v, %v; want %v", tc.in, got, err, tc.login)
+		}
+		if tc.login {
+			if sa := d.SendAs(tc.in); len(sa) != 2 || sa[0] != "bob@moat.test" || sa[1] != "sales@moat.test" {
+				t.Errorf("SendAs(%q) = %v", tc.in, sa)
+			}
+		}
+	}
+}

@@ -14,6 +14,13 @@
 //   - A subaddress ("alice+lists@", RFC 5233) is looked up as written
 //     first, then without the part from the first delimiter on; mail is
 //     delivered to the base mailbox.
+//   - A login name, and a sender address an authenticated user writes,
+//     is folded by internal/mailname (blanks around, Unicode NFKC, case,
+//     UTS-46 for the domain, a trailing dot) and resolved as a
+//     recipient (subaddress stripped) by LoginName: the one key of a
+//     user for the lock-out, the sending limits, send-as and the logs.
+//     Authenticate takes every folded spelling of a user's address, but
+//     not a subaddress of it.
 //   - "postmaster" (any case, with or without a local domain) always
 //     exists (RFC 5321 §4.5.1); see Expand for where it goes.
 //   - The accepted address syntax is narrow (see SafePath): an address
@@ -586,14 +593,17 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// Authenticate checks a password for the user addr (no subaddress
-// stripping). An unknown user, a user without a password and a wrong
-// password all return false, after the same work (a dummy argon2id
-// verification for the first two), so timing does not tell which. An
-// error means the stored hash is unusable.
+// Authenticate checks a password for the user that the login name addr
+// names: any spelling that internal/mailname.Fold maps to the user's
+// address (case, a trailing dot, blanks, Unicode look-alikes), but not a
+// subaddress ("bob+tag@" is no login; LoginName still counts its
+// failures as bob's). An unknown user, a user without a password and a wrong password
+// all return false, after the same work (a dummy argon2id verification
+// for the first two), so timing does not tell which. An error means the
+// stored hash is unusable.
 func (d *Directory) Authenticate(addr, password string) (bool, error) {
 	var hash string
-	if key, err := normalize(addr); err == nil {
+	if key, ok := d.loginKey(addr); ok {
 		hash = d.users[key].hash
 	}
 	if hash == "" || len(password) > maxPasswordLen {
@@ -603,12 +613,12 @@ func (d *Directory) Authenticate(addr, password string) (bool, error) {
 	return verifyPassword(hash, password)
 }
 
-// SendAs returns the addresses user may use as sender: its own address
-// first, then the aliases whose expansion includes it, sorted. An unknown
-// user gets nil.
+// SendAs returns the addresses user (any spelling, see LoginName) may
+// use as sender: its own canonical address first, then the aliases whose
+// expansion includes it, sorted. An unknown user gets nil.
 func (d *Directory) SendAs(user string) []string {
-	key, err := normalize(user)
-	if err != nil {
+	key, ok := d.LoginName(user)
+	if !ok {
 		return nil
 	}
 	if _, ok := d.users[key]; !ok {

@@ -314,6 +314,13 @@ func (c *Conn) bdatCmd(arg string) {
 	c.dataDone(c.session.Data(msg))
 }
 
+// AuthMalformedCounter is an AuthSession that is told of each AUTH
+// exchange that smtpd refuses itself because a response is not base64
+// (501 5.5.2, RFC 4954 §4), so that it counts as a failed attempt.
+type AuthMalformedCounter interface {
+	AuthMalformed(mech string)
+}
+
 // authCmd handles AUTH (RFC 4954 §4) with the session's SASL server.
 func (c *Conn) authCmd(arg string) {
 	switch {
@@ -343,15 +350,22 @@ func (c *Conn) authCmd(arg string) {
 		c.reply(reply.AuthUnsupported)
 		return
 	}
-	srv, err := as.Auth(strings.ToUpper(f[0]))
+	mech := strings.ToUpper(f[0])
+	srv, err := as.Auth(mech)
 	if err != nil {
 		c.replyErr(err)
 		return
 	}
+	badBase64 := func() {
+		if m, ok := as.(AuthMalformedCounter); ok {
+			m.AuthMalformed(mech)
+		}
+		c.reply(replyBadBase64)
+	}
 	var resp []byte
 	if len(f) == 2 {
 		if resp, err = decodeSASL(f[1]); err != nil {
-			c.reply(replyBadBase64)
+			badBase64()
 			return
 		}
 	}
@@ -380,7 +394,7 @@ func (c *Conn) authCmd(arg string) {
 			return
 		}
 		if resp, err = decodeSASL(line); err != nil {
-			c.reply(replyBadBase64)
+			badBase64()
 			return
 		}
 	}

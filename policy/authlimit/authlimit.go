@@ -32,13 +32,13 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 
+	"moat/internal/mailname"
 	"moat/internal/reply"
 )
 
@@ -108,10 +108,13 @@ func (l *Limiter) ipKey(ip netip.Addr) (netip.Prefix, bool) {
 	return p, err == nil
 }
 
-// userKey folds the user name as the mailbox package does (ASCII case,
-// blanks around) and bounds it; ok is false for "".
+// userKey is the canonical name of user (internal/mailname.Fold: case,
+// blanks around, trailing dot, Unicode look-alikes), bounded, so that
+// every spelling of one user shares one lock-out and one sending bucket
+// (issue 27). The gateway already passes the directory's canonical user;
+// folding again here keeps the promise for any caller. ok is false for "".
 func userKey(user string) (string, bool) {
-	u := strings.ToLower(strings.TrimSpace(user))
+	u := mailname.Fold(user)
 	if len(u) > maxUserBytes {
 		u = u[:maxUserBytes]
 	}

@@ -14,13 +14,17 @@
 // policy/analysis, built on this package.
 //
 // Broken MIME never fails the parse: the facts hold what could be read and
-// Malformed reports that something could not.
+// Malformed reports that something could not. A line in the header
+// section that is neither a field nor a continuation (RFC 5322 §2.2) is
+// left out, HeaderMalformed reports it, and the fields after it are read
+// all the same, up to the blank line.
 package content
 
 import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	netmail "net/mail"
@@ -137,10 +141,14 @@ func Parse(raw []byte, opt Options) (*Message, error) {
 	if end < 0 {
 		return nil, ErrHeaderTooBig
 	}
+	// RFC 5322 §2.2: a line that is neither a field nor the continuation
+	// of one makes the header malformed; it is left out and the parse
+	// reads on to the blank line, so that no field after it (a second
+	// From, a Sender) escapes the rules and the send-as check.
+	hdr, dropped := scanHeader(raw[:end])
 	// A buffer the size of the header section, not bufio's 4 KiB.
-	h, err := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(raw[:end]), min(end, 4096)))
-	if err != nil {
-		// RFC 5322 §2.2: keep what parsed before the broken line.
+	h, err := textproto.ReadHeader(bufio.NewReaderSize(bytes.NewReader(hdr), min(len(hdr), 4096)))
+	if err != nil || dropped {
 		m.headerMalformed = true
 	}
 	if h.Len() > opt.MaxHeaderFields {
@@ -179,6 +187,74 @@ func headerEnd(raw []byte, max int) int {
 		return -1
 	}
 	return len(raw)
+}
+
+// scanHeader checks each line of the header section hdr against RFC 5322
+// §2.2: a field starts with a name of printable ASCII other than colon
+// (blanks before the colon are tolerated, RFC 5322 §4.5.3 obs-optional),
+// then a colon; a line that starts with a space or tab continues the
+// field above (§2.2.3). It returns hdr itself when every line is one of
+// those, else a copy without the lines that are neither and without
+// their continuation lines, and dropped true. The scan stops at the
+// blank line that ends the section.
+func scanHeader(hdr []byte) (out []byte, dropped bool) {
+	keep := false // whether the field being continued was kept
+	for off := 0; off < len(hdr); {
+		end := len(hdr)
+		if n := bytes.IndexByte(hdr[off:], '\n'); n >= 0 {
+			end = off + n + 1
+		}
+		line := hdr[off:end]
+		text := bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		blank := len(text) == 0
+		var ok bool
+		switch {
+		case blank:
+			ok = true
+		case text[0] == ' ' || text[0] == '\t':
+			ok = keep
+		default:
+			ok = validFieldStart(text)
+			keep = ok
+		}
+		if !ok && out == nil {
+			out = append(make([]byte, 0, len(hdr)), hdr[:off]...)
+		}
+		if out != nil && ok {
+			out = append(out, line...)
+		}
+		if blank {
+			if out != nil {
+				out = append(out, hdr[end:]...)
+			}
+			break
+		}
+		off = end
+	}
+	if out == nil {
+		return hdr, false
+	}
+	return out, true
+}
+
+// validFieldStart reports whether line starts a header field: a non-empty
+// field-name of printable US-ASCII but ":" (RFC 5322 §3.6.8), blanks
+// allowed before the colon.
+func validFieldStart(line []byte) bool {
+	i := bytes.IndexByte(line, ':')
+	if i < 0 {
+		return false
+	}
+	name := bytes.TrimRight(line[:i], " \t")
+	if len(name) == 0 {
+		return false
+	}
+	for _, c := range name {
+		if c < 33 || c > 126 {
+			return false
+		}
+	}
+	return true
 }
 
 func truncateHeader(h textproto.Header, n int) textproto.Header {
@@ -233,6 +309,34 @@ func (m *Message) To() []string {
 func (m *Message) parseAddresses() {
 	m.from = firstAddress(m.header, "From")
 	m.to = addresses(m.header, "To", "Cc")
+}
+
+// Mailbox is one mailbox of an address-list field (RFC 5322 §3.4): the
+// display name with encoded words decoded (RFC 2047 §6.1) and the
+// addr-spec as written.
+type Mailbox struct {
+	Name    string
+	Address string
+}
+
+// Mailboxes returns the mailboxes of every field named name, top to
+// bottom, the members of groups included. A field that does not parse as
+// an address list adds nothing and makes err non-nil (the first such
+// error); the mailboxes of the other fields are still returned.
+func (m *Message) Mailboxes(name string) (list []Mailbox, err error) {
+	for _, v := range m.header.Values(name) {
+		as, perr := addressParser.ParseList(v)
+		if perr != nil {
+			if err == nil {
+				err = fmt.Errorf("%s: %w", name, perr)
+			}
+			continue
+		}
+		for _, a := range as {
+			list = append(list, Mailbox{Name: a.Name, Address: a.Address})
+		}
+	}
+	return list, err
 }
 
 // Field is one header field as it was received: the name as written and
