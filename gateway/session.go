@@ -219,22 +219,29 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 	defer func() { s.t.Facts.Message, s.t.Raw = nil, nil }()
 	normalize := s.srv.opt.SMTP.BareLineEndings == "normalize"
 	var raw []byte
+	var nuls int
 	var err error
 	if whole, ok := r.(interface{ Bytes() []byte }); ok {
 		// BDAT (RFC 3030): smtpd has gathered the chunks; they are
 		// checked where they are rather than copied again.
-		raw, err = wholeEOL(whole.Bytes(), normalize)
+		raw, nuls, err = wholeEOL(whole.Bytes(), normalize)
 	} else {
 		body := getBody(bodyHint(s.t.Size, s.srv.opt.SMTP.MaxMessageSize))
 		defer putBody(body)
-		_, err = body.ReadFrom(newEOLReader(r, normalize))
-		raw = body.Bytes()
+		er := newEOLReader(r, normalize)
+		_, err = body.ReadFrom(er)
+		raw, nuls = body.Bytes(), er.nuls
+	}
+	if nuls > 0 {
+		s.log.Info("NUL octets removed from message data", zap.Int("nul_removed", nuls), zap.String("sender", s.t.Sender))
 	}
 	if err != nil {
 		var se *reply.Reply
 		switch {
 		case errors.Is(err, errBareEOL):
 			return s.fail("data", reply.BareLineEnding, zap.String("sender", s.t.Sender))
+		case errors.Is(err, errNUL):
+			return s.fail("data", replyNUL, zap.String("sender", s.t.Sender))
 		case errors.As(err, &se):
 			s.rejected++
 			return se // smtpd's own, e.g. 552 5.3.4 size exceeded

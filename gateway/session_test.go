@@ -288,7 +288,10 @@ func TestSmugglingPayloads(t *testing.T) {
 				// (RFC 5321 §4.5.2 removes only the dot), so the two
 				// dot-CR payloads are bare-CR payloads too. (go-smtp's loop
 				// dropped that CR, and this test then let them through.)
-				bare := !strings.HasPrefix(name, "control") && name != "pipelined-after-eod" && !strings.Contains(name, "nul")
+				// A NUL octet is refused like a bare line end (issue 27
+				// item 6): in reject mode every payload but the valid ones
+				// is refused.
+				bare := !strings.HasPrefix(name, "control") && name != "pipelined-after-eod"
 				switch {
 				case name == "pipelined-after-eod":
 					// The commands after the real end of data are a
@@ -311,6 +314,9 @@ func TestSmugglingPayloads(t *testing.T) {
 					// line endings, so no later hop can split it.
 					if eolErr := checkCRLF(msgs[0].data); eolErr != nil {
 						t.Fatal(eolErr)
+					}
+					if bytes.IndexByte(msgs[0].data, 0) >= 0 {
+						t.Fatal("NUL left in the spooled message")
 					}
 				}
 			})
