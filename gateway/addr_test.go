@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -123,5 +124,19 @@ func TestNonASCIIRelay(t *testing.T) {
 	got := ts.spool.all()
 	if len(got) != 1 || got[0].env.Recipients[0].Route != "backend" || got[0].env.Recipients[0].Address != "u@b\u00fccher.example" {
 		t.Fatalf("spooled %+v", got)
+	}
+}
+
+// The offline session (moat rules test) says SMTPUTF8 when its addresses
+// need it, and refuses what a live session refuses with it.
+func TestOfflineNonASCII(t *testing.T) {
+	s := offlineSession("hi")
+	s.From = "\u00fc@far.example"
+	if res := RunOffline(context.Background(), PipelineOptions{Hostname: "mx.example.org"}, s); res.Final.Code != 250 {
+		t.Errorf("non-ASCII sender offline: %v", res.Final)
+	}
+	s.From = "s@far\uff0eexample"
+	if res := RunOffline(context.Background(), PipelineOptions{Hostname: "mx.example.org"}, s); res.Final.Code != 501 || res.Final.Enhanced.String() != "5.1.7" {
+		t.Errorf("fullwidth stop offline: %v", res.Final)
 	}
 }
