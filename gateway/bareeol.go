@@ -32,15 +32,21 @@ var replyNUL = reply.New(550, 6, 0, "NUL octet in message data is not allowed (R
 //
 // NUL octets follow the same policy (issue 27 item 6): a next hop may
 // end a line or a string at one, so they are refused (errNUL) or, with
-// normalize, removed and counted in nuls.
+// normalize, removed. What normalize changed is counted in fixes.
 type eolReader struct {
 	r         io.Reader
 	normalize bool
 	pendingCR bool   // the previous byte was CR and its LF has not been seen
 	out       []byte // normalize: fixed bytes not yet returned
 	buf       []byte // normalize: what is read, before fixing
-	nuls      int    // normalize: NUL octets removed
+	fixes     eolFixes
 	err       error
+}
+
+// eolFixes counts what normalize changed in one message.
+type eolFixes struct {
+	bare int // bare CR or bare LF made CRLF
+	nuls int // NUL octets removed
 }
 
 func newEOLReader(r io.Reader, normalize bool) *eolReader {
@@ -82,6 +88,7 @@ func (e *eolReader) Read(p []byte) (int, error) {
 			if err == io.EOF && e.pendingCR {
 				e.out = append(e.out, '\n')
 				e.pendingCR = false
+				e.fixes.bare++
 			}
 			e.err = err
 		}
@@ -92,27 +99,28 @@ func (e *eolReader) Read(p []byte) (int, error) {
 }
 
 // wholeEOL applies the same policy to a message already whole in memory
-// (BDAT): it is checked in place and copied only to be normalized. nuls
-// is the number of NUL octets removed.
-func wholeEOL(b []byte, normalize bool) (out []byte, nuls int, err error) {
+// (BDAT): it is checked in place and copied only to be normalized; fx
+// counts what normalize changed.
+func wholeEOL(b []byte, normalize bool) (out []byte, fx eolFixes, err error) {
 	var e eolReader
 	eolOK := e.check(b) && !e.pendingCR
 	nulOK := bytes.IndexByte(b, 0) < 0
 	switch {
 	case eolOK && nulOK:
-		return b, 0, nil
+		return b, fx, nil
 	case normalize:
 	case !eolOK:
-		return nil, 0, errBareEOL
+		return nil, fx, errBareEOL
 	default:
-		return nil, 0, errNUL
+		return nil, fx, errNUL
 	}
 	e = eolReader{out: make([]byte, 0, len(b)+len(b)/32+2)}
 	e.fix(b)
 	if e.pendingCR {
 		e.out = append(e.out, '\n')
+		e.fixes.bare++
 	}
-	return e.out, e.nuls, nil
+	return e.out, e.fixes, nil
 }
 
 // check reports whether every CR and LF of b (after what came before)
@@ -147,7 +155,7 @@ func (e *eolReader) fix(b []byte) {
 	for _, c := range b {
 		if c == 0 {
 			// Removed before the line end logic: "\r\x00\n" is CRLF.
-			e.nuls++
+			e.fixes.nuls++
 			continue
 		}
 		switch {
@@ -157,6 +165,7 @@ func (e *eolReader) fix(b []byte) {
 			continue
 		case e.pendingCR:
 			out = append(out, '\n') // bare CR becomes CRLF
+			e.fixes.bare++
 			e.pendingCR = false
 		}
 		switch c {
@@ -165,6 +174,7 @@ func (e *eolReader) fix(b []byte) {
 			e.pendingCR = true
 		case '\n':
 			out = append(out, '\r', '\n') // bare LF becomes CRLF
+			e.fixes.bare++
 		default:
 			out = append(out, c)
 		}

@@ -27,9 +27,9 @@ func FuzzEOLReader(f *testing.F) {
 		er := newEOLReader(iotest.HalfReader(bytes.NewReader(data)), normalize)
 		out, err := io.ReadAll(er)
 		// The BDAT path, on the message whole, decides the same.
-		whole, nuls, werr := wholeEOL(bytes.Clone(data), normalize)
-		if (werr == nil) != (err == nil) || err == nil && (!bytes.Equal(whole, out) || nuls != er.nuls) {
-			t.Fatalf("whole: %q, %d, %v; streamed: %q, %d, %v", whole, nuls, werr, out, er.nuls, err)
+		whole, fx, werr := wholeEOL(bytes.Clone(data), normalize)
+		if (werr == nil) != (err == nil) || err == nil && (!bytes.Equal(whole, out) || fx != er.fixes) {
+			t.Fatalf("whole: %q, %+v, %v; streamed: %q, %+v, %v", whole, fx, werr, out, er.fixes, err)
 		}
 		if normalize {
 			if err != nil {
@@ -38,8 +38,11 @@ func FuzzEOLReader(f *testing.F) {
 			if e := checkCRLF(out); e != nil {
 				t.Fatalf("%v in %q from %q", e, out, data)
 			}
-			if bytes.IndexByte(out, 0) >= 0 || er.nuls != bytes.Count(data, []byte{0}) {
-				t.Fatalf("NUL: %q from %q, %d removed", out, data, er.nuls)
+			if bytes.IndexByte(out, 0) >= 0 || er.fixes.nuls != bytes.Count(data, []byte{0}) {
+				t.Fatalf("NUL: %q from %q, %d removed", out, data, er.fixes.nuls)
+			}
+			if (er.fixes.bare == 0) != (checkCRLF(bytes.ReplaceAll(data, []byte{0}, nil)) == nil) {
+				t.Fatalf("%d bare line ends counted in %q", er.fixes.bare, data)
 			}
 			// Only line endings change, and NULs go.
 			flat := func(b []byte) []byte {

@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 
 	"moat/internal/smtptest"
@@ -27,15 +29,24 @@ func TestNULInData(t *testing.T) {
 		rc.Send(body)
 		return rc.Cmd(".")
 	}
+	var mu sync.Mutex
+	var counted []string
+	count := func(o *Options) {
+		o.Checks = &Checks{Smuggling: func(kind, action string) {
+			mu.Lock()
+			counted = append(counted, kind+"/"+action)
+			mu.Unlock()
+		}}
+	}
 	for _, bdat := range []bool{false, true} {
-		ts := startServer(t, nil)
+		ts := startServer(t, count)
 		if code, text := send(ts, bdat); code != 550 || !bytes.Contains([]byte(text), []byte("5.6.0")) {
 			t.Errorf("bdat=%v reject: %d %q, want 550 5.6.0", bdat, code, text)
 		}
 		if n := len(ts.spool.all()); n != 0 {
 			t.Errorf("bdat=%v reject: %d messages spooled", bdat, n)
 		}
-		ts = startServer(t, func(o *Options) { o.SMTP.BareLineEndings = "normalize" })
+		ts = startServer(t, func(o *Options) { count(o); o.SMTP.BareLineEndings = "normalize" })
 		if code, text := send(ts, bdat); code != 250 {
 			t.Fatalf("bdat=%v normalize: %d %q", bdat, code, text)
 		}
@@ -43,5 +54,11 @@ func TestNULInData(t *testing.T) {
 		if len(got) != 1 || bytes.IndexByte(got[0].data, 0) >= 0 || !has(got[0].data, "\r\n\r\nab\r\n\r\n") {
 			t.Errorf("bdat=%v normalize: spooled %d messages", bdat, len(got))
 		}
+	}
+	// Counted once per message (moat_smuggling_total).
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"nul/rejected", "nul/normalized", "nul/rejected", "nul/normalized"}; !slices.Equal(counted, want) {
+		t.Errorf("counted %q, want %q", counted, want)
 	}
 }
