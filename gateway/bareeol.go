@@ -1,28 +1,52 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"io"
 
 	"moat/internal/dataend"
+	"moat/internal/reply"
 )
 
 // errBareEOL is returned by eolReader when the message holds a bare CR or
 // a bare LF and the policy is to reject.
 var errBareEOL = errors.New("bare CR or LF in message data")
 
+// errNUL is returned by eolReader when the message holds a NUL octet and
+// the policy is to reject.
+var errNUL = errors.New("NUL octet in message data")
+
+// replyNUL refuses a message with a NUL octet. RFC 5321 §4.5.2 and RFC
+// 6152 §3 carry 7bit and 8bitMIME data only, and neither may hold NUL
+// (RFC 2045 §2.7, §2.8); BINARYMIME (RFC 3030 §3) is not offered. Same
+// basic code as the bare line end refusal (reply.BareLineEnding); X.6.0:
+// the content, not the command syntax, is at fault (RFC 3463 §3.7).
+var replyNUL = reply.New(550, 6, 0, "NUL octet in message data is not allowed (RFC 2045 §2.8)")
+
 // eolReader checks the line endings of message data as smtpd hands it
 // over (dot-unstuffed, CR and LF as they came). RFC 5321 §2.3.8: CR and LF may only
 // appear together as CRLF. With normalize set, a bare LF or bare CR
 // becomes CRLF; otherwise the first one makes Read fail with errBareEOL
 // once the rest of the data has been drained by smtpd.
+//
+// NUL octets follow the same policy (issue 27 item 6): a next hop may
+// end a line or a string at one, so they are refused (errNUL) or, with
+// normalize, removed. What normalize changed is counted in fixes.
 type eolReader struct {
 	r         io.Reader
 	normalize bool
 	pendingCR bool   // the previous byte was CR and its LF has not been seen
 	out       []byte // normalize: fixed bytes not yet returned
 	buf       []byte // normalize: what is read, before fixing
+	fixes     eolFixes
 	err       error
+}
+
+// eolFixes counts what normalize changed in one message.
+type eolFixes struct {
+	bare int // bare CR or bare LF made CRLF
+	nuls int // NUL octets removed
 }
 
 func newEOLReader(r io.Reader, normalize bool) *eolReader {
@@ -40,6 +64,10 @@ func (e *eolReader) Read(p []byte) (int, error) {
 			// A CR as the very last byte cannot happen with a
 			// well-formed end of data, but be strict.
 			e.err = errBareEOL
+			return 0, e.err
+		}
+		if bytes.IndexByte(p[:n], 0) >= 0 {
+			e.err = errNUL
 			return 0, e.err
 		}
 		if err != nil {
@@ -60,6 +88,7 @@ func (e *eolReader) Read(p []byte) (int, error) {
 			if err == io.EOF && e.pendingCR {
 				e.out = append(e.out, '\n')
 				e.pendingCR = false
+				e.fixes.bare++
 			}
 			e.err = err
 		}
@@ -70,21 +99,28 @@ func (e *eolReader) Read(p []byte) (int, error) {
 }
 
 // wholeEOL applies the same policy to a message already whole in memory
-// (BDAT): it is checked in place and copied only to be normalized.
-func wholeEOL(b []byte, normalize bool) ([]byte, error) {
+// (BDAT): it is checked in place and copied only to be normalized; fx
+// counts what normalize changed.
+func wholeEOL(b []byte, normalize bool) (out []byte, fx eolFixes, err error) {
 	var e eolReader
-	if e.check(b) && !e.pendingCR {
-		return b, nil
-	}
-	if !normalize {
-		return nil, errBareEOL
+	eolOK := e.check(b) && !e.pendingCR
+	nulOK := bytes.IndexByte(b, 0) < 0
+	switch {
+	case eolOK && nulOK:
+		return b, fx, nil
+	case normalize:
+	case !eolOK:
+		return nil, fx, errBareEOL
+	default:
+		return nil, fx, errNUL
 	}
 	e = eolReader{out: make([]byte, 0, len(b)+len(b)/32+2)}
 	e.fix(b)
 	if e.pendingCR {
 		e.out = append(e.out, '\n')
+		e.fixes.bare++
 	}
-	return e.out, nil
+	return e.out, e.fixes, nil
 }
 
 // check reports whether every CR and LF of b (after what came before)
@@ -112,10 +148,16 @@ func (e *eolReader) check(b []byte) bool {
 	return true
 }
 
-// fix appends b to e.out with every bare CR and bare LF made CRLF.
+// fix appends b to e.out with every bare CR and bare LF made CRLF and
+// every NUL removed (and counted).
 func (e *eolReader) fix(b []byte) {
 	out := e.out[:0]
 	for _, c := range b {
+		if c == 0 {
+			// Removed before the line end logic: "\r\x00\n" is CRLF.
+			e.fixes.nuls++
+			continue
+		}
 		switch {
 		case e.pendingCR && c == '\n':
 			out = append(out, '\n')
@@ -123,6 +165,7 @@ func (e *eolReader) fix(b []byte) {
 			continue
 		case e.pendingCR:
 			out = append(out, '\n') // bare CR becomes CRLF
+			e.fixes.bare++
 			e.pendingCR = false
 		}
 		switch c {
@@ -131,6 +174,7 @@ func (e *eolReader) fix(b []byte) {
 			e.pendingCR = true
 		case '\n':
 			out = append(out, '\r', '\n') // bare LF becomes CRLF
+			e.fixes.bare++
 		default:
 			out = append(out, c)
 		}

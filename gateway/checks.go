@@ -39,6 +39,10 @@ type Checks struct {
 	AuthLimits AuthLimiter
 	// AuthFailure, when set, is told each failed AUTH by reason (metrics).
 	AuthFailure func(reason string)
+	// Smuggling, when set, is told each message whose data held a bare
+	// CR or LF (kind "bare_eol") or a NUL octet ("nul"), and whether it
+	// was "rejected" or "normalized" (smtp.bare_line_endings; metrics).
+	Smuggling func(kind, action string)
 	// AfterData, when set, is told the outcome of the data stage's rules
 	// (nil: accepted, else the refusal) with the Txn as they left it; it
 	// must not block (the daemon's autolearn queues a job). Not called
@@ -61,6 +65,13 @@ func (c *Checks) timeout() time.Duration {
 		return 20 * time.Second
 	}
 	return c.Timeout
+}
+
+// smuggling reports one message to Smuggling, if set.
+func (c *Checks) smuggling(kind, action string) {
+	if c != nil && c.Smuggling != nil {
+		c.Smuggling(kind, action)
+	}
 }
 
 // mailLog returns the mail log (a nil *maillog.Logger logs nothing).

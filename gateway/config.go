@@ -85,7 +85,8 @@ type SMTP struct {
 	// before they are told 421 and closed.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 	// BareLineEndings is "reject" (default) or "normalize": what to do
-	// with a bare CR or LF inside DATA (RFC 5321 §2.3.8).
+	// with a bare CR or LF inside DATA (RFC 5321 §2.3.8), and with a NUL
+	// octet (refused with 550 5.6.0, or removed).
 	BareLineEndings string `mapstructure:"bare_line_endings"`
 }
 

@@ -43,5 +43,8 @@
 // of SMTP smuggling (CVE-2023-51764 class): smtpd only ends DATA at
 // <CRLF>.<CRLF>, and this package rejects (default) or normalizes any
 // other line ending inside the message, so a smuggled second envelope can
-// never come out of the relay as a second message.
+// never come out of the relay as a second message. A NUL octet, which no
+// 7bit or 8bitMIME message may hold (RFC 2045 §2.8) and which a next hop
+// may read as the end of a line, follows the same setting: refused with
+// 550 5.6.0, or removed.
 package gateway

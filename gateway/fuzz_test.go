@@ -13,19 +13,23 @@ import (
 )
 
 // FuzzEOLReader: in reject mode the reader either passes the bytes
-// through unchanged (no bare CR/LF) or fails with errBareEOL; in
-// normalize mode it never fails and its output has only CRLF line ends.
-// wholeEOL (BDAT) gives the same result.
+// through unchanged (no bare CR/LF, no NUL) or fails with errBareEOL or
+// errNUL; in normalize mode it never fails, its output has only CRLF
+// line ends and no NUL, and only line ends and NULs changed. wholeEOL
+// (BDAT) gives the same result.
 func FuzzEOLReader(f *testing.F) {
-	for _, s := range []string{"a\r\nb\r\n", "a\nb", "a\rb", "\r", "\n", "\r\r\n", ".\r\n", "x\r\n.\n.\r\n"} {
+	for _, s := range []string{"a\r\nb\r\n", "a\nb", "a\rb", "\r", "\n", "\r\r\n", ".\r\n", "x\r\n.\n.\r\n",
+		"\r\n\x00.\r\n", "a\x00b\r\n", "\r\x00\n", "\x00"} {
 		f.Add([]byte(s), false)
 		f.Add([]byte(s), true)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, normalize bool) {
-		out, err := io.ReadAll(newEOLReader(iotest.HalfReader(bytes.NewReader(data)), normalize))
+		er := newEOLReader(iotest.HalfReader(bytes.NewReader(data)), normalize)
+		out, err := io.ReadAll(er)
 		// The BDAT path, on the message whole, decides the same.
-		if whole, werr := wholeEOL(bytes.Clone(data), normalize); (werr == nil) != (err == nil) || err == nil && !bytes.Equal(whole, out) {
-			t.Fatalf("whole: %q, %v; streamed: %q, %v", whole, werr, out, err)
+		whole, fx, werr := wholeEOL(bytes.Clone(data), normalize)
+		if (werr == nil) != (err == nil) || err == nil && (!bytes.Equal(whole, out) || fx != er.fixes) {
+			t.Fatalf("whole: %q, %+v, %v; streamed: %q, %+v, %v", whole, fx, werr, out, er.fixes, err)
 		}
 		if normalize {
 			if err != nil {
@@ -34,8 +38,15 @@ func FuzzEOLReader(f *testing.F) {
 			if e := checkCRLF(out); e != nil {
 				t.Fatalf("%v in %q from %q", e, out, data)
 			}
-			// Only line endings change.
+			if bytes.IndexByte(out, 0) >= 0 || er.fixes.nuls != bytes.Count(data, []byte{0}) {
+				t.Fatalf("NUL: %q from %q, %d removed", out, data, er.fixes.nuls)
+			}
+			if (er.fixes.bare == 0) != (checkCRLF(bytes.ReplaceAll(data, []byte{0}, nil)) == nil) {
+				t.Fatalf("%d bare line ends counted in %q", er.fixes.bare, data)
+			}
+			// Only line endings change, and NULs go.
 			flat := func(b []byte) []byte {
+				b = bytes.ReplaceAll(b, []byte{0}, nil)
 				b = bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n"))
 				return bytes.ReplaceAll(b, []byte("\r"), []byte("\n"))
 			}
@@ -46,12 +57,16 @@ func FuzzEOLReader(f *testing.F) {
 		}
 		switch {
 		case err == nil:
-			if checkCRLF(data) != nil || !bytes.Equal(out, data) {
+			if checkCRLF(data) != nil || bytes.IndexByte(data, 0) >= 0 || !bytes.Equal(out, data) {
 				t.Fatalf("passed %q as %q", data, out)
 			}
 		case errors.Is(err, errBareEOL):
 			if checkCRLF(data) == nil {
 				t.Fatalf("refused clean %q", data)
+			}
+		case errors.Is(err, errNUL):
+			if bytes.IndexByte(data, 0) < 0 {
+				t.Fatalf("refused %q for a NUL", data)
 			}
 		default:
 			t.Fatalf("unexpected error %v", err)

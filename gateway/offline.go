@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"strings"
 
 	"moat/gateway/guard"
 	"moat/internal/reply"
@@ -118,6 +119,14 @@ func RunOffline(ctx context.Context, opt PipelineOptions, s OfflineSession) *Off
 	t.Reset()
 	t.Sender = s.From
 	t.Size = s.DeclaredSize
+	// The offline client says SMTPUTF8 when its addresses need it (RFC
+	// 6531 §3.4), as a compliant client would; without it they would be
+	// refused with 553 5.6.7 (checkEnvelopeAddr).
+	for _, a := range append([]string{s.From}, s.To...) {
+		if strings.ContainsFunc(a, func(r rune) bool { return r >= 0x80 }) {
+			t.UTF8 = true
+		}
+	}
 	if r := run(rules.StageMail, ""); r != nil {
 		return end(r)
 	}

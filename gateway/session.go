@@ -219,22 +219,37 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 	defer func() { s.t.Facts.Message, s.t.Raw = nil, nil }()
 	normalize := s.srv.opt.SMTP.BareLineEndings == "normalize"
 	var raw []byte
+	var fx eolFixes
 	var err error
 	if whole, ok := r.(interface{ Bytes() []byte }); ok {
 		// BDAT (RFC 3030): smtpd has gathered the chunks; they are
 		// checked where they are rather than copied again.
-		raw, err = wholeEOL(whole.Bytes(), normalize)
+		raw, fx, err = wholeEOL(whole.Bytes(), normalize)
 	} else {
 		body := getBody(bodyHint(s.t.Size, s.srv.opt.SMTP.MaxMessageSize))
 		defer putBody(body)
-		_, err = body.ReadFrom(newEOLReader(r, normalize))
-		raw = body.Bytes()
+		er := newEOLReader(r, normalize)
+		_, err = body.ReadFrom(er)
+		raw, fx = body.Bytes(), er.fixes
+	}
+	if fx.bare > 0 || fx.nuls > 0 {
+		s.log.Info("message data normalized", zap.Int("bare_eol_fixed", fx.bare), zap.Int("nul_removed", fx.nuls), zap.String("sender", s.t.Sender))
+		if fx.bare > 0 {
+			s.checks.smuggling("bare_eol", "normalized")
+		}
+		if fx.nuls > 0 {
+			s.checks.smuggling("nul", "normalized")
+		}
 	}
 	if err != nil {
 		var se *reply.Reply
 		switch {
 		case errors.Is(err, errBareEOL):
+			s.checks.smuggling("bare_eol", "rejected")
 			return s.fail("data", reply.BareLineEnding, zap.String("sender", s.t.Sender))
+		case errors.Is(err, errNUL):
+			s.checks.smuggling("nul", "rejected")
+			return s.fail("data", replyNUL, zap.String("sender", s.t.Sender))
 		case errors.As(err, &se):
 			s.rejected++
 			return se // smtpd's own, e.g. 552 5.3.4 size exceeded

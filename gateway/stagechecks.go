@@ -65,6 +65,9 @@ func (c mailPolicyCheck) CheckMail(_ context.Context, t *Txn) error {
 		return errNotYours
 	}
 	if from != "" {
+		if err := checkEnvelopeAddr(from, t.UTF8, reply.BadSenderSyntax); err != nil {
+			return err
+		}
 		if _, err := route.Domain(from); err != nil && !isIPLiteralSender(from) {
 			return reply.BadSenderSyntax.With(err)
 		}
@@ -129,6 +132,9 @@ func (addressCheck) Name() string { return "address" }
 
 func (addressCheck) CheckRcpt(_ context.Context, t *Txn) error {
 	to := t.Rcpt.Addr
+	if err := checkEnvelopeAddr(to, t.UTF8, reply.BadRcptSyntax); err != nil {
+		return err
+	}
 	if _, err := route.Domain(to); err != nil {
 		if t.May() {
 			return reply.BadRcptSyntax.With(err)

@@ -458,6 +458,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		RuleHits:    m.RuleHits,
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
+		Smuggling:   m.Smuggling,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
 		AfterData:   a.learn.afterData(),

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -137,6 +138,10 @@ func (c *Conn) mailCmd(arg string) {
 		return
 	}
 	from, ps, r := pathArg(arg, "FROM:", (*pathParser).reversePath, replyMailSyntax, replyMailParams)
+	if r == nil && !utf8.ValidString(from) {
+		// Refused with or without SMTPUTF8 (issue 27 item 4).
+		r = replySenderUTF8
+	}
 	if r != nil {
 		c.reply(r)
 		return
@@ -187,6 +192,9 @@ func (c *Conn) rcptCmd(arg string) {
 		return
 	}
 	to, ps, r := pathArg(arg, "TO:", func(p *pathParser) (string, error) { return p.path(true) }, replyRcptSyntax, replyRcptParams)
+	if r == nil && !utf8.ValidString(to) {
+		r = replyRcptUTF8
+	}
 	if r != nil {
 		c.reply(r)
 		return

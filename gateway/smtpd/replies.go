@@ -27,6 +27,11 @@ var (
 	replyTooManySteps  = reply.New(501, 5, 2, "Too many SASL steps")
 	replyAuthCancelled = reply.New(501, 0, 0, "Negotiation cancelled") // RFC 4954 §4
 
+	// A path that is not UTF-8 (RFC 6531 §3.3, RFC 3629): bad mailbox
+	// syntax, X.1.7 for the sender and X.1.3 for a recipient (RFC 3463 §3.2).
+	replySenderUTF8 = reply.New(501, 1, 7, "Bad sender address syntax: not UTF-8")
+	replyRcptUTF8   = reply.New(501, 1, 3, "Bad recipient address syntax: not UTF-8")
+
 	// Parameters (RFC 3463 §3.6: X.5.4).
 	replyMailParams    = reply.New(501, 5, 4, "Unable to parse MAIL ESMTP parameters")
 	replyRcptParams    = reply.New(501, 5, 4, "Unable to parse RCPT ESMTP parameters")

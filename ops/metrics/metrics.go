@@ -112,6 +112,7 @@ type Metrics struct {
 	dnsblErrors   *prometheus.CounterVec
 	stress        *prometheus.GaugeVec
 	smtpTimeouts  *prometheus.CounterVec
+	smuggling     *prometheus.CounterVec
 
 	listenerNames, routeNames, ruleNames, authReasons, guardReasons, dnsblZones *labelSet
 
@@ -181,6 +182,13 @@ func NewWithOptions(opt Options) *Metrics {
 		&queueCollector{m: m}, &spoolCollector{m: m})
 	if !opt.NoRuntimeCollectors {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	m.smuggling = counterVec("moat_smuggling_total", "Messages whose data held a bare CR or LF (kind bare_eol) or a NUL octet (kind nul), by action (rejected or normalized, smtp.bare_line_endings).", "kind", "action")
+	m.reg.MustRegister(m.smuggling)
+	for _, k := range smugglingKinds {
+		for _, a := range smugglingActions {
+			m.smuggling.WithLabelValues(k, a)
+		}
 	}
 	// Series that exist from the start, so rate() works before the first event.
 	for _, v := range verdicts {
@@ -298,6 +306,24 @@ func (m *Metrics) TLS(version string) {
 		version = other
 	}
 	m.tlsConns.WithLabelValues(version).Inc()
+}
+
+// Label values of moat_smuggling_total; others count as "other".
+var (
+	smugglingKinds   = []string{"bare_eol", "nul"}
+	smugglingActions = []string{"rejected", "normalized"}
+)
+
+// Smuggling counts one message whose data held a bare line end or a NUL
+// octet, and what was done. It fits gateway.Checks.Smuggling.
+func (m *Metrics) Smuggling(kind, action string) {
+	if !contains(smugglingKinds, kind) {
+		kind = other
+	}
+	if !contains(smugglingActions, action) {
+		action = other
+	}
+	m.smuggling.WithLabelValues(kind, action).Inc()
 }
 
 // AuthFailure counts one failed AUTH; reason is a short fixed word from the

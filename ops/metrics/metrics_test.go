@@ -372,6 +372,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 func TestHooksFitTheParts(t *testing.T) {
 	m := NewWithOptions(Options{NoRuntimeCollectors: true})
 	_ = gateway.Checks{Observe: m.Check, Verdict: m.VerdictFrom, AuthFailure: m.AuthFailure, RuleHits: m.RuleHits, TLS: m.TLS}
+	_ = gateway.Checks{Smuggling: m.Smuggling}
 	_ = gateway.Options{Wrap: func(l net.Listener, c gateway.Listener) net.Listener { return m.WrapListener(c.Name, l) }}
 	_ = guard.Options{OnReject: m.GuardReject, OnStress: m.Stress, OnDNSBLError: m.DNSBLError}
 	_ = gateway.Options{OnTimeout: m.SMTPTimeout}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -122,6 +123,11 @@ func NormalizeDomain(d string) (string, error) {
 	if len(d) > 1024 {
 		return "", errors.New("domain too long")
 	}
+	if !utf8.ValidString(d) {
+		// idna would read the stray octets as U+FFFD and route the
+		// domain as if it were "xn--...": never (issue 27 item 4).
+		return "", errors.New("domain is not UTF-8")
+	}
 	ascii := true
 	for i := 0; i < len(d); i++ {
 		if d[i] >= 0x80 {
@@ -169,4 +175,73 @@ func checkLDH(d string) error {
 		start = i + 1
 	}
 	return nil
+}
+
+// WireDomain checks a domain as a client sent it in MAIL FROM or RCPT TO
+// with SMTPUTF8 and returns its normalized form (that of NormalizeDomain).
+// RFC 6531 §3.3 lets such a domain hold U-labels, and a U-label is a
+// valid IDNA2008 label as it stands (RFC 5890 §2.3.2.1): the mapping of
+// UTS #46 (case folding, width folding, the ideographic and fullwidth
+// full stops as dots, the soft hyphen removed) is for what a user types
+// (RFC 5891 §5.2, RFC 5895), not for a protocol element, which a peer
+// sends already in its final form (RFC 5891 §5.3-5.4). So "ｐｆ.test",
+// "pf．test", "pf。test", "p<U+00AD>f.test" and "BÜCHER.example" are
+// refused here, rather than quietly taken as another domain than the
+// one sent; only ASCII letters may be in upper case (RFC 5321 §2.4).
+// An ASCII domain is checked as NormalizeDomain does (its A-labels must
+// decode to valid U-labels).
+//
+// The labels are checked as IDNA2008 registration would (no mapping,
+// NFC, joiners, the bidi rule, DNS lengths) except for hyphens in the
+// third and fourth positions of an ASCII label ("r3---sn" is a host name
+// in use); checkLDH still refuses a leading or trailing hyphen.
+func WireDomain(d string) (string, error) {
+	if !utf8.ValidString(d) {
+		return "", errors.New("domain is not UTF-8")
+	}
+	plain := strings.TrimSuffix(d, ".")
+	if len(plain) > 1024 {
+		return "", errors.New("domain too long")
+	}
+	lower := []byte(plain)
+	for i, c := range lower {
+		if c >= 'A' && c <= 'Z' {
+			lower[i] = c + 'a' - 'A'
+		}
+	}
+	if _, err := wireProfile.ToASCII(string(lower)); err != nil {
+		return "", fmt.Errorf("domain %q is not a valid internationalized domain name as sent (RFC 5891 §5.4): %w", d, err)
+	}
+	return NormalizeDomain(d)
+}
+
+var wireProfile = idna.New(idna.ValidateForRegistration(), idna.CheckHyphens(false))
+
+// WireAddress returns addr as it goes into a MAIL or RCPT command to a
+// next hop: its domain, when not ASCII, in the A-label form that routing
+// used (NormalizeDomain), so that a next hop without SMTPUTF8 can take a
+// mailbox whose local part is ASCII (RFC 6531 §3.2 forbids downgrading
+// only what has no ASCII form). An ASCII address, the null sender and
+// anything Split refuses (an IP literal sender) are returned as they are.
+// ascii reports whether the result is all ASCII (false: the local part
+// is not, and only an SMTPUTF8 server may take it).
+func WireAddress(addr string) (wire string, ascii bool) {
+	if isASCII(addr) {
+		return addr, true
+	}
+	local, d, err := Split(addr)
+	if err != nil {
+		return addr, false
+	}
+	wire = local + "@" + d
+	return wire, isASCII(wire)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

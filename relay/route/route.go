@@ -16,7 +16,11 @@
 // dot removed, and in their ASCII form: internationalized domain names
 // are converted from U-labels to A-labels (RFC 5890 §2.3.2.1, UTS #46
 // lookup profile via golang.org/x/net/idna), so that "bücher.example" and
-// "xn--bcher-kva.example" are the same domain. There is no subdomain
+// "xn--bcher-kva.example" are the same domain. That mapping is for
+// configured names; a domain as a client sent it is first checked by
+// WireDomain (valid IDNA2008 as it stands, no mapping), and a next hop is
+// sent the A-label form (WireAddress), so routing and forwarding see one
+// name. There is no subdomain
 // matching, except that a configured key that starts with "." (for
 // example ".example.org") matches every subdomain of example.org, but not
 // example.org itself. An exact key wins over a "." key; among "." keys

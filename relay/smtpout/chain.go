@@ -37,7 +37,7 @@ func (s *session) claimRider() *rider {
 	if r == nil {
 		return nil
 	}
-	if s.refuse(r.msg, r.rcpts) != nil {
+	if bad, err := s.refuse(r.msg, r.rcpts); err != nil || len(bad) > 0 {
 		handBack(r)
 		return nil
 	}

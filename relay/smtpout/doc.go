@@ -43,8 +43,15 @@
 //     password should not bounce the queue.
 //   - SIZE (RFC 1870): a message larger than the server's declared limit
 //     fails at once for every recipient with 552 5.3.4, without sending.
-//   - SMTPUTF8 (RFC 6531 §3.2): a message that needs it is not sent to a
-//     server that does not offer it; it fails permanently with 5.6.7.
+//   - Internationalized addresses: MAIL and RCPT carry every domain in
+//     A-label form (route.WireAddress), the form routing used, whatever
+//     the server offers; the local part goes as it is.
+//   - SMTPUTF8 (RFC 6531 §3.2): what needs it is not sent to a server
+//     that does not offer it, and nothing is downgraded: a non-ASCII
+//     local part fails for its recipient, a non-ASCII sender or message
+//     header (RFC 6532) for all, permanently with 5.6.7. A message that
+//     came with SMTPUTF8 but whose envelope (in A-label form) and header
+//     are ASCII is sent without the parameter.
 //   - XFORWARD (Postfix's XFORWARD_README): when the server offers it, the
 //     original client's NAME, ADDR, PROTO and HELO are sent after EHLO and
 //     before each MAIL, only the attributes the server lists, values

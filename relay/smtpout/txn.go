@@ -1,6 +1,7 @@
 package smtpout
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"moat/internal/reply"
+	"moat/relay/route"
 	"moat/relay/transport"
 )
 
@@ -40,11 +42,26 @@ func (s *session) transact(ctx context.Context, msg *transport.Message, rcpts []
 	defer stop()
 	reused := s.used > 0
 	s.used++
-	if err := s.refuse(msg, rcpts); err != nil {
+	bad, err := s.refuse(msg, rcpts)
+	if err != nil {
 		for _, r := range rcpts {
 			res[r] = err
 		}
 		return outKeep
+	}
+	if len(bad) > 0 {
+		ok := make([]string, 0, len(rcpts))
+		for _, r := range rcpts {
+			if e, found := bad[r]; found {
+				res[r] = e
+			} else {
+				ok = append(ok, r)
+			}
+		}
+		if len(ok) == 0 {
+			return outKeep
+		}
+		rcpts = ok
 	}
 	g := s.commands(msg, rcpts, reused)
 	if err := g.start(); err != nil {
@@ -69,22 +86,103 @@ func (s *session) carry(ctx context.Context, r *rider, res map[string]error) out
 }
 
 // refuse returns what every recipient is told when msg cannot be sent in
-// this session at all, or nil.
-func (s *session) refuse(msg *transport.Message, rcpts []string) error {
+// this session at all (err), or the recipients that cannot be sent to
+// (bad), or neither.
+//
+// RFC 6531 §3.2: without SMTPUTF8 at the next hop, nothing that needs it
+// is sent, and nothing is downgraded. What has an ASCII form still goes:
+// the envelope is always written with A-label domains (commands), so a
+// recipient whose local part is ASCII fails only when the sender's local
+// part or the message header is not ASCII (RFC 6532 §3.2: such a header
+// needs SMTPUTF8); a recipient with a non-ASCII local part fails alone,
+// permanently (5.6.7, RFC 6531 §3.5).
+func (s *session) refuse(msg *transport.Message, rcpts []string) (bad map[string]error, err error) {
 	if s.maxSize > 0 && msg.Size > s.maxSize {
 		// RFC 1870 §6.2: do not send what the server said it refuses.
-		return reply.New(552, 3, 4, fmt.Sprintf("Message size %d exceeds the limit of %d of %s", msg.Size, s.maxSize, s.name))
-	}
-	if msg.UTF8 && !s.utf8 {
-		// RFC 6531 §3.2: no SMTPUTF8 at the next hop, so no delivery.
-		return reply.New(550, 6, 7, fmt.Sprintf("%s does not support SMTPUTF8, which the message needs", s.name))
+		return nil, reply.New(552, 3, 4, fmt.Sprintf("Message size %d exceeds the limit of %d of %s", msg.Size, s.maxSize, s.name))
 	}
 	for _, a := range append([]string{msg.Sender}, rcpts...) {
 		if strings.ContainsAny(a, "\r\n<>") {
-			return transport.Permanent(fmt.Errorf("address %q cannot be sent in a command", a))
+			return nil, transport.Permanent(fmt.Errorf("address %q cannot be sent in a command", a))
 		}
 	}
-	return nil
+	if s.utf8 {
+		return nil, nil
+	}
+	noUTF8 := func(what string) error {
+		return reply.New(550, 6, 7, fmt.Sprintf("%s does not support SMTPUTF8, which %s needs", s.name, what))
+	}
+	if _, ascii := route.WireAddress(msg.Sender); !ascii {
+		return nil, noUTF8("the sender <" + msg.Sender + ">")
+	}
+	for _, r := range rcpts {
+		if _, ascii := route.WireAddress(r); !ascii {
+			if bad == nil {
+				bad = map[string]error{}
+			}
+			bad[r] = noUTF8("<" + r + ">")
+		}
+	}
+	if msg.UTF8 && len(bad) < len(rcpts) {
+		// Received with SMTPUTF8: the header may need it.
+		need, err := headerNeedsUTF8(msg)
+		if err != nil {
+			return nil, fmt.Errorf("reading message %s: %w", msg.ID, err)
+		}
+		if need {
+			return nil, noUTF8("the message header")
+		}
+	}
+	return bad, nil
+}
+
+// maxHeaderScan bounds how much of a message headerNeedsUTF8 reads; a
+// header that does not end within it counts as needing SMTPUTF8.
+const maxHeaderScan = 1 << 20
+
+// headerNeedsUTF8 reports whether the header of msg holds a non-ASCII
+// octet (RFC 6532 §3.2: UTF-8 in header fields needs SMTPUTF8).
+func headerNeedsUTF8(msg *transport.Message) (bool, error) {
+	if msg.Open == nil {
+		return true, nil
+	}
+	body, err := msg.Open()
+	if err != nil {
+		return false, err
+	}
+	defer body.Close()
+	br := bufio.NewReaderSize(body, 4096)
+	start := true // at the start of a line
+	for read := 0; read < maxHeaderScan; {
+		line, err := br.ReadSlice('\n')
+		read += len(line)
+		if hasHigh(line) {
+			return true, nil
+		}
+		if start && (len(line) == 2 && line[0] == '\r' || len(line) == 1 && line[0] == '\n') {
+			return false, nil // the blank line that ends the header
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			start = false // a long line: read on
+		case err == io.EOF:
+			return false, nil // a message of header only
+		case err != nil:
+			return false, err
+		default:
+			start = true
+		}
+	}
+	return true, nil
+}
+
+func hasHigh(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
 
 // commands is the group of a transaction: RSET first on a reused
@@ -99,7 +197,9 @@ func (s *session) commands(msg *transport.Message, rcpts []string, rset bool) *g
 	g.cmds = append(g.cmds, xfwd...)
 	g.cmds = append(g.cmds, s.mailCommand(msg))
 	for _, r := range rcpts {
-		g.cmds = append(g.cmds, "RCPT TO:<"+r+">")
+		// The domain in A-label form, as routing saw it (route.WireAddress).
+		w, _ := route.WireAddress(r)
+		g.cmds = append(g.cmds, "RCPT TO:<"+w+">")
 	}
 	g.cmds = append(g.cmds, "DATA")
 	return g
@@ -288,7 +388,8 @@ func keepUnless421(r *reply.Response) outcome {
 func (s *session) mailCommand(msg *transport.Message) string {
 	var b strings.Builder
 	b.WriteString("MAIL FROM:<")
-	b.WriteString(msg.Sender)
+	w, _ := route.WireAddress(msg.Sender)
+	b.WriteString(w)
 	b.WriteByte('>')
 	if s.eightBit {
 		b.WriteString(" BODY=8BITMIME")
@@ -297,7 +398,9 @@ func (s *session) mailCommand(msg *transport.Message) string {
 		b.WriteString(" SIZE=")
 		b.WriteString(strconv.FormatInt(msg.Size, 10))
 	}
-	if msg.UTF8 {
+	if msg.UTF8 && s.utf8 {
+		// Without SMTPUTF8 at the server, refuse let through only what
+		// does not need it.
 		b.WriteString(" SMTPUTF8")
 	}
 	return b.String()

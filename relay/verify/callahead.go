@@ -409,6 +409,9 @@ func (c *pconn) probe(ctx context.Context, b *backend, rcpt string) (res result,
 		c.raw.SetDeadline(dl)
 	}
 	c.probes++
+	// The address as delivery will write it: its domain in A-label form
+	// (route.WireAddress, issue 27 item 4).
+	rcpt, _ = route.WireAddress(rcpt)
 	mail := "MAIL FROM:<>"
 	if !isASCII(rcpt) {
 		if !c.utf8 {
