@@ -93,9 +93,9 @@ type HeaderChange struct {
 type HeaderOp int
 
 const (
-	HeaderAdd    HeaderOp = iota // append a field
-	HeaderInsert                 // insert a field at Index
-	HeaderReplace                // change (or, with an empty Value, delete) the Index-th Name field
+	HeaderAdd     HeaderOp = iota // append a field
+	HeaderInsert                  // insert a field at Index
+	HeaderReplace                 // change (or, with an empty Value, delete) the Index-th Name field
 )
 
 // ErrorKind classifies a failure, for the logs and metrics.
