@@ -3,8 +3,9 @@
 # smtp-sink, smtp-source, a private relay instance and a private backend
 # with virtual mailboxes), swaks, Dovecot LMTP, Redis (server and
 # redis-cli), headless Chromium (the admin status page test) and
-# SpamAssassin (scripts/sa-compare.sh),
-# installed from Debian's packages when missing.
+# SpamAssassin (scripts/sa-compare.sh), and the content scanners of the
+# scanner interop tests and the moat-scan benchmark case (rspamd, spamd,
+# clamd, clamav-milter), installed from Debian's packages when missing.
 #
 # Source it for the helpers, or run it to install:
 #   bash scripts/peers.sh            # install what is missing (quiet, idempotent)
@@ -27,6 +28,14 @@ peers_missing() {
 	[ -x /usr/bin/chromium ] || want+=(chromium)
 	# SpamAssassin for the side-by-side report (scripts/sa-compare.sh).
 	command -v spamassassin >/dev/null 2>&1 || want+=(spamassassin)
+	# The scanners moat calls at DATA (issue 22). Debian 12 ships the
+	# spamd daemon in its own package "spamd". They run offline in the
+	# tests: clamd on a signature file the test writes (freshclam, pulled
+	# in by clamav-daemon, is never run), rspamd without remote maps.
+	[ -x /usr/bin/rspamd ] || want+=(rspamd)
+	[ -x /usr/sbin/spamd ] || want+=(spamd)
+	[ -x /usr/sbin/clamd ] || want+=(clamav-daemon)
+	[ -x /usr/sbin/clamav-milter ] || want+=(clamav-milter)
 	echo "${want[@]}"
 }
 
@@ -63,8 +72,12 @@ peers_install() {
 		return "$rc"
 	fi
 	# Stop anything a postinst may still have started despite policy-rc.d.
-	for svc in postfix dovecot redis-server; do
+	# The scanners' units are disabled too: the tests start their own
+	# instances with their own configs; freshclam must never reach out.
+	local svc
+	for svc in postfix dovecot redis-server rspamd spamd clamav-daemon clamav-milter clamav-freshclam; do
 		if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+		if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; fi
 	done
 	return 0
 }
