@@ -174,6 +174,7 @@ func dropTo(t testing.TB, dir, name string) string {
 // Clamd is a clamd on a loopback port with a one-signature database.
 type Clamd struct {
 	Addr    string // 127.0.0.1:port (clamd's TCPSocket)
+	Socket  string // its unix socket (LocalSocket), the same clamd
 	Dir     string // config, database and log
 	Startup time.Duration
 	d       *daemon
@@ -198,18 +199,20 @@ func StartClamd(t testing.TB) *Clamd {
 		t.Fatal(err)
 	}
 	port := FreePort(t)
-	c := &Clamd{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir}
+	c := &Clamd{Addr: "127.0.0.1:" + strconv.Itoa(port), Socket: filepath.Join(dir, "clamd.sock"), Dir: dir}
 	conf := fmt.Sprintf(`# clamd for moat's interop tests: loopback only, no updates.
 DatabaseDirectory %s
 TCPAddr 127.0.0.1
 TCPSocket %d
+LocalSocket %s
+LocalSocketMode 666
 Foreground yes
 LogFile %s
 LogTime yes
 MaxConnectionQueueLength 200
 MaxThreads 8
 StreamMaxLength 25M
-`, db, port, filepath.Join(dir, "clamd.file.log"))
+`, db, port, c.Socket, filepath.Join(dir, "clamd.file.log"))
 	// As root, clamd drops to clamav (the database is world-readable;
 	// its log file is in a directory clamav owns).
 	conf += dropTo(t, dir, "clamav")
