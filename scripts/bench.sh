@@ -6,6 +6,12 @@
 #       sender domain's records, and the shipped rules of deploy/rules (content pack included)
 #   (b) a private Postfix instance relaying the same domain to smtp-sink
 #   (c) smtp-sink alone (the ceiling: the client talks to the sink itself)
+#   (d) moat-scan (only when named in BENCH_CASES): moat as in (a) plus the
+#       four content scanners of issue 22 on loopback, each configured in
+#       moat's scanners: (rspamd, SpamAssassin's spamd, clamd and
+#       clamav-milter in front of it, all from Debian, offline: clamd on a
+#       one-signature database, rspamd's DNS at the stub). Their CPU is
+#       reported apart from moat's (bench/results/bench-scanners.csv).
 #
 # Each case: bench/loadgen sends BENCH_MESSAGES messages of BENCH_SIZE bytes
 # from BENCH_SESSIONS concurrent sessions (BENCH_PER_CONN messages per
@@ -179,6 +185,7 @@ domains:
 routes:
   sink: {type: smtp, address: "$SINK_ADDR", tls: none}
 ${BENCH_MOAT_EXTRA:-}
+${MOAT_SCANNERS:-}
 EOF
 	"${BENCH_MOAT_BIN:-$ROOT/bin/moat}" serve --config "$dir/moat.yaml" >"$dir/moat.log" 2>&1 &
 	SERVER_PID=$!
@@ -229,7 +236,142 @@ EOF
 	SERVER_PID=$(tr -d ' ' <"$dir/spool/pid/master.pid")
 }
 
+# The content scanners of the moat-scan case, started once and shared by
+# every round. Each listens on a free 127.0.0.1 port and runs as its
+# Debian user when we are root. SCAN_PIDS: name=pid of each.
+SCAN_PIDS=()
+# scan_ready KIND ADDR: one readiness probe (clamd zPING, spamd PING,
+# rspamd /ping); exit status 0 when the scanner answers as it should.
+scan_ready() {
+	python3 - "$1" "$2" <<'PY' 2>/dev/null
+import socket, sys, urllib.request
+kind, addr = sys.argv[1], sys.argv[2]
+if kind == "rspamd":
+    body = urllib.request.urlopen("http://%s/ping" % addr, timeout=2).read()
+    sys.exit(0 if body.strip().startswith(b"pong") else 1)
+host, port = addr.rsplit(":", 1)
+s = socket.create_connection((host, int(port)), timeout=2)
+s.settimeout(5)
+s.sendall(b"zPING\0" if kind == "clamd" else b"PING SPAMC/1.5\r\n\r\n")
+s.shutdown(socket.SHUT_WR)
+out = s.recv(200)
+sys.exit(0 if b"PONG" in out else 1)
+PY
+}
+wait_scanner() { # wait_scanner KIND ADDR SECONDS
+	local i
+	for ((i = 0; i < $3 * 5; i++)); do
+		scan_ready "$1" "$2" && return 0
+		sleep 0.2
+	done
+	echo "bench: $1 on $2 not ready after $3 s" >&2
+	return 1
+}
+scan_pid() { # scan_pid NAME: the PID of that scanner
+	local e
+	for e in "${SCAN_PIDS[@]}"; do [ "${e%%=*}" = "$1" ] && echo "${e#*=}" && return 0; done
+	echo 0
+}
+# scan_ticks: "name=ticks ..." of each scanner's process tree.
+scan_ticks() {
+	local e out=""
+	for e in "${SCAN_PIDS[@]}"; do out+="${e%%=*}=$(ticks $(tree "${e#*=}")) "; done
+	echo "$out"
+}
+# scan_cpu BEFORE AFTER N: CPU seconds per 1000 messages of each scanner
+# and their total, as "name=x ... total=y".
+scan_cpu() {
+	awk -v a="$1" -v b="$2" -v hz="$CLK_TCK" -v n="$3" 'BEGIN{
+		na = split(a, A, " "); split(b, B, " "); tot = 0
+		for (i = 1; i <= na; i++) { split(A[i], x, "="); split(B[i], y, "="); v = (y[2]-x[2])/hz/n*1000; tot += v; printf "%s=%.4f ", x[1], v }
+		printf "total=%.4f", tot }'
+}
+start_scanners() { # -> MOAT_SCANNERS (moat's scanners: YAML), SCAN_PIDS
+	[ ${#SCAN_PIDS[@]} -gt 0 ] && return 0
+	local d=$W/scanners cport mport sport nport t0 root=0
+	[ "$(id -u)" = 0 ] && root=1
+	mkdir -p "$d/clamd/db" "$d/milter" "$d/spamd" "$d/rspamd"/{local.d,override.d,db,run,log}
+	chmod -R 755 "$d"
+	t0=$(now)
+	cport=$(free_port)
+	mport=$(free_port)
+	sport=$(free_port)
+	nport=$(free_port)
+	# spamd: local tests only, no per-user config, a child per core and one.
+	local spamd_args=(--listen "127.0.0.1:$sport" -x -L --syslog stderr --allowed-ips 127.0.0.1
+		--max-children "${BENCH_SPAMD_CHILDREN:-$(($(nproc) + 1))}" --min-children 2)
+	[ "$root" = 1 ] && spamd_args+=(-u nobody)
+	spamd "${spamd_args[@]}" >"$d/spamd/spamd.log" 2>&1 &
+	SCAN_PIDS+=("spamd=$!")
+	PIDS+=($!)
+	# rspamd: Debian's stock rules; workers on free ports, DNS at the stub,
+	# remote fuzzy off, the hyperscan cache shared with the interop tests.
+	local hs=/tmp/moat-rspamd-hs-cache
+	mkdir -p "$hs"
+	printf 'bind_socket = "127.0.0.1:%s";\ncount = %s;\n' "$nport" "$(nproc)" >"$d/rspamd/override.d/worker-normal.inc"
+	printf 'bind_socket = "127.0.0.1:%s";\ncount = 1;\n' "$(free_port)" >"$d/rspamd/override.d/worker-controller.inc"
+	printf 'bind_socket = "127.0.0.1:%s";\ncount = 1;\n' "$(free_port)" >"$d/rspamd/override.d/worker-proxy.inc"
+	printf 'type = "file";\nfilename = "%s";\nlevel = "warning";\n' "$d/rspamd/log/rspamd.log" >"$d/rspamd/override.d/logging.inc"
+	printf 'enabled = false;\n' >"$d/rspamd/override.d/fuzzy_check.conf"
+	printf 'dns {\n  nameserver = ["127.0.0.1:%s"];\n  timeout = 1s;\n  retransmits = 1;\n}\nhs_cache_dir = "%s/";\n' "$DNSPORT" "$hs" >"$d/rspamd/local.d/options.inc"
+	local rspamd_args=(-f -c /etc/rspamd/rspamd.conf --var "LOCAL_CONFDIR=$d/rspamd" --var "DBDIR=$d/rspamd/db"
+		--var "RUNDIR=$d/rspamd/run" --var "LOGDIR=$d/rspamd/log")
+	if [ "$root" = 1 ]; then
+		chown -R _rspamd:_rspamd "$d/rspamd" "$hs"
+		rspamd_args+=(-u _rspamd -g _rspamd)
+	fi
+	rspamd "${rspamd_args[@]}" >"$d/rspamd/stdout.log" 2>&1 &
+	SCAN_PIDS+=("rspamd=$!")
+	PIDS+=($!)
+	# clamd on one signature (EICAR's, in ClamAV's .ndb body format); the
+	# benchmark's messages are clean, so every one is scanned in full.
+	local eicar='X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD''-ANTIVIRUS-TEST-FILE!$H+H*'
+	printf 'Moat-Test-EICAR:0:*:%s\n' "$(printf '%s' "$eicar" | od -An -tx1 | tr -d ' \n')" >"$d/clamd/db/moat-test.ndb"
+	printf '%s\n' "DatabaseDirectory $d/clamd/db" "TCPAddr 127.0.0.1" "TCPSocket $cport" "Foreground yes" \
+		"LogFile $d/clamd/clamd.log" "MaxConnectionQueueLength 200" >"$d/clamd/clamd.conf"
+	printf '%s\n' "MilterSocket inet:$mport@127.0.0.1" "ClamdSocket tcp:127.0.0.1:$cport" "Foreground yes" \
+		"OnClean Accept" "OnInfected Reject" "OnFail Defer" "AddHeader No" "LogFile $d/milter/milter.log" >"$d/milter/clamav-milter.conf"
+	if [ "$root" = 1 ]; then
+		echo "User clamav" >>"$d/clamd/clamd.conf"
+		echo "User clamav" >>"$d/milter/clamav-milter.conf"
+		chown clamav "$d/clamd" "$d/milter"
+	fi
+	clamd --config-file="$d/clamd/clamd.conf" >"$d/clamd/stdout.log" 2>&1 &
+	SCAN_PIDS+=("clamd=$!")
+	PIDS+=($!)
+	wait_scanner clamd "127.0.0.1:$cport" 60
+	clamav-milter --config-file="$d/milter/clamav-milter.conf" >"$d/milter/stdout.log" 2>&1 &
+	SCAN_PIDS+=("clamav-milter=$!")
+	PIDS+=($!)
+	wait_port 127.0.0.1 "$mport" 30
+	wait_scanner spamd "127.0.0.1:$sport" 120
+	wait_scanner rspamd "127.0.0.1:$nport" 120 || {
+		tail -20 "$d/rspamd/stdout.log" "$d/rspamd/log/rspamd.log" >&2
+		return 1
+	}
+	echo "   scanners ready in $(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}') s: clamd :$cport, clamav-milter :$mport, spamd :$sport, rspamd :$nport" >&2
+	# rspamd compiles its hyperscan databases in the background on a cold
+	# cache: wait (at most 3 min) until its CPU use settles, so that the
+	# compile is not counted as scanning.
+	local i a b
+	for ((i = 0; i < 90; i++)); do
+		a=$(ticks $(tree "$(scan_pid rspamd)"))
+		sleep 2
+		b=$(ticks $(tree "$(scan_pid rspamd)"))
+		[ $((b - a)) -lt $((CLK_TCK / 5)) ] && break
+	done
+	local to=${BENCH_SCAN_TIMEOUT:-60s} e
+	MOAT_SCANNERS="scanners:"
+	for e in "clamav clamd 127.0.0.1:$cport" "clamav-milter milter 127.0.0.1:$mport" \
+		"spamassassin spamd 127.0.0.1:$sport" "rspamd rspamd http://127.0.0.1:$nport"; do
+		set -- $e
+		MOAT_SCANNERS+=$'\n'"  - {name: $1, type: $2, address: \"$3\", timeout: $to, on_error: tempfail, required: true}"
+	done
+}
+SCSV=$RESULTS/bench-scanners.csv
+
 CSV=$RESULTS/bench.csv
+rm -f "$SCSV"
 echo "case,messages,sessions,size,rate,accept_rate,p50_ms,p99_ms,cpu_per_1000,peak_mb,smtp_source_rate,smtp_source_cpu_per_1000,round" >"$CSV"
 jnum() { grep -o "\"$1\":[0-9.e+-]*" | head -1 | cut -d: -f2; }
 
@@ -237,7 +379,8 @@ run_case() { # run_case LABEL
 	local label=$1 target t0 t1 c0 c1 out rate cpu peak srate peakf
 	start_sink "$label"
 	case $label in
-	moat) start_moat; target=$SERVER_ADDR ;;
+	moat) MOAT_SCANNERS="" start_moat; target=$SERVER_ADDR ;;
+	moat-scan) start_scanners; start_moat; target=$SERVER_ADDR ;;
 	postfix) start_postfix; target=$SERVER_ADDR ;;
 	smtp-sink) SERVER_PID=$SINK_PID; target=$SINK_ADDR ;;
 	esac
@@ -254,6 +397,8 @@ run_case() { # run_case LABEL
 		perf record -F 499 -g -o "$BENCH_PERF" -p "$SERVER_PID" >/dev/null 2>&1 &
 		perfpid=$!
 	fi
+	local k0="" k1=""
+	[ "$label" = moat-scan ] && k0=$(scan_ticks)
 	c0=$(ticks $(tree "$SERVER_PID"))
 	t0=$(now)
 	out=$("$W/loadgen" -addr "$target" -n "$N" -c "$C" -size "$SIZE" -per-conn "$PER_CONN" \
@@ -264,16 +409,22 @@ run_case() { # run_case LABEL
 	wait_sink "$N"
 	t1=$(now)
 	c1=$(ticks $(tree "$SERVER_PID"))
+	[ "$label" = moat-scan ] && k1=$(scan_ticks)
 	kill "$sp" 2>/dev/null || true
 	if [ -n "$perfpid" ]; then kill -INT "$perfpid"; wait "$perfpid" || true; fi
 	rate=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", n/(b-a)}')
 	cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN{printf "%.4f", d/hz/n*1000}')
 	peak=$(awk -v k="$(cat "$peakf")" 'BEGIN{printf "%.1f", k/1024}')
-	if [ "$label" = moat ]; then
+	if [ "$label" = moat ] || [ "$label" = moat-scan ]; then
 		echo "   moat VmHWM: $(awk '/VmHWM/{print $2, $3}' /proc/"$SERVER_PID"/status)" >&2
 	fi
 	echo "   loadgen: $out" >&2
 	echo "   to sink: $rate msg/s; CPU $cpu s/1000; peak PSS $peak MiB" >&2
+	local kcpu=""
+	if [ "$label" = moat-scan ]; then
+		kcpu=$(scan_cpu "$k0" "$k1" "$N")
+		echo "   scanners' CPU s/1000 (apart from moat's): $kcpu" >&2
+	fi
 
 	echo "== $label: smtp-source cross-check ($N messages, $C sessions, one per connection)" >&2
 	local s0 s1 scpu
@@ -286,11 +437,15 @@ run_case() { # run_case LABEL
 	srate=$(awk -v n="$N" -v a="$s0" -v b="$s1" 'BEGIN{printf "%.1f", n/(b-a)}')
 	scpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN{printf "%.4f", d/hz/n*1000}')
 	echo "   smtp-source to sink: $srate msg/s; CPU $scpu s/1000" >&2
+	if [ "$label" = moat-scan ]; then
+		[ -s "$SCSV" ] || echo "round,rate,moat_cpu_per_1000,scanners_cpu_per_1000" >"$SCSV"
+		echo "$ROUND,$rate,$cpu,\"$kcpu\"" >>"$SCSV"
+	fi
 
 	echo "$label,$N,$C,$SIZE,$rate,$(echo "$out" | jnum rate),$(echo "$out" | jnum p50_ms),$(echo "$out" | jnum p99_ms),$cpu,$peak,$srate,$scpu,$ROUND" >>"$CSV"
 
 	case $label in
-	moat)
+	moat | moat-scan)
 		kill "$SERVER_PID"
 		wait "$SERVER_PID" 2>/dev/null || true
 		# Proof that the chain ran: the results moat logged, counted once
@@ -309,6 +464,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
 		moat) run_case moat ;;
+		moat-scan) run_case moat-scan ;;
 		postfix) run_case postfix ;;
 		sink) run_case smtp-sink ;;
 		esac

@@ -147,17 +147,17 @@ func median(v []float64) float64 {
 	return v[len(v)/2]
 }
 
-// roundRatios returns a.Rate/b.Rate of each round that ran both cases
-// (by name prefix), in round order.
+// roundRatios returns f(a)/f(b) of each round that ran both cases (by
+// exact name: "moat-scan" is not "moat"), in round order.
 func roundRatios(rows []row, a, b string, f func(row) float64) []float64 {
 	num, den := map[int]float64{}, map[int]float64{}
 	var rounds []int
 	for _, r := range rows {
 		switch {
-		case strings.HasPrefix(r.Case, a):
+		case r.Case == a:
 			num[r.Round] = f(r)
 			rounds = append(rounds, r.Round)
-		case strings.HasPrefix(r.Case, b):
+		case r.Case == b:
 			den[r.Round] = f(r)
 		}
 	}
@@ -200,6 +200,12 @@ func writeTable(w io.Writer, rows []row) {
 	}
 	if v := roundRatios(rows, "moat", "smtp-sink", src); len(v) > 0 {
 		fmt.Fprintf(w, "smtp-source, moat/ceiling throughput: %.2f× (rounds: %s)\n", median(v), list(v))
+	}
+	// Issue 22: moat with its four scanners against moat alone (the
+	// scanners' own CPU is in bench-scanners.csv, not in this row's).
+	if v := roundRatios(rows, "moat-scan", "moat", rate); len(v) > 0 {
+		fmt.Fprintf(w, "moat with scanners/moat throughput: %.2f× (rounds: %s); moat's CPU per message: %.2f×\n",
+			median(v), list(v), median(roundRatios(rows, "moat-scan", "moat", cpu)))
 	}
 }
 

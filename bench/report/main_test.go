@@ -17,11 +17,12 @@ moat,100,20,2048,300,400,30,70,3,32,200,3.5,2
 smtp-sink,100,20,2048,4000,5000,0.5,2,0.07,9,4000,0.12,2
 postfix,100,20,2048,140,250,20,85,4.5,105,350,5,3
 moat,100,20,2048,350,450,25,60,2.5,31,250,3,3
+moat-scan,100,20,2048,175,200,50,120,3,40,125,3.5,3
 `
 
 func TestReport(t *testing.T) {
 	rows, err := read(strings.NewReader(sample))
-	if err != nil || len(rows) != 8 {
+	if err != nil || len(rows) != 9 {
 		t.Fatalf("read: %v, %d rows", err, len(rows))
 	}
 	var table, svg bytes.Buffer
@@ -36,6 +37,9 @@ func TestReport(t *testing.T) {
 		"moat/ceiling (smtp-sink alone) throughput: 0.06× (rounds: 0.05, 0.07)",
 		"smtp-source, moat/Postfix throughput: 0.71× (rounds: 0.75, 0.67, 0.71)",
 		"smtp-source, moat/ceiling throughput: 0.06× (rounds: 0.06, 0.05)",
+		// moat-scan is its own case, not counted as moat.
+		"| moat-scan | 175 |",
+		"moat with scanners/moat throughput: 0.50× (rounds: 0.50); moat's CPU per message: 1.20×",
 	} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
