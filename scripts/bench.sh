@@ -6,6 +6,8 @@
 #       sender domain's records, and the shipped rules of deploy/rules (content pack included)
 #   (b) a private Postfix instance relaying the same domain to smtp-sink
 #   (c) smtp-sink alone (the ceiling: the client talks to the sink itself)
+#   (moat-base, on request) moat as in (a) with the baseline rule files
+#       only (10- to 30-): beside (a), what the content pack costs
 #
 # Each case: bench/loadgen sends BENCH_MESSAGES messages of BENCH_SIZE bytes
 # from BENCH_SESSIONS concurrent sessions (BENCH_PER_CONN messages per
@@ -149,8 +151,8 @@ bench_rules() {
 	printf '%s' "$out"
 }
 
-start_moat() { # -> SERVER_ADDR SERVER_PID
-	local port dir=$W/moat
+start_moat() { # [RULES] -> SERVER_ADDR SERVER_PID
+	local port dir=$W/moat rules=${1:-${BENCH_RULES:-$(bench_rules)}}
 	rm -rf "$dir" # each round starts from an empty spool
 	mkdir -p "$dir"
 	port=$(free_port)
@@ -168,7 +170,7 @@ rules:
   # The shipped rule files, content pack included, and their list files
   # (40-ratelimit is left out: it would throttle the one sender domain of
   # the benchmark). BENCH_RULES replaces the list.
-  paths: [${BENCH_RULES:-$(bench_rules)}]
+  paths: [$rules]
   lists: {allow_senders: "$ROOT/deploy/rules/allow-senders.txt", deny_senders: "$ROOT/deploy/rules/deny-senders.txt"}
 guard:
   per_ip: {rate_per_minute: 0, burst: 0, max_concurrent: 0}
@@ -238,6 +240,7 @@ run_case() { # run_case LABEL
 	start_sink "$label"
 	case $label in
 	moat) start_moat; target=$SERVER_ADDR ;;
+	moat-base) start_moat "$(bench_rules | tr ',' '\n' | grep -E '/[123]0-' | paste -sd, -)"; target=$SERVER_ADDR ;;
 	postfix) start_postfix; target=$SERVER_ADDR ;;
 	smtp-sink) SERVER_PID=$SINK_PID; target=$SINK_ADDR ;;
 	esac
@@ -269,7 +272,7 @@ run_case() { # run_case LABEL
 	rate=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", n/(b-a)}')
 	cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN{printf "%.4f", d/hz/n*1000}')
 	peak=$(awk -v k="$(cat "$peakf")" 'BEGIN{printf "%.1f", k/1024}')
-	if [ "$label" = moat ]; then
+	if [ "$label" != postfix ] && [ "$label" != smtp-sink ]; then
 		echo "   moat VmHWM: $(awk '/VmHWM/{print $2, $3}' /proc/"$SERVER_PID"/status)" >&2
 	fi
 	echo "   loadgen: $out" >&2
@@ -290,7 +293,7 @@ run_case() { # run_case LABEL
 	echo "$label,$N,$C,$SIZE,$rate,$(echo "$out" | jnum rate),$(echo "$out" | jnum p50_ms),$(echo "$out" | jnum p99_ms),$cpu,$peak,$srate,$scpu,$ROUND" >>"$CSV"
 
 	case $label in
-	moat)
+	moat | moat-base)
 		kill "$SERVER_PID"
 		wait "$SERVER_PID" 2>/dev/null || true
 		# Proof that the chain ran: the results moat logged, counted once
@@ -309,6 +312,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
 		moat) run_case moat ;;
+		moat-base) run_case moat-base ;;
 		postfix) run_case postfix ;;
 		sink) run_case smtp-sink ;;
 		esac
