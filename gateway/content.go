@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"net/mail"
 	"strings"
 	"time"
 
@@ -136,12 +135,12 @@ func (o ContentOptions) bayesFacts(ctx context.Context, f *rules.Facts) any {
 func ReceivedTime(m *content.Message) time.Time {
 	if rc := m.Header("Received"); rc != "" {
 		if i := strings.LastIndexByte(rc, ';'); i >= 0 {
-			if t, err := mail.ParseDate(strings.TrimSpace(rc[i+1:])); err == nil {
+			if t, ok := analysis.ParseDate(strings.TrimSpace(rc[i+1:])); ok {
 				return t
 			}
 		}
 	}
-	if t, err := mail.ParseDate(m.Header("Date")); err == nil {
+	if t, ok := analysis.ParseDate(m.Header("Date")); ok {
 		return t
 	}
 	return time.Now()

@@ -6,7 +6,9 @@
 #       sender domain's records, and the shipped rules of deploy/rules (content pack included)
 #   (b) a private Postfix instance relaying the same domain to smtp-sink
 #   (c) smtp-sink alone (the ceiling: the client talks to the sink itself)
-#   (d) moat-scan (only when named in BENCH_CASES): moat as in (a) plus the
+#   (moat-base, on request) moat as in (a) with the baseline rule files
+#       only (10- to 30-): beside (a), what the content pack costs
+#   (moat-scan, on request) moat as in (a) plus the
 #       four content scanners of issue 22 on loopback, each configured in
 #       moat's scanners: (rspamd, SpamAssassin's spamd, clamd and
 #       clamav-milter in front of it, all from Debian, offline: clamd on a
@@ -155,8 +157,8 @@ bench_rules() {
 	printf '%s' "$out"
 }
 
-start_moat() { # -> SERVER_ADDR SERVER_PID
-	local port dir=$W/moat
+start_moat() { # [RULES] -> SERVER_ADDR SERVER_PID
+	local port dir=$W/moat rules=${1:-${BENCH_RULES:-$(bench_rules)}}
 	rm -rf "$dir" # each round starts from an empty spool
 	mkdir -p "$dir"
 	port=$(free_port)
@@ -174,7 +176,7 @@ rules:
   # The shipped rule files, content pack included, and their list files
   # (40-ratelimit is left out: it would throttle the one sender domain of
   # the benchmark). BENCH_RULES replaces the list.
-  paths: [${BENCH_RULES:-$(bench_rules)}]
+  paths: [$rules]
   lists: {allow_senders: "$ROOT/deploy/rules/allow-senders.txt", deny_senders: "$ROOT/deploy/rules/deny-senders.txt"}
 guard:
   per_ip: {rate_per_minute: 0, burst: 0, max_concurrent: 0}
@@ -380,6 +382,7 @@ run_case() { # run_case LABEL
 	start_sink "$label"
 	case $label in
 	moat) MOAT_SCANNERS="" start_moat; target=$SERVER_ADDR ;;
+	moat-base) MOAT_SCANNERS="" start_moat "$(bench_rules | tr ',' '\n' | grep -E '/[123]0-' | paste -sd, -)"; target=$SERVER_ADDR ;;
 	moat-scan) start_scanners; start_moat; target=$SERVER_ADDR ;;
 	postfix) start_postfix; target=$SERVER_ADDR ;;
 	smtp-sink) SERVER_PID=$SINK_PID; target=$SINK_ADDR ;;
@@ -415,7 +418,7 @@ run_case() { # run_case LABEL
 	rate=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", n/(b-a)}')
 	cpu=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$N" 'BEGIN{printf "%.4f", d/hz/n*1000}')
 	peak=$(awk -v k="$(cat "$peakf")" 'BEGIN{printf "%.1f", k/1024}')
-	if [ "$label" = moat ] || [ "$label" = moat-scan ]; then
+	if [ "$label" != postfix ] && [ "$label" != smtp-sink ]; then
 		echo "   moat VmHWM: $(awk '/VmHWM/{print $2, $3}' /proc/"$SERVER_PID"/status)" >&2
 	fi
 	echo "   loadgen: $out" >&2
@@ -445,7 +448,7 @@ run_case() { # run_case LABEL
 	echo "$label,$N,$C,$SIZE,$rate,$(echo "$out" | jnum rate),$(echo "$out" | jnum p50_ms),$(echo "$out" | jnum p99_ms),$cpu,$peak,$srate,$scpu,$ROUND" >>"$CSV"
 
 	case $label in
-	moat | moat-scan)
+	moat | moat-base | moat-scan)
 		kill "$SERVER_PID"
 		wait "$SERVER_PID" 2>/dev/null || true
 		# Proof that the chain ran: the results moat logged, counted once
@@ -464,6 +467,7 @@ for ROUND in $(seq 1 "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
 		moat) run_case moat ;;
+		moat-base) run_case moat-base ;;
 		moat-scan) run_case moat-scan ;;
 		postfix) run_case postfix ;;
 		sink) run_case smtp-sink ;;

@@ -147,8 +147,8 @@ func median(v []float64) float64 {
 	return v[len(v)/2]
 }
 
-// roundRatios returns f(a)/f(b) of each round that ran both cases (by
-// exact name: "moat-scan" is not "moat"), in round order.
+// roundRatios returns f(a)/f(b) of each round that ran both cases, in
+// round order.
 func roundRatios(rows []row, a, b string, f func(row) float64) []float64 {
 	num, den := map[int]float64{}, map[int]float64{}
 	var rounds []int
@@ -191,6 +191,10 @@ func writeTable(w io.Writer, rows []row) {
 	}
 	if v := roundRatios(rows, "moat", "smtp-sink", rate); len(v) > 0 {
 		fmt.Fprintf(w, "moat/ceiling (smtp-sink alone) throughput: %.2f× (rounds: %s)\n", median(v), list(v))
+	}
+	if v := roundRatios(rows, "moat", "moat-base", rate); len(v) > 0 {
+		fmt.Fprintf(w, "moat (content pack)/moat-base (baseline rules) throughput: %.2f× (rounds: %s); CPU per message: %.2f×\n",
+			median(v), list(v), median(roundRatios(rows, "moat", "moat-base", cpu)))
 	}
 	// The cross-check: the same signed message from smtp-source, one
 	// message per connection.

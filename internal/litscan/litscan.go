@@ -28,13 +28,12 @@ type Set struct {
 	n     int // literals
 	class [256]uint8
 	width int // byte classes
-	// delta[row+class] is the next state's row (state × width): the scan
-	// needs no multiplication
+	// delta[row+class] is the next state's row (state × width), so the
+	// scan needs no multiplication; complemented (^row, negative) when
+	// that state or one of its suffixes ends a literal
 	delta []int32
 	out   [][]int32 // by state: the literals that end there
 	dict  []int32   // by state: the nearest proper suffix state with output, 0 for none
-	// emits[row/width]: the state or one of its suffixes ends a literal
-	emits []bool
 }
 
 // New compiles lits; literal i is reported as bit i. Duplicates are
@@ -124,12 +123,11 @@ func New(lits []string) (*Set, error) {
 			queue = append(queue, v)
 		}
 	}
-	s.emits = make([]bool, states)
-	for st := range s.emits {
-		s.emits[st] = len(s.out[st]) > 0 || s.dict[st] != 0
-	}
 	for i, v := range delta {
 		delta[i] = v * int32(width)
+		if len(s.out[v]) > 0 || s.dict[v] != 0 {
+			delta[i] = ^delta[i]
+		}
 	}
 	s.delta = delta
 	return s, nil
@@ -157,9 +155,10 @@ func (s *Set) Scan(text string, found []uint64) {
 	row := int32(0)
 	for i := 0; i < len(text); i++ {
 		row = delta[row+int32(class[text[i]])]
-		if !s.emits[row/w] {
+		if row >= 0 {
 			continue
 		}
+		row = ^row
 		for o := row / w; o != 0; o = s.dict[o] {
 			for _, id := range s.out[o] {
 				found[id>>6] |= 1 << (uint(id) & 63)

@@ -7,12 +7,7 @@ import (
 
 // naive is the definition Scan must agree with.
 func naive(lits []string, text string) []bool {
-	t := strings.Map(func(r rune) rune {
-		if 'A' <= r && r <= 'Z' {
-			return r + 'a' - 'A'
-		}
-		return r
-	}, text)
+	t := string(foldAll(text)) // bytewise: invalid UTF-8 stays as it is
 	out := make([]bool, len(lits))
 	for i, l := range lits {
 		out[i] = strings.Contains(t, string(foldAll(l)))

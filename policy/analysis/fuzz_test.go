@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"context"
+	"net/mail"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,12 @@ func FuzzHeaderFields(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		parseDate(s)
+		// the fast path reads what net/mail reads, as net/mail does
+		if got, ok := ParseDate(s); ok {
+			if want, err := mail.ParseDate(s); err != nil || !got.Equal(want) {
+				t.Fatalf("ParseDate(%q) = %v, net/mail says %v, %v", s, got, want, err)
+			}
+		}
 		validMessageID(s)
 		dotAtom(s)
 		forgedMailer(s, true)

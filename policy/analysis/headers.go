@@ -51,7 +51,7 @@ func (r *Result) computeHeaders() {
 	// RFC 5322 §3.6.1: the origination date is required.
 	if d := strings.TrimSpace(m.RawHeader("Date")); d == "" {
 		f.DateMissing = true
-	} else if t, ok := parseDate(d); !ok {
+	} else if t, ok := ParseDate(d); !ok {
 		f.DateMalformed = true
 	} else {
 		f.DateFuture = t.Sub(now) > r.opt.MaxDateFuture
@@ -143,11 +143,19 @@ func domainOf(addr string) string {
 	return ""
 }
 
-// parseDate reads an RFC 5322 §3.3 date-time, obsolete forms included
-// (§4.3), with the comments some mailers append.
-func parseDate(s string) (time.Time, bool) {
+// ParseDate reads an RFC 5322 §3.3 date-time, obsolete forms included
+// (§4.3), with the comments some mailers append. The usual form
+// ("Thu, 3 Dec 2026 20:00:00 +0000") is tried first: net/mail tries a
+// dozen layouts in turn, each failure an allocated error, and every
+// message has a Date and a Received field or more.
+func ParseDate(s string) (time.Time, bool) {
 	if len(s) > 200 {
 		return time.Time{}, false
+	}
+	for _, layout := range commonDates {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
 	}
 	t, err := mail.ParseDate(s)
 	if err != nil {
@@ -155,6 +163,10 @@ func parseDate(s string) (time.Time, bool) {
 	}
 	return t, true
 }
+
+// commonDates are the date-time forms of RFC 5322 §3.3 with a numeric
+// zone, the day of the week given or not.
+var commonDates = [...]string{"Mon, 2 Jan 2006 15:04:05 -0700", "2 Jan 2006 15:04:05 -0700"}
 
 // validMessageID checks the msg-id form of RFC 5322 §3.6.4:
 // "<" id-left "@" id-right ">", with optional surrounding CFWS.
@@ -260,7 +272,7 @@ func (r *Result) received(vals []string) {
 			f.ReceivedBad++
 			continue
 		}
-		t, ok := parseDate(strings.TrimSpace(v[semi+1:]))
+		t, ok := ParseDate(strings.TrimSpace(v[semi+1:]))
 		if !ok {
 			f.ReceivedBad++
 		} else {

@@ -510,12 +510,18 @@ func nonSpace(b []byte) int {
 }
 
 // countWords counts runs of letters and digits.
-func countWords(b []byte) int {
+func countWords[T string | []byte](b T) int {
 	n, in := 0, false
 	for len(b) > 0 {
-		r, size := utf8.DecodeRune(b)
-		b = b[size:]
-		w := unicode.IsLetter(r) || unicode.IsDigit(r)
+		var w bool
+		if c := b[0]; c < utf8.RuneSelf {
+			b = b[1:]
+			w = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+		} else {
+			r, size := utf8.DecodeRune([]byte(b[:min(len(b), utf8.UTFMax)]))
+			b = b[size:]
+			w = unicode.IsLetter(r) || unicode.IsDigit(r)
+		}
 		if w && !in {
 			n++
 		}

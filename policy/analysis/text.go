@@ -58,7 +58,7 @@ func (r *Result) computeText() {
 	r.visible = strings.ToValidUTF8(b.String(), "")
 	s := r.visible
 	f.Bytes = len(s)
-	f.Words = countWords([]byte(s))
+	f.Words = countWords(s)
 
 	var counts [16]int
 	nonASCII, upper, cased := 0, 0, 0
