@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"moat/internal/reply"
 	"moat/internal/smtptest"
 	"moat/policy/scanner"
 	"moat/policy/scanner/clamd"
@@ -109,9 +111,10 @@ func TestClamdClient(t *testing.T) {
 	}
 }
 
-// TestClamavMilterClient: clamav-milter (OnInfected Reject) answers
-// EICAR with a reject, with its reply, and a clean message with an
-// accept; Ping negotiates the options.
+// TestClamavMilterClient: clamav-milter (OnInfected Reject, RejectMsg)
+// answers EICAR with a reject and its reply (SMFIR_REPLYCODE, naming the
+// signature), a clean message with an accept; Ping negotiates the
+// options.
 func TestClamavMilterClient(t *testing.T) {
 	cd := testenv.StartClamd(t)
 	cm := testenv.StartClamavMilter(t, cd.Addr)
@@ -125,11 +128,10 @@ func TestClamavMilterClient(t *testing.T) {
 	if res.Action != "reject" {
 		t.Errorf("EICAR: action %q, want reject (%+v)\nmilter log:\n%s", res.Action, res, cm.Log())
 	}
-	if res.Reply != nil && res.Reply.Code/100 != 5 {
-		t.Errorf("EICAR: the milter's reply %d %s %q is not a 5xx", res.Reply.Code, res.Reply.Enhanced, res.Reply.Text)
-	}
-	if res.Reply != nil {
-		t.Logf("clamav-milter's reply: %d %s %s", res.Reply.Code, res.Reply.Enhanced, res.Reply.Text)
+	if r := res.Reply; r == nil {
+		t.Errorf("EICAR: no reply from the milter, want its 550 5.7.1 (%+v)", res)
+	} else if r.Code != 550 || r.Enhanced != (reply.Enhanced{5, 7, 1}) || !strings.Contains(r.Text, testenv.EICARSignature) {
+		t.Errorf("EICAR: the milter's reply %d %s %q, want 550 5.7.1 naming %s", r.Code, r.Enhanced, r.Text, testenv.EICARSignature)
 	}
 	res = scan(t, c, cleanMessage())
 	if res.Action != "accept" && res.Action != "continue" {
@@ -262,21 +264,34 @@ func sendMsg(m *testenv.Moat, msg []byte) error {
 	return smtptest.Send(m.Addr, "sender@client.test", []string{"alice@moat.test"}, msg)
 }
 
+// gtubeRule refuses a message that both spam scanners call spam by
+// GTUBE: proof that each one's facts reach the rules.
+const gtubeRule = `rules:
+  - name: gtube-both
+    stage: data
+    when: scanner.rspamd.action == "reject" && "GTUBE" in scanner.rspamd.symbols && scanner.spamassassin.action == "spam" && "GTUBE" in scanner.spamassassin.symbols && scanner.spamassassin.score >= scanner.spamassassin.threshold
+    action: reject
+    reply: "550 5.7.1 GTUBE seen by rspamd and SpamAssassin"
+`
+
 // TestMoatWithScanners: moat configured with clamd, spamd and rspamd
 // (`scanners:`) refuses EICAR at the end of DATA with 554 5.7.1 (the
-// default virus policy) and delivers a clean message; nothing of the
-// refused one reaches the mailbox.
+// default virus policy), refuses GTUBE by a rule on the two spam
+// scanners' facts, and delivers a clean message; nothing of the refused
+// ones reaches the mailbox.
 func TestMoatWithScanners(t *testing.T) {
 	dns := testenv.StartDNS(t)
-	cd := testenv.StartClamd(t)
-	sd := testenv.StartSpamd(t)
-	rs := testenv.StartRspamd(t, testenv.RspamdOptions{DNS: dns.Addr()})
+	sc := testenv.StartScanners(t, dns.Addr())
+	ruleFile := filepath.Join(t.TempDir(), "50-gtube.yaml")
+	if err := os.WriteFile(ruleFile, []byte(gtubeRule), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
 		LocalDomain: "moat.test",
 		Users:       []string{"alice@moat.test"},
 		Admin:       true,
-		Extra: scannersYAML("clamav clamd "+cd.Addr, "spamassassin spamd "+sd.Addr,
-			"rspamd rspamd "+rs.URL),
+		Extra: scannersYAML("clamav clamd "+sc.Clamd.Addr, "spamassassin spamd "+sc.Spamd.Addr,
+			"rspamd rspamd "+sc.Rspamd.URL) + fmt.Sprintf("rules: {paths: [%q]}\n", ruleFile),
 	})
 	m.Start()
 
@@ -287,6 +302,10 @@ func TestMoatWithScanners(t *testing.T) {
 		t.Fatalf("EICAR: %v, want 554 5.7.1 at the end of DATA\nmoat log:\n%s", err, m.LogTail(30))
 	}
 	t.Logf("EICAR refused: %v", err)
+	err = sendMsg(m, gtubeMessage())
+	if !errors.As(err, &se) || se.Code != 550 || !strings.Contains(se.Message, "GTUBE seen by rspamd and SpamAssassin") {
+		t.Fatalf("GTUBE: %v, want the rule's 550\nmoat log:\n%s", err, m.LogTail(30))
+	}
 	if err := sendMsg(m, cleanMessage()); err != nil {
 		t.Fatalf("clean message: %v\nmoat log:\n%s", err, m.LogTail(30))
 	}
@@ -302,7 +321,7 @@ func TestMoatWithScanners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), "Subject: Lunch on Friday") || strings.Contains(string(b), "EICAR") {
+	if !strings.Contains(string(b), "Subject: Lunch on Friday") || strings.Contains(string(b), "EICAR") || strings.Contains(string(b), "GTUBE") {
 		t.Errorf("delivered message is not the clean one:\n%s", b)
 	}
 	// Every scanner is required and answers: ready.
@@ -326,8 +345,8 @@ func httpGet(t *testing.T, url string) (int, string) {
 }
 
 // TestMoatWithClamavMilter: moat with clamav-milter as its one scanner
-// refuses EICAR with the milter's reject (a 5xx at the end of DATA) and
-// accepts a clean message.
+// refuses EICAR at the end of DATA with the milter's own reply (550
+// 5.7.1 and its text) and accepts a clean message.
 func TestMoatWithClamavMilter(t *testing.T) {
 	cd := testenv.StartClamd(t)
 	cm := testenv.StartClamavMilter(t, cd.Addr)
@@ -338,8 +357,10 @@ func TestMoatWithClamavMilter(t *testing.T) {
 	})
 	m.Start()
 	err := sendMsg(m, eicarAttachment())
-	if code := smtptest.ReplyCode(err); code/100 != 5 || !strings.HasPrefix(err.Error(), "end of DATA") {
-		t.Fatalf("EICAR through clamav-milter: %v, want a 5xx at the end of DATA\nmoat log:\n%s\nmilter log:\n%s",
+	var se *gosmtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (gosmtp.EnhancedCode{5, 7, 1}) ||
+		!strings.Contains(se.Message, testenv.EICARSignature) || !strings.HasPrefix(err.Error(), "end of DATA") {
+		t.Fatalf("EICAR through clamav-milter: %v, want the milter's 550 5.7.1 at the end of DATA\nmoat log:\n%s\nmilter log:\n%s",
 			err, m.LogTail(30), cm.Log())
 	}
 	t.Logf("EICAR refused: %v", err)

@@ -46,7 +46,10 @@ const scannerStartTimeout = 90 * time.Second
 // daemon is one scanner process, started in its own process group so
 // that Stop ends its workers too (spamd's children, rspamd's workers).
 type daemon struct {
-	name    string
+	name string
+	// kill: Stop sends SIGKILL at once (a daemon without state that
+	// takes seconds over SIGTERM: clamav-milter).
+	kill    bool
 	started time.Time
 	log     string
 	cmd     *exec.Cmd
@@ -82,7 +85,11 @@ func (d *daemon) Stop() {
 		return
 	}
 	pgid := -d.cmd.Process.Pid
-	syscall.Kill(pgid, syscall.SIGTERM)
+	sig := syscall.SIGTERM
+	if d.kill {
+		sig = syscall.SIGKILL
+	}
+	syscall.Kill(pgid, sig)
 	select {
 	case <-d.done:
 	case <-time.After(10 * time.Second):
@@ -255,8 +262,9 @@ type ClamavMilter struct {
 }
 
 // StartClamavMilter starts clamav-milter in the foreground asking
-// clamd at clamdAddr, rejecting infected mail (OnInfected Reject: the
-// milter answers SMFIR_REPLYCODE 550 5.7.1 at end of message) and
+// clamd at clamdAddr, rejecting infected mail (OnInfected Reject with a
+// RejectMsg: the milter answers SMFIR_REPLYCODE "550 5.7.1 Rejecting
+// harmful e-mail: NAME found." at the end of the message) and
 // accepting clean mail without adding headers (AddHeader No, so that
 // the clean case shows no header changes).
 func StartClamavMilter(t testing.TB, clamdAddr string) *ClamavMilter {
@@ -273,6 +281,7 @@ OnClean Accept
 OnInfected Reject
 OnFail Defer
 AddHeader No
+RejectMsg "Rejecting harmful e-mail: %%v found."
 LogFile %s
 LogInfected Basic
 ReadTimeout 30
@@ -283,6 +292,7 @@ ReadTimeout 30
 		t.Fatal(err)
 	}
 	m.d = startDaemon(t, dir, "clamav-milter", bin, "--config-file="+confPath)
+	m.d.kill = true
 	m.Startup = m.d.waitReady(t, func() error { return WaitPort(m.Addr, 100*time.Millisecond) })
 	return m
 }
