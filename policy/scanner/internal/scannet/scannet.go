@@ -232,11 +232,8 @@ func CleanName(s string) bool {
 
 // Symbols returns the clean names of names, sorted, without duplicates,
 // at most scanner.MaxSymbols (the first ones in sort order); nil when
-// none. It looks at no more than 16 × scanner.MaxSymbols names.
+// none. Callers bound names by bounding the answer it comes from.
 func Symbols(names []string) []string {
-	if len(names) > 16*scanner.MaxSymbols {
-		names = names[:16*scanner.MaxSymbols]
-	}
 	out := make([]string, 0, min(len(names), scanner.MaxSymbols))
 	for _, n := range names {
 		if CleanName(n) {
