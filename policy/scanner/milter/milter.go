@@ -426,13 +426,8 @@ func (t *txn) modifications(mods []gomilter.ModifyAction) {
 // without NUL; line ends become CRLF (milters fold with a bare LF).
 func headerChange(m gomilter.ModifyAction) (scanner.HeaderChange, bool) {
 	name, value := m.HeaderName, m.HeaderValue
-	if name == "" || len(name) > 128 || len(value) > MaxFieldValue || strings.ContainsRune(value, 0) {
+	if !validFieldName(name) || len(value) > MaxFieldValue || strings.ContainsRune(value, 0) {
 		return scanner.HeaderChange{}, false
-	}
-	for i := 0; i < len(name); i++ {
-		if name[i] <= ' ' || name[i] >= 0x7f || name[i] == ':' {
-			return scanner.HeaderChange{}, false
-		}
 	}
 	value = strings.ReplaceAll(strings.ReplaceAll(value, "\r\n", "\n"), "\n", "\r\n")
 	if strings.ContainsRune(value, '\r') && strings.Count(value, "\r") != strings.Count(value, "\r\n") {
@@ -460,6 +455,20 @@ func headerChange(m gomilter.ModifyAction) (scanner.HeaderChange, bool) {
 		return scanner.HeaderChange{}, false
 	}
 	return hc, true
+}
+
+// validFieldName: RFC 5322 §3.6.8, printable US-ASCII but colon; at most
+// 128 octets here.
+func validFieldName(name string) bool {
+	if name == "" || len(name) > 128 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] <= ' ' || name[i] >= 0x7f || name[i] == ':' {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseReply reads the reply text of SMFIR_REPLYCODE, "550 5.7.1 text" or
@@ -512,11 +521,12 @@ type field struct{ name, value string }
 
 // splitMessage cuts a message into its header fields and body (RFC 5322
 // §2.1: fields, an empty line, the body). A line that is neither a field
-// nor a continuation is skipped; a message without the empty line is all
+// (with a valid name) nor a continuation is skipped; a message without the empty line is all
 // header.
 func splitMessage(msg []byte) ([]field, []byte) {
 	var fields []field
 	rest := msg
+	skipping := false // the continuation lines of a skipped line
 	for len(rest) > 0 {
 		line := rest
 		next := []byte(nil)
@@ -529,14 +539,14 @@ func splitMessage(msg []byte) ([]field, []byte) {
 			return fields, rest
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if len(fields) > 0 {
+			if len(fields) > 0 && !skipping {
 				fields[len(fields)-1].value += "\n" + string(line)
 			}
 			continue
 		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
-		name = bytes.TrimRight(name, " \t")
-		if !ok || len(name) == 0 {
+		name = bytes.TrimRight(name, " \t") // RFC 5322 §4.5: obsolete WSP before the colon
+		if skipping = !ok || !validFieldName(string(name)); skipping {
 			continue
 		}
 		fields = append(fields, field{name: string(name), value: string(value)})

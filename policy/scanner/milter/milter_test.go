@@ -448,7 +448,7 @@ func TestHeaderChange(t *testing.T) {
 }
 
 func TestSplitMessage(t *testing.T) {
-	fields, body := splitMessage([]byte("A: 1\r\nB:2\r\n\tcont\r\nnot a field\r\nC : 3\r\n\r\nbody\r\n\r\nmore"))
+	fields, body := splitMessage([]byte("A: 1\r\nB:2\r\n\tcont\r\nnot a field\r\n\tits cont\r\nC : 3\r\n\r\nbody\r\n\r\nmore"))
 	want := []field{{"A", " 1"}, {"B", "2\n\tcont"}, {"C", " 3"}}
 	if !reflect.DeepEqual(fields, want) || string(body) != "body\r\n\r\nmore" {
 		t.Errorf("%q %q", fields, body)
@@ -502,6 +502,47 @@ func FuzzScan(f *testing.F) {
 		}
 		if len(res.Changes) > MaxChanges {
 			t.Fatal("too many changes")
+		}
+	})
+}
+
+func FuzzParseReply(f *testing.F) {
+	f.Add(550, "550 5.7.1 go away")
+	f.Add(451, "451-4.7.1 a\r\n451 4.7.1 b")
+	f.Add(599, "599 9.9.9")
+	f.Add(400, "")
+	f.Fuzz(func(t *testing.T, code int, s string) {
+		if code < 400 || code > 599 { // the library lets through only these
+			return
+		}
+		r := ParseReply(code, s)
+		if err := r.Validate(); err != nil {
+			t.Fatalf("ParseReply(%d, %q) = %v: %v", code, s, r, err)
+		}
+		if r.Code/100 != code/100 {
+			t.Fatalf("class changed: %d → %d", code, r.Code)
+		}
+	})
+}
+
+// FuzzSplitMessage: the message is the client's; the split never loses a
+// field name or the body.
+func FuzzSplitMessage(f *testing.F) {
+	f.Add([]byte("A: 1\r\nB:2\r\n\tcont\r\n\r\nbody"))
+	f.Add([]byte("no header\r\n\r\n"))
+	f.Add([]byte("\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		fields, body := splitMessage(msg)
+		if len(body) > len(msg) {
+			t.Fatal("body longer than the message")
+		}
+		if len(body) > 0 && !bytes.HasSuffix(msg, body) {
+			t.Fatal("body is not the end of the message")
+		}
+		for _, f := range fields {
+			if f.name == "" || strings.ContainsAny(f.name, ":\r\n") {
+				t.Fatalf("field name %q", f.name)
+			}
 		}
 	})
 }

@@ -138,7 +138,8 @@ func Protocolf(format string, args ...any) error {
 
 // Classify turns the failure of an exchange with a scanner into its
 // *scanner.Error: an *scanner.Error is kept; a deadline (ctx's or the
-// connection's) is KindTimeout; an answer that does not parse or is too
+// connection's) is KindTimeout; a context cancelled by the caller KindIO
+// (wrapping context.Canceled); an answer that does not parse or is too
 // large is KindProtocol; anything else (reset, closed mid-answer) KindIO.
 func Classify(ctx context.Context, name string, err error) *scanner.Error {
 	var se *scanner.Error
@@ -152,6 +153,10 @@ func Classify(ctx context.Context, name string, err error) *scanner.Error {
 	switch {
 	case errors.As(err, &pe) || errors.Is(err, ErrTooLarge):
 		return Fail(name, scanner.KindProtocol, err)
+	case errors.Is(ctx.Err(), context.Canceled):
+		// Our caller gave up (the session ended): not the scanner's
+		// timeout.
+		return Fail(name, scanner.KindIO, fmt.Errorf("%w: %v", context.Canceled, err))
 	case IsTimeout(err) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return Fail(name, scanner.KindTimeout, err)
 	}
