@@ -100,12 +100,16 @@ func (c *Client) Scan(ctx context.Context, req *scanner.Request) (*scanner.Resul
 	}
 	// clamd answers and closes as soon as the stream passes
 	// StreamMaxLength, while we may still be writing: when the write
-	// failed, its answer, if any, says why.
+	// failed, its answer, if any, says why. A clean verdict on a stream
+	// we could not finish sending is not one.
 	res, rerr := ReadAnswer(bufio.NewReader(conn))
-	if werr != nil && rerr != nil {
+	var se *scanner.Error
+	switch {
+	case rerr != nil && errors.As(rerr, &se):
+		return nil, scannet.Classify(ctx, c.name, rerr)
+	case werr != nil && (rerr != nil || !res.Virus):
 		return nil, scannet.Classify(ctx, c.name, werr)
-	}
-	if rerr != nil {
+	case rerr != nil:
 		return nil, scannet.Classify(ctx, c.name, rerr)
 	}
 	return res, nil

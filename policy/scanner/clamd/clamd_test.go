@@ -229,7 +229,10 @@ func TestDown(t *testing.T) {
 }
 
 func TestPingGarbage(t *testing.T) {
-	c := newClient(t, scantest.Serve(t, "unix", func(c net.Conn) { c.Write([]byte("PANG\x00")) }))
+	c := newClient(t, scantest.Serve(t, "unix", func(c net.Conn) {
+		io.ReadFull(c, make([]byte, 6))
+		c.Write([]byte("PANG\x00"))
+	}))
 	kindOf(t, c.Ping(context.Background()), scanner.KindProtocol)
 }
 
@@ -296,4 +299,16 @@ func FuzzReadAnswer(f *testing.F) {
 			t.Fatal("too many names")
 		}
 	})
+}
+
+// BenchmarkScan: one 2 KB message per INSTREAM, against the fake clamd.
+func BenchmarkScan(b *testing.B) {
+	c := newClient(b, scantest.Serve(b, "tcp", fakeClamd(b, 0)))
+	req := msg(strings.Repeat("0123456789abcdef", 128))
+	b.SetBytes(int64(len(req.Message)))
+	for b.Loop() {
+		if _, err := c.Scan(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -546,3 +546,17 @@ func FuzzSplitMessage(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkScan: one 2 KB message per milter connection, against the
+// library's server side.
+func BenchmarkScan(b *testing.B) {
+	c := newClient(b, serveMilter(b, "tcp", nil), 0)
+	req := request("bench")
+	req.Message = append(req.Message, strings.Repeat("0123456789abcdef\r\n", 110)...)
+	b.SetBytes(int64(len(req.Message)))
+	for b.Loop() {
+		if _, err := c.Scan(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

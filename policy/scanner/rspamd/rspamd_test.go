@@ -334,3 +334,16 @@ func FuzzParseAnswer(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkScan: one 2 KB message per /checkv2 (kept-alive connections),
+// against the fake rspamd.
+func BenchmarkScan(b *testing.B) {
+	c := newClient(b, scanner.Config{Address: serveHTTP(b, "tcp", fakeRspamd(b, nil, false))})
+	req := request(strings.Repeat("0123456789abcdef", 128))
+	b.SetBytes(int64(len(req.Message)))
+	for b.Loop() {
+		if _, err := c.Scan(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

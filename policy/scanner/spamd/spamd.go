@@ -123,11 +123,15 @@ func (c *Client) Scan(ctx context.Context, req *scanner.Request) (*scanner.Resul
 	}
 	// A spamd that refuses the request (EX_DATAERR and the like) answers
 	// and closes, maybe before it has read the whole message.
+	// A verdict on a message we could not finish sending is not one.
 	res, rerr := ReadAnswer(bufio.NewReader(conn), c.command == "SYMBOLS")
-	if rerr != nil && werr != nil {
+	var se *scanner.Error
+	switch {
+	case rerr != nil && errors.As(rerr, &se):
+		return nil, scannet.Classify(ctx, c.name, rerr)
+	case werr != nil:
 		return nil, scannet.Classify(ctx, c.name, werr)
-	}
-	if rerr != nil {
+	case rerr != nil:
 		return nil, scannet.Classify(ctx, c.name, rerr)
 	}
 	return res, nil

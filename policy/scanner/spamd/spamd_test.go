@@ -224,7 +224,10 @@ func TestDown(t *testing.T) {
 }
 
 func TestPing(t *testing.T) {
-	c := newClient(t, scanner.Config{Address: scantest.Serve(t, "tcp", func(c net.Conn) { c.Write([]byte("SPAMD/1.5 0 EX_OK\r\n")) })})
+	c := newClient(t, scanner.Config{Address: scantest.Serve(t, "tcp", func(c net.Conn) {
+		readRequest(bufio.NewReader(c))
+		c.Write([]byte("SPAMD/1.5 0 EX_OK\r\n"))
+	})})
 	kindOf(t, c.Ping(context.Background()), scanner.KindProtocol)
 	c = newClient(t, scanner.Config{Address: scantest.ServeStop(t, "unix", scantest.Hang), Timeout: 200 * time.Millisecond})
 	kindOf(t, c.Ping(context.Background()), scanner.KindTimeout)
@@ -299,4 +302,16 @@ func FuzzReadAnswer(f *testing.F) {
 			t.Fatal("symbols from CHECK")
 		}
 	})
+}
+
+// BenchmarkScan: one 2 KB message per SYMBOLS, against the fake spamd.
+func BenchmarkScan(b *testing.B) {
+	c := newClient(b, scanner.Config{Address: scantest.Serve(b, "tcp", fakeSpamd(b, nil))})
+	req := msg(strings.Repeat("0123456789abcdef", 128))
+	b.SetBytes(int64(len(req.Message)))
+	for b.Loop() {
+		if _, err := c.Scan(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
