@@ -67,13 +67,14 @@ func ParseAddress(s string) (Address, error) {
 	return Address{Network: "tcp", Addr: s}, nil
 }
 
-// WithTimeout returns ctx bounded by timeout (DefaultTimeout when zero) if
-// ctx has no deadline of its own.
+// WithTimeout bounds one call to a scanner: it ends at ctx's deadline or
+// after timeout (the scanner's configured timeout), whichever comes
+// first; with neither, after DefaultTimeout.
 func WithTimeout(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return context.WithCancel(ctx)
-	}
 	if timeout <= 0 {
+		if _, ok := ctx.Deadline(); ok {
+			return context.WithCancel(ctx)
+		}
 		timeout = DefaultTimeout
 	}
 	return context.WithTimeout(ctx, timeout)

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"moat/policy/scanner"
 )
@@ -138,5 +139,27 @@ func TestWatchCancel(t *testing.T) {
 func TestPrintable(t *testing.T) {
 	if got := Printable("a\r\nb\xffc", 4); got != "a??b" {
 		t.Errorf("%q", got)
+	}
+}
+
+func TestWithTimeout(t *testing.T) {
+	long, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	for _, tc := range []struct {
+		ctx     context.Context
+		timeout time.Duration
+		max     time.Duration
+	}{
+		{context.Background(), 0, DefaultTimeout},
+		{context.Background(), time.Second, time.Second},
+		{long, time.Second, time.Second},
+		{long, 0, time.Hour},
+	} {
+		ctx, cancel := WithTimeout(tc.ctx, tc.timeout)
+		dl, ok := ctx.Deadline()
+		cancel()
+		if left := time.Until(dl); !ok || left > tc.max || left < tc.max/2 {
+			t.Errorf("timeout %v: deadline in %v, want at most %v", tc.timeout, time.Until(dl), tc.max)
+		}
 	}
 }
