@@ -109,7 +109,8 @@ func (c *Client) Ping(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	return s.Close()
+	_ = s.Close() // negotiated: the milter answers
+	return nil
 }
 
 // Scan runs one message through the milter.
@@ -122,6 +123,10 @@ func (c *Client) Scan(ctx context.Context, req *scanner.Request) (res *scanner.R
 		}
 	}()
 	defer c.recoverTo(&err)
+	if len(req.Recipients) == 0 {
+		// The milter protocol has no DATA without RCPT.
+		return nil, scannet.Fail(c.name, scanner.KindRefused, errors.New("a message without recipients"))
+	}
 	macros := connMacros(req)
 	s, err := c.session(ctx, macros, MaxAnswer+2*int64(len(req.Message)))
 	if err != nil {

@@ -388,6 +388,13 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+func TestNoRecipients(t *testing.T) {
+	req := request("x")
+	req.Recipients = []string{}
+	_, err := newClient(t, scantest.Unused(t), 0).Scan(context.Background(), req)
+	kindOf(t, err, scanner.KindRefused)
+}
+
 func TestDown(t *testing.T) {
 	c := newClient(t, scantest.Unused(t), 0)
 	_, err := c.Scan(context.Background(), request("x"))
