@@ -332,7 +332,7 @@ func offlineChecks(cfg *Config, engine *rules.Engine, res dnsres.Resolver) *gate
 		AuthservID: cfg.Auth.AuthservID,
 		Timeout:    cfg.Auth.Timeout,
 		Extra:      pipelineChecks(cfg, nil), // offline: nothing is learned
-		Scanners:   offlineScanners(cfg),         // skipped: their facts say so
+		Scanners:   offlineScanners(cfg),     // skipped: their facts say so
 	}
 	if cfg.Auth.Enabled && res != nil {
 		checks.Resolver = res
