@@ -2,6 +2,8 @@ package main
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +122,99 @@ func TestDeployVirusRule(t *testing.T) {
 	}
 	if set.Len() < 2 {
 		t.Fatalf("%d rules", set.Len())
+	}
+}
+
+// yamlBlocks returns the ```yaml blocks of the section of a Markdown file
+// that starts with heading (up to the next heading of the same level).
+func yamlBlocks(t *testing.T, path, heading string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("%s: no section %q", path, heading)
+	}
+	level := heading[:strings.IndexByte(heading, ' ')+1]
+	if i := strings.Index(sec, "\n"+level); i >= 0 {
+		sec = sec[:i]
+	}
+	var out []string
+	for _, part := range strings.Split(sec, "```yaml\n")[1:] {
+		body, _, _ := strings.Cut(part, "```")
+		out = append(out, body)
+	}
+	return out
+}
+
+// TestScannerDocsExamples: the configuration and rule examples of the
+// scanner sections in README.md and rules/README.md load as written.
+func TestScannerDocsExamples(t *testing.T) {
+	var ruleBlocks []string
+	cfgs := 0
+	for _, doc := range []struct{ path, heading string }{
+		{"../../README.md", "## Running moat with rspamd and ClamAV"},
+		{"../../rules/README.md", "## Scanner facts (data stage)"},
+	} {
+		for _, b := range yamlBlocks(t, doc.path, doc.heading) {
+			switch {
+			case strings.HasPrefix(b, "scanners:"):
+				cfgs++
+				cfg, err := loadConfig(writeFile(t, "hostname: mx.example.org\ndomains: {local: [example.org]}\n"+b))
+				if err != nil {
+					t.Fatalf("%s: %v", doc.path, err)
+				}
+				if len(cfg.Scanners) != 4 {
+					t.Errorf("%s: %d scanners", doc.path, len(cfg.Scanners))
+				}
+			case strings.HasPrefix(b, "rules:"):
+				ruleBlocks = append(ruleBlocks, b)
+			}
+		}
+	}
+	if cfgs != 1 || len(ruleBlocks) != 2 {
+		t.Fatalf("%d config and %d rule examples found", cfgs, len(ruleBlocks))
+	}
+	for _, b := range ruleBlocks {
+		cfg := rules.DefaultConfig()
+		p := filepath.Join(t.TempDir(), "r.yaml")
+		if err := os.WriteFile(p, []byte(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Paths = []string{p}
+		if _, err := rules.Load(cfg, (&Config{}).ruleLoadOptions(nil)); err != nil {
+			t.Errorf("example rules: %v\n%s", err, b)
+		}
+	}
+}
+
+// TestFullExampleScanners: the commented scanner entries of the full
+// example are valid once uncommented (they are commented so that a copy of
+// the file does not tempfail mail for scanners that are not there).
+func TestFullExampleScanners(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/moat.full.yaml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "\nscanners: []\n")
+	if !ok {
+		t.Fatal("no scanners: [] in the full example")
+	}
+	var y strings.Builder
+	y.WriteString("hostname: mx.example.org\ndomains: {local: [example.org]}\nscanners:\n")
+	for _, l := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(l, "#  ") {
+			break
+		}
+		y.WriteString(strings.TrimPrefix(l, "#") + "\n")
+	}
+	cfg, err := loadConfig(writeFile(t, y.String()))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, y.String())
+	}
+	if len(cfg.Scanners) != 4 || cfg.Scanners[0].Name != "rspamd" || !cfg.Scanners[2].Required {
+		t.Fatalf("%+v", cfg.Scanners)
 	}
 }
