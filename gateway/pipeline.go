@@ -278,11 +278,16 @@ func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 	return err
 }
 
-// call runs one check under the check deadline, reports its latency to
+// call runs one check under the check deadline (Checks.Timeout, or the
+// check's own Timeout method), reports its latency to
 // Checks.Observe and turns a panic into a temporary failure (451 4.3.0).
 func (p *Pipeline) call(ctx context.Context, st step, t *Txn) (err error) {
 	name := st.check.Name()
-	ctx, cancel := deadline.WithTimeout(ctx, p.checks.timeout())
+	timeout := p.checks.timeout()
+	if tc, ok := st.check.(interface{ Timeout() time.Duration }); ok {
+		timeout = tc.Timeout() // a check that bounds itself (the scanners)
+	}
+	ctx, cancel := deadline.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	defer func() {

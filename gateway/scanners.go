@@ -120,6 +120,9 @@ type Scanners struct {
 	opt  ScannersOptions
 	list []*scanEntry
 	log  *zap.Logger
+	// bound is the longest scanner timeout plus stopGrace: how long the
+	// data stage may wait for the scans.
+	bound time.Duration
 }
 
 // scanEntry is one scanner and its health.
@@ -153,6 +156,7 @@ func NewScanners(opt ScannersOptions) *Scanners {
 		c := sp.Config
 		c.SetDefaults()
 		s.list = append(s.list, &scanEntry{cfg: c, sc: sp.Scanner})
+		s.bound = max(s.bound, c.Timeout+stopGrace)
 	}
 	return s
 }
@@ -202,7 +206,8 @@ func (r *scanRun) stop() {
 
 // start sends the message to every scanner, each in its own goroutine
 // under its own timeout and under ctx's deadline (not its cancellation:
-// ctx is the starting check's, which ends at once).
+// ctx is the starting check's, which ends at once; its deadline is the
+// message's, or the longest scanner timeout).
 func (s *Scanners) start(ctx context.Context, t *Txn) *scanRun {
 	base := context.WithoutCancel(ctx)
 	var rctx context.Context
@@ -559,6 +564,10 @@ type scanStartCheck struct{ s *Scanners }
 
 func (scanStartCheck) Name() string { return "scanners_start" }
 
+// Timeout: the scans are bounded by their own timeouts (scanners[].timeout),
+// not by the authentication checks' (auth.timeout).
+func (c scanStartCheck) Timeout() time.Duration { return c.s.bound }
+
 func (c scanStartCheck) CheckData(ctx context.Context, t *Txn) error {
 	t.scans = c.s.start(ctx, t)
 	return nil
@@ -568,6 +577,9 @@ func (c scanStartCheck) CheckData(ctx context.Context, t *Txn) error {
 type scanJoinCheck struct{ s *Scanners }
 
 func (scanJoinCheck) Name() string { return "scanners" }
+
+// Timeout: the join waits for the longest scanner timeout.
+func (c scanJoinCheck) Timeout() time.Duration { return c.s.bound }
 
 func (c scanJoinCheck) CheckData(ctx context.Context, t *Txn) error { return c.s.join(ctx, t) }
 

@@ -481,3 +481,24 @@ func TestScannersReady(t *testing.T) {
 		t.Error("no scanners: not ready")
 	}
 }
+
+// TestScannerOwnTimeout: a scan is bounded by its scanner's timeout, not
+// by the authentication checks' (Checks.Timeout).
+func TestScannerOwnTimeout(t *testing.T) {
+	left := make(chan time.Duration, 1)
+	f := &fakeScanner{scan: func(ctx context.Context, _ *scanner.Request) (*scanner.Result, error) {
+		dl, _ := ctx.Deadline()
+		left <- time.Until(dl)
+		return &scanner.Result{Action: "clean"}, nil
+	}}
+	checks := &Checks{Timeout: time.Millisecond, Scanners: NewScanners(ScannersOptions{Scanners: []ScannerSpec{
+		spec("clamd", scanner.TypeClamd, f, func(c *scanner.Config) { c.Timeout = time.Minute }),
+	}})}
+	res := RunOffline(context.Background(), PipelineOptions{Checks: checks}, offlineSession("x"))
+	if res.Final.Code != 250 {
+		t.Fatalf("final %v", res.Final)
+	}
+	if d := <-left; d < 30*time.Second {
+		t.Errorf("scan had %v left, want about its own minute", d)
+	}
+}
