@@ -324,7 +324,7 @@ func (s *Scanners) join(ctx context.Context, t *Txn) error {
 			s.verdict(name, "skipped")
 			continue
 		}
-		if s.opt.Observe != nil {
+		if s.opt.Observe != nil && o.took > 0 { // 0: cut by the message's deadline, still running
 			s.opt.Observe(name, o.took)
 		}
 		if o.panic != nil {

@@ -502,3 +502,28 @@ func TestScannerOwnTimeout(t *testing.T) {
 		t.Errorf("scan had %v left, want about its own minute", d)
 	}
 }
+
+// BenchmarkScannersOverhead: what running four scanners that answer at
+// once adds to the data stage (goroutines, facts), against none.
+func BenchmarkScannersOverhead(b *testing.B) {
+	msg := offlineSession("hello")
+	for _, n := range []int{0, 4} {
+		b.Run(fmt.Sprintf("scanners=%d", n), func(b *testing.B) {
+			var specs []ScannerSpec
+			for i := 0; i < n; i++ {
+				specs = append(specs, ScannerSpec{
+					Config:  scanner.Config{Name: fmt.Sprintf("s%d", i), Type: scanner.TypeRspamd, Timeout: time.Second},
+					Scanner: &fakeScanner{scan: answer(scanner.Result{Score: 1, Action: "no action", Symbols: []string{"A", "B"}})},
+				})
+			}
+			checks := &Checks{Scanners: NewScanners(ScannersOptions{Scanners: specs})}
+			opt := PipelineOptions{Checks: checks}
+			b.ReportAllocs()
+			for b.Loop() {
+				if res := RunOffline(context.Background(), opt, msg); res.Final.Code != 250 {
+					b.Fatal(res.Final)
+				}
+			}
+		})
+	}
+}
