@@ -308,10 +308,12 @@ func (s *Scanners) join(ctx context.Context, t *Txn) error {
 	}
 	facts := make(map[string]ScannerFacts, len(s.list))
 	virus := &VirusFacts{Policy: s.opt.VirusAction}
-	var refusal error
-	refuse := func(name string, err error, fields ...zap.Field) {
-		if refusal == nil {
-			refusal = err
+	// The first refusal counts, but a permanent one (a milter's reject)
+	// wins over a temporary one: the client need not come back for it.
+	var refusal *reply.Reply
+	refuse := func(name string, r *reply.Reply, fields ...zap.Field) {
+		if refusal == nil || (refusal.Temporary() && r.Permanent()) {
+			refusal = r
 			t.Refusal = Refusal{Check: "scanner:" + name, Rule: "scanner:" + name, Fields: fields}
 		}
 	}
@@ -356,7 +358,11 @@ func (s *Scanners) join(ctx context.Context, t *Txn) error {
 			if !virus.Found {
 				virus.Found, virus.Scanner = true, name
 			}
-			virus.Names = append(virus.Names, r.VirusNames...)
+			for _, n := range r.VirusNames {
+				if len(virus.Names) < maxVirusNames {
+					virus.Names = append(virus.Names, n)
+				}
+			}
 			t.log.Info("scanner found malware", zap.String("scanner", name), zap.Strings("names", r.VirusNames), zap.String("sender", t.Sender))
 		}
 		if e.cfg.Type == scanner.TypeMilter {
@@ -390,7 +396,26 @@ func (s *Scanners) join(ctx context.Context, t *Txn) error {
 	t.Facts.SetGroup(GroupScanner, facts)
 	t.Facts.SetGroup(GroupVirus, virus)
 	t.scanVirus, t.scanChanges = virus, changes
+	if refusal != nil && refusal.Temporary() && virus.Found && s.opt.VirusAction == VirusReject {
+		// Another scanner failed, but the malware is known: refused now,
+		// not deferred to be found again on the retry.
+		return s.refuseVirus(t, virus)
+	}
+	if refusal == nil {
+		return nil // not a typed nil in the error
+	}
 	return refusal
+}
+
+// maxVirusNames bounds virus.names.
+const maxVirusNames = 64
+
+// refuseVirus is the virus policy's refusal.
+func (s *Scanners) refuseVirus(t *Txn, v *VirusFacts) error {
+	t.log.Info("virus_action rejects the message", zap.String("scanner", v.Scanner), zap.Strings("names", v.Names))
+	t.Refusal = Refusal{Check: "scanner:" + v.Scanner, Rule: "scanner:virus",
+		Fields: []zap.Field{zap.String("scanner", v.Scanner), zap.Strings("virus", v.Names)}}
+	return replyVirus
 }
 
 // after applies what the scanners ask once the data-stage rules have let
@@ -403,10 +428,7 @@ func (s *Scanners) after(t *Txn) error {
 			t.Quarantine = "scanner:virus"
 			t.log.Info("virus_action quarantines the message", zap.String("scanner", v.Scanner), zap.Strings("names", v.Names))
 		} else {
-			t.log.Info("virus_action rejects the message", zap.String("scanner", v.Scanner), zap.Strings("names", v.Names))
-			t.Refusal = Refusal{Check: "scanner:" + v.Scanner, Rule: "scanner:virus",
-				Fields: []zap.Field{zap.String("scanner", v.Scanner), zap.Strings("virus", v.Names)}}
-			return replyVirus
+			return s.refuseVirus(t, v)
 		}
 	}
 	if len(t.scanChanges) > 0 {

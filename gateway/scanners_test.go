@@ -527,3 +527,37 @@ func BenchmarkScannersOverhead(b *testing.B) {
 		})
 	}
 }
+
+// TestScannerRefusalPrecedence: a permanent answer (a virus, a milter's
+// reject) wins over another scanner's failure, so the client is not told
+// to come back for a message that will be refused.
+func TestScannerRefusalPrecedence(t *testing.T) {
+	down := func() *fakeScanner { return &fakeScanner{scan: failWith(scanner.KindTimeout)} }
+	t.Run("virus", func(t *testing.T) {
+		clam := &fakeScanner{scan: answer(scanner.Result{Virus: true, VirusNames: []string{"Eicar-Signature"}})}
+		res := scanRunOffline(t, ScannersOptions{Scanners: []ScannerSpec{
+			spec("rspamd", scanner.TypeRspamd, down()), spec("clamd", scanner.TypeClamd, clam),
+		}}, "", "x")
+		if res.Final.Code != 554 || res.Rule != "scanner:virus" {
+			t.Fatalf("final %v rule %s", res.Final, res.Rule)
+		}
+	})
+	t.Run("milter reject", func(t *testing.T) {
+		m := &fakeScanner{scan: answer(scanner.Result{Action: "reject"})}
+		res := scanRunOffline(t, ScannersOptions{Scanners: []ScannerSpec{
+			spec("rspamd", scanner.TypeRspamd, down()), spec("milter", scanner.TypeMilter, m),
+		}}, "", "x")
+		if res.Final.Code != 550 || res.Rule != "scanner:milter" {
+			t.Fatalf("final %v rule %s", res.Final, res.Rule)
+		}
+	})
+	t.Run("virus quarantine waits", func(t *testing.T) {
+		clam := &fakeScanner{scan: answer(scanner.Result{Virus: true})}
+		res := scanRunOffline(t, ScannersOptions{VirusAction: VirusQuarantine, Scanners: []ScannerSpec{
+			spec("rspamd", scanner.TypeRspamd, down()), spec("clamd", scanner.TypeClamd, clam),
+		}}, "", "x")
+		if res.Final.Code != 451 {
+			t.Fatalf("final %v, want the failing scanner's 451", res.Final)
+		}
+	})
+}
