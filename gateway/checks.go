@@ -48,6 +48,9 @@ type Checks struct {
 	// must not block (the daemon's autolearn queues a job). Not called
 	// when a check refused.
 	AfterData func(t *Txn, refusal error)
+	// Scanners are the external scanners run at DATA (rspamd, spamd,
+	// clamd, milters); nil: none.
+	Scanners *Scanners
 	// Extra checks run after the built-in checks of each stage they
 	// implement (see Check), in this order, before the rules.
 	Extra []Check
@@ -58,6 +61,13 @@ func (c *Checks) authLimiter() AuthLimiter {
 		return nil
 	}
 	return c.AuthLimits
+}
+
+func (c *Checks) scanners() *Scanners {
+	if c == nil {
+		return nil
+	}
+	return c.Scanners
 }
 
 func (c *Checks) timeout() time.Duration {

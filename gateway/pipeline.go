@@ -13,6 +13,7 @@ import (
 	"moat/internal/reply"
 	"moat/policy"
 	"moat/policy/iprev"
+	"moat/policy/scanner"
 	"moat/rules"
 )
 
@@ -92,6 +93,11 @@ type Txn struct {
 	state    *State
 	log      *zap.Logger
 	iprev    *iprev.Pending
+	// the external scanners of the message (scanners.go): running, then
+	// what they found that applies after the rules
+	scans       *scanRun
+	scanVirus   *VirusFacts
+	scanChanges []scanner.HeaderChange
 	// connection-level results of the connect and helo rules, carried
 	// into each transaction
 	conn struct {
@@ -215,10 +221,20 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 		iprevCheck{p},
 		mailPolicyCheck{p}, spfCheck{p},
 		postmasterCheck{p}, addressCheck{}, routeCheck{}, verifyCheck{p},
-		parseCheck{p}, dkimCheck{p}, dmarcCheck{p}, submissionCheck{p},
+		parseCheck{p},
 	)
+	// The scanners start as soon as the message is parsed and are joined
+	// after the other data checks, before the rules (scanners.go).
+	sc := opt.Checks.scanners()
+	if sc != nil {
+		all = append(all, scanStartCheck{sc})
+	}
+	all = append(all, dkimCheck{p}, dmarcCheck{p}, submissionCheck{p})
 	if opt.Checks != nil {
 		all = append(all, opt.Checks.Extra...)
+	}
+	if sc != nil {
+		all = append(all, scanJoinCheck{sc})
 	}
 	for _, c := range all {
 		register(p, rules.StageConnect, c, ConnectChecker.CheckConnect)
@@ -244,6 +260,9 @@ func (p *Pipeline) Checks(stage rules.Stage) []string {
 // that reply.From turns into one) and named in t.Refusal.
 func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 	t.Refusal, t.Verdict = Refusal{}, rules.Verdict{}
+	if stage == rules.StageData {
+		defer t.endScans()
+	}
 	for _, st := range p.stages[stage] {
 		if err := p.call(ctx, st, t); err != nil {
 			if t.Refusal.Check == "" { // a check may name itself more precisely
@@ -259,11 +278,16 @@ func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 	return err
 }
 
-// call runs one check under the check deadline, reports its latency to
+// call runs one check under the check deadline (Checks.Timeout, or the
+// check's own Timeout method), reports its latency to
 // Checks.Observe and turns a panic into a temporary failure (451 4.3.0).
 func (p *Pipeline) call(ctx context.Context, st step, t *Txn) (err error) {
 	name := st.check.Name()
-	ctx, cancel := deadline.WithTimeout(ctx, p.checks.timeout())
+	timeout := p.checks.timeout()
+	if tc, ok := st.check.(interface{ Timeout() time.Duration }); ok {
+		timeout = tc.Timeout() // a check that bounds itself (the scanners)
+	}
+	ctx, cancel := deadline.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	defer func() {
@@ -291,7 +315,7 @@ func (p *Pipeline) inbound(t *Txn) bool {
 func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) error {
 	t.waitIPRev() // iprev and ptr are connect-stage facts
 	if p.checks == nil || p.checks.Rules == nil {
-		return nil
+		return p.afterRules(stage, t)
 	}
 	f := &t.Facts
 	connStage := stage == rules.StageConnect || stage == rules.StageHelo
@@ -365,6 +389,12 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 		t.Quarantine = v.Rule
 		t.log.Info("rule quarantines the message", rules.Explain(v)...)
 	}
+	if err := p.afterRules(stage, t); err != nil {
+		if p.checks.Verdict != nil {
+			p.checks.Verdict(rules.Reject.Verdict(), t.Refusal.Rule, f.Conn.IP.String())
+		}
+		return err
+	}
 	if stage == rules.StageData && p.checks.Verdict != nil {
 		a := v.Action
 		if t.Discard {
@@ -375,6 +405,16 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 			a = rules.Junk // accepted, into the Junk folder or tagged
 		}
 		p.checks.Verdict(a.Verdict(), v.Rule, f.Conn.IP.String())
+	}
+	return nil
+}
+
+// afterRules applies, at the data stage, what the scanners ask once the
+// rules let the message through: the virus policy and a milter's header
+// changes (Scanners.after).
+func (p *Pipeline) afterRules(stage rules.Stage, t *Txn) error {
+	if sc := p.checks.scanners(); stage == rules.StageData && sc != nil {
+		return sc.after(t)
 	}
 	return nil
 }

@@ -121,6 +121,8 @@ type app struct {
 	certs       *gateway.Certificates
 	metrics     *metrics.Metrics
 	admin       *admin.Server
+	scanners    *gateway.Scanners // nil: none configured
+	scanDone    chan struct{}     // closed when the scanners' ping loop ends
 	cluster     *cluster.Client
 	mailLog     *maillog.Logger
 	mailLogFile *os.File
@@ -292,6 +294,9 @@ func (a *app) build() error {
 	if a.learn, err = newLearnOps(cfg, a.content.opt.Bayes, m.Registry(), log.Named("learn")); err != nil {
 		return err
 	}
+	if a.scanners, err = newScanners(cfg, m, log.Named("scanners")); err != nil {
+		return err
+	}
 	checks, err := a.buildChecks()
 	if err != nil {
 		return err
@@ -415,6 +420,8 @@ func (a *app) readyChecks() func(context.Context) error {
 			}
 			return nil
 		}},
+		// Required scanners answer their pings (scanners[].required).
+		admin.Check{Name: "scanners", Fn: a.scanners.Ready},
 		admin.Check{Name: "listeners", Fn: func(context.Context) error {
 			for _, l := range a.cfg.Load().Listeners {
 				if a.gw.Addr(l.Name) == nil {
@@ -462,6 +469,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
 		AfterData:   a.learn.afterData(),
+		Scanners:    a.scanners,
 	}
 	if cfg.Auth.Enabled {
 		c.Resolver = a.resolver
@@ -554,6 +562,11 @@ func (a *app) start() error {
 		}
 	}()
 	a.learn.start()
+	a.scanDone = make(chan struct{})
+	go func() {
+		defer close(a.scanDone)
+		a.scanners.Run(a.queueCtx) // pings the required scanners until shutdown
+	}()
 	if err := a.gw.Start(); err != nil {
 		return err
 	}
@@ -708,6 +721,9 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	// The URI blocklist checker and the classifier's store are made once.
 	keep("uribl", !reflect.DeepEqual(boot.URIBL, cur.URIBL), func() { next.URIBL = boot.URIBL })
 	keep("bayes", !reflect.DeepEqual(boot.Bayes, cur.Bayes), func() { next.Bayes = boot.Bayes })
+	// The scanner clients and the virus policy are made once.
+	keep("scanners", !reflect.DeepEqual(boot.Scanners, cur.Scanners), func() { next.Scanners = boot.Scanners })
+	keep("virus_action", boot.VirusAction != cur.VirusAction, func() { next.VirusAction = boot.VirusAction })
 	return &next, keys
 }
 
@@ -721,6 +737,9 @@ func (a *app) shutdown(ctx context.Context) {
 		a.log.Warn("sessions cut at shutdown deadline", zap.Error(err))
 	}
 	a.queueCancel()
+	if a.scanDone != nil {
+		<-a.scanDone
+	}
 	a.reloadMu.Lock()
 	a.watch.stop()
 	a.reloadMu.Unlock()
