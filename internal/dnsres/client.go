@@ -267,10 +267,12 @@ func (c *Client) LookupCNAME(ctx context.Context, host string) (string, error) {
 func (c *Client) lookup(ctx context.Context, name string, qtype uint16) (string, []dns.RR, error) {
 	typ := dns.TypeToString[qtype]
 	fq := dns.Fqdn(name)
-	if name == "" || !validName(fq) {
+	// Every name from here on is in the one presentation form miekg/dns
+	// unpacks (see presentationName), so answers are compared with it.
+	cur, ok := presentationName(fq)
+	if name == "" || !ok || !validName(cur) {
 		return "", nil, (&Error{Name: name, Type: typ, Kind: Other, Err: errors.New("invalid domain name")}).wrap()
 	}
-	cur := fq
 	seen := make(map[string]bool, 2)
 	links := 0
 	for {
@@ -297,6 +299,30 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) (string,
 		// The chain leads out of this answer: ask for its target.
 		cur = final
 	}
+}
+
+// presentationName returns name, fully qualified, in the presentation form
+// miekg/dns gives the names it unpacks from a message: the octets of each
+// label (RFC 2181 §11: any octet), with the special characters . space
+// " ' ( ) ; @ \ written escaped as \X and other octets outside printable
+// ASCII as \DDD. The caller's name may write those characters escaped or
+// bare ("o'brien" and "o\'brien" are the same label: a bare special
+// character is taken as itself); the result is the same either way, so
+// it can be compared with the question a server echoes and the owner
+// names of its records, ASCII case-insensitively (RFC 4343 §3), as DNS
+// compares names. It reports false for a name that cannot be packed: an
+// empty label, a label over 63 octets, a name over 255 (RFC 1035 §2.3.4).
+func presentationName(name string) (string, bool) {
+	var buf [256]byte
+	n, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false)
+	if err != nil {
+		return "", false
+	}
+	out, _, err := dns.UnpackDomainName(buf[:n], 0)
+	if err != nil {
+		return "", false
+	}
+	return out, true
 }
 
 func validName(fq string) bool {
