@@ -112,7 +112,10 @@ func ForTest(addr string) *Client {
 }
 
 // LookupTXT implements Resolver. The strings of each TXT record are
-// concatenated without separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+// concatenated without separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2), as
+// the octets the server sent: miekg/dns keeps them in presentation form
+// (\" \\ and \DDD escapes), which is undone here, so that an SPF
+// record holding a non-ASCII octet or a backslash is seen as it is.
 func (c *Client) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	_, rrs, err := c.lookup(ctx, name, dns.TypeTXT)
 	if err != nil {
@@ -120,10 +123,38 @@ func (c *Client) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	}
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+		out = append(out, txtOctets(strings.Join(rr.(*dns.TXT).Txt, "")))
 	}
 	return out, nil
 }
+
+// txtOctets undoes the escapes of a TXT string in presentation form
+// (RFC 1035 §5.1): \DDD is the octet DDD, \X is X.
+func txtOctets(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 == len(s) {
+			b = append(b, c)
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			if n := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); n <= 0xff {
+				b = append(b, byte(n))
+				i += 3
+				continue
+			}
+		}
+		b = append(b, s[i+1])
+		i++
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // LookupMX implements Resolver. Hosts are fully qualified (trailing dot),
 // as net.Resolver returns them; equal preferences keep the server's order.

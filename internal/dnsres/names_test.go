@@ -66,3 +66,21 @@ func TestPresentationName(t *testing.T) {
 		t.Error("empty label accepted")
 	}
 }
+
+// TestTXTOctets: TXT strings come back as the octets the server sent,
+// not in miekg/dns's escaped presentation form.
+func TestTXTOctets(t *testing.T) {
+	srv := dnstest.NewServer(t)
+	srv.Add(`t.example.org. 300 IN TXT "v=spf1 a:\239\187\191x.example.net" " q\"b\\s -all"`)
+	c := ForTest(srv.Addr())
+	txt, err := c.LookupTXT(context.Background(), "t.example.org")
+	want := "v=spf1 a:\xef\xbb\xbfx.example.net q\"b\\s -all"
+	if err != nil || len(txt) != 1 || txt[0] != want {
+		t.Fatalf("LookupTXT = %q, %v; want %q", txt, err, want)
+	}
+	for in, want := range map[string]string{`a\\b`: `a\b`, `\"`: `"`, `\255\000`: "\xff\x00", `x\`: `x\`, `\999`: "999"} {
+		if got := txtOctets(in); got != want {
+			t.Errorf("txtOctets(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -109,10 +109,27 @@ func FuzzCheck(f *testing.F) {
 	f.Add("v=spf1 ip4:192.0.2.0/24 -all", "a@example.org")
 	f.Add("v=spf1 include:%{d}.x exists:%{ir}.%{l1r+-}._spf.%{d} ptr mx/24 a//64 redirect=%{o}", "a.b+c@example.org")
 	f.Add("v=spf1 -all exp=%{c}%{r}%{t}", "")
+	// Every name serves the same record: redirect and include loops, and
+	// the lookup limits (RFC 7208 §4.6.4), must end the check.
+	f.Add("v=spf1 redirect=%{d}", "a@loop.example")
+	f.Add("v=spf1 redirect=x.%{d}", "a@loop.example")
+	f.Add("v=spf1 include:%{d} include:x.%{d} -all", "a@loop.example")
+	f.Add("v=spf1 a:foo/bar.%{d} redirect=r/%{d}", "a@loop.example")
+	f.Add("v=spf1 mx mx mx mx mx mx mx mx mx mx mx -all", "a@many.example")
+	f.Add("v=spf1 ptr ptr ptr ptr ptr ptr ptr ptr ptr ptr ptr exists:%{p}.x -all", "a@many.example")
+	f.Add("v=spf1 a a a a a a a a a a a -all", "a@many.example")
 	f.Fuzz(func(t *testing.T, record, sender string) {
 		got := Check(context.Background(), fakeResolver{txt: record}, netip.MustParseAddr("203.0.113.5"), "helo.example", sender)
 		if strings.HasPrefix(got.Reason, "internal error") {
 			t.Fatalf("panic: %s", got.Reason)
+		}
+		c := &countingResolver{txt: record}
+		got = Check(context.Background(), c, netip.MustParseAddr("203.0.113.5"), "helo.example", sender)
+		if strings.HasPrefix(got.Reason, "internal error") {
+			t.Fatalf("panic: %s", got.Reason)
+		}
+		if n := c.n.Load(); n > maxLookups {
+			t.Fatalf("%d lookups for %q (at most %d)", n, record, maxLookups)
 		}
 	})
 }
