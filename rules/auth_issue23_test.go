@@ -60,3 +60,20 @@ func TestDMARCPctLoweredOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDKIMUnsignedFact: dkim.unsigned is the number of body octets an l=
+// signature leaves unsigned (RFC 6376 §8.2), for rules to score.
+func TestDKIMUnsignedFact(t *testing.T) {
+	s := mustLoad(t, map[string]string{"a.yaml": `rules:
+  - {name: appended, stage: data, action: score, score: 3, when: 'dkim.unsigned > 0 && dkim.result == "policy"'}
+`})
+	f := baseFacts()
+	f.DKIM = policy.DKIM{Result: policy.ResultPolicy, Signatures: []policy.DKIMSignature{{Result: policy.ResultPolicy, Domain: "example.com", UnsignedBytes: 120}}}
+	if v := NewEngine(s, EngineOptions{}).Evaluate(context.Background(), StageData, f); v.Score != 3 {
+		t.Fatalf("unsigned content not seen: %+v", v)
+	}
+	f.DKIM = policy.DKIM{Result: policy.ResultPass, Signatures: []policy.DKIMSignature{{Result: policy.ResultPass, Domain: "example.com"}}}
+	if v := NewEngine(s, EngineOptions{}).Evaluate(context.Background(), StageData, f); v.Score != 0 {
+		t.Fatalf("scored a whole-body signature: %+v", v)
+	}
+}
