@@ -32,8 +32,11 @@ import (
 //     signer did not sign: result policy (RFC 8601 §2.7.1 "the message
 //     was signed, but some aspect of the signature or signatures was not
 //     acceptable"), UnsignedBytes says how many octets;
-//   - l= longer than the body: fail (§3.5: "the verifier ... MUST NOT
-//     consider the signature valid" when the body is shorter).
+//   - l= longer than the body: fail. §3.5 says of l= "This value MUST NOT
+//     be larger than the actual number of octets in the canonicalized
+//     message body"; such a body is not the one that was signed.
+//     (Mail::DKIM passes it when the hash of the whole body matches; we
+//     are stricter.)
 //
 // The rest follows go-msgauth's checks (§6.1.1 tags, §3.6 key record,
 // RFC 8301 hash and key size, RFC 8463 ed25519).
