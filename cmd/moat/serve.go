@@ -202,11 +202,13 @@ func buildState(cfg *Config, v *verify.Verifier) (*gateway.State, error) {
 	if err != nil {
 		return nil, err
 	}
+	rc := cfg.routeConfig()
 	st := &gateway.State{
-		Router:          route.NewRouter(cfg.routeConfig()),
+		Router:          route.NewRouter(rc),
 		Directory:       dir,
 		TrustedNetworks: trusted,
 		Users:           dir,
+		Postmaster:      gateway.DefaultPostmaster(rc),
 	}
 	if v != nil {
 		st.Verifier = v
