@@ -504,7 +504,7 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 	}
 	opt := func(name string) smtpout.Options {
 		return smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
-			Chained: func() { a.metrics.Chained(name) }}
+			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded}
 	}
 	for name, rt := range cfg.Routes {
 		r.transports[name] = smtpout.ForRoute(rt, opt(name))
