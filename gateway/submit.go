@@ -5,6 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"time"
+
+	"go.uber.org/zap"
+
+	"moat/internal/sevenbit"
 )
 
 // completeSubmission makes a message of our own users and networks
@@ -14,9 +18,22 @@ import (
 //
 // RFC 6409 §8.2 and §8.3: a message without Date or Message-ID gets the
 // missing ones (as Postfix's cleanup does), at the top of the header.
+//
+// RFC 6376 §5.3: a message that moat signs is converted to 7 bits, with
+// no line over 998 octets (internal/sevenbit), before it is signed. The
+// relay would otherwise have to re-encode it for a next hop without
+// 8BITMIME, or for any next hop when a line is too long (relay/smtpout),
+// after the signature, and break it (the body hash, and the
+// Content-Transfer-Encoding field it covers). Signing after the relay's
+// conversion instead would mean signing once per next hop, in the relay,
+// with the keys there: the spool would no longer hold what is sent.
+// What cannot be converted is signed as it is; the relay decides later.
 func (s *session) completeSubmission(raw []byte, id string, when time.Time) []byte {
 	if !s.t.May() {
 		return raw
+	}
+	if s.checks != nil && s.checks.Signer != nil {
+		raw = s.sevenBit(raw)
 	}
 	hasDate, hasID := headerHas(raw, "Date"), headerHas(raw, "Message-ID")
 	if hasDate && hasID {
@@ -33,6 +50,26 @@ func (s *session) completeSubmission(raw []byte, id string, when time.Time) []by
 	out := make([]byte, 0, add.Len()+len(raw))
 	out = append(out, add.Bytes()...)
 	return append(out, raw...)
+}
+
+// sevenBit returns raw converted for any next hop (see completeSubmission),
+// counting what it did, or raw itself.
+func (s *session) sevenBit(raw []byte) []byte {
+	need, err := sevenbit.Scan(bytes.NewReader(raw))
+	if err != nil || need == 0 {
+		return raw
+	}
+	out, did, err := sevenbit.Convert(raw, need)
+	if err != nil {
+		s.log.Info("submitted message not converted before signing", zap.Error(err))
+		return raw
+	}
+	if s.checks.Reencoded != nil {
+		for _, r := range did.Reasons() {
+			s.checks.Reencoded(r)
+		}
+	}
+	return out
 }
 
 // newMessageID returns a msg-id (RFC 5322 §3.6.4) unique to this message:

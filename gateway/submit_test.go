@@ -3,6 +3,8 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"io"
+	"mime/quotedprintable"
 	"net/mail"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"github.com/emersion/go-sasl"
 
 	"moat/internal/dnstest"
+	"moat/internal/sevenbit"
 	"moat/internal/smtptest"
 	"moat/policy"
 	"moat/policy/dkim"
@@ -120,5 +123,34 @@ func TestHeaderHas(t *testing.T) {
 		if got := headerHas([]byte(tc.raw), "Date"); got != tc.want {
 			t.Errorf("%q: %v", tc.raw, got)
 		}
+	}
+}
+
+// Issue 23 items 9 and 10 with DKIM (RFC 6376 §5.3): mail moat signs is
+// made 7-bit, without lines over 998 octets, BEFORE it is signed, so that
+// no hop has to re-encode it later and break the signature.
+func TestSubmissionConvertedBeforeSigning(t *testing.T) {
+	ts, dnsSrv := signingSubmission(t)
+	long := strings.Repeat("word ", 400)
+	body := "Gr\xc3\xbc\xc3\x9fe!\r\n" + long + "\r\n"
+	data := submit(t, ts, dnsSrv, "From: Alice <alice@example.org>\r\nSubject: wide\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"+body)
+	for _, l := range strings.Split(string(data), "\r\n") {
+		if len(l) > 998 {
+			t.Fatalf("a line of %d octets spooled", len(l))
+		}
+	}
+	if need, err := sevenbit.Scan(bytes.NewReader(data)); err != nil || need != 0 {
+		t.Fatalf("spooled message still needs %v:\n%s", need, data)
+	}
+	m, err := mail.ReadMessage(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cte := m.Header.Get("Content-Transfer-Encoding"); cte != "quoted-printable" {
+		t.Fatalf("Content-Transfer-Encoding %q", cte)
+	}
+	got, err := io.ReadAll(quotedprintable.NewReader(m.Body))
+	if err != nil || string(got) != body {
+		t.Fatalf("content changed: %v\n%q", err, got)
 	}
 }

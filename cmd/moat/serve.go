@@ -461,6 +461,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
 		Smuggling:   m.Smuggling,
+		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
 		AfterData:   a.learn.afterData(),
