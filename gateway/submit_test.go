@@ -154,3 +154,19 @@ func TestSubmissionConvertedBeforeSigning(t *testing.T) {
 		t.Fatalf("content changed: %v\n%q", err, got)
 	}
 }
+
+// FuzzHeaderHas: headerHas reads client data; it never panics, and a
+// field it finds is in the header block.
+func FuzzHeaderHas(f *testing.F) {
+	f.Add([]byte("Date: x\r\n\r\nbody"), "Date")
+	f.Add([]byte("Subject: a\r\n message-id : <x>\r\n\r\n"), "Message-ID")
+	f.Add([]byte("\r\nDate: x\r\n"), "Date")
+	f.Fuzz(func(t *testing.T, raw []byte, name string) {
+		if name == "" {
+			return
+		}
+		if headerHas(raw, name) && !bytes.Contains(bytes.ToLower(raw), bytes.ToLower([]byte(name))) {
+			t.Fatalf("found %q in %q", name, raw)
+		}
+	})
+}
