@@ -43,6 +43,9 @@ type Checks struct {
 	// CR or LF (kind "bare_eol") or a NUL octet ("nul"), and whether it
 	// was "rejected" or "normalized" (smtp.bare_line_endings; metrics).
 	Smuggling func(kind, action string)
+	// Reencoded, when set, is told each reason ("8bit", "long_line") for
+	// which a message moat signs was re-encoded before signing (metrics).
+	Reencoded func(reason string)
 	// AfterData, when set, is told the outcome of the data stage's rules
 	// (nil: accepted, else the refusal) with the Txn as they left it; it
 	// must not block (the daemon's autolearn queues a job). Not called

@@ -82,6 +82,9 @@ type Txn struct {
 	Discard    bool   // a rule said discard
 	Quarantine string // the rule that quarantined, if any
 	Junk       bool   // a junk rule or the tag threshold marked the message as spam
+	// Route is what a route rule of the mail stage (or of connect or
+	// helo, carried in) chose for every recipient of the transaction.
+	Route string
 	// Refusal names who refused the last refused command.
 	Refusal Refusal
 	// Guard is what the offline guard screen found (nil: not run).
@@ -106,6 +109,7 @@ type Txn struct {
 		accepted bool
 		junk     bool
 		hits     []string
+		route    string // a route rule's choice at connect or helo
 	}
 }
 
@@ -151,6 +155,7 @@ func (t *Txn) Reset() {
 	t.Headers = append([]rules.Header(nil), t.conn.headers...)
 	t.Facts.Hits = append([]string(nil), t.conn.hits...)
 	t.Discard, t.Quarantine, t.Junk = false, "", t.conn.junk
+	t.Route = t.conn.route
 }
 
 // May reports whether the client may relay: trusted network or AUTH.
@@ -357,12 +362,10 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 	if stage == rules.StageData && v.Action != rules.Reject && v.Action != rules.Tempfail && v.Action != rules.Greylist {
 		t.Headers = append(t.Headers, p.spamHeaders(t, v)...)
 	}
-	if t.Rcpt != nil && v.Route != "" {
-		t.Rcpt.Route = v.Route
-	}
 	if len(v.Redirect) > 0 {
 		t.redirect(v.Redirect)
 	}
+	t.applyRoute(stage, v.Route)
 	switch v.Action {
 	case rules.Reject, rules.Tempfail, rules.Greylist:
 		if p.checks.Verdict != nil {
@@ -417,6 +420,41 @@ func (p *Pipeline) afterRules(stage rules.Stage, t *Txn) error {
 		return sc.after(t)
 	}
 	return nil
+}
+
+// applyRoute carries out the route action (issue 23 item 13) at every
+// stage, the last match winning: at connect and helo for every recipient
+// of the connection, at mail for every recipient of the transaction (both
+// are given to each recipient as its rcpt stage ends, before that stage's
+// own route), at rcpt for that recipient, at data for every recipient
+// accepted (after a redirect of the same stage).
+func (t *Txn) applyRoute(stage rules.Stage, route string) {
+	switch stage {
+	case rules.StageConnect, rules.StageHelo:
+		if route != "" {
+			t.conn.route, t.Route = route, route
+		}
+	case rules.StageMail:
+		if route != "" {
+			t.Route = route
+		}
+	case rules.StageRcpt:
+		if t.Rcpt == nil {
+			return
+		}
+		if route == "" {
+			route = t.Route
+		}
+		if route != "" {
+			t.Rcpt.Route = route
+		}
+	case rules.StageData:
+		if route != "" {
+			for i := range t.Rcpts {
+				t.Rcpts[i].Route = route
+			}
+		}
+	}
 }
 
 // redirect replaces the recipients with the operator's list (a rule's

@@ -27,6 +27,7 @@ peers_missing() {
 	[ -x /usr/bin/chromium ] || want+=(chromium)
 	# SpamAssassin for the side-by-side report (scripts/sa-compare.sh).
 	command -v spamassassin >/dev/null 2>&1 || want+=(spamassassin)
+	/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || want+=(python3-aiosmtpd) # the strict next hop (test/interop/strict_test.go)
 	echo "${want[@]}"
 }
 

@@ -204,11 +204,13 @@ func buildState(cfg *Config, v *verify.Verifier) (*gateway.State, error) {
 	if err != nil {
 		return nil, err
 	}
+	rc := cfg.routeConfig()
 	st := &gateway.State{
-		Router:          route.NewRouter(cfg.routeConfig()),
+		Router:          route.NewRouter(rc),
 		Directory:       dir,
 		TrustedNetworks: trusted,
 		Users:           dir,
+		Postmaster:      gateway.DefaultPostmaster(rc),
 	}
 	if v != nil {
 		st.Verifier = v
@@ -466,6 +468,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
 		Smuggling:   m.Smuggling,
+		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
 		AfterData:   a.learn.afterData(),
@@ -510,7 +513,7 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 	}
 	opt := func(name string) smtpout.Options {
 		return smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
-			Chained: func() { a.metrics.Chained(name) }}
+			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded}
 	}
 	for name, rt := range cfg.Routes {
 		r.transports[name] = smtpout.ForRoute(rt, opt(name))

@@ -56,6 +56,10 @@ func TestHooksMoveCounters(t *testing.T) {
 	m.Delivery("backend", DeliveryDeferred)
 	m.Chained("backend")
 	m.Chained("backend")
+	m.Reencoded("long_line")
+	m.Reencoded("8bit")
+	m.Reencoded("long_line")
+	m.Reencoded("{nonsense}")
 
 	tests := []struct {
 		name string
@@ -77,6 +81,9 @@ func TestHooksMoveCounters(t *testing.T) {
 		{"auth", testutil.ToFloat64(m.authFailures.WithLabelValues("bad_credentials")), 1},
 		{"delivery", testutil.ToFloat64(m.deliveries.WithLabelValues("backend", DeliveryDeferred)), 1},
 		{"chained", testutil.ToFloat64(m.chained.WithLabelValues("backend")), 2},
+		{"reencoded long_line", testutil.ToFloat64(m.reencoded.WithLabelValues("long_line")), 2},
+		{"reencoded 8bit", testutil.ToFloat64(m.reencoded.WithLabelValues("8bit")), 1},
+		{"reencoded other", testutil.ToFloat64(m.reencoded.WithLabelValues("other")), 1},
 	}
 	for _, tc := range tests {
 		if tc.got != tc.want {
