@@ -43,11 +43,17 @@ type Checks struct {
 	// CR or LF (kind "bare_eol") or a NUL octet ("nul"), and whether it
 	// was "rejected" or "normalized" (smtp.bare_line_endings; metrics).
 	Smuggling func(kind, action string)
+	// Reencoded, when set, is told each reason ("8bit", "long_line") for
+	// which a message moat signs was re-encoded before signing (metrics).
+	Reencoded func(reason string)
 	// AfterData, when set, is told the outcome of the data stage's rules
 	// (nil: accepted, else the refusal) with the Txn as they left it; it
 	// must not block (the daemon's autolearn queues a job). Not called
 	// when a check refused.
 	AfterData func(t *Txn, refusal error)
+	// Scanners are the external scanners run at DATA (rspamd, spamd,
+	// clamd, milters); nil: none.
+	Scanners *Scanners
 	// Extra checks run after the built-in checks of each stage they
 	// implement (see Check), in this order, before the rules.
 	Extra []Check
@@ -58,6 +64,13 @@ func (c *Checks) authLimiter() AuthLimiter {
 		return nil
 	}
 	return c.AuthLimits
+}
+
+func (c *Checks) scanners() *Scanners {
+	if c == nil {
+		return nil
+	}
+	return c.Scanners
 }
 
 func (c *Checks) timeout() time.Duration {

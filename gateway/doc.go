@@ -25,7 +25,9 @@
 // (pipeline.go, NewPipeline): per stage (connect, helo, mail, rcpt, data)
 // the built-in checks (stagechecks.go: guard screen, iprev; mail policy,
 // SPF; bare postmaster, address, route, recipient verification; message,
-// DKIM, DMARC, submission), then Checks.Extra, then the stage's rules. A
+// DKIM, DMARC, submission), then Checks.Extra, then the stage's rules;
+// the external scanners (Checks.Scanners, scanners.go) start right after
+// the message check and are joined after Checks.Extra. A
 // Check has optional per-stage methods (CheckMail, CheckRcpt, CheckData,
 // ...), writes facts into the Txn and returns a reply value to refuse; it
 // never writes to the client. A panic in a check is 451 4.3.0, and each

@@ -102,7 +102,8 @@ func testState() *State {
 			RelayDomains: map[string]string{"corp.example": "backend"},
 			Routes:       map[string]route.Route{"backend": {Type: "smtp", Address: "127.0.0.1:1"}},
 		}),
-		Directory: testDir(),
+		Directory:  testDir(),
+		Postmaster: "postmaster@example.org",
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"moat/internal/reply"
 	"moat/policy"
 	"moat/policy/iprev"
+	"moat/policy/scanner"
 	"moat/rules"
 )
 
@@ -81,6 +82,9 @@ type Txn struct {
 	Discard    bool   // a rule said discard
 	Quarantine string // the rule that quarantined, if any
 	Junk       bool   // a junk rule or the tag threshold marked the message as spam
+	// Route is what a route rule of the mail stage (or of connect or
+	// helo, carried in) chose for every recipient of the transaction.
+	Route string
 	// Refusal names who refused the last refused command.
 	Refusal Refusal
 	// Guard is what the offline guard screen found (nil: not run).
@@ -92,6 +96,11 @@ type Txn struct {
 	state    *State
 	log      *zap.Logger
 	iprev    *iprev.Pending
+	// the external scanners of the message (scanners.go): running, then
+	// what they found that applies after the rules
+	scans       *scanRun
+	scanVirus   *VirusFacts
+	scanChanges []scanner.HeaderChange
 	// connection-level results of the connect and helo rules, carried
 	// into each transaction
 	conn struct {
@@ -100,6 +109,7 @@ type Txn struct {
 		accepted bool
 		junk     bool
 		hits     []string
+		route    string // a route rule's choice at connect or helo
 	}
 }
 
@@ -145,6 +155,7 @@ func (t *Txn) Reset() {
 	t.Headers = append([]rules.Header(nil), t.conn.headers...)
 	t.Facts.Hits = append([]string(nil), t.conn.hits...)
 	t.Discard, t.Quarantine, t.Junk = false, "", t.conn.junk
+	t.Route = t.conn.route
 }
 
 // May reports whether the client may relay: trusted network or AUTH.
@@ -215,10 +226,20 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 		iprevCheck{p},
 		mailPolicyCheck{p}, spfCheck{p},
 		postmasterCheck{p}, addressCheck{}, routeCheck{}, verifyCheck{p},
-		parseCheck{p}, dkimCheck{p}, dmarcCheck{p}, submissionCheck{p},
+		parseCheck{p},
 	)
+	// The scanners start as soon as the message is parsed and are joined
+	// after the other data checks, before the rules (scanners.go).
+	sc := opt.Checks.scanners()
+	if sc != nil {
+		all = append(all, scanStartCheck{sc})
+	}
+	all = append(all, dkimCheck{p}, dmarcCheck{p}, submissionCheck{p})
 	if opt.Checks != nil {
 		all = append(all, opt.Checks.Extra...)
+	}
+	if sc != nil {
+		all = append(all, scanJoinCheck{sc})
 	}
 	for _, c := range all {
 		register(p, rules.StageConnect, c, ConnectChecker.CheckConnect)
@@ -244,6 +265,9 @@ func (p *Pipeline) Checks(stage rules.Stage) []string {
 // that reply.From turns into one) and named in t.Refusal.
 func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 	t.Refusal, t.Verdict = Refusal{}, rules.Verdict{}
+	if stage == rules.StageData {
+		defer t.endScans()
+	}
 	for _, st := range p.stages[stage] {
 		if err := p.call(ctx, st, t); err != nil {
 			if t.Refusal.Check == "" { // a check may name itself more precisely
@@ -259,11 +283,16 @@ func (p *Pipeline) Run(ctx context.Context, stage rules.Stage, t *Txn) error {
 	return err
 }
 
-// call runs one check under the check deadline, reports its latency to
+// call runs one check under the check deadline (Checks.Timeout, or the
+// check's own Timeout method), reports its latency to
 // Checks.Observe and turns a panic into a temporary failure (451 4.3.0).
 func (p *Pipeline) call(ctx context.Context, st step, t *Txn) (err error) {
 	name := st.check.Name()
-	ctx, cancel := deadline.WithTimeout(ctx, p.checks.timeout())
+	timeout := p.checks.timeout()
+	if tc, ok := st.check.(interface{ Timeout() time.Duration }); ok {
+		timeout = tc.Timeout() // a check that bounds itself (the scanners)
+	}
+	ctx, cancel := deadline.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	defer func() {
@@ -291,7 +320,7 @@ func (p *Pipeline) inbound(t *Txn) bool {
 func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) error {
 	t.waitIPRev() // iprev and ptr are connect-stage facts
 	if p.checks == nil || p.checks.Rules == nil {
-		return nil
+		return p.afterRules(stage, t)
 	}
 	f := &t.Facts
 	connStage := stage == rules.StageConnect || stage == rules.StageHelo
@@ -333,12 +362,10 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 	if stage == rules.StageData && v.Action != rules.Reject && v.Action != rules.Tempfail && v.Action != rules.Greylist {
 		t.Headers = append(t.Headers, p.spamHeaders(t, v)...)
 	}
-	if t.Rcpt != nil && v.Route != "" {
-		t.Rcpt.Route = v.Route
-	}
 	if len(v.Redirect) > 0 {
 		t.redirect(v.Redirect)
 	}
+	t.applyRoute(stage, v.Route)
 	switch v.Action {
 	case rules.Reject, rules.Tempfail, rules.Greylist:
 		if p.checks.Verdict != nil {
@@ -365,6 +392,12 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 		t.Quarantine = v.Rule
 		t.log.Info("rule quarantines the message", rules.Explain(v)...)
 	}
+	if err := p.afterRules(stage, t); err != nil {
+		if p.checks.Verdict != nil {
+			p.checks.Verdict(rules.Reject.Verdict(), t.Refusal.Rule, f.Conn.IP.String())
+		}
+		return err
+	}
 	if stage == rules.StageData && p.checks.Verdict != nil {
 		a := v.Action
 		if t.Discard {
@@ -377,6 +410,51 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 		p.checks.Verdict(a.Verdict(), v.Rule, f.Conn.IP.String())
 	}
 	return nil
+}
+
+// afterRules applies, at the data stage, what the scanners ask once the
+// rules let the message through: the virus policy and a milter's header
+// changes (Scanners.after).
+func (p *Pipeline) afterRules(stage rules.Stage, t *Txn) error {
+	if sc := p.checks.scanners(); stage == rules.StageData && sc != nil {
+		return sc.after(t)
+	}
+	return nil
+}
+
+// applyRoute carries out the route action (issue 23 item 13) at every
+// stage, the last match winning: at connect and helo for every recipient
+// of the connection, at mail for every recipient of the transaction (both
+// are given to each recipient as its rcpt stage ends, before that stage's
+// own route), at rcpt for that recipient, at data for every recipient
+// accepted (after a redirect of the same stage).
+func (t *Txn) applyRoute(stage rules.Stage, route string) {
+	switch stage {
+	case rules.StageConnect, rules.StageHelo:
+		if route != "" {
+			t.conn.route, t.Route = route, route
+		}
+	case rules.StageMail:
+		if route != "" {
+			t.Route = route
+		}
+	case rules.StageRcpt:
+		if t.Rcpt == nil {
+			return
+		}
+		if route == "" {
+			route = t.Route
+		}
+		if route != "" {
+			t.Rcpt.Route = route
+		}
+	case rules.StageData:
+		if route != "" {
+			for i := range t.Rcpts {
+				t.Rcpts[i].Route = route
+			}
+		}
+	}
 }
 
 // redirect replaces the recipients with the operator's list (a rule's

@@ -50,6 +50,10 @@ type State struct {
 	// Verifier checks relay-domain recipients with the backend (list or
 	// callahead, per route); nil: relay domains take any recipient.
 	Verifier RecipientVerifier
+	// Postmaster is where a bare "RCPT TO:<Postmaster>" goes when no
+	// local domain holds the host name (RFC 5321 §4.5.1): see
+	// DefaultPostmaster. Empty: such a recipient is refused.
+	Postmaster string
 }
 
 // RecipientVerifier is relay/verify.Verifier.

@@ -277,6 +277,7 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		dst = s.checks.Quarantine
 	}
 	id := dst.NewID()
+	raw = s.completeSubmission(raw, id, start)
 	var head bytes.Buffer
 	s.writeAddedHeaders(&head, raw, msg, id, start)
 	env := &spool.Envelope{

@@ -342,7 +342,7 @@ func TestMalformedCommands(t *testing.T) {
 	ts := startServer(t, nil)
 	rc := smtptest.DialRaw(t, ts.addr)
 	rc.Expect("FOOO bar", 500, "5.5.")
-	rc.Expect("FOO bar", 501, "5.5.2")
+	rc.Expect("FOO bar", 500, "5.5.2")                 // unrecognized, whatever its length (RFC 5321 §4.2.4)
 	rc.Expect("MAIL FROM:<a@b.example>", 503, "5.5.1") // before EHLO (RFC 5321 §4.1.4: bad sequence)
 	rc.Expect("EHLO", 501, "5.5.")
 	rc.Expect("EHLO c.example", 250, "")

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"unicode"
 
@@ -93,7 +94,10 @@ func (c spfCheck) CheckMail(ctx context.Context, t *Txn) error {
 }
 
 // postmasterCheck: RFC 5321 §4.5.1, "RCPT TO:<Postmaster>" without a
-// domain must be accepted; it is the postmaster of this host.
+// domain (any case) must be accepted on every listener; it is the
+// postmaster of this host, or, when no local domain holds the host name,
+// State.Postmaster (the first local domain's, else a relay domain's, whose
+// backend takes it). The checks after this one see the full address.
 type postmasterCheck struct{ p *Pipeline }
 
 func (postmasterCheck) Name() string { return "postmaster" }
@@ -103,6 +107,9 @@ func (c postmasterCheck) CheckRcpt(_ context.Context, t *Txn) error {
 		return nil
 	}
 	pm := postmasterOf(c.p.opt.Hostname, t.state.Router)
+	if pm == "" {
+		pm = t.state.Postmaster
+	}
 	if pm == "" {
 		return reply.NoSuchUser
 	}
@@ -369,4 +376,33 @@ func (t *Txn) owns(owned []string, addr string) bool {
 // their own addresses and aliases.
 func (t *Txn) mayUseSender(addr string) bool {
 	return t.owns(t.sendAs(), addr)
+}
+
+// DefaultPostmaster returns State.Postmaster for a routing configuration:
+// postmaster@ the first local domain as configured (where mailbox sends a
+// bare postmaster too), else postmaster@ the first relay domain in sorted
+// order, which its route (the backend) must accept (RFC 5321 §4.5.1:
+// every domain takes mail for its postmaster); wildcard entries name no
+// domain and are skipped. "" when there is neither.
+func DefaultPostmaster(c route.Config) string {
+	first := func(ds []string) string {
+		for _, d := range ds {
+			if strings.HasPrefix(d, ".") {
+				continue
+			}
+			if n, err := route.NormalizeDomain(d); err == nil {
+				return "postmaster@" + n
+			}
+		}
+		return ""
+	}
+	if pm := first(c.LocalDomains); pm != "" {
+		return pm
+	}
+	relay := make([]string, 0, len(c.RelayDomains))
+	for d := range c.RelayDomains {
+		relay = append(relay, d)
+	}
+	sort.Strings(relay)
+	return first(relay)
 }

@@ -65,6 +65,12 @@ type DKIMSignature struct {
 	Algorithm string // a=, e.g. rsa-sha256, ed25519-sha256
 	Identity  string // i=, if present
 	Reason    string
+	// UnsignedBytes counts the octets of the canonicalized body after the
+	// l= count (RFC 6376 §3.5, §8.2): content the signature does not
+	// cover, e.g. appended by a list or an attacker. It is 0 without l=
+	// or when l= covers the whole body; a signature with unsigned content
+	// has Result policy.
+	UnsignedBytes int64
 }
 
 // DKIM holds the results of every DKIM signature verified on a message
@@ -85,10 +91,20 @@ func (d DKIM) PassingDomains() []string {
 	return out
 }
 
+// UnsignedBytes is the largest DKIMSignature.UnsignedBytes of the
+// message: body content that an l= signature leaves unsigned.
+func (d DKIM) UnsignedBytes() int64 {
+	var n int64
+	for _, s := range d.Signatures {
+		n = max(n, s.UnsignedBytes)
+	}
+	return n
+}
+
 // DMARC holds the DMARC evaluation of a message (RFC 7489).
 type DMARC struct {
 	Result      Result // none pass fail temperror permerror
-	Policy      string // the policy to apply: none, quarantine, reject ("" when no record)
+	Policy      string // the policy to apply: none, quarantine, reject ("" when no record); already lowered for pct= (RFC 7489 §6.6.4)
 	Domain      string // the RFC5322.From domain
 	OrgDomain   string // its organizational domain
 	SPFAligned  bool

@@ -17,7 +17,9 @@
 //     does not stop: evaluation continues.
 //   - Non-terminal actions accumulate: score adds to the running score
 //     (later conditions see it), add_header appends, route and redirect:
-//     the last match wins, log only records the hit, junk marks the
+//     the last match wins (a route acts at every stage: the gateway gives
+//     it to every recipient the stage covers, see gateway.Txn.applyRoute),
+//     log only records the hit, junk marks the
 //     message as spam (Verdict.Junk; a later terminal action still
 //     decides).
 //   - dry_run rules that match are recorded in Verdict.DryRunHits and

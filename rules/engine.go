@@ -393,15 +393,10 @@ func (e *Engine) authPolicy(ctx context.Context, set *Set, f *Facts, v *Verdict)
 	}
 	switch d.Result {
 	case policy.ResultFail:
+		// d.Policy is the policy to apply: policy/dmarc has already
+		// lowered it for a message that pct= did not sample (RFC 7489
+		// §6.6.4), and that is the only place where it is lowered.
 		p := d.Policy
-		if !d.Sampled { // RFC 7489 §6.6.4: messages not sampled get the next weaker policy
-			switch p {
-			case "reject":
-				p = "quarantine"
-			case "quarantine":
-				p = "none"
-			}
-		}
 		if p == "reject" {
 			switch ap.DMARCReject {
 			case "reject":

@@ -97,8 +97,9 @@ type authFacts struct {
 }
 
 type dkimFacts struct {
-	Result  string   `expr:"result"`
-	Domains []string `expr:"domains"` // d= of passing signatures
+	Result   string   `expr:"result"`
+	Domains  []string `expr:"domains"`  // d= of passing signatures
+	Unsigned int64    `expr:"unsigned"` // body octets an l= signature leaves unsigned (RFC 6376 §8.2)
 }
 
 type dmarcFacts struct {
@@ -238,7 +239,7 @@ func newState(ctx context.Context, e *Engine, set *Set, f *Facts) *state {
 	v.Recipients = f.Env.Recipients
 	*v.Rcpt = makeAddress(f.Rcpt)
 	*v.SPF = authFacts{Result: string(f.SPF.Result), Domain: strings.ToLower(f.SPF.Domain)}
-	*v.DKIM = dkimFacts{Result: string(f.DKIM.Result), Domains: f.DKIM.PassingDomains()}
+	*v.DKIM = dkimFacts{Result: string(f.DKIM.Result), Domains: f.DKIM.PassingDomains(), Unsigned: f.DKIM.UnsignedBytes()}
 	*v.DMARC = dmarcFacts{Result: string(f.DMARC.Result), Policy: f.DMARC.Policy, Domain: strings.ToLower(f.DMARC.Domain), Sampled: f.DMARC.Sampled}
 	if m := f.Message; m != nil {
 		v.Subject = m.Subject()

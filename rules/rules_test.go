@@ -296,7 +296,9 @@ func TestAuthPolicy(t *testing.T) {
 		header bool
 	}{
 		{name: "reject", dmarc: policy.DMARC{Result: "fail", Policy: "reject", Sampled: true, Domain: "ex.com"}, action: Reject, code: 550},
-		{name: "reject not sampled", dmarc: policy.DMARC{Result: "fail", Policy: "reject"}, action: Quarantine},
+		// policy/dmarc gives the lowered policy of a message not sampled.
+		{name: "reject not sampled", dmarc: policy.DMARC{Result: "fail", Policy: "quarantine"}, action: Quarantine},
+		{name: "quarantine not sampled", dmarc: policy.DMARC{Result: "fail", Policy: "none"}},
 		{name: "quarantine", dmarc: policy.DMARC{Result: "fail", Policy: "quarantine", Sampled: true}, action: Quarantine},
 		{name: "quarantine tag", dmarc: policy.DMARC{Result: "fail", Policy: "quarantine", Sampled: true}, ap: func(a *AuthPolicy) { a.DMARCQuarantine = "tag" }, header: true},
 		{name: "none", dmarc: policy.DMARC{Result: "fail", Policy: "none", Sampled: true}},

@@ -28,6 +28,7 @@ peers_missing() {
 	[ -x /usr/bin/chromium ] || want+=(chromium)
 	# SpamAssassin for the side-by-side report (scripts/sa-compare.sh).
 	command -v spamassassin >/dev/null 2>&1 || want+=(spamassassin)
+	/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || want+=(python3-aiosmtpd) # the strict next hop (test/interop/strict_test.go)
 	# The scanners moat calls at DATA (issue 22). Debian 12 ships the
 	# spamd daemon in its own package "spamd". They run offline in the
 	# tests: clamd on a signature file the test writes (freshclam, pulled

@@ -21,6 +21,7 @@ import (
 	"moat/policy/bayes"
 	"moat/policy/cluster"
 	"moat/policy/dkimsign"
+	"moat/policy/scanner"
 	"moat/policy/uribl"
 	"moat/relay/queue"
 	"moat/relay/route"
@@ -56,6 +57,13 @@ type Config struct {
 	Bayes           bayes.Config           `mapstructure:"bayes"`
 	URIBL           uribl.Config           `mapstructure:"uribl"`
 	Admin           AdminConfig            `mapstructure:"admin"`
+	// Scanners are the external scanners run at DATA (rspamd, spamd,
+	// clamd, milters; issue 22). A list: set in the file only (no
+	// MOAT_* variable).
+	Scanners []scanner.Config `mapstructure:"scanners"`
+	// VirusAction is what a message with malware gets when no rule
+	// refused it first: reject (554 5.7.1) or quarantine.
+	VirusAction string `mapstructure:"virus_action"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -139,6 +147,7 @@ func defaults() Config {
 		Bayes:           bayes.DefaultConfig(),
 		URIBL:           uribl.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
+		VirusAction:     "reject",
 	}
 }
 
@@ -201,6 +210,9 @@ func decodeConfig(path string) (*Config, error) {
 		cfg.Auth.AuthservID = cfg.Hostname
 	}
 	cfg.Rules.Auth = cfg.Auth.AuthPolicy
+	for i := range cfg.Scanners {
+		cfg.Scanners[i].SetDefaults()
+	}
 	return &cfg, nil
 }
 
@@ -265,6 +277,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Bayes.Validate())
 	errs = append(errs, c.validateSpamTraps())
 	errs = append(errs, c.URIBL.Validate("uribl"))
+	errs = append(errs, scanner.ValidateList("scanners", c.Scanners), c.validateVirusAction())
 	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
 		errs = append(errs, err)
 	}

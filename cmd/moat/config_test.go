@@ -115,7 +115,7 @@ func TestFullExampleKeysAreKnown(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(cfg.DKIM.Sign) != 1 || cfg.Verify.HarvestLimit != 20 || cfg.Cluster.Redis.KeyPrefix != "moat:" || cfg.Log.MailLog == "" ||
-		cfg.SMTPClient.DataFinal != 10*time.Minute || cfg.Queue.DeliveryTimeout != 10*time.Minute {
+		cfg.SMTPClient.DataFinal != 10*time.Minute || cfg.Queue.DeliveryTimeout != 10*time.Minute || cfg.VirusAction != "reject" {
 		t.Fatalf("example not decoded as written: %+v", cfg)
 	}
 }

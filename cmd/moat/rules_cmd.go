@@ -46,7 +46,7 @@ func pipelineChecks(cfg *Config, learn *learner.Learner) []gateway.Check {
 // content checks contribute to the rules (rules.LoadOptions.FactGroups);
 // cc nil: for type-checking only.
 func pipelineFactGroups(cc *contentChecks) []rules.FactGroup {
-	return append(cc.factGroups(), gateway.SpamTrapFactGroup())
+	return append(append(cc.factGroups(), gateway.SpamTrapFactGroup()), gateway.ScannerFactGroups()...)
 }
 
 // rulesCommand is `moat rules check|test|explain`.
@@ -332,6 +332,7 @@ func offlineChecks(cfg *Config, engine *rules.Engine, res dnsres.Resolver) *gate
 		AuthservID: cfg.Auth.AuthservID,
 		Timeout:    cfg.Auth.Timeout,
 		Extra:      pipelineChecks(cfg, nil), // offline: nothing is learned
+		Scanners:   offlineScanners(cfg),     // skipped: their facts say so
 	}
 	if cfg.Auth.Enabled && res != nil {
 		checks.Resolver = res

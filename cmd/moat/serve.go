@@ -121,6 +121,8 @@ type app struct {
 	certs       *gateway.Certificates
 	metrics     *metrics.Metrics
 	admin       *admin.Server
+	scanners    *gateway.Scanners // nil: none configured
+	scanDone    chan struct{}     // closed when the scanners' ping loop ends
 	cluster     *cluster.Client
 	mailLog     *maillog.Logger
 	mailLogFile *os.File
@@ -202,11 +204,13 @@ func buildState(cfg *Config, v *verify.Verifier) (*gateway.State, error) {
 	if err != nil {
 		return nil, err
 	}
+	rc := cfg.routeConfig()
 	st := &gateway.State{
-		Router:          route.NewRouter(cfg.routeConfig()),
+		Router:          route.NewRouter(rc),
 		Directory:       dir,
 		TrustedNetworks: trusted,
 		Users:           dir,
+		Postmaster:      gateway.DefaultPostmaster(rc),
 	}
 	if v != nil {
 		st.Verifier = v
@@ -290,6 +294,9 @@ func (a *app) build() error {
 		return err
 	}
 	if a.learn, err = newLearnOps(cfg, a.content.opt.Bayes, m.Registry(), log.Named("learn")); err != nil {
+		return err
+	}
+	if a.scanners, err = newScanners(cfg, m, log.Named("scanners")); err != nil {
 		return err
 	}
 	checks, err := a.buildChecks()
@@ -415,6 +422,8 @@ func (a *app) readyChecks() func(context.Context) error {
 			}
 			return nil
 		}},
+		// Required scanners answer their pings (scanners[].required).
+		admin.Check{Name: "scanners", Fn: a.scanners.Ready},
 		admin.Check{Name: "listeners", Fn: func(context.Context) error {
 			for _, l := range a.cfg.Load().Listeners {
 				if a.gw.Addr(l.Name) == nil {
@@ -459,9 +468,11 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
 		Smuggling:   m.Smuggling,
+		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
 		AfterData:   a.learn.afterData(),
+		Scanners:    a.scanners,
 	}
 	if cfg.Auth.Enabled {
 		c.Resolver = a.resolver
@@ -502,7 +513,7 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 	}
 	opt := func(name string) smtpout.Options {
 		return smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
-			Chained: func() { a.metrics.Chained(name) }}
+			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded}
 	}
 	for name, rt := range cfg.Routes {
 		r.transports[name] = smtpout.ForRoute(rt, opt(name))
@@ -554,6 +565,11 @@ func (a *app) start() error {
 		}
 	}()
 	a.learn.start()
+	a.scanDone = make(chan struct{})
+	go func() {
+		defer close(a.scanDone)
+		a.scanners.Run(a.queueCtx) // pings the required scanners until shutdown
+	}()
 	if err := a.gw.Start(); err != nil {
 		return err
 	}
@@ -708,6 +724,9 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	// The URI blocklist checker and the classifier's store are made once.
 	keep("uribl", !reflect.DeepEqual(boot.URIBL, cur.URIBL), func() { next.URIBL = boot.URIBL })
 	keep("bayes", !reflect.DeepEqual(boot.Bayes, cur.Bayes), func() { next.Bayes = boot.Bayes })
+	// The scanner clients and the virus policy are made once.
+	keep("scanners", !reflect.DeepEqual(boot.Scanners, cur.Scanners), func() { next.Scanners = boot.Scanners })
+	keep("virus_action", boot.VirusAction != cur.VirusAction, func() { next.VirusAction = boot.VirusAction })
 	return &next, keys
 }
 
@@ -721,6 +740,9 @@ func (a *app) shutdown(ctx context.Context) {
 		a.log.Warn("sessions cut at shutdown deadline", zap.Error(err))
 	}
 	a.queueCancel()
+	if a.scanDone != nil {
+		<-a.scanDone
+	}
 	a.reloadMu.Lock()
 	a.watch.stop()
 	a.reloadMu.Unlock()

@@ -47,7 +47,10 @@ func (c *Conn) dispatch(verb, arg string) {
 		// RFC 5321 §3.5.3: 252 says neither yes nor no; moat reveals
 		// nothing about its mailboxes.
 		c.reply(replyVRFY)
-	case "EXPN", "HELP", "SEND", "SOML", "SAML", "TURN":
+	case "HELP":
+		// RFC 5321 §4.1.1.8: the argument, if any, may be ignored.
+		c.reply(replyHelp)
+	case "EXPN", "SEND", "SOML", "SAML", "TURN":
 		// RFC 5321 §4.2.4: 502 for a command not implemented.
 		c.reply(replyNotImpl.Format(verb))
 	case "AUTH":

@@ -13,7 +13,10 @@
 // 6152), ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), CHUNKING/BDAT (RFC
 // 3030), SIZE (RFC 1870), SMTPUTF8 (RFC 6531), STARTTLS (RFC 3207), AUTH
 // (RFC 4954, mechanisms from the session through go-sasl), LIMITS (RFC
-// 9422). Sequence errors are 503 5.5.1; unknown MAIL/RCPT parameters are
+// 9422). HELP gets 214 (RFC 5321 §4.1.1.8); a command that is not
+// recognized, whatever its shape, gets 500 5.5.2 and a known command with
+// bad arguments 501 (§4.2.4). Sequence errors are 503 5.5.1; unknown
+// MAIL/RCPT parameters are
 // refused with 555 5.5.4 (RFC 5321 §4.1.1.11). A path that is not UTF-8
 // is bad address syntax (501 5.1.7 or 5.1.3) with or without SMTPUTF8;
 // whether a non-ASCII address is allowed (RFC 6531 §3.5) and its domain

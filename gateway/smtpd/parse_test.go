@@ -57,6 +57,8 @@ func TestPaths(t *testing.T) {
 		{in: `<"a\"b"@b.example>`, want: `a"b@b.example`},
 		{in: "<Postmaster>", postmaster: true, want: "Postmaster"},
 		{in: "<postmaster> NOTIFY=NEVER", postmaster: true, want: "postmaster", rest: " NOTIFY=NEVER"},
+		{in: "<POSTMASTER>", postmaster: true, want: "POSTMASTER"}, // RFC 5321 §4.5.1: any case
+		{in: "<pOsTmAsTeR>", postmaster: true, want: "pOsTmAsTeR"},
 		{in: "<Postmaster>", bad: true},
 		{in: "<postmaster@b.example>", postmaster: true, want: "postmaster@b.example"},
 		{in: "<a@b.example", bad: true},

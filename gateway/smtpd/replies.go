@@ -15,8 +15,10 @@ var (
 	replyHello    = reply.Plain(250, "%s Hello %s") // EHLO adds a line per extension
 
 	// Command syntax (RFC 5321 §4.2.2, RFC 3463 §3.6: X.5.2).
-	replyBadSyntax     = reply.New(500, 5, 2, "Error: bad syntax")
-	replyBadCommand    = reply.New(501, 5, 2, "Bad command")
+	replyBadSyntax = reply.New(500, 5, 2, "Error: bad syntax")
+	// RFC 5321 §4.2.4: 500 for a command not recognized, whether or not
+	// it looks like one; 501 is for the arguments of a known command.
+	replyBadCommand    = reply.New(500, 5, 2, "Syntax error, command unrecognized")
 	replyUnrecognized  = reply.New(500, 5, 2, "Syntax errors, %s command unrecognized")
 	replyNotImpl       = reply.New(502, 5, 1, "%s command not implemented") // RFC 5321 §4.2.4
 	replyLineTooLong   = reply.New(500, 4, 0, "Too long line, closing connection")
@@ -67,9 +69,11 @@ var (
 	replyNoTLS           = reply.New(502, 5, 1, "TLS not supported")
 
 	// Success.
-	replyReset     = reply.New(250, 0, 0, "Session reset")                    // RFC 5321 §4.1.1.5
-	replyNoop      = reply.New(250, 0, 0, "I have successfully done nothing") // §4.1.1.9
-	replyBye       = reply.New(221, 0, 0, "Bye")                              // §4.1.1.10, WithHost
+	replyReset = reply.New(250, 0, 0, "Session reset")                    // RFC 5321 §4.1.1.5
+	replyNoop  = reply.New(250, 0, 0, "I have successfully done nothing") // §4.1.1.9
+	// RFC 5321 §4.1.1.8, §4.2.2: 214, a help message for a human.
+	replyHelp      = reply.New(214, 0, 0, "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS AUTH HELP")
+	replyBye       = reply.New(221, 0, 0, "Bye") // §4.1.1.10, WithHost
 	replyVRFY      = reply.New(252, 5, 0, "Cannot VRFY user, but will accept message")
 	replySenderOK  = reply.New(250, 1, 0, "Sender <%s> ok")    // RFC 3463 §3.2: X.1.0
 	replyRcptOK    = reply.New(250, 1, 5, "Recipient <%s> ok") // X.1.5: destination valid

@@ -112,7 +112,10 @@ func ForTest(addr string) *Client {
 }
 
 // LookupTXT implements Resolver. The strings of each TXT record are
-// concatenated without separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+// concatenated without separator (RFC 7208 §3.3, RFC 6376 §3.6.2.2), as
+// the octets the server sent: miekg/dns keeps them in presentation form
+// (\" \\ and \DDD escapes), which is undone here, so that an SPF
+// record holding a non-ASCII octet or a backslash is seen as it is.
 func (c *Client) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	_, rrs, err := c.lookup(ctx, name, dns.TypeTXT)
 	if err != nil {
@@ -120,10 +123,38 @@ func (c *Client) LookupTXT(ctx context.Context, name string) ([]string, error) {
 	}
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+		out = append(out, txtOctets(strings.Join(rr.(*dns.TXT).Txt, "")))
 	}
 	return out, nil
 }
+
+// txtOctets undoes the escapes of a TXT string in presentation form
+// (RFC 1035 §5.1): \DDD is the octet DDD, \X is X.
+func txtOctets(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 == len(s) {
+			b = append(b, c)
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			if n := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); n <= 0xff {
+				b = append(b, byte(n))
+				i += 3
+				continue
+			}
+		}
+		b = append(b, s[i+1])
+		i++
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // LookupMX implements Resolver. Hosts are fully qualified (trailing dot),
 // as net.Resolver returns them; equal preferences keep the server's order.
@@ -267,10 +298,12 @@ func (c *Client) LookupCNAME(ctx context.Context, host string) (string, error) {
 func (c *Client) lookup(ctx context.Context, name string, qtype uint16) (string, []dns.RR, error) {
 	typ := dns.TypeToString[qtype]
 	fq := dns.Fqdn(name)
-	if name == "" || !validName(fq) {
+	// Every name from here on is in the one presentation form miekg/dns
+	// unpacks (see presentationName), so answers are compared with it.
+	cur, ok := presentationName(fq)
+	if name == "" || !ok || !validName(cur) {
 		return "", nil, (&Error{Name: name, Type: typ, Kind: Other, Err: errors.New("invalid domain name")}).wrap()
 	}
-	cur := fq
 	seen := make(map[string]bool, 2)
 	links := 0
 	for {
@@ -297,6 +330,30 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) (string,
 		// The chain leads out of this answer: ask for its target.
 		cur = final
 	}
+}
+
+// presentationName returns name, fully qualified, in the presentation form
+// miekg/dns gives the names it unpacks from a message: the octets of each
+// label (RFC 2181 §11: any octet), with the special characters . space
+// " ' ( ) ; @ \ written escaped as \X and other octets outside printable
+// ASCII as \DDD. The caller's name may write those characters escaped or
+// bare ("o'brien" and "o\'brien" are the same label: a bare special
+// character is taken as itself); the result is the same either way, so
+// it can be compared with the question a server echoes and the owner
+// names of its records, ASCII case-insensitively (RFC 4343 §3), as DNS
+// compares names. It reports false for a name that cannot be packed: an
+// empty label, a label over 63 octets, a name over 255 (RFC 1035 §2.3.4).
+func presentationName(name string) (string, bool) {
+	var buf [256]byte
+	n, err := dns.PackDomainName(dns.Fqdn(name), buf[:], 0, nil, false)
+	if err != nil {
+		return "", false
+	}
+	out, _, err := dns.UnpackDomainName(buf[:n], 0)
+	if err != nil {
+		return "", false
+	}
+	return out, true
 }
 
 func validName(fq string) bool {

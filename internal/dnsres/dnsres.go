@@ -26,7 +26,10 @@
 // blitiri.com.ar/go/spf and go-msgauth, classify them) whose UnwrapErr is a
 // *Error carrying the Kind; see Error.
 //
-// Names are made fully qualified; an invalid name (empty, an empty label,
+// Names are made fully qualified and compared as DNS compares them: octet
+// by octet in wire form, ASCII case-insensitively (RFC 4343 §3, RFC 2181
+// §11: a label may hold any octet, e.g. ' ( ) ; @ or a space from an SPF
+// macro); see presentationName. An invalid name (empty, an empty label,
 // a label over 63 octets or a name over 255, RFC 1035 §2.3.4) fails with
 // a permanent error without a query.
 //

@@ -101,6 +101,7 @@ type Metrics struct {
 	ruleErrors    *prometheus.CounterVec
 	deliveries    *prometheus.CounterVec
 	chained       *prometheus.CounterVec
+	reencoded     *prometheus.CounterVec
 	suppressed    *prometheus.CounterVec
 	dnsQueries    *prometheus.CounterVec
 	dnsDuration   *prometheus.HistogramVec
@@ -113,6 +114,7 @@ type Metrics struct {
 	stress        *prometheus.GaugeVec
 	smtpTimeouts  *prometheus.CounterVec
 	smuggling     *prometheus.CounterVec
+	scan          *scannerMetrics
 
 	listenerNames, routeNames, ruleNames, authReasons, guardReasons, dnsblZones *labelSet
 
@@ -161,6 +163,7 @@ func NewWithOptions(opt Options) *Metrics {
 	m.ruleDuration = histogramVec("moat_rule_evaluation_seconds", "Time to evaluate one rule's condition.", ruleLatency, "rule")
 	m.ruleErrors = counterVec("moat_rule_errors_total", "Rule evaluations that failed at run time.", "rule")
 	m.deliveries = counterVec("moat_delivery_attempts_total", "Delivery attempts per recipient, by route and result (delivered, deferred, bounced).", "route", "result")
+	m.reencoded = counterVec("moat_outbound_reencoded_total", "Messages re-encoded on their way out so that no line is over 998 octets (reason long_line, RFC 5321 §4.5.3.1.6) or no 8-bit octet goes to a next hop without 8BITMIME (reason 8bit, RFC 6152 §3).", "reason")
 	m.chained = counterVec("moat_delivery_chained_total", "Mail transactions sent behind the final dot of the one before on a session, by route (RFC 2920 §3.1).", "route")
 	m.suppressed = counterVec("moat_bounces_suppressed_total", "Delivery status notices not sent because the envelope sender was not verified at acceptance (queue.bounce_unverified_senders), by notice (failure, delay).", "notice")
 	m.dnsQueries = counterVec("moat_dns_lookups_total", "DNS queries sent, by type and outcome.", "qtype", "outcome")
@@ -178,13 +181,14 @@ func NewWithOptions(opt Options) *Metrics {
 	m.smtpTimeouts = counterVec("moat_smtp_timeouts_total", "SMTP connections closed for a timeout, by listener and kind (idle, data_rate, data).", "listener", "kind")
 	m.reg.MustRegister(m.dnsblErrors, m.stress, m.smtpTimeouts)
 	m.reg.MustRegister(m.connections, m.rejected, m.sessions, m.messages, m.ruleHits, m.ruleDuration,
-		m.ruleErrors, m.deliveries, m.chained, m.suppressed, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
+		m.ruleErrors, m.deliveries, m.chained, m.reencoded, m.suppressed, m.dnsQueries, m.dnsDuration, m.checkDuration, m.tlsConns, m.authFailures,
 		&queueCollector{m: m}, &spoolCollector{m: m})
 	if !opt.NoRuntimeCollectors {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	m.smuggling = counterVec("moat_smuggling_total", "Messages whose data held a bare CR or LF (kind bare_eol) or a NUL octet (kind nul), by action (rejected or normalized, smtp.bare_line_endings).", "kind", "action")
 	m.reg.MustRegister(m.smuggling)
+	m.scan = newScannerMetrics(m.reg)
 	for _, k := range smugglingKinds {
 		for _, a := range smugglingActions {
 			m.smuggling.WithLabelValues(k, a)
@@ -487,6 +491,15 @@ func (m *Metrics) BounceSuppressed(kind string) {
 // Chained counts one transaction chained on a session of route.
 func (m *Metrics) Chained(route string) {
 	m.chained.WithLabelValues(m.routeNames.value(route)).Inc()
+}
+
+// Reencoded counts one message re-encoded on its way out, for reason
+// "8bit" or "long_line" (relay/smtpout Options.Reencoded).
+func (m *Metrics) Reencoded(reason string) {
+	if reason != "8bit" && reason != "long_line" {
+		reason = other
+	}
+	m.reencoded.WithLabelValues(reason).Inc()
 }
 
 // DeliveryResult counts ev like Delivery and keeps it in the recent list.

@@ -56,6 +56,10 @@ func TestHooksMoveCounters(t *testing.T) {
 	m.Delivery("backend", DeliveryDeferred)
 	m.Chained("backend")
 	m.Chained("backend")
+	m.Reencoded("long_line")
+	m.Reencoded("8bit")
+	m.Reencoded("long_line")
+	m.Reencoded("{nonsense}")
 
 	tests := []struct {
 		name string
@@ -77,6 +81,9 @@ func TestHooksMoveCounters(t *testing.T) {
 		{"auth", testutil.ToFloat64(m.authFailures.WithLabelValues("bad_credentials")), 1},
 		{"delivery", testutil.ToFloat64(m.deliveries.WithLabelValues("backend", DeliveryDeferred)), 1},
 		{"chained", testutil.ToFloat64(m.chained.WithLabelValues("backend")), 2},
+		{"reencoded long_line", testutil.ToFloat64(m.reencoded.WithLabelValues("long_line")), 2},
+		{"reencoded 8bit", testutil.ToFloat64(m.reencoded.WithLabelValues("8bit")), 1},
+		{"reencoded other", testutil.ToFloat64(m.reencoded.WithLabelValues("other")), 1},
 	}
 	for _, tc := range tests {
 		if tc.got != tc.want {
@@ -351,6 +358,9 @@ func TestDeployMetricNamesExist(t *testing.T) {
 	m.DNSBLError("zen.example")
 	m.Stress("mx", false)
 	m.SMTPTimeout("mx", "data_rate")
+	m.ScannerDuration("clamd", time.Millisecond)
+	m.ScannerError("clamd", "timeout")
+	m.ScannerVerdict("clamd", "clean")
 	m.QueueStats(func() queue.Stats { return queue.Stats{} })
 	m.SpoolBytes(func() int64 { return 0 })
 	mfs, err := m.Registry().Gather()

@@ -11,8 +11,10 @@
 //     valid") and RSA keys shorter than 1024 bits (§3.2). We report those
 //     two as permerror, always (not fail): they are refused before any
 //     cryptography, like other unacceptable signatures.
-//   - policy: the signature uses l= (a body length limit), which lets
-//     unsigned content be appended (RFC 6376 §8.2); we do not accept it.
+//   - policy: the signature uses l= (a body length limit, RFC 6376 §3.5)
+//     that leaves content after the signed part unsigned (§8.2); the
+//     signature's UnsignedBytes says how many octets. An l= covering the
+//     whole body is judged like a signature without l= (length.go).
 //   - temperror: the key lookup failed temporarily (RFC 6376 §6.1.2), or
 //     verification was interrupted; never pass.
 //   - neutral: signatures beyond Options.MaxVerifications are not
@@ -158,10 +160,21 @@ func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 	} else {
 		full = io.MultiReader(bytes.NewReader(hdr), br)
 	}
+	// l= signatures are verified in length.go: follow the body for them
+	// as go-msgauth reads it, and read what it leaves.
+	lchecks := lengthChecks(hdr, tags, opt.MaxVerifications)
+	if len(lchecks) > 0 {
+		full = io.TeeReader(full, &bodyTee{skip: len(hdr), checks: lchecks})
+	}
 	verifs, verr := dkim.VerifyWithOptions(full, &dkim.VerifyOptions{
 		LookupTXT:        lookup,
 		MaxVerifications: opt.MaxVerifications,
 	})
+	if len(lchecks) > 0 && (verr == nil || errors.Is(verr, dkim.ErrTooManySignatures)) {
+		if _, err := io.Copy(io.Discard, full); err != nil && verr == nil {
+			verr = err
+		}
+	}
 	if verr != nil && !errors.Is(verr, dkim.ErrTooManySignatures) {
 		// An unexpected error (read error, broken header): go-msgauth may
 		// have cleared one Err; trust nothing.
@@ -184,6 +197,12 @@ func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 			sigs[i].Domain = v.Domain
 		}
 		sigs[i].Result, sigs[i].Reason = classify(v.Err, tags[i])
+	}
+	for _, lc := range lchecks {
+		if lc.index < len(sigs) && lc.index < len(verifs) && verifs[lc.index] != nil {
+			s := &sigs[lc.index]
+			s.Result, s.Reason, s.UnsignedBytes = lc.verify(hdr, lookup, time.Now())
+		}
 	}
 	return policy.DKIM{Result: overall(sigs), Signatures: sigs}
 }

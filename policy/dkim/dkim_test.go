@@ -305,7 +305,8 @@ func TestBadInput(t *testing.T) {
 		{"junk tags", "DKIM-Signature: v=1; a=rsa-sha256; ;;; x; ===; d=; s=\r\nFrom: a@b\r\n\r\nbody\r\n", fakeResolver{txt: keys}, policy.ResultPermError},
 		{"huge key", "DKIM-Signature: v=1; a=rsa-sha256; d=x.test; s=s; h=from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n\r\n", fakeResolver{txt: map[string]string{"s._domainkey.x.test": "v=DKIM1; p=" + strings.Repeat("QUFB", 5000)}}, policy.ResultPermError},
 		{"malformed key", "DKIM-Signature: v=1; a=rsa-sha256; d=x.test; s=s; h=from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n\r\n", fakeResolver{txt: map[string]string{"s._domainkey.x.test": "v=DKIM1; p=!!!"}}, policy.ResultPermError},
-		{"l= tag", "DKIM-Signature: v=1; a=ed25519-sha256; d=football.example.com; s=brisbane; l=1; h=from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n\r\n", fakeResolver{txt: keys}, policy.ResultPolicy},
+		{"l= tag, bad body hash", "DKIM-Signature: v=1; a=ed25519-sha256; d=football.example.com; s=brisbane; l=1; h=from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n\r\n", fakeResolver{txt: keys}, policy.ResultFail},
+		{"l= tag malformed", "DKIM-Signature: v=1; a=ed25519-sha256; d=football.example.com; s=brisbane; l=-1; h=from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n\r\n", fakeResolver{txt: keys}, policy.ResultPermError},
 		{"rsa-sha1", "DKIM-Signature: v=1; a=rsa-sha1; d=football.example.com; s=test; h=from; bh=AA==; b=AA==\r\nFrom: a@x.test\r\n\r\n", fakeResolver{txt: keys}, policy.ResultPermError},
 		{"unsigned", "From: a@b\r\n\r\nhi\r\n", fakeResolver{}, policy.ResultNone},
 		{"empty", "", fakeResolver{}, policy.ResultNone},
@@ -372,6 +373,9 @@ func FuzzVerify(f *testing.F) {
 	f.Add(signed)
 	f.Add([]byte("DKIM-Signature: v=1; a=rsa-sha256; d=x; s=s; h=from; bh=; b=\r\nFrom: a\r\n\r\n"))
 	f.Add([]byte("DKIM-Signature:\r\n\r\n"))
+	for _, name := range []string{"relaxed-whole.eml", "simple-part.eml"} {
+		f.Add(readFile(f, "testdata/lengthtag/"+name))
+	}
 	keys := rfc8463Keys(f)
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		got := Verify(context.Background(), fakeResolver{txt: keys}, bytes.NewReader(msg), Options{})

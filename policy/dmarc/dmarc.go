@@ -15,8 +15,17 @@
 //     as p=none when it has a rua= tag, as the RFC says; any other record
 //     syntax error gives permerror (RFC 7489 §11.2: "syntactically
 //     incorrect DMARC record") with Policy "".
-//   - more than one DMARC record at a name: no policy (§6.6.3 step 5), so
-//     discovery continues at the organizational domain as for no record.
+//   - more than one DMARC record at a name: no policy applies (§6.6.3
+//     step 5 ends discovery: "if the remaining set contains multiple
+//     records ..., DMARC processing is not applied"), Result none; it does
+//     not fall back to the organizational domain, which only a name
+//     without any DMARC record does (§6.6.3 step 3).
+//   - §4.1, RFC 7208 §2.4: with a null reverse-path SPF checked the HELO
+//     identity, and that identity is the one aligned with the From domain.
+//   - §6.6.4: pct= is applied here and only here: a message not sampled
+//     gets the next policy down in Policy (reject → quarantine →
+//     none) and Sampled false. Policy is the policy to apply; the rules
+//     engine does not lower it again.
 //   - DNS temporary failure at either lookup: temperror, never pass.
 package dmarc
 
@@ -89,14 +98,22 @@ func evaluate(ctx context.Context, r dnsres.Resolver, in Input) policy.DMARC {
 		out.Result = policy.ResultNone
 		out.Reason = "no DMARC record"
 		return out
+	case errors.Is(err, errMultiple):
+		// §6.6.3 step 5: DMARC is not applied.
+		out.Result = policy.ResultNone
+		out.Reason = err.Error()
+		return out
 	case err != nil:
 		out.Result = policy.ResultPermError
 		out.Reason = err.Error()
 		return out
 	}
 
-	// §3.1: identifier alignment.
-	if in.SPF.Result == policy.ResultPass && in.SPF.Identity != "helo" {
+	// §3.1: identifier alignment. The SPF identity is the MAIL FROM
+	// domain, or the HELO name when the reverse-path was null (§4.1:
+	// "the RFC5321.HELO identity is used"; RFC 7208 §2.4); policy/spf says
+	// which in Identity and checks the HELO only for the null sender.
+	if in.SPF.Result == policy.ResultPass {
 		out.SPFAligned = Aligned(in.SPF.Domain, from, string(rec.SPFAlignment) == "s")
 	}
 	for _, d := range in.DKIM.PassingDomains() {
@@ -154,7 +171,7 @@ func evaluate(ctx context.Context, r dnsres.Resolver, in Input) policy.DMARC {
 // tempAligned reports a temperror of SPF (the MAIL FROM identity) or of
 // a DKIM signature whose domain aligns with the From domain.
 func tempAligned(in Input, from string, rec *dmarc.Record) bool {
-	if in.SPF.Result == policy.ResultTempError && in.SPF.Identity != "helo" &&
+	if in.SPF.Result == policy.ResultTempError &&
 		Aligned(in.SPF.Domain, from, string(rec.SPFAlignment) == "s") {
 		return true
 	}
@@ -180,10 +197,13 @@ func alignedWhat(d policy.DMARC) string {
 var (
 	errTemp     = errors.New("dns temporary failure")
 	errNoPolicy = errors.New("no policy")
+	errMultiple = errors.New("more than one DMARC record")
 )
 
 // discover finds the record for from, then for org (§6.6.3). It returns the
-// record and the domain where it was found.
+// record and the domain where it was found. Only a name without any DMARC
+// record falls back to the organizational domain (§6.6.3 step 3); several
+// records end discovery with errMultiple (§6.6.3 step 5).
 func discover(ctx context.Context, r dnsres.Resolver, from, org string) (*dmarc.Record, string, error) {
 	rec, err := lookup(ctx, r, from)
 	if err == nil || !errors.Is(err, errNoPolicy) || org == from {
@@ -211,9 +231,14 @@ func lookup(ctx context.Context, r dnsres.Resolver, domain string) (*dmarc.Recor
 			found = append(found, t)
 		}
 	}
-	if len(found) != 1 {
-		// §6.6.3 step 5: none or several: no policy here.
+	switch len(found) {
+	case 0:
+		// §6.6.3 step 3: no record here.
 		return nil, errNoPolicy
+	case 1:
+	default:
+		// §6.6.3 step 5: several records: DMARC is not applied.
+		return nil, fmt.Errorf("%w at _dmarc.%s", errMultiple, domain)
 	}
 	return ParseRecord(found[0])
 }

@@ -162,6 +162,8 @@ func TestEvaluate(t *testing.T) {
 			"_dmarc.other.net":       {"some other text", "v=spf1 -all"},
 			"_dmarc.half.example":    {"v=DMARC1; p=reject; pct=50"},
 			"_dmarc.sub.example.com": {"v=DMARC1; p=none"},
+			"_dmarc.dup.example.com": {"v=DMARC1; p=none", "v=DMARC1; p=quarantine"},
+			"_dmarc.halfq.example":   {"v=DMARC1; p=quarantine; pct=50"},
 		},
 		temp: map[string]bool{"_dmarc.temp.org": true, "_dmarc.example.net": true},
 	}
@@ -183,12 +185,18 @@ func TestEvaluate(t *testing.T) {
 		{"dkim pass exact", Input{From: []string{"A <a@Example.COM>"}, DKIM: dkimPass("example.com")}, policy.ResultPass, "reject", false, true, true},
 		{"subdomain record", Input{From: []string{"a@sub.example.com"}, DKIM: dkimPass("example.com")}, policy.ResultPass, "none", false, true, true},
 		{"fail reject", Input{From: []string{"a@example.com"}, SPF: spfPass("evil.org"), DKIM: dkimPass("evil.org")}, policy.ResultFail, "reject", false, false, true},
-		{"helo spf does not align", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultPass, Domain: "example.com", Identity: "helo"}}, policy.ResultFail, "reject", false, false, true},
+		// RFC 7489 §4.1, RFC 7208 §2.4: with a null reverse-path the HELO
+		// identity is the one SPF checked, and it counts for alignment.
+		{"null sender helo spf aligns", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultPass, Domain: "mx.example.com", Identity: "helo"}}, policy.ResultPass, "reject", true, false, true},
+		{"null sender helo spf other domain", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultPass, Domain: "mx.evil.org", Identity: "helo"}}, policy.ResultFail, "reject", false, false, true},
 		{"softfail does not align", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultSoftFail, Domain: "example.com", Identity: "mailfrom"}}, policy.ResultFail, "reject", false, false, true},
 		{"strict spf sub fails", Input{From: []string{"a@strict.org"}, SPF: spfPass("mail.strict.org")}, policy.ResultFail, "reject", false, false, true},
 		{"strict dkim exact", Input{From: []string{"a@strict.org"}, DKIM: dkimPass("strict.org")}, policy.ResultPass, "reject", false, true, true},
 		{"no record", Input{From: []string{"a@norecord.org"}, SPF: spfPass("norecord.org")}, policy.ResultNone, "", false, false, true},
 		{"two records", Input{From: []string{"a@two.net"}}, policy.ResultNone, "", false, false, true},
+		// §6.6.3 step 5: several records at the From domain: no policy, and
+		// no fallback to the organizational domain's p=reject.
+		{"two records at subdomain", Input{From: []string{"a@dup.example.com"}}, policy.ResultNone, "", false, false, true},
 		{"other txt", Input{From: []string{"a@other.net"}}, policy.ResultNone, "", false, false, true},
 		{"bad record", Input{From: []string{"a@bad.net"}}, policy.ResultPermError, "", false, false, true},
 		{"bad record with rua", Input{From: []string{"a@badrua.net"}}, policy.ResultFail, "none", false, false, true},
@@ -196,11 +204,12 @@ func TestEvaluate(t *testing.T) {
 		{"temp at org", Input{From: []string{"a@x.example.net"}}, policy.ResultTempError, "", false, false, true},
 		{"spf temperror aligned", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultTempError, Domain: "example.com", Identity: "mailfrom"}}, policy.ResultTempError, "reject", false, false, true},
 		{"spf temperror not aligned", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultTempError, Domain: "evil.org", Identity: "mailfrom"}}, policy.ResultFail, "reject", false, false, true},
-		{"helo spf temperror", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultTempError, Domain: "example.com", Identity: "helo"}}, policy.ResultFail, "reject", false, false, true},
+		{"helo spf temperror aligned", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultTempError, Domain: "example.com", Identity: "helo"}}, policy.ResultTempError, "reject", false, false, true},
 		{"dkim temperror aligned", Input{From: []string{"a@example.com"}, DKIM: policy.DKIM{Result: policy.ResultTempError, Signatures: []policy.DKIMSignature{{Result: policy.ResultTempError, Domain: "example.com"}}}}, policy.ResultTempError, "reject", false, false, true},
 		{"aligned pass beats temperror", Input{From: []string{"a@example.com"}, SPF: policy.SPF{Result: policy.ResultTempError, Domain: "example.com", Identity: "mailfrom"}, DKIM: dkimPass("example.com")}, policy.ResultPass, "reject", false, true, true},
 		{"pct sampled", Input{From: []string{"a@half.example"}, Rand: func() float64 { return 0.2 }}, policy.ResultFail, "reject", false, false, true},
 		{"pct not sampled", Input{From: []string{"a@half.example"}, Rand: func() float64 { return 0.7 }}, policy.ResultFail, "quarantine", false, false, false},
+		{"pct not sampled quarantine", Input{From: []string{"a@halfq.example"}, Rand: func() float64 { return 0.7 }}, policy.ResultFail, "none", false, false, false},
 		{"no from", Input{}, policy.ResultPermError, "reject", false, false, false},
 		{"two from fields", Input{From: []string{"a@example.com", "b@example.com"}}, policy.ResultPermError, "reject", false, false, false},
 		{"from without domain", Input{From: []string{"Alice <alice>"}}, policy.ResultPermError, "reject", false, false, false},

@@ -15,6 +15,12 @@
 //     temperror; every error our resolver returns is mapped to the
 //     *net.DNSError shape the library classifies.
 //   - §4.5, §3.2: several SPF records, or a malformed record, is permerror.
+//   - §4.6: every record is checked against the whole grammar (§12) before
+//     the library evaluates it, so a syntax error anywhere in it is
+//     permerror even after an earlier match (record.go).
+//   - §7.3: %{p} is expanded (validated PTR name, "unknown" without one)
+//     and a domain-spec with "/" (§7.1) is looked up as written; the
+//     library does neither, so session.go does it for the library.
 package spf
 
 import (
@@ -74,9 +80,11 @@ func Check(ctx context.Context, r dnsres.Resolver, ip netip.Addr, helo, sender s
 		return res
 	}
 
-	result, err := spf.CheckHostWithSender(net.IP(ip.Unmap().AsSlice()), helo, local+"@"+domain,
+	ip = ip.Unmap()
+	sess := &session{r: r, ip: ip, helo: helo, sender: local + "@" + domain, local: local, domain: domain}
+	result, err := spf.CheckHostWithSender(net.IP(ip.AsSlice()), helo, sess.sender,
 		spf.WithContext(ctx),
-		spf.WithResolver(adapter{r}),
+		spf.WithResolver(adapter{sess}),
 	)
 	res.Result = policy.Result(result)
 	switch res.Result {
@@ -87,6 +95,9 @@ func Check(ctx context.Context, r dnsres.Resolver, ip netip.Addr, helo, sender s
 	}
 	if err != nil && !errors.Is(err, spf.ErrNoResult) && !errors.Is(err, spf.ErrMatchedAll) {
 		res.Reason = err.Error()
+	}
+	if sess.syntaxErr != nil && res.Result == policy.ResultPermError {
+		res.Reason = sess.syntaxErr.Error()
 	}
 	return res
 }
@@ -122,30 +133,6 @@ func isDomainName(s string) bool {
 		}
 	}
 	return true
-}
-
-// adapter hands our resolver to the library, turning every error into the
-// *net.DNSError the library tells apart with a type assertion.
-type adapter struct{ r dnsres.Resolver }
-
-func (a adapter) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	v, err := a.r.LookupTXT(ctx, name)
-	return v, netError(name, err)
-}
-
-func (a adapter) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	v, err := a.r.LookupMX(ctx, name)
-	return v, netError(name, err)
-}
-
-func (a adapter) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
-	v, err := a.r.LookupIPAddr(ctx, host)
-	return v, netError(host, err)
-}
-
-func (a adapter) LookupAddr(ctx context.Context, addr string) ([]string, error) {
-	v, err := a.r.LookupAddr(ctx, addr)
-	return v, netError(addr, err)
 }
 
 func netError(name string, err error) error {

@@ -25,6 +25,10 @@ func TestCheck(t *testing.T) {
 		`void.example.org. 300 IN TXT "v=spf1 a:n1.example.org a:n2.example.org a:n3.example.org -all"`,
 		`two.example.org. 300 IN TXT "v=spf1 -all"`,
 		`two.example.org. 300 IN TXT "v=spf1 +all"`,
+		// issue 23 item 4: a local-part with ' ( ) ; @ in an exists: name.
+		`ob.example.org. 300 IN TXT "v=spf1 exists:%{l}._spf.%{d} -all"`,
+		`o\'brien._spf.ob.example.org. 300 IN A 127.0.0.2`,
+		`\"a\(b\)\;c\"._spf.ob.example.org. 300 IN A 127.0.0.2`,
 	)
 	for i := 1; i <= 11; i++ {
 		srv.Add("a" + string(rune('0'+i%10)) + ".example.org. 300 IN A 198.51.100.1")
@@ -55,6 +59,9 @@ func TestCheck(t *testing.T) {
 		{"two records", "h", "a@two.example.org", ip, policy.ResultPermError, "two.example.org", "mailfrom"},
 		{"long record", "h", "a@long.example.org", netip.MustParseAddr("192.0.2.77"), policy.ResultPass, "long.example.org", "mailfrom"},
 		{"no ip", "h", "a@example.org", netip.Addr{}, policy.ResultPermError, "example.org", "mailfrom"},
+		{"exists with ' in local-part", "h", "o'brien@ob.example.org", ip, policy.ResultPass, "ob.example.org", "mailfrom"},
+		{"exists with specials in local-part", "h", `"a(b);c"@ob.example.org`, ip, policy.ResultPass, "ob.example.org", "mailfrom"},
+		{"exists with ' not listed", "h", "d'arcy@ob.example.org", ip, policy.ResultFail, "ob.example.org", "mailfrom"},
 		{"bracketed", "h", "<a@example.org>", ip, policy.ResultPass, "example.org", "mailfrom"},
 	}
 	for _, tt := range tests {
@@ -102,10 +109,27 @@ func FuzzCheck(f *testing.F) {
 	f.Add("v=spf1 ip4:192.0.2.0/24 -all", "a@example.org")
 	f.Add("v=spf1 include:%{d}.x exists:%{ir}.%{l1r+-}._spf.%{d} ptr mx/24 a//64 redirect=%{o}", "a.b+c@example.org")
 	f.Add("v=spf1 -all exp=%{c}%{r}%{t}", "")
+	// Every name serves the same record: redirect and include loops, and
+	// the lookup limits (RFC 7208 §4.6.4), must end the check.
+	f.Add("v=spf1 redirect=%{d}", "a@loop.example")
+	f.Add("v=spf1 redirect=x.%{d}", "a@loop.example")
+	f.Add("v=spf1 include:%{d} include:x.%{d} -all", "a@loop.example")
+	f.Add("v=spf1 a:foo/bar.%{d} redirect=r/%{d}", "a@loop.example")
+	f.Add("v=spf1 mx mx mx mx mx mx mx mx mx mx mx -all", "a@many.example")
+	f.Add("v=spf1 ptr ptr ptr ptr ptr ptr ptr ptr ptr ptr ptr exists:%{p}.x -all", "a@many.example")
+	f.Add("v=spf1 a a a a a a a a a a a -all", "a@many.example")
 	f.Fuzz(func(t *testing.T, record, sender string) {
 		got := Check(context.Background(), fakeResolver{txt: record}, netip.MustParseAddr("203.0.113.5"), "helo.example", sender)
 		if strings.HasPrefix(got.Reason, "internal error") {
 			t.Fatalf("panic: %s", got.Reason)
+		}
+		c := &countingResolver{txt: record}
+		got = Check(context.Background(), c, netip.MustParseAddr("203.0.113.5"), "helo.example", sender)
+		if strings.HasPrefix(got.Reason, "internal error") {
+			t.Fatalf("panic: %s", got.Reason)
+		}
+		if n := c.n.Load(); n > maxLookups {
+			t.Fatalf("%d lookups for %q (at most %d)", n, record, maxLookups)
 		}
 	})
 }

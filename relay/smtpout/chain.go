@@ -27,8 +27,8 @@ import "moat/relay/transport"
 // claimRider claims a rider for this session's destination and builds
 // its commands, or returns nil: not with LMTP (one reply per recipient
 // after the dot), not without PIPELINING, not past MaxMessagesPerConn,
-// and not for a message this session would refuse (the rider then finds
-// that out on its own).
+// and not for a message this session would refuse or convert (the rider
+// then finds that out on its own).
 func (s *session) claimRider() *rider {
 	if s.lim.noChain || s.lmtp || !s.pipeline || s.used >= s.maxUsed {
 		return nil
@@ -38,6 +38,11 @@ func (s *session) claimRider() *rider {
 		return nil
 	}
 	if bad, err := s.refuse(r.msg, r.rcpts); err != nil || len(bad) > 0 {
+		handBack(r)
+		return nil
+	}
+	if need, err := s.needs(r.msg); err != nil || need != 0 {
+		// To be converted first (sevenbit.go): it goes on its own.
 		handBack(r)
 		return nil
 	}

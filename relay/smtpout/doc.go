@@ -52,6 +52,12 @@
 //     header (RFC 6532) for all, permanently with 5.6.7. A message that
 //     came with SMTPUTF8 but whose envelope (in A-label form) and header
 //     are ASCII is sent without the parameter.
+//   - Line length and 8BITMIME (sevenbit.go): no line over 998 octets is
+//     ever sent (RFC 5321 §4.5.3.1.6), and no 8-bit octet to a next hop
+//     that does not offer 8BITMIME (RFC 6152 §3): the parts that do not
+//     fit are re-encoded (quoted-printable for text, base64 otherwise) so
+//     their content survives, and counted (Options.Reencoded); what cannot
+//     be converted fails permanently with 554 5.6.3, never sent raw.
 //   - XFORWARD (Postfix's XFORWARD_README): when the server offers it, the
 //     original client's NAME, ADDR, PROTO and HELO are sent after EHLO and
 //     before each MAIL, only the attributes the server lists, values

@@ -183,12 +183,16 @@ type scripted struct {
 	// with 550; at the dropDot-th the connection is closed unanswered,
 	// at the closeDot-th right after the 250.
 	failDot, dropDot, closeDot int
+	// strict refuses a line of message data over 998 octets with "500
+	// Line too long", as aiosmtpd does (RFC 5321 §4.5.3.1.6).
+	strict bool
 
 	mu       sync.Mutex
 	lines    []string
-	buffered []int // for each line, the bytes already received after it
-	msgs     int   // messages ended with the final dot
-	afterDot []int // for each final dot, the bytes already received after it
+	buffered []int    // for each line, the bytes already received after it
+	msgs     int      // messages ended with the final dot
+	data     []string // the data of each message, dot-stuffing undone
+	afterDot []int    // for each final dot, the bytes already received after it
 }
 
 // chained counts the final dots that the next commands had followed in
@@ -279,6 +283,8 @@ func (s *scripted) serve(c net.Conn) {
 			io.WriteString(c, b.String())
 		case "DATA":
 			io.WriteString(c, "354 go on\r\n")
+			var data strings.Builder
+			tooLong := false
 			for {
 				if br.Buffered() == 0 {
 					time.Sleep(s.rtt)
@@ -290,8 +296,15 @@ func (s *scripted) serve(c net.Conn) {
 				if l == ".\r\n" {
 					break
 				}
+				tooLong = tooLong || len(strings.TrimSuffix(l, "\r\n")) > 998
+				data.WriteString(strings.TrimPrefix(l, "."))
+			}
+			if s.strict && tooLong {
+				io.WriteString(c, "500 Line too long\r\n")
+				continue
 			}
 			s.mu.Lock()
+			s.data = append(s.data, data.String())
 			s.msgs++
 			n := s.msgs
 			s.afterDot = append(s.afterDot, br.Buffered())

@@ -116,6 +116,9 @@ type Options struct {
 	// Chained, if set, is called for each transaction whose commands
 	// followed the final dot of the one before (chain.go).
 	Chained func()
+	// Reencoded, if set, is called once per reason ("8bit", "long_line")
+	// for each message re-encoded to fit the next hop (sevenbit.go).
+	Reencoded func(reason string)
 }
 
 func (o Options) withDefaults(lmtp bool) Options {

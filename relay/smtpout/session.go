@@ -57,6 +57,8 @@ type session struct {
 	lim     *limiter // its client's, for riders (chain.go)
 	maxUsed int      // MaxMessagesPerConn
 	next    *rider   // the rider whose commands followed the last dot
+
+	reencoded func(reason string) // Options.Reencoded
 }
 
 // errTLSHandshake marks a failed TLS handshake: with opportunistic TLS
@@ -162,7 +164,7 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 		return nil, remoteErr(err, d.String(), hello)
 	}
 	s := &session{key: d.key, name: d.String(), raw: raw, wc: wc, c: cl, t: t, lmtp: c.lmtp, tls: tlsOn,
-		lim: c.lim, maxUsed: c.o.MaxMessagesPerConn}
+		lim: c.lim, maxUsed: c.o.MaxMessagesPerConn, reencoded: c.o.Reencoded}
 	if c.o.Username != "" {
 		if err := c.auth(s); err != nil {
 			return nil, err

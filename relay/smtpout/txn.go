@@ -63,6 +63,13 @@ func (s *session) transact(ctx context.Context, msg *transport.Message, rcpts []
 		}
 		rcpts = ok
 	}
+	// RFC 5321 §4.5.3.1.6, RFC 6152 §3: see sevenbit.go.
+	if msg, err = s.fit(msg); err != nil {
+		for _, r := range rcpts {
+			res[r] = err
+		}
+		return outKeep
+	}
 	g := s.commands(msg, rcpts, reused)
 	if err := g.start(); err != nil {
 		if reused {

@@ -13,9 +13,9 @@ import (
 // The test messages of the scanner tests, CRLF line ends, as a client
 // sends them (header and body, no trailing dot).
 
-// message builds a message with a full, ordinary header (Date,
+// scanMessage builds a message with a full, ordinary header (Date,
 // Message-ID: neither spamd nor rspamd has reasons to dislike it).
-func message(subject, extraHeader, body string) []byte {
+func scanMessage(subject, extraHeader, body string) []byte {
 	var b strings.Builder
 	b.WriteString("From: Sender <sender@client.test>\r\n")
 	b.WriteString("To: Alice <alice@moat.test>\r\n")
@@ -31,19 +31,19 @@ func message(subject, extraHeader, body string) []byte {
 
 // cleanMessage is an ordinary short note.
 func cleanMessage() []byte {
-	return message("Lunch on Friday", "Content-Type: text/plain; charset=us-ascii\r\n",
+	return scanMessage("Lunch on Friday", "Content-Type: text/plain; charset=us-ascii\r\n",
 		"Hello Alice,\r\n\r\nare we still on for lunch on Friday at noon? The usual place.\r\n\r\nRegards,\r\nSender\r\n")
 }
 
 // eicarMessage carries EICAR as its plain-text body.
 func eicarMessage() []byte {
-	return message("EICAR test", "Content-Type: text/plain; charset=us-ascii\r\n", testenv.EICAR+"\r\n")
+	return scanMessage("EICAR test", "Content-Type: text/plain; charset=us-ascii\r\n", testenv.EICAR+"\r\n")
 }
 
 // eicarAttachment carries EICAR as a base64 attachment.
 func eicarAttachment() []byte {
 	att := base64.StdEncoding.EncodeToString([]byte(testenv.EICAR))
-	return message("EICAR attached", "Content-Type: multipart/mixed; boundary=\"b1\"\r\n",
+	return scanMessage("EICAR attached", "Content-Type: multipart/mixed; boundary=\"b1\"\r\n",
 		"--b1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nSee the attachment.\r\n"+
 			"--b1\r\nContent-Type: application/octet-stream; name=\"eicar.com\"\r\n"+
 			"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"eicar.com\"\r\n\r\n"+
@@ -52,6 +52,6 @@ func eicarAttachment() []byte {
 
 // gtubeMessage carries GTUBE in its body.
 func gtubeMessage() []byte {
-	return message("GTUBE test", "Content-Type: text/plain; charset=us-ascii\r\n",
+	return scanMessage("GTUBE test", "Content-Type: text/plain; charset=us-ascii\r\n",
 		"This is the GTUBE, the Generic Test for Unsolicited Bulk Email:\r\n\r\n"+testenv.GTUBE+"\r\n")
 }

@@ -1,4 +1,4 @@
-//go:build interop && scanclients
+//go:build interop
 
 package interop
 
