@@ -344,6 +344,39 @@ func httpGet(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// TestMoatScannerDown: with clamd stopped under it, moat (on_error:
+// tempfail) answers every message 451 4.7.0 at the end of DATA and delivers
+// none of them: nothing accepted unscanned, nothing lost (the client
+// keeps each message).
+func TestMoatScannerDown(t *testing.T) {
+	cd := testenv.StartClamd(t)
+	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
+		LocalDomain: "moat.test",
+		Users:       []string{"alice@moat.test"},
+		Extra:       scannersYAML("clamav clamd " + cd.Addr),
+	})
+	m.Start()
+	if err := sendMsg(m, cleanMessage()); err != nil {
+		t.Fatalf("clean message with clamd up: %v\nmoat log:\n%s", err, m.LogTail(30))
+	}
+	cd.Stop()
+	const n = 100
+	for i := range n {
+		err := sendMsg(m, cleanMessage())
+		var se *gosmtp.SMTPError
+		if !errors.As(err, &se) || se.Code != 451 || se.EnhancedCode != (gosmtp.EnhancedCode{4, 7, 0}) || !strings.HasPrefix(err.Error(), "end of DATA") {
+			t.Fatalf("message %d with clamd down: %v, want 451 4.7.0 at the end of DATA\nmoat log:\n%s", i, err, m.LogTail(30))
+		}
+	}
+	if !testenv.WaitFor(30*time.Second, func() bool { return len(m.MaildirNew("alice@moat.test")) >= 1 }) {
+		t.Fatalf("the message sent while clamd was up was not delivered\nmoat log:\n%s", m.LogTail(30))
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := len(m.MaildirNew("alice@moat.test")); got != 1 {
+		t.Errorf("mailbox has %d messages, want 1: a message was accepted while clamd was down", got)
+	}
+}
+
 // TestMoatWithClamavMilter: moat with clamav-milter as its one scanner
 // refuses EICAR at the end of DATA with the milter's own reply (550
 // 5.7.1 and its text) and accepts a clean message.
