@@ -34,6 +34,7 @@
 package milter
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -158,7 +159,8 @@ func (c *Client) session(ctx context.Context, macros gomilter.Macros, budget int
 			dialErr = err
 			return nil, err
 		}
-		return &conn{Conn: scannet.Watch(ctx, raw), budget: budget}, nil
+		w := scannet.Watch(ctx, raw)
+		return &conn{Conn: w, r: bufio.NewReader(w), w: bufio.NewWriter(w), budget: budget}, nil
 	})
 	cl := gomilter.NewClient(c.addr.Network, c.addr.Addr,
 		gomilter.WithDialer(dial),
@@ -563,16 +565,35 @@ func splitMessage(msg []byte) ([]field, []byte) {
 // anything is allocated for it (the library would accept 512 MB, and
 // panics on an empty packet); the library's deadlines are ignored: the
 // deadline is the context's.
+//
+// The milter protocol is a packet per header field and per body chunk,
+// each read by the library as a length and then a payload: reads and
+// writes are buffered (two system calls per packet, not four), and what
+// was written goes out when moat waits for an answer or closes.
 type conn struct {
 	*scannet.Conn
+	r       *bufio.Reader
+	w       *bufio.Writer
 	pending []byte
 	budget  int64
 }
 
+func (c *conn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+func (c *conn) Close() error {
+	c.w.Flush()
+	return c.Conn.Close()
+}
+
 func (c *conn) Read(p []byte) (int, error) {
+	if c.w.Buffered() > 0 {
+		if err := c.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
 	if len(c.pending) == 0 {
 		var hdr [4]byte
-		if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
+		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
 			return 0, err
 		}
 		n := binary.BigEndian.Uint32(hdr[:])
@@ -585,7 +606,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.budget -= int64(n) + 4
 		buf := make([]byte, 4+n)
 		copy(buf, hdr[:])
-		if _, err := io.ReadFull(c.Conn, buf[4:]); err != nil {
+		if _, err := io.ReadFull(c.r, buf[4:]); err != nil {
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
