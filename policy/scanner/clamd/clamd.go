@@ -47,15 +47,9 @@ var _ scanner.Scanner = (*Client)(nil)
 // New checks cfg (Address "host:port" or "unix:/path") and returns the
 // client. It opens no connection.
 func New(cfg scanner.Config) (*Client, error) {
-	if cfg.Name == "" {
-		return nil, errors.New("clamd: scanner needs a name")
-	}
-	a, err := scannet.ParseAddress(cfg.Address)
+	a, err := scannet.Check("clamd", cfg.Name, cfg.Address, cfg.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("clamd scanner %s: %w", cfg.Name, err)
-	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("clamd scanner %s: negative timeout", cfg.Name)
+		return nil, err
 	}
 	return &Client{name: cfg.Name, addr: a, cfg: cfg}, nil
 }

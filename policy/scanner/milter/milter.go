@@ -80,15 +80,9 @@ var _ scanner.Scanner = (*Client)(nil)
 // New checks cfg (Address "host:port" or "unix:/path") and returns the
 // client. It opens no connection.
 func New(cfg scanner.Config) (*Client, error) {
-	if cfg.Name == "" {
-		return nil, errors.New("milter: scanner needs a name")
-	}
-	a, err := scannet.ParseAddress(cfg.Address)
+	a, err := scannet.Check("milter", cfg.Name, cfg.Address, cfg.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("milter scanner %s: %w", cfg.Name, err)
-	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("milter scanner %s: negative timeout", cfg.Name)
+		return nil, err
 	}
 	c := &Client{name: cfg.Name, addr: a, cfg: cfg}
 	c.dial = func(ctx context.Context) (net.Conn, error) {

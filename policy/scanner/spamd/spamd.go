@@ -49,15 +49,9 @@ var _ scanner.Scanner = (*Client)(nil)
 // SYMBOLS (the default, "" ); User, if set, is sent as spamd's User
 // header (whose preferences spamd applies).
 func New(cfg scanner.Config) (*Client, error) {
-	if cfg.Name == "" {
-		return nil, errors.New("spamd: scanner needs a name")
-	}
-	a, err := scannet.ParseAddress(cfg.Address)
+	a, err := scannet.Check("spamd", cfg.Name, cfg.Address, cfg.Timeout)
 	if err != nil {
-		return nil, fmt.Errorf("spamd scanner %s: %w", cfg.Name, err)
-	}
-	if cfg.Timeout < 0 {
-		return nil, fmt.Errorf("spamd scanner %s: negative timeout", cfg.Name)
+		return nil, err
 	}
 	cmd := strings.ToUpper(cfg.Command)
 	switch cmd {

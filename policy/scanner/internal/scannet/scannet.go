@@ -275,3 +275,20 @@ func Printable(s string, max int) string {
 // HeaderSafe reports whether s can go into a protocol header line: no CR,
 // LF or NUL.
 func HeaderSafe(s string) bool { return !strings.ContainsAny(s, "\r\n\x00") }
+
+// Check is what every client's New checks: a name, an address ("host:port"
+// or "unix:/path") and a timeout that is not negative. kind names the
+// protocol in the errors.
+func Check(kind, name, address string, timeout time.Duration) (Address, error) {
+	if name == "" {
+		return Address{}, fmt.Errorf("%s: scanner needs a name", kind)
+	}
+	if timeout < 0 {
+		return Address{}, fmt.Errorf("%s scanner %s: negative timeout", kind, name)
+	}
+	a, err := ParseAddress(address)
+	if err != nil {
+		return Address{}, fmt.Errorf("%s scanner %s: %w", kind, name, err)
+	}
+	return a, nil
+}
