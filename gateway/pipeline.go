@@ -98,7 +98,10 @@ type Txn struct {
 	iprev    *iprev.Pending
 	// the external scanners of the message (scanners.go): running, then
 	// what they found that applies after the rules
-	scans       *scanRun
+	scans *scanRun
+	// rawInUse: a scan did not end in time and may still read Raw, whose
+	// buffer must then not be reused
+	rawInUse    bool
 	scanVirus   *VirusFacts
 	scanChanges []scanner.HeaderChange
 	// connection-level results of the connect and helo rules, carried

@@ -191,8 +191,9 @@ type scanRun struct {
 const stopGrace = 2 * time.Second
 
 // stop cancels the scans still running and waits for them, a little:
-// they read the message's buffer, which is reused after DATA.
-func (r *scanRun) stop() {
+// they read the message's buffer, which is reused after DATA. It reports
+// whether they all ended.
+func (r *scanRun) stop() bool {
 	r.cancel()
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
@@ -200,7 +201,9 @@ func (r *scanRun) stop() {
 	defer t.Stop()
 	select {
 	case <-done:
+		return true
 	case <-t.C:
+		return false
 	}
 }
 
@@ -608,8 +611,8 @@ func (c scanJoinCheck) CheckData(ctx context.Context, t *Txn) error { return c.s
 // endScans ends the scans of the data stage whatever happened, and
 // forgets their findings.
 func (t *Txn) endScans() {
-	if t.scans != nil {
-		t.scans.stop()
+	if t.scans != nil && !t.scans.stop() {
+		t.rawInUse = true
 	}
 	t.scans, t.scanVirus, t.scanChanges = nil, nil, nil
 }

@@ -227,7 +227,12 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		raw, fx, err = wholeEOL(whole.Bytes(), normalize)
 	} else {
 		body := getBody(bodyHint(s.t.Size, s.srv.opt.SMTP.MaxMessageSize))
-		defer putBody(body)
+		s.t.rawInUse = false
+		defer func() {
+			if !s.t.rawInUse { // else a scan that ignored its cancel may still read it
+				putBody(body)
+			}
+		}()
 		er := newEOLReader(r, normalize)
 		_, err = body.ReadFrom(er)
 		raw, fx = body.Bytes(), er.fixes
