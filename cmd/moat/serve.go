@@ -555,7 +555,55 @@ func deliverLocal(ctx context.Context, dir *mailbox.Directory, msg *transport.Me
 	return dir.DeliverTo(ctx, mailbox.Delivery{Sender: msg.Sender, Mailbox: rcpt, Junk: msg.Junk}, r)
 }
 
+// bound holds every listener of the process, bound but not yet served.
+type bound struct {
+	smtp  []net.Listener // in the order of cfg.Listeners
+	admin net.Listener   // nil: no admin listener
+}
+
+func (b *bound) close() {
+	for _, ln := range b.smtp {
+		ln.Close()
+	}
+	if b.admin != nil {
+		b.admin.Close()
+	}
+}
+
+// bindAll binds every listener, SMTP and admin, before any is served: a
+// taken port stops the start with nothing served and nothing logged as
+// listening. The error names the key (and, for admin, its environment
+// variable).
+func bindAll(cfg *Config, withAdmin bool) (*bound, error) {
+	b := &bound{}
+	// No TCP keepalive on SMTP sockets: every read has a deadline (RFC
+	// 5321 §4.5.3.2), which ends the session of a vanished client.
+	lc := net.ListenConfig{KeepAlive: -1}
+	for i, l := range cfg.Listeners {
+		ln, err := lc.Listen(context.Background(), "tcp", l.Address)
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("listeners[%d] (%s) address %q: %w", i, l.Name, l.Address, err)
+		}
+		b.smtp = append(b.smtp, ln)
+	}
+	if withAdmin {
+		ln, err := net.Listen("tcp", cfg.Admin.Address)
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("admin.address (MOAT_ADMIN_ADDRESS) %q: %w", cfg.Admin.Address, err)
+		}
+		b.admin = ln
+	}
+	return b, nil
+}
+
 func (a *app) start() error {
+	cfg := a.cfg.Load()
+	b, err := bindAll(cfg, a.admin != nil)
+	if err != nil {
+		return err
+	}
 	a.queueCtx, a.queueCancel = context.WithCancel(context.Background())
 	a.queueDone = make(chan struct{})
 	go func() {
@@ -570,15 +618,12 @@ func (a *app) start() error {
 		defer close(a.scanDone)
 		a.scanners.Run(a.queueCtx) // pings the required scanners until shutdown
 	}()
-	if err := a.gw.Start(); err != nil {
-		return err
+	for i, l := range cfg.Listeners {
+		a.gw.Serve(l, b.smtp[i])
 	}
 	if a.admin != nil {
-		if err := a.admin.Start(); err != nil {
-			return fmt.Errorf("admin: %w", err)
-		}
+		a.admin.Serve(b.admin)
 	}
-	cfg := a.cfg.Load()
 	a.reloadMu.Lock()
 	a.watch = a.watchRules(cfg)
 	a.reloadMu.Unlock()

@@ -141,6 +141,14 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("admin.address: %w", err)
 	}
+	s.Serve(ln)
+	return nil
+}
+
+// Serve serves an already bound listener in the background (the caller
+// binds every listener of the process first, so that a taken port stops
+// the start before anything is served). Call Start or Serve once.
+func (s *Server) Serve(ln net.Listener) {
 	s.ln = ln
 	s.done = make(chan struct{})
 	go func() {
@@ -149,7 +157,6 @@ func (s *Server) Start() error {
 			s.log.Error("admin listener stopped", zap.Error(err))
 		}
 	}()
-	return nil
 }
 
 // Addr is the bound address (after Start), or nil.
