@@ -112,6 +112,11 @@ type Domains struct {
 type AdminConfig struct {
 	Address   string `mapstructure:"address"`
 	TokenFile string `mapstructure:"token_file"`
+	// OpenMetrics serves /metrics, /healthz and /readyz to any client
+	// without a token (containers: Prometheus and the kubelet reach the
+	// pod address); the rest of the API then needs the token or, without
+	// one, a client on loopback (MOAT_ADMIN_OPEN_METRICS).
+	OpenMetrics bool `mapstructure:"open_metrics"`
 }
 
 // keyDelim replaces viper's "." so that keys such as

@@ -361,13 +361,14 @@ func (a *app) build() error {
 			q.OnRelease(fn, cfg.SMTP.MaxMessageSize)
 		}
 		if a.admin, err = admin.New(admin.Options{
-			Address:    cfg.Admin.Address,
-			Token:      token,
-			Metrics:    m,
-			Queue:      admin.QueueOf(a.spool, a.queue),
-			Quarantine: q,
-			Ready:      a.readyChecks(),
-			Logger:     log.Named("admin"),
+			Address:     cfg.Admin.Address,
+			Token:       token,
+			OpenMetrics: cfg.Admin.OpenMetrics,
+			Metrics:     m,
+			Queue:       admin.QueueOf(a.spool, a.queue),
+			Quarantine:  q,
+			Ready:       a.readyChecks(),
+			Logger:      log.Named("admin"),
 		}); err != nil {
 			return err
 		}

@@ -12,6 +12,13 @@
 // DNS rebinding, and state-changing requests from another origin are
 // refused (net/http CrossOriginProtection).
 //
+// OpenMetrics (admin.open_metrics) is for containers, where Prometheus and
+// the kubelet reach the pod's address and no token can be shipped: then
+// /metrics, /healthz and /readyz answer any client without a token, and
+// without a token every other route answers only clients connecting from
+// loopback (`moat queue` run inside the container or pod), so New accepts
+// a non-loopback address without a token.
+//
 // The status page is rendered on the server with html/template (every
 // client name and address escaped), has no script and no external asset.
 package admin
@@ -47,8 +54,13 @@ const (
 type Options struct {
 	// Address is host:port to listen on (admin.address).
 	Address string
-	// Token is the bearer token; required when Address is not loopback.
+	// Token is the bearer token; required when Address is not loopback,
+	// unless OpenMetrics.
 	Token string
+	// OpenMetrics serves /metrics and the probes without a token and from
+	// any Host; the other routes then need the token or, without one, a
+	// client connecting from loopback.
+	OpenMetrics bool
 	// Metrics is served on /metrics and feeds the status page; optional.
 	Metrics *metrics.Metrics
 	// Queue serves the queue API and the page's queue counts; optional
@@ -80,8 +92,8 @@ func New(opt Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin.address: %q is not host:port", opt.Address)
 	}
-	if opt.Token == "" && !isLoopbackHost(host) {
-		return nil, fmt.Errorf("admin.address: %q is not a loopback address; set admin.token_file to expose the admin API", opt.Address)
+	if opt.Token == "" && !isLoopbackHost(host) && !opt.OpenMetrics {
+		return nil, fmt.Errorf("admin.address: %q is not a loopback address; set admin.token_file to expose the admin API, or admin.open_metrics to serve only /metrics and the probes beyond loopback", opt.Address)
 	}
 	if strings.ContainsAny(opt.Token, " \t\r\n") {
 		return nil, errors.New("admin.token_file: the token must not contain white space")
@@ -108,15 +120,19 @@ func New(opt Options) (*Server, error) {
 // Handler returns the admin routes (for tests and embedding).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /healthz", s.probe(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
+	})))
+	mux.Handle("GET /readyz", s.probe(http.HandlerFunc(s.readyz)))
 	if s.opt.Metrics != nil {
-		mux.Handle("GET /metrics", s.auth(promhttp.HandlerFor(s.opt.Metrics.Registry(), promhttp.HandlerOpts{
+		var h http.Handler = promhttp.HandlerFor(s.opt.Metrics.Registry(), promhttp.HandlerOpts{
 			ErrorLog: zap.NewStdLog(s.log), MaxRequestsInFlight: 4, Timeout: 30 * time.Second,
-		})))
+		})
+		if !s.opt.OpenMetrics {
+			h = s.auth(h)
+		}
+		mux.Handle("GET /metrics", s.probe(h))
 	}
 	mux.Handle("GET /{$}", s.auth(http.HandlerFunc(s.status)))
 	mux.Handle("GET /api/queue", s.auth(http.HandlerFunc(s.list)))
@@ -130,9 +146,16 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/quarantine/{id}", s.auth(idHandler(s.quarantineAPI, "quarantine", s.quarantineShow)))
 	mux.Handle("POST /api/quarantine/{id}/release", s.auth(idHandler(s.quarantineAPI, "quarantine", s.quarantineRelease)))
 	mux.Handle("DELETE /api/quarantine/{id}", s.auth(idHandler(s.quarantineAPI, "quarantine", s.quarantineDelete)))
-	var h http.Handler = http.NewCrossOriginProtection().Handler(mux)
-	h = s.hostCheck(h)
-	return h
+	return http.NewCrossOriginProtection().Handler(mux)
+}
+
+// probe guards /healthz, /readyz and /metrics: with OpenMetrics any client
+// and Host; otherwise as the rest without a token (hostCheck).
+func (s *Server) probe(next http.Handler) http.Handler {
+	if s.opt.OpenMetrics {
+		return next
+	}
+	return s.hostCheck(next)
 }
 
 // Start binds Address and serves in the background.
@@ -185,7 +208,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // whatever the lengths.
 func (s *Server) auth(next http.Handler) http.Handler {
 	if s.opt.Token == "" {
-		return next
+		return s.hostCheck(s.loopbackPeer(next))
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := bearer(r.Header.Get("Authorization"))
@@ -213,6 +236,22 @@ func bearer(h string) (string, bool) {
 	}
 	tok = strings.TrimSpace(tok)
 	return tok, tok != ""
+}
+
+// loopbackPeer: with OpenMetrics and no token the listener may face a
+// network, so the API answers only clients connecting from loopback.
+func (s *Server) loopbackPeer(next http.Handler) http.Handler {
+	if !s.opt.OpenMetrics {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil || !isLoopbackHost(host) {
+			http.Error(w, "403 forbidden: without admin.token_file the admin API answers only loopback clients", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // hostCheck: without a token the API is protected only by being on
