@@ -177,8 +177,14 @@ func TestDockerImageStarts(t *testing.T) {
 	if strings.HasPrefix(env["MOAT_ADMIN_ADDRESS"], "127.") {
 		t.Fatalf("the image's admin address %q is loopback: nothing outside the container reaches it", env["MOAT_ADMIN_ADDRESS"])
 	}
-	// The image as shipped passes check-config (which runs serve's checks).
-	checkConfig(t, bin, string(b), env)
+	// The image as shipped passes check-config (which runs serve's
+	// checks); only the data directory is the test's.
+	shippedEnv := map[string]string{}
+	for k, v := range env {
+		shippedEnv[k] = v
+	}
+	shippedEnv["MOAT_DATA_DIR"] = filepath.Join(dir, "data")
+	checkConfig(t, bin, string(b), shippedEnv)
 	s := &shipped{config: string(b), env: env}
 	movePorts(t, s)
 	s.admin = loopbackPort(t)

@@ -105,10 +105,11 @@ func versionCommand() *cobra.Command {
 func checkConfigCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "check-config FILE",
-		Short: "Validate a configuration file and print every error with its key",
+		Short: "Run every check serve makes before it binds (files opened and parsed as this user) and print each error with its key",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(args[0])
+			// The checks serve makes before it binds (loadChecked).
+			cfg, err := loadChecked(args[0])
 			if cfg != nil {
 				for _, w := range cfg.Warnings() {
 					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)

@@ -46,7 +46,7 @@ func serveCommand() *cobra.Command {
 		Short: "Run the gateway (with no --config: the safe built-in default on 127.0.0.1:2525)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(path)
+			cfg, err := loadChecked(path)
 			if err != nil {
 				for _, l := range errorLines(err) {
 					fmt.Fprintln(cmd.ErrOrStderr(), l)
