@@ -380,3 +380,21 @@ func greets(t *testing.T, addr string) {
 		t.Errorf("SMTP %s banner %q, %v", addr, line, err)
 	}
 }
+
+// The build context (the repository root) leaves out the data directory
+// (spooled mail) and the git history.
+func TestDockerignore(t *testing.T) {
+	b, err := os.ReadFile("../.dockerignore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		lines[strings.TrimSpace(l)] = true
+	}
+	for _, want := range []string{"**/moat-data", ".git"} {
+		if !lines[want] {
+			t.Errorf(".dockerignore lacks %s", want)
+		}
+	}
+}
