@@ -674,7 +674,9 @@ func (w *ruleWatch) stop() {
 func (a *app) reload(path string) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	loaded, err := loadConfig(path)
+	// The same checks as at start (and check-config): a file that would
+	// not start is not reloaded either.
+	loaded, err := loadChecked(path)
 	if err != nil {
 		a.log.Error("reload refused: configuration has errors; the running one stays", zap.Strings("errors", errorLines(err)))
 		return
