@@ -192,8 +192,9 @@ func pathOf(arg string) string {
 
 // refusalReason names what refused a command, for the mail log's
 // reason= and the refusal counter: the check (its Name, a small fixed
-// set), "rules", or "protocol" for the session's own errors (bad
-// sequence, a local failure).
+// set; "relay_denied", "unknown_user", "bad_syntax" for the address and
+// route checks; "virus", "scanner"), "rules", or "protocol" and "local"
+// for the session's own errors (bad sequence, a local failure).
 func refusalReason(rf Refusal, r *reply.Reply) string {
 	// The address and route checks refuse for three reasons worth
 	// telling apart (RFC 5321 §3.6.2 relaying, §3.3 unknown mailbox,
@@ -209,6 +210,10 @@ func refusalReason(rf Refusal, r *reply.Reply) string {
 		}
 	}
 	switch {
+	case rf.Rule == "scanner:virus":
+		return "virus"
+	case strings.HasPrefix(rf.Check, "scanner:"):
+		return "scanner" // the mail log's rule= names it
 	case rf.Check != "":
 		return rf.Check
 	case r.Temporary():
@@ -337,8 +342,7 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 			s.checks.smuggling("nul", "rejected")
 			return s.fail("data", replyNUL, zap.String("sender", s.t.Sender))
 		case errors.As(err, &se):
-			s.rejected++
-			return se // smtpd's own, e.g. 552 5.3.4 size exceeded
+			return s.fail("data", se) // smtpd's own, e.g. 552 5.3.4 size exceeded
 		default:
 			return s.fail("data", reply.TempLocal.With(err))
 		}

@@ -288,6 +288,7 @@ func (a *app) build() error {
 		if a.certs, err = gateway.LoadCertificates(cfg.TLS); err != nil {
 			return err
 		}
+		m.TLSCertificate(cfg.TLS.CertFile, a.certs.Leaf)
 		tlsConf = a.certs.ServerConfig()
 	}
 	if a.content, err = newContentChecks(cfg, a.resolver, false); err != nil {
@@ -467,6 +468,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		RuleHits:    m.RuleHits,
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
+		Refusal:     m.Refusal,
 		Smuggling:   m.Smuggling,
 		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
