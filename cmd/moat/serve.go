@@ -332,6 +332,7 @@ func (a *app) build() error {
 	a.queue = queue.New(a.spool, a.transport, qopt)
 	m.QueueStats(a.queue.Stats)
 	m.SpoolBytes(metrics.SpoolDirBytes(filepath.Join(cfg.DataDir, "spool"), 30*time.Second))
+	m.SpoolFilesystem(filepath.Join(cfg.DataDir, "spool"))
 	a.gw, err = gateway.New(gateway.Options{
 		Hostname:  cfg.Hostname,
 		Listeners: cfg.Listeners,

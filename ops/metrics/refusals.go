@@ -44,7 +44,7 @@ type refusalMetrics struct {
 }
 
 func (r *refusalMetrics) init(reg *prometheus.Registry) {
-	r.counter = counterVec("moat_refusals_total", "Refused SMTP commands by stage (connect, helo, auth, mail, rcpt, data) and reason (relay_denied, unknown_user, bad_syntax, rules, a check's name, ...): every 4xx and 5xx reply to a command moat refused, RCPT included.", "stage", "reason")
+	r.counter = counterVec("moat_refusals_total", "Refused SMTP commands by stage (connect, helo, auth, mail, rcpt, data), reason (relay_denied, unknown_user, bad_syntax, rules, a check's name, ...) and result (rejected: 5xx, tempfailed: 4xx): every refusal of a command, RCPT included.", "stage", "reason", "result")
 	reg.MustRegister(r.counter)
 	r.reasons = newLabelSet(maxRefusalReasons)
 	r.topAuth = newTopK(TopK)
@@ -55,7 +55,7 @@ func (r *refusalMetrics) init(reg *prometheus.Registry) {
 	for _, s := range []string{"mail", "rcpt", "data"} {
 		for _, v := range []string{"relay_denied", "unknown_user", "bad_syntax", "rules"} {
 			if s == "rcpt" || v == "rules" || v == "bad_syntax" {
-				r.counter.WithLabelValues(s, v)
+				r.counter.WithLabelValues(s, v, "rejected")
 			}
 		}
 	}
@@ -64,7 +64,7 @@ func (r *refusalMetrics) init(reg *prometheus.Registry) {
 // Refusal counts one refused command and keeps it for the status page.
 // stage is one of connect, helo, auth, mail, rcpt, data (else "other");
 // reason is the gateway's (a bounded set: see maxRefusalReasons); kind is
-// "rejected" or "tempfailed"; client the client's IP address. It fits
+// "rejected" or "tempfailed" (anything else counts as rejected); client the client's IP address. It fits
 // gateway.Checks.Refusal.
 //
 // A refusal that is not the rules' (a check's, the relay decision's,
@@ -75,11 +75,14 @@ func (m *Metrics) Refusal(stage, reason, kind, client string) {
 		stage = other
 	}
 	reason = m.ref.reasons.value(reason)
-	m.ref.counter.WithLabelValues(stage, reason).Inc()
+	if kind != "tempfailed" {
+		kind = "rejected"
+	}
+	m.ref.counter.WithLabelValues(stage, reason, kind).Inc()
 	client = cut(client, maxKeyLen)
 	r := &m.ref
 	r.mu.Lock()
-	r.recent[r.n%len(r.recent)] = RefusalEvent{Time: m.now(), Stage: stage, Reason: reason, Kind: cut(kind, 16), Client: client}
+	r.recent[r.n%len(r.recent)] = RefusalEvent{Time: m.now(), Stage: stage, Reason: reason, Kind: kind, Client: client}
 	r.n++
 	if stage == "auth" && client != "" {
 		r.topAuth.add(client)

@@ -23,16 +23,19 @@ func TestRefusalsCounted(t *testing.T) {
 	c.t = c.t.Add(time.Second)
 	m.Refusal("auth", "bad_password", "rejected", "198.51.100.9")
 	m.Refusal("bogus\n", "x", "rejected", "")
+	m.Refusal("rcpt", "rules", "tempfailed", "192.0.2.4") // greylisted
 	for _, tc := range []struct {
-		stage, reason string
-		want          float64
-	}{{"rcpt", "relay_denied", 2}, {"rcpt", "unknown_user", 1}, {"data", "rules", 1}, {"auth", "bad_password", 1}, {"other", "x", 1}} {
-		if got := testutil.ToFloat64(m.ref.counter.WithLabelValues(tc.stage, tc.reason)); got != tc.want {
+		stage, reason, result string
+		want                  float64
+	}{{"rcpt", "relay_denied", "rejected", 2}, {"rcpt", "unknown_user", "rejected", 1}, {"data", "rules", "rejected", 1},
+		{"auth", "bad_password", "rejected", 1}, {"other", "x", "rejected", 1}, {"rcpt", "rules", "tempfailed", 1}} {
+		if got := testutil.ToFloat64(m.ref.counter.WithLabelValues(tc.stage, tc.reason, tc.result)); got != tc.want {
 			t.Errorf("moat_refusals_total{stage=%q,reason=%q} = %v, want %v", tc.stage, tc.reason, got, tc.want)
 		}
 	}
 	snap := m.Snapshot(10)
 	want := map[string]uint64{"192.0.2.1": 2, "192.0.2.2": 1, "192.0.2.3": 1}
+	// (192.0.2.4 was greylisted by a rule: VerdictFrom's to count.)
 	if len(snap.TopClients) != len(want) {
 		t.Fatalf("top clients %+v", snap.TopClients)
 	}
@@ -44,8 +47,8 @@ func TestRefusalsCounted(t *testing.T) {
 	if len(snap.TopAuthFailures) != 1 || snap.TopAuthFailures[0] != (Count{Key: "198.51.100.9", Count: 1}) {
 		t.Errorf("top AUTH failures %+v", snap.TopAuthFailures)
 	}
-	if len(snap.Refusals) != 6 || snap.Refusals[1].Stage != "auth" || snap.Refusals[1].Reason != "bad_password" ||
-		!snap.Refusals[1].Time.Equal(c.t) || snap.Refusals[5].Reason != "relay_denied" {
+	if len(snap.Refusals) != 7 || snap.Refusals[2].Stage != "auth" || snap.Refusals[2].Reason != "bad_password" ||
+		!snap.Refusals[2].Time.Equal(c.t) || snap.Refusals[6].Reason != "relay_denied" {
 		t.Errorf("recent refusals %+v", snap.Refusals)
 	}
 }
@@ -56,10 +59,10 @@ func TestRefusalsBounded(t *testing.T) {
 	for i := range 1000 {
 		m.Refusal("rcpt", fmt.Sprintf("reason%d", i), "rejected", fmt.Sprintf("192.0.2.%d", i%250))
 	}
-	if n := testutil.CollectAndCount(m.ref.counter); n > maxRefusalReasons*(len(refusalStages)+1) {
+	if n := testutil.CollectAndCount(m.ref.counter); n > maxRefusalReasons*(len(refusalStages)+1)*2 {
 		t.Errorf("%d series", n)
 	}
-	if got := testutil.ToFloat64(m.ref.counter.WithLabelValues("rcpt", other)); got == 0 {
+	if got := testutil.ToFloat64(m.ref.counter.WithLabelValues("rcpt", other, "rejected")); got == 0 {
 		t.Error("no reason counted as other")
 	}
 	if n := len(m.Snapshot(TopK).Refusals); n != RecentRefusals {
