@@ -113,3 +113,27 @@ func TestAuthFailureLogsReplySent(t *testing.T) {
 		t.Fatalf("counted %v", stages)
 	}
 }
+
+// A MAIL that smtpd refuses for its syntax is logged and counted too.
+func TestMailSyntaxRefusalLogged(t *testing.T) {
+	var buf syncBuf
+	var got []string
+	ts := startServer(t, func(o *Options) {
+		o.Checks = &Checks{MailLog: maillog.New(&buf), Refusal: func(stage, reason, kind, client string) {
+			got = append(got, stage+":"+reason+":"+kind)
+		}}
+	})
+	rc := smtptest.DialRaw(t, ts.addr)
+	rc.Expect("EHLO c.example", 250, "")
+	rc.Expect("MAIL FROM:<a b@far.example>", 501, "")
+	rc.Expect("QUIT", 221, "")
+	ts.srv.Shutdown(t.Context())
+	lines := buf.lines(t)
+	if len(lines) != 1 || lines[0].Stage != "mail" || lines[0].Reason != "bad_syntax" || lines[0].Sender != "a" ||
+		!strings.HasPrefix(lines[0].Reply, "501 ") {
+		t.Fatalf("lines %+v", lines)
+	}
+	if len(got) != 1 || got[0] != "mail:bad_syntax:rejected" {
+		t.Fatalf("counted %v", got)
+	}
+}

@@ -209,7 +209,8 @@ func FuzzFormat(f *testing.F) {
 	f.Add("accepted", "2001:db8::1", "\"=\\", "\xff", "")
 	f.Add("a b", "c=d", "\u2028", "\x00", "+3 more")
 	f.Fuzz(func(t *testing.T, kind, client, sender, helo, rcpt string) {
-		e := Event{Time: t0, Kind: kind, Client: client, Sender: sender, HELO: helo, Recipients: []string{rcpt, sender}}
+		e := Event{Time: t0, Kind: kind, Client: client, Sender: sender, HELO: helo, Recipients: []string{rcpt, sender},
+			Stage: helo, Reason: rcpt}
 		line := string(Append(nil, e))
 		if len(line) > MaxLine || strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") {
 			t.Fatalf("not one bounded line: %q", line)
