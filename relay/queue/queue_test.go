@@ -55,7 +55,7 @@ func (f *fake) Deliver(ctx context.Context, msg *transport.Message, rcpts []stri
 	for i, a := range rcpts {
 		out[i] = transport.Result{Recipient: a, Err: f.answer[a]}
 		if out[i].Err == nil {
-			out[i].Relay, out[i].Reply = "mx.test[192.0.2.25]:25", "250 2.0.0 Ok: queued as N1"
+			out[i].Relay, out[i].Reply = "mx.test[192.0.2.25:25]", "250 2.0.0 Ok: queued as N1"
 		}
 	}
 	return out
@@ -176,7 +176,7 @@ func TestMailLogDelivered(t *testing.T) {
 		}
 		got[e.Recipients[0]] = e
 	}
-	if e := got["bob@example.com"]; e.Kind != maillog.Delivered || e.Relay != "mx.test[192.0.2.25]:25" || e.Reply != "250 2.0.0 Ok: queued as N1" {
+	if e := got["bob@example.com"]; e.Kind != maillog.Delivered || e.Relay != "mx.test[192.0.2.25:25]" || e.Reply != "250 2.0.0 Ok: queued as N1" {
 		t.Errorf("delivered line %+v", e)
 	}
 	if e := got["busy@example.com"]; e.Kind != maillog.Deferred || e.Relay != "" || !strings.HasPrefix(e.Reply, "451 4.3.0") {
