@@ -372,7 +372,9 @@ func TestAlertRules(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"moat_queue_oldest_age_seconds", `state="deferred"`, "moat_connections_rejected_total", "moat_dns_lookups_total"} {
+	for _, want := range []string{"moat_queue_oldest_age_seconds", `state="deferred"`, "moat_connections_rejected_total", "moat_dns_lookups_total",
+		// issue 24 items 9 and 10
+		`up{job="moat"} == 0`, "moat_tls_certificate_not_after_seconds", "moat_spool_filesystem_avail_bytes", "moat_refusals_total{stage=~\"mail|rcpt|data\""} {
 		b, _ := os.ReadFile("prometheus/alerts.yaml")
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("no alert uses %s", want)
@@ -416,6 +418,18 @@ func TestDashboard(t *testing.T) {
 				t.Errorf("panel %q: unbalanced %s", p.Title, q.Expr)
 			}
 		}
+	}
+	// issue 24 item 9: the rejected share and a panel see RCPT refusals.
+	var refusals int
+	for _, p := range d.Panels {
+		for _, q := range p.Targets {
+			if strings.Contains(q.Expr, "moat_refusals_total") {
+				refusals++
+			}
+		}
+	}
+	if refusals < 2 {
+		t.Errorf("%d panels query moat_refusals_total, want the rejected share and a refusals panel", refusals)
 	}
 	if d.UID == "" || len(d.Panels) < 10 {
 		t.Errorf("uid %q, %d panels", d.UID, len(d.Panels))

@@ -125,8 +125,9 @@ func (s *session) checkPassword(authzid, login, pass string) error {
 	if lim != nil {
 		delay, err := lim.BeforeAuth(ip, user)
 		if err != nil {
-			s.authFailure(user, "locked", reply.From(err, s.t.Facts.Conn.ID))
-			return reply.From(err, s.t.Facts.Conn.ID)
+			r := reply.From(err, s.t.Facts.Conn.ID)
+			s.authFailure(user, "locked", r)
+			return r
 		}
 		if delay > 0 {
 			time.Sleep(delay)
@@ -141,7 +142,7 @@ func (s *session) checkPassword(authzid, login, pass string) error {
 		if lim != nil {
 			lim.AuthFailed(ip, user)
 		}
-		s.authFailure(user, "bad_password", reply.New(535, 7, 8, "Authentication credentials invalid"))
+		s.authFailure(user, "bad_password", reply.AuthFailed)
 		return reply.AuthFailed
 	}
 	if lim != nil {
@@ -152,6 +153,8 @@ func (s *session) checkPassword(authzid, login, pass string) error {
 	return nil
 }
 
+// authFailure logs and counts one failed AUTH; r is the reply the
+// client gets, as the mail log shows it.
 func (s *session) authFailure(user, reason string, r *reply.Reply) {
 	s.rejected++
 	s.log.Info("authentication failed", zap.String("user", user), zap.String("reason", reason),
@@ -159,10 +162,12 @@ func (s *session) authFailure(user, reason string, r *reply.Reply) {
 	if s.checks != nil && s.checks.AuthFailure != nil {
 		s.checks.AuthFailure(reason)
 	}
-	if ml := s.checks.mailLog(); ml != nil {
-		ml.Log(maillog.Event{Kind: maillog.Rejected, ConnID: s.t.Facts.Conn.ID, Client: s.t.Facts.Conn.IP.String(),
-			HELO: s.t.Facts.Conn.HELO, Reply: fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), Verdict: "auth:" + reason})
-	}
+	// Always event=rejected (a 454 lock-out too): fail2ban's moat-auth
+	// filter reads these lines.
+	client := s.t.Facts.Conn.IP.String()
+	s.checks.mailLog().Log(maillog.Event{Kind: maillog.Rejected, ConnID: s.t.Facts.Conn.ID, Client: client,
+		HELO: s.t.Facts.Conn.HELO, Reply: replyText(r), Verdict: "auth:" + reason, Stage: "auth", Reason: reason})
+	s.checks.refused("auth", reason, maillog.Rejected, client)
 }
 
 // plainServer is the server side of PLAIN (RFC 4616 §2).

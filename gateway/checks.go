@@ -39,6 +39,12 @@ type Checks struct {
 	AuthLimits AuthLimiter
 	// AuthFailure, when set, is told each failed AUTH by reason (metrics).
 	AuthFailure func(reason string)
+	// Refusal, when set, is told every refused command: the stage
+	// ("connect", "helo", "auth", "mail", "rcpt", "data"), the reason
+	// (a check's name, "rules", "protocol", "local"; see the mail log's
+	// reason=), the event (maillog.Rejected or maillog.Tempfailed) and
+	// the client's IP address (metrics).
+	Refusal func(stage, reason, kind, client string)
 	// Smuggling, when set, is told each message whose data held a bare
 	// CR or LF (kind "bare_eol") or a NUL octet ("nul"), and whether it
 	// was "rejected" or "normalized" (smtp.bare_line_endings; metrics).
@@ -84,6 +90,13 @@ func (c *Checks) timeout() time.Duration {
 func (c *Checks) smuggling(kind, action string) {
 	if c != nil && c.Smuggling != nil {
 		c.Smuggling(kind, action)
+	}
+}
+
+// refused reports one refusal to Refusal, if set.
+func (c *Checks) refused(stage, reason, kind, client string) {
+	if c != nil && c.Refusal != nil {
+		c.Refusal(stage, reason, kind, client)
 	}
 }
 

@@ -125,7 +125,16 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) *reply.Repl
 	if r.Temporary() {
 		kind = maillog.Tempfailed
 	}
-	s.mailEvent(kind, "", fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text), s.t.Refusal.Rule, s.t.Refusal.Incident)
+	reason := refusalReason(s.t.Refusal, r)
+	e := s.event(kind, "", replyText(r), s.t.Refusal.Rule, s.t.Refusal.Incident)
+	e.Stage, e.Reason = stage, reason
+	if stage == "rcpt" && s.t.Rcpt != nil {
+		// Like Postfix's "NOQUEUE: reject: RCPT": the line names the
+		// recipient refused, not those accepted before it.
+		e.Recipients = []string{s.t.Rcpt.Addr}
+	}
+	s.checks.mailLog().Log(e)
+	s.checks.refused(stage, reason, kind, e.Client)
 	s.t.Refusal = Refusal{}
 	if r.Code == 421 {
 		// RFC 5321 §3.8: a 421 names the host; smtpd closes the
@@ -138,12 +147,89 @@ func (s *session) fail(stage string, err error, fields ...zap.Field) *reply.Repl
 
 // mailEvent writes one mail log line about the current transaction.
 func (s *session) mailEvent(kind, queueID, replyText, rule, incident string) {
-	ml := s.checks.mailLog()
-	if ml == nil {
-		return
+	s.checks.mailLog().Log(s.event(kind, queueID, replyText, rule, incident))
+}
+
+// replyText is a reply as the mail log shows it: "550 5.1.1 text".
+func replyText(r *reply.Reply) string {
+	if r.Enhanced.String() == "" {
+		return fmt.Sprintf("%d %s", r.Code, r.Text)
 	}
+	return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Text)
+}
+
+var _ smtpd.RefusalObserver = (*session)(nil)
+
+// Refused logs and counts a MAIL or RCPT that smtpd refused itself
+// (bad syntax, parameters, too many recipients).
+func (s *session) Refused(cmd, arg string, r *reply.Reply) {
+	reason := "bad_syntax"
+	if r.Code == 452 { // RFC 5321 §4.5.3.1.10
+		reason = "too_many_recipients"
+	}
+	s.t.Refusal = Refusal{Check: reason}
+	if cmd == "rcpt" {
+		// The path as sent; a line-length cap bounds it (maillog).
+		s.t.Rcpt = &Rcpt{Addr: pathOf(arg)}
+		defer func() { s.t.Rcpt = nil }()
+	} else {
+		s.Reset()
+		s.t.Sender = pathOf(arg)
+	}
+	s.fail(cmd, r)
+}
+
+// pathOf is the path in a MAIL or RCPT argument that did not parse:
+// what follows the colon, up to the first space, without <>.
+func pathOf(arg string) string {
+	_, p, _ := strings.Cut(arg, ":")
+	p = strings.TrimSpace(p)
+	if i := strings.IndexByte(p, ' '); i >= 0 {
+		p = p[:i]
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(p, "<"), ">")
+}
+
+// refusalReason names what refused a command, for the mail log's
+// reason= and the refusal counter: the check (its Name, a small fixed
+// set; "relay_denied", "unknown_user", "bad_syntax" for the address and
+// route checks; "virus", "scanner"), "rules", or "protocol" and "local"
+// for the session's own errors (bad sequence, a local failure).
+func refusalReason(rf Refusal, r *reply.Reply) string {
+	// The address and route checks refuse for three reasons worth
+	// telling apart (RFC 5321 §3.6.2 relaying, §3.3 unknown mailbox,
+	// §4.1.2 syntax).
+	if rf.Check == "route" || rf.Check == "address" {
+		switch {
+		case sameReply(r, reply.RelayDenied):
+			return "relay_denied"
+		case sameReply(r, reply.NoSuchUser):
+			return "unknown_user"
+		case sameReply(r, reply.BadRcptSyntax):
+			return "bad_syntax"
+		}
+	}
+	switch {
+	case rf.Rule == "scanner:virus":
+		return "virus"
+	case strings.HasPrefix(rf.Check, "scanner:"):
+		return "scanner" // the mail log's rule= names it
+	case rf.Check != "":
+		return rf.Check
+	case r.Temporary():
+		return "local"
+	default:
+		return "protocol"
+	}
+}
+
+// sameReply reports whether r is a (possibly reworded) named reply n.
+func sameReply(r, n *reply.Reply) bool { return r.Code == n.Code && r.Enhanced == n.Enhanced }
+
+// event is the mail log line about the current transaction.
+func (s *session) event(kind, queueID, replyText, rule, incident string) maillog.Event {
 	c := s.t.Facts.Conn
-	ml.Log(maillog.Event{
+	return maillog.Event{
 		Kind:       kind,
 		ConnID:     c.ID,
 		QueueID:    queueID,
@@ -156,7 +242,7 @@ func (s *session) mailEvent(kind, queueID, replyText, rule, incident string) {
 		Incident:   incident,
 		Reply:      replyText,
 		Size:       s.t.Size,
-	})
+	}
 }
 
 // Mail starts a transaction (RFC 5321 §4.1.1.2).
@@ -256,8 +342,7 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 			s.checks.smuggling("nul", "rejected")
 			return s.fail("data", replyNUL, zap.String("sender", s.t.Sender))
 		case errors.As(err, &se):
-			s.rejected++
-			return se // smtpd's own, e.g. 552 5.3.4 size exceeded
+			return s.fail("data", se) // smtpd's own, e.g. 552 5.3.4 size exceeded
 		default:
 			return s.fail("data", reply.TempLocal.With(err))
 		}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -41,6 +42,26 @@ type Certificates struct {
 func LoadCertificates(f TLSFiles) (*Certificates, error) {
 	c := &Certificates{files: f}
 	return c, c.Reload()
+}
+
+// Leaf is the certificate in use (for its expiry: metrics); nil if it
+// cannot be parsed, which LoadX509KeyPair has already refused.
+func (c *Certificates) Leaf() *x509.Certificate {
+	cur := c.cur.Load()
+	if cur == nil {
+		return nil
+	}
+	if cur.Leaf != nil {
+		return cur.Leaf
+	}
+	if len(cur.Certificate) == 0 {
+		return nil
+	}
+	leaf, err := x509.ParseCertificate(cur.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
 }
 
 // Reload reads the files again; on error the old certificate stays.

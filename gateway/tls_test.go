@@ -58,6 +58,10 @@ func TestCertificateReloadWithoutRestart(t *testing.T) {
 	if got := peerName(t, cfg); got != "new.example.org" {
 		t.Fatalf("after reload: %s", got)
 	}
+	// Leaf is the certificate in use (its expiry goes to metrics).
+	if l := certs.Leaf(); l == nil || l.Subject.CommonName != "new.example.org" || l.NotAfter.IsZero() {
+		t.Fatalf("leaf after reload: %+v", l)
+	}
 	// A broken file keeps the certificate in force.
 	os.WriteFile(files.CertFile, []byte("garbage"), 0o600)
 	if err := certs.Reload(); err == nil {

@@ -288,6 +288,7 @@ func (a *app) build() error {
 		if a.certs, err = gateway.LoadCertificates(cfg.TLS); err != nil {
 			return err
 		}
+		m.TLSCertificate(cfg.TLS.CertFile, a.certs.Leaf)
 		tlsConf = a.certs.ServerConfig()
 	}
 	if a.content, err = newContentChecks(cfg, a.resolver, false); err != nil {
@@ -331,6 +332,7 @@ func (a *app) build() error {
 	a.queue = queue.New(a.spool, a.transport, qopt)
 	m.QueueStats(a.queue.Stats)
 	m.SpoolBytes(metrics.SpoolDirBytes(filepath.Join(cfg.DataDir, "spool"), 30*time.Second))
+	m.SpoolFilesystem(filepath.Join(cfg.DataDir, "spool"))
 	a.gw, err = gateway.New(gateway.Options{
 		Hostname:  cfg.Hostname,
 		Listeners: cfg.Listeners,
@@ -468,6 +470,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		RuleHits:    m.RuleHits,
 		TLS:         m.TLS,
 		AuthFailure: m.AuthFailure,
+		Refusal:     m.Refusal,
 		Smuggling:   m.Smuggling,
 		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,

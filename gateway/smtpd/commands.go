@@ -146,12 +146,12 @@ func (c *Conn) mailCmd(arg string) {
 		r = replySenderUTF8
 	}
 	if r != nil {
-		c.reply(r)
+		c.refuse("mail", arg, r)
 		return
 	}
 	opts, r := mailOptions(ps, c.srv.cfg.MaxMessageBytes, c.srv.cfg.SMTPUTF8)
 	if r != nil {
-		c.reply(r)
+		c.refuse("mail", arg, r)
 		return
 	}
 	if err := c.session.Mail(from, opts); err != nil {
@@ -199,17 +199,17 @@ func (c *Conn) rcptCmd(arg string) {
 		r = replyRcptUTF8
 	}
 	if r != nil {
-		c.reply(r)
+		c.refuse("rcpt", arg, r)
 		return
 	}
 	if len(ps) > 0 {
 		// No RCPT parameter is advertised (DSN is not).
-		c.reply(replyRcptParam)
+		c.refuse("rcpt", arg, replyRcptParam)
 		return
 	}
 	if c.rcpts >= c.srv.cfg.MaxRecipients {
 		// RFC 5321 §4.5.3.1.10.
-		c.reply(replyMaxRcpts.Format(c.srv.cfg.MaxRecipients))
+		c.refuse("rcpt", arg, replyMaxRcpts.Format(c.srv.cfg.MaxRecipients))
 		return
 	}
 	if err := c.session.Rcpt(to); err != nil {
@@ -323,6 +323,23 @@ func (c *Conn) bdatCmd(arg string) {
 	msg := c.chunks
 	c.chunks = nil
 	c.dataDone(c.session.Data(msg))
+}
+
+// RefusalObserver is a Session that is told of each MAIL or RCPT that
+// smtpd refuses itself (syntax, parameters, too many recipients), so
+// that the refusal is logged and counted like the session's own. arg is
+// the command's argument as the client sent it.
+type RefusalObserver interface {
+	Refused(cmd, arg string, r *reply.Reply)
+}
+
+// refuse sends r for a MAIL or RCPT command smtpd refused itself and
+// tells the session, if it observes refusals.
+func (c *Conn) refuse(cmd, arg string, r *reply.Reply) {
+	if o, ok := c.session.(RefusalObserver); ok {
+		o.Refused(cmd, arg, r)
+	}
+	c.reply(r)
 }
 
 // AuthMalformedCounter is an AuthSession that is told of each AUTH

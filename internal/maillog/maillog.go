@@ -13,7 +13,7 @@
 // contains a space, a quote, a backslash, '=' or anything not printable, so
 // a value never spans two lines and never yields a second key=value pair.
 // The fields that the server decides (event, client, conn_id, queue_id,
-// reply) come before every field a client or remote host chooses
+// reply, stage, reason) come before every field a client or remote host chooses
 // (client_name, helo, sender, rcpt), so a pattern anchored at the start of
 // the line, like fail2ban's, cannot be fooled by them. Each value has a
 // length cap and the recipient list is cut with a final `rcpt="+N more"`,
@@ -72,6 +72,11 @@ type Event struct {
 	// Reply is the SMTP reply sent (gateway) or received (delivery):
 	// code, enhanced code, text.
 	Reply string
+	// Stage is the SMTP stage a refusal happened at (connect, helo,
+	// auth, mail, rcpt, data); Reason names what refused: a check
+	// ("route", "verify", ...), "rules", or a protocol error. Both are
+	// chosen by the server, from small fixed sets.
+	Stage, Reason string
 	// Route is the delivery route's name, Relay the host that answered.
 	Route, Relay string
 	// Size in bytes, Delay since the message was received, Attempts of
@@ -129,7 +134,7 @@ func (l *Logger) WriteErrors() uint64 {
 // Length caps of the written (quoted) values. Their sum with the keys,
 // the timestamp and the tag stays below MaxLine (see TestLineBound).
 const (
-	capShort  = 64   // event, client, conn_id, queue_id, verdict, rule, incident, route
+	capShort  = 64   // event, client, conn_id, queue_id, stage, reason, verdict, rule, incident, route
 	capName   = 255  // client_name, helo, relay (a DNS name is at most 253 octets)
 	capAddr   = 512  // sender, reply
 	capRcpt   = 1024 // all rcpt values together
@@ -144,6 +149,8 @@ const (
 	kConnID     = "conn_id"
 	kQueueID    = "queue_id"
 	kReply      = "reply"
+	kStage      = "stage"
+	kReason     = "reason"
 	kVerdict    = "verdict"
 	kRule       = "rule"
 	kIncident   = "incident"
@@ -173,6 +180,8 @@ func Append(b []byte, e Event) []byte {
 	b = appendField(b, kConnID, e.ConnID, capShort)
 	b = appendField(b, kQueueID, e.QueueID, capShort)
 	b = appendField(b, kReply, e.Reply, capAddr)
+	b = appendField(b, kStage, e.Stage, capShort)
+	b = appendField(b, kReason, e.Reason, capShort)
 	b = appendField(b, kVerdict, e.Verdict, capShort)
 	b = appendField(b, kRule, e.Rule, capShort)
 	b = appendField(b, kIncident, e.Incident, capShort)

@@ -32,6 +32,10 @@ func TestFormat(t *testing.T) {
 			Event{Time: t0.In(time.FixedZone("x", 3600)), Kind: Delivered, QueueID: "q9", Route: "backend", Relay: "10.0.0.5",
 				Reply: "250 ok", Delay: 1500 * time.Millisecond, Attempts: 2, Recipients: []string{"b@example.org"}},
 			`2026-05-01T12:00:00.123Z moat: event=delivered queue_id=q9 reply="250 ok" route=backend relay=10.0.0.5 delay=1.5s attempts=2 rcpt=b@example.org`},
+		{"refused at rcpt",
+			Event{Time: t0, Kind: Rejected, ConnID: "c3", Client: "192.0.2.9", Reply: "554 5.7.1 Relay access denied",
+				Stage: "rcpt", Reason: "route", HELO: "x.example", Sender: "s@far.example", Recipients: []string{"u@elsewhere.example"}},
+			`2026-05-01T12:00:00.123Z moat: event=rejected client=192.0.2.9 conn_id=c3 reply="554 5.7.1 Relay access denied" stage=rcpt reason=route helo=x.example sender=s@far.example rcpt=u@elsewhere.example`},
 		{"rule and incident",
 			Event{Time: t0, Kind: Rejected, Client: "198.51.100.1", Verdict: "reject", Rule: "dmarc-reject", Incident: "INC-7", Sender: ""},
 			`2026-05-01T12:00:00.123Z moat: event=rejected client=198.51.100.1 verdict=reject rule=dmarc-reject incident=INC-7`},
@@ -102,7 +106,7 @@ func TestLineBound(t *testing.T) {
 	}
 	e := Event{Time: t0, Kind: huge, ConnID: huge, QueueID: huge, Client: huge, ClientName: huge, HELO: huge, Sender: huge,
 		Recipients: rcpts, Verdict: huge, Rule: huge, Incident: huge, Reply: huge, Route: huge, Relay: huge,
-		Size: 1<<63 - 1, Delay: 1<<63 - 1, Attempts: 1<<62 - 1}
+		Stage: huge, Reason: huge, Size: 1<<63 - 1, Delay: 1<<63 - 1, Attempts: 1<<62 - 1}
 	line := Append(nil, e)
 	if len(line) > MaxLine {
 		t.Fatalf("line of %d bytes", len(line))
@@ -205,7 +209,8 @@ func FuzzFormat(f *testing.F) {
 	f.Add("accepted", "2001:db8::1", "\"=\\", "\xff", "")
 	f.Add("a b", "c=d", "\u2028", "\x00", "+3 more")
 	f.Fuzz(func(t *testing.T, kind, client, sender, helo, rcpt string) {
-		e := Event{Time: t0, Kind: kind, Client: client, Sender: sender, HELO: helo, Recipients: []string{rcpt, sender}}
+		e := Event{Time: t0, Kind: kind, Client: client, Sender: sender, HELO: helo, Recipients: []string{rcpt, sender},
+			Stage: helo, Reason: rcpt}
 		line := string(Append(nil, e))
 		if len(line) > MaxLine || strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") {
 			t.Fatalf("not one bounded line: %q", line)

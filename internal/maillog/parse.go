@@ -97,6 +97,10 @@ func (e *Event) set(key, val string) error {
 		e.QueueID = val
 	case kReply:
 		e.Reply = val
+	case kStage:
+		e.Stage = val
+	case kReason:
+		e.Reason = val
 	case kVerdict:
 		e.Verdict = val
 	case kRule:

@@ -428,6 +428,8 @@ func TestStatusPage(t *testing.T) {
 	m.VerdictFrom(metrics.VerdictAccepted, "", "192.0.2.1")
 	m.VerdictFrom(metrics.VerdictTempfailed, "greylist", "192.0.2.2")
 	m.DeliveryResult(metrics.DeliveryEvent{QueueID: "Q1", Recipient: "rcpt" + evil + "@x", Route: "mx", Result: metrics.DeliveryDeferred, Error: "451 " + evil})
+	m.Refusal("rcpt", "relay_denied", "rejected", "203.0.113.5")
+	m.Refusal("auth", "bad_password", "rejected", "auth"+evil)
 	h := newHarness(t, 2)
 	_, base := startServer(t, Options{Metrics: m, Queue: h.queueAPI()})
 
@@ -455,7 +457,7 @@ func TestStatusPage(t *testing.T) {
 	if rects < len(metrics.Verdicts())+3 { // legend + at least three bar segments
 		t.Errorf("chart has %d rects", rects)
 	}
-	for _, id := range []string{"top-clients", "top-rules", "recent-deliveries", "queue-states"} {
+	for _, id := range []string{"top-clients", "top-rules", "recent-deliveries", "queue-states", "top-auth-failures", "recent-refusals"} {
 		if n := findByID(doc, id); n == nil || n.Data != "table" {
 			t.Errorf("table %s missing", id)
 		}
@@ -473,10 +475,16 @@ func TestStatusPage(t *testing.T) {
 		"top-clients":       "client" + evil,
 		"top-rules":         "rule" + evil,
 		"recent-deliveries": "rcpt" + evil + "@x",
+		"top-auth-failures": "auth" + evil,
+		"recent-refusals":   "relay_denied",
 	} {
 		if got := text(findByID(doc, id)); !strings.Contains(got, want) {
 			t.Errorf("%s text %q does not show %q literally", id, got, want)
 		}
+	}
+	// An RCPT refusal makes its client a top rejected client.
+	if got := text(findByID(doc, "top-clients")); !strings.Contains(got, "203.0.113.5") {
+		t.Errorf("top clients %q lack the client refused at RCPT", got)
 	}
 	if !strings.Contains(text(findByID(doc, "queue-states")), "deferred") {
 		t.Error("queue states table lacks deferred")

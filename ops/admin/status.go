@@ -79,6 +79,13 @@ type page struct {
 	TopClients    []metrics.Count
 	TopRules      []metrics.Count
 	Deliveries    []deliveryRow
+	// TopAuthFailures and Refusals: issue 24 item 9.
+	TopAuthFailures []metrics.Count
+	Refusals        []refusalRow
+}
+
+type refusalRow struct {
+	Time, Stage, Reason, Kind, Client string
 }
 
 type deliveryRow struct {
@@ -169,6 +176,12 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 	p.Chart = buildChart(snap.Minutes)
 	p.TopClients, p.TopRules = snap.TopClients, snap.TopRules
+	p.TopAuthFailures = snap.TopAuthFailures
+	for _, r := range snap.Refusals {
+		p.Refusals = append(p.Refusals, refusalRow{
+			Time: r.Time.UTC().Format("15:04:05"), Stage: r.Stage, Reason: r.Reason, Kind: r.Kind, Client: r.Client,
+		})
+	}
 	for _, d := range snap.Deliveries {
 		p.Deliveries = append(p.Deliveries, deliveryRow{
 			Time: d.Time.UTC().Format("15:04:05"), QueueID: d.QueueID, Recipient: d.Recipient,
@@ -245,6 +258,20 @@ td.n{text-align:right}
 <tr><th>client</th><th>rejections</th></tr>
 {{range .TopClients}}<tr><td>{{.Key}}</td><td class="n">{{.Count}}</td></tr>
 {{else}}<tr><td colspan="2">none yet</td></tr>
+{{end}}</table>
+
+<h2>Top AUTH failures</h2>
+<table id="top-auth-failures">
+<tr><th>client</th><th>failed AUTH</th></tr>
+{{range .TopAuthFailures}}<tr><td>{{.Key}}</td><td class="n">{{.Count}}</td></tr>
+{{else}}<tr><td colspan="2">none yet</td></tr>
+{{end}}</table>
+
+<h2>Recent refusals</h2>
+<table id="recent-refusals">
+<tr><th>time (UTC)</th><th>stage</th><th>reason</th><th>reply</th><th>client</th></tr>
+{{range .Refusals}}<tr><td>{{.Time}}</td><td>{{.Stage}}</td><td>{{.Reason}}</td><td>{{.Kind}}</td><td>{{.Client}}</td></tr>
+{{else}}<tr><td colspan="5">none yet</td></tr>
 {{end}}</table>
 
 <h2>Top deciding rules</h2>

@@ -125,8 +125,13 @@ type Snapshot struct {
 	HasQueue bool
 	// Minutes is the verdict history of the last hour, oldest first.
 	Minutes []Minute
-	// TopClients are the clients rejected most (guard and verdicts).
+	// TopClients are the clients rejected most (guard, verdicts and
+	// refused commands).
 	TopClients []Count
+	// TopAuthFailures are the clients whose AUTH failed most.
+	TopAuthFailures []Count
+	// Refusals are the most recent refused commands, newest first.
+	Refusals []RefusalEvent
 	// TopRules are the rules that decided the most verdicts.
 	TopRules []Count
 	// Deliveries are the most recent deliveries, newest first.
@@ -141,6 +146,7 @@ func (m *Metrics) Snapshot(n int) Snapshot {
 	now := m.now()
 	s := Snapshot{Time: now}
 	s.Queue, s.HasQueue = m.queueStatsNow()
+	m.ref.snapshot(&s, n)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s.Minutes = m.minutes.last(now)

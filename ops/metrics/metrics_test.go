@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"moat/relay/spool"
@@ -363,6 +364,9 @@ func TestDeployMetricNamesExist(t *testing.T) {
 	m.ScannerVerdict("clamd", "clean")
 	m.QueueStats(func() queue.Stats { return queue.Stats{} })
 	m.SpoolBytes(func() int64 { return 0 })
+	m.Refusal("rcpt", "relay_denied", "rejected", "192.0.2.1")
+	m.SpoolFilesystem(t.TempDir())
+	m.TLSCertificate("mx", func() *x509.Certificate { return &x509.Certificate{NotAfter: time.Unix(2e9, 0)} })
 	mfs, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -382,7 +386,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 func TestHooksFitTheParts(t *testing.T) {
 	m := NewWithOptions(Options{NoRuntimeCollectors: true})
 	_ = gateway.Checks{Observe: m.Check, Verdict: m.VerdictFrom, AuthFailure: m.AuthFailure, RuleHits: m.RuleHits, TLS: m.TLS}
-	_ = gateway.Checks{Smuggling: m.Smuggling}
+	_ = gateway.Checks{Smuggling: m.Smuggling, Refusal: m.Refusal}
 	_ = gateway.Options{Wrap: func(l net.Listener, c gateway.Listener) net.Listener { return m.WrapListener(c.Name, l) }}
 	_ = guard.Options{OnReject: m.GuardReject, OnStress: m.Stress, OnDNSBLError: m.DNSBLError}
 	_ = gateway.Options{OnTimeout: m.SMTPTimeout}

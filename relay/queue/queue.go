@@ -420,7 +420,7 @@ func (m *Manager) attempt(ctx context.Context, id string) (*spool.Envelope, erro
 				if last != "" {
 					r.LastError += "; last error: " + last
 				}
-				m.mailEvent(env, r, r.Route, now)
+				m.mailEvent(env, r, r.Route, now, transport.Result{})
 			}
 		}
 	} else if err := m.deliverGroups(ctx, env, now); err != nil {
@@ -520,19 +520,17 @@ func (m *Manager) deliverGroups(ctx context.Context, env *spool.Envelope, now ti
 			rcpts[k] = env.Recipients[i].Address
 		}
 		results := m.deliver(ctx, g, msg, rcpts)
-		byAddr := make(map[string]error, len(results))
-		seen := make(map[string]bool, len(results))
+		byAddr := make(map[string]transport.Result, len(results))
 		for _, res := range results {
-			k := strings.ToLower(res.Recipient)
-			byAddr[k], seen[k] = res.Err, true
+			byAddr[strings.ToLower(res.Recipient)] = res
 		}
 		for _, i := range g.idx {
 			r := &env.Recipients[i]
 			r.Attempts++
 			r.LastAttempt = now
-			k := strings.ToLower(r.Address)
-			err := byAddr[k]
-			if !seen[k] {
+			res, seen := byAddr[strings.ToLower(r.Address)]
+			err := res.Err
+			if !seen {
 				err = errors.New("transport returned no result for this recipient")
 			}
 			switch {
@@ -547,7 +545,7 @@ func (m *Manager) deliverGroups(ctx context.Context, env *spool.Envelope, now ti
 			m.log.Info("delivery",
 				zap.String("queue_id", env.ID), zap.String("rcpt", r.Address), zap.String("route", g.route),
 				zap.String("status", string(r.Status)), zap.String("error", r.LastError))
-			m.mailEvent(env, r, g.route, now)
+			m.mailEvent(env, r, g.route, now, res)
 		}
 		// Persist before moving on: a crash repeats at most this group.
 		// After the last group the caller persists or removes the
@@ -610,8 +608,10 @@ func (m *Manager) acquire(ctx context.Context, dest string) (func(), error) {
 	}
 }
 
-// mailEvent writes the mail log line of one recipient's outcome.
-func (m *Manager) mailEvent(env *spool.Envelope, r *spool.Recipient, route string, now time.Time) {
+// mailEvent writes the mail log line of one recipient's outcome; res is
+// the transport's result of this attempt (its relay and reply when
+// delivered), zero when there was none.
+func (m *Manager) mailEvent(env *spool.Envelope, r *spool.Recipient, route string, now time.Time, res transport.Result) {
 	if m.opt.MailLog == nil {
 		return
 	}
@@ -624,9 +624,13 @@ func (m *Manager) mailEvent(env *spool.Envelope, r *spool.Recipient, route strin
 	case r.Status == spool.StatusFailed:
 		kind = maillog.Bounced
 	}
+	rep := r.LastError
+	if kind == maillog.Delivered {
+		rep = res.Reply
+	}
 	m.opt.MailLog.Log(maillog.Event{
 		Kind: kind, QueueID: env.ID, Client: env.ClientIP, Sender: env.Sender,
-		Recipients: []string{r.Address}, Route: route, Reply: r.LastError,
+		Recipients: []string{r.Address}, Route: route, Relay: res.Relay, Reply: rep,
 		Size: env.Size, Delay: now.Sub(env.Received), Attempts: r.Attempts,
 	})
 }

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"moat/internal/maillog"
 	"moat/internal/reply"
 	"moat/relay/dsn"
 	"moat/relay/spool"
@@ -52,6 +54,9 @@ func (f *fake) Deliver(ctx context.Context, msg *transport.Message, rcpts []stri
 	out := make([]transport.Result, len(rcpts))
 	for i, a := range rcpts {
 		out[i] = transport.Result{Recipient: a, Err: f.answer[a]}
+		if out[i].Err == nil {
+			out[i].Relay, out[i].Reply = "mx.test[192.0.2.25:25]", "250 2.0.0 Ok: queued as N1"
+		}
 	}
 	return out
 }
@@ -152,6 +157,30 @@ func TestDeliveredRemoved(t *testing.T) {
 	// mx recipients grouped by domain, local apart.
 	if len(h.tr.calls) != 2 || len(h.tr.calls[0]) != 2 || len(h.local.calls) != 1 {
 		t.Errorf("calls mx=%v local=%v", h.tr.calls, h.local.calls)
+	}
+}
+
+// Delivered lines carry relay= and the next hop's reply (issue 24 item 8);
+// deferred ones the error.
+func TestMailLogDelivered(t *testing.T) {
+	var buf bytes.Buffer
+	h := newHarness(t, t.TempDir(), Options{MailLog: maillog.New(&buf)})
+	h.tr.answer["busy@example.com"] = reply.New(451, 3, 0, "try later")
+	id := h.put("alice@example.net", "bob@example.com", "busy@example.com")
+	h.attempt(id)
+	got := map[string]maillog.Event{}
+	for l := range strings.Lines(buf.String()) {
+		e, err := maillog.Parse(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[e.Recipients[0]] = e
+	}
+	if e := got["bob@example.com"]; e.Kind != maillog.Delivered || e.Relay != "mx.test[192.0.2.25:25]" || e.Reply != "250 2.0.0 Ok: queued as N1" {
+		t.Errorf("delivered line %+v", e)
+	}
+	if e := got["busy@example.com"]; e.Kind != maillog.Deferred || e.Relay != "" || !strings.HasPrefix(e.Reply, "451 4.3.0") {
+		t.Errorf("deferred line %+v", e)
 	}
 }
 

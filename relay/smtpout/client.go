@@ -124,6 +124,9 @@ func (c *Client) Deliver(ctx context.Context, msg *transport.Message, rcpts []st
 	out := make([]transport.Result, len(rcpts))
 	for i, r := range rcpts {
 		out[i] = transport.Result{Recipient: r, Err: res[r]}
+		if d, ok := res[r].(*delivered); ok {
+			out[i] = transport.Result{Recipient: r, Relay: d.relay, Reply: d.reply}
+		}
 	}
 	return out
 }

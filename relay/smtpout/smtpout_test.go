@@ -41,6 +41,10 @@ func TestAcceptAll(t *testing.T) {
 		if r.Err != nil {
 			t.Errorf("%s: %v", r.Recipient, r.Err)
 		}
+		// The mail log's relay= and reply= (issue 24 item 8).
+		if !strings.Contains(r.Relay, addr) || !strings.HasPrefix(r.Reply, "250 ") {
+			t.Errorf("%s: relay %q, reply %q", r.Recipient, r.Relay, r.Reply)
+		}
 	}
 	got := b.received()
 	if len(got) != 1 || got[0].data != testBody || strings.Join(got[0].rcpts, ",") != "x@example.net,y@example.net" || got[0].from != "a@example.org" {

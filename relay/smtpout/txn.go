@@ -343,7 +343,7 @@ func (s *session) sendData(msg *transport.Message, accepted []string, res map[st
 			handBack(r)
 			return fail(accepted, fmt.Errorf("%s: end of DATA: %w", s.name, err))
 		}
-		var e error
+		var e error = s.delivered(fr)
 		if fr.Code != 250 {
 			e = wireErr(fr, s.name, "end of DATA")
 		}
@@ -365,7 +365,7 @@ func (s *session) sendData(msg *transport.Message, accepted []string, res map[st
 			return fail(accepted[i:], fmt.Errorf("%s: no LMTP reply for <%s>: %w", s.name, rcpt, err))
 		}
 		if r.Code == 250 {
-			res[rcpt] = nil
+			res[rcpt] = s.delivered(r)
 			continue
 		}
 		res[rcpt] = wireErr(r, s.name, "end of DATA")
@@ -457,4 +457,23 @@ func (g *group) next(timeout time.Duration) (*reply.Response, error) {
 	}
 	g.i++
 	return g.s.wc.reply(timeout)
+}
+
+// delivered marks a recipient as delivered in a result map, with the
+// host and its reply for the mail log. It is an error only to fit the
+// map: Client.Deliver turns it into a Result with Err nil.
+type delivered struct{ relay, reply string }
+
+func (d *delivered) Error() string { return "delivered to " + d.relay + ": " + d.reply }
+
+// maxReplyLog bounds the reply kept for the mail log (its line has a cap too).
+const maxReplyLog = 512
+
+// delivered is the result of a recipient that r (a 250) accepted.
+func (s *session) delivered(r *reply.Response) *delivered {
+	text := strings.Join(r.Lines, " ")
+	if len(text) > maxReplyLog {
+		text = text[:maxReplyLog]
+	}
+	return &delivered{relay: s.name, reply: strconv.Itoa(r.Code) + " " + text}
 }

@@ -43,6 +43,10 @@ type Message struct {
 type Result struct {
 	Recipient string
 	Err       error // nil: delivered
+	// Relay names the host that took the message ("host[addr]") and
+	// Reply is what it answered ("250 2.0.0 Ok: queued as X"), when
+	// delivered and known; for the mail log's relay= and reply=.
+	Relay, Reply string
 }
 
 // Transport delivers one message to recipients that share a route.
