@@ -150,12 +150,12 @@ func yamlBlocks(t *testing.T, path, heading string) []string {
 }
 
 // TestScannerDocsExamples: the configuration and rule examples of the
-// scanner sections in README.md and rules/README.md load as written.
+// scanner sections in deploy/README.md and rules/README.md load as written.
 func TestScannerDocsExamples(t *testing.T) {
 	var ruleBlocks []string
 	cfgs := 0
 	for _, doc := range []struct{ path, heading string }{
-		{"../../README.md", "## Running moat with rspamd and ClamAV"},
+		{"../../deploy/README.md", "## Running moat with rspamd and ClamAV"},
 		{"../../rules/README.md", "## Scanner facts (data stage)"},
 	} {
 		for _, b := range yamlBlocks(t, doc.path, doc.heading) {
