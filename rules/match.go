@@ -5,7 +5,6 @@ import (
 	"regexp/syntax"
 	"slices"
 	"strings"
-	"sync"
 	"unicode"
 	"unsafe"
 
@@ -43,19 +42,10 @@ type matcher struct {
 	fold bool
 	// shared: the clauses as literal indexes of the set's scanner.
 	shared [][]int32
-	// own: the matcher's scanner when it is used alone (tests).
-	own     *scanPlan
-	ownOnce sync.Once
 	// starts, anchored, window: see starts.go; anchored nil: unused
 	starts   *[256]bool
 	anchored *regexp.Regexp
 	window   int
-}
-
-// scanPlan is a scanner with one matcher's clauses as its literal indexes.
-type scanPlan struct {
-	scan    *litscan.Set
-	clauses [][]int32
 }
 
 // scanned is what a scan found in one text.
@@ -73,33 +63,6 @@ func scanText(ls *litscan.Set, s string) *scanned {
 	ls.Scan(s, sc.found)
 	sc.special = strings.ContainsRune(s, 'ſ') || strings.ContainsRune(s, '\u212a')
 	return sc
-}
-
-// match runs the matcher on its own (its own scanner).
-func (m *matcher) match(s string) bool {
-	if m.clauses == nil {
-		return m.run(s)
-	}
-	m.ownOnce.Do(func() {
-		var lits []string
-		plan := &scanPlan{}
-		for _, c := range m.clauses {
-			var ids []int32
-			for _, l := range c {
-				ids = append(ids, int32(len(lits)))
-				lits = append(lits, l)
-			}
-			plan.clauses = append(plan.clauses, ids)
-		}
-		if ls, err := litscan.New(lits); err == nil {
-			plan.scan = ls
-			m.own = plan
-		}
-	})
-	if m.own == nil {
-		return m.run(s)
-	}
-	return m.matchScanned(s, scanText(m.own.scan, s), m.own.clauses)
 }
 
 // matchScanned decides with what a scan of s found.
