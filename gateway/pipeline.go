@@ -104,6 +104,10 @@ type Txn struct {
 	rawInUse    bool
 	scanVirus   *VirusFacts
 	scanChanges []scanner.HeaderChange
+	// scanBody is a milter's replacement body (nil: kept), from the
+	// scanner named scanBodyFrom.
+	scanBody     []byte
+	scanBodyFrom string
 	// connection-level results of the connect and helo rules, carried
 	// into each transaction
 	conn struct {

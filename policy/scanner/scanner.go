@@ -72,6 +72,10 @@ type Result struct {
 	// Changes are a milter's header modifications, in order, to apply
 	// before the message is spooled.
 	Changes []HeaderChange
+	// Body is a milter's replacement of the message body (SMFIR_REPLBODY,
+	// its chunks joined, CRLF line ends); nil when the body is kept, empty
+	// but not nil when the milter emptied it.
+	Body []byte
 }
 
 // MaxSymbols bounds Result.Symbols.
