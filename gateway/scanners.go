@@ -236,6 +236,7 @@ func (s *Scanners) start(ctx context.Context, t *Txn) *scanRun {
 		AuthUser:   c.AuthUser,
 		Hostname:   s.opt.Hostname,
 		TLS:        c.TLS,
+		QueueID:    t.QueueID,
 	}
 	for i, e := range s.list {
 		ch := make(chan scanOutcome, 1)

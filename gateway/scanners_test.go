@@ -388,6 +388,34 @@ func TestMilterBodyReplacementSpooled(t *testing.T) {
 	}
 }
 
+// TestScannerQueueID: a scanner is told the id the message is then
+// spooled under (milter macro i, rspamd's Queue-Id), a new one for each
+// message.
+func TestScannerQueueID(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	m := &fakeScanner{scan: func(_ context.Context, req *scanner.Request) (*scanner.Result, error) {
+		mu.Lock()
+		seen = append(seen, req.QueueID)
+		mu.Unlock()
+		return &scanner.Result{Action: "accept"}, nil
+	}}
+	sc := NewScanners(ScannersOptions{Scanners: []ScannerSpec{spec("milter", scanner.TypeMilter, m)}})
+	ts := startServer(t, func(o *Options) { o.Checks = &Checks{Scanners: sc} })
+	for i := 0; i < 2; i++ {
+		if code, text := sendRaw(t, ts.addr, "a@far.example", "alice@example.org", "Subject: x\r\n\r\nbody\r\n"); code != 250 {
+			t.Fatalf("%d %s", code, text)
+		}
+	}
+	msgs := ts.spool.all()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(msgs) != 2 || len(seen) != 2 || seen[0] == "" || seen[0] == seen[1] ||
+		seen[0] != msgs[0].env.ID || seen[1] != msgs[1].env.ID {
+		t.Fatalf("scanner saw ids %q, spooled %d messages", seen, len(msgs))
+	}
+}
+
 // TestReplaceBody: the header is kept as it is, and a message without a
 // body gets the empty line before the new one.
 func TestReplaceBody(t *testing.T) {
