@@ -154,7 +154,7 @@ type Config struct {
 	Required bool `mapstructure:"required"`
 	// Password is rspamd's controller/normal worker password, if set
 	// (sent as the Password header); spamd's user (User header) is User.
-	Password string `mapstructure:"password"`
+	Password string `mapstructure:"password" secret:"true"`
 	User     string `mapstructure:"user"`
 	// Command is spamd's: CHECK (score only) or SYMBOLS (score and tests).
 	Command string `mapstructure:"command"`
