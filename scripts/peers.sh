@@ -24,6 +24,7 @@ peers_missing() {
 	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || want+=(libnet-ssleay-perl)
 	command -v dovecot >/dev/null 2>&1 || want+=(dovecot-core)
 	[ -x /usr/lib/dovecot/lmtp ] || want+=(dovecot-lmtpd)
+	[ -x /usr/lib/dovecot/imap ] || want+=(dovecot-imapd) # IMAP over moat's Maildirs (deploy/dovecot)
 	[ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || want+=(redis-server redis-tools)
 	[ -x /usr/bin/chromium ] || want+=(chromium)
 	# SpamAssassin for the side-by-side report (scripts/sa-compare.sh).
