@@ -110,7 +110,8 @@ func (r *Resolver) MX(ctx context.Context, domain string) (hosts []string, secur
 // lookup must be secure, else DANE does not apply (RFC 7672 §2.2.2); when
 // that lookup follows a secure CNAME chain, the records of the expanded
 // name are used if it has a secure non-empty TLSA RRset, and otherwise
-// those of host (§2.2.2, §3.1). Secure is true only when every step was
+// those of host (§2.2.2, §3.1); when only the chain's middle is
+// insecure, only host's records count. Secure is true only when every step was
 // validated. err is a temporary failure (SERVFAIL, which includes bogus
 // answers, a timeout, REFUSED) as a *dnsres.Error, never "no DANE": the
 // caller defers (§2.1.1).
@@ -126,19 +127,34 @@ func (r *Resolver) TLSA(ctx context.Context, host string, port int) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	if !m.AuthenticatedData {
-		return Result{}, nil // insecure address records: no DANE (§2.2.2)
-	}
 	expanded := expand(m, initial)
+	expandedSecure := m.AuthenticatedData
+	if !expandedSecure {
+		// RFC 7672 §2.2.2: the addresses must be secure, else DANE does
+		// not apply. A validating resolver's AD covers the whole CNAME
+		// chain; when the chain left signed data on the way but the host's
+		// own CNAME and the final addresses are secure, only the initial
+		// name may carry TLSA records.
+		if expanded == initial {
+			return Result{}, nil
+		}
+		ok, err := r.secure(ctx, expanded, dns.TypeA)
+		if err == nil && ok {
+			ok, err = r.secure(ctx, initial, dns.TypeCNAME)
+		}
+		if err != nil || !ok {
+			return Result{}, err
+		}
+	}
 	names := []string{hostName(initial)}
-	if expanded != initial {
+	if expanded != initial && expandedSecure {
 		names = append(names, hostName(expanded))
 		res, err := r.tlsaAt(ctx, expanded, port)
 		if err != nil {
 			return Result{}, err
 		}
 		if res.Secure && (len(res.Records) > 0 || res.Unusable) {
-			res.Names = names
+			res.Names, res.Base = names, hostName(expanded)
 			return res, nil
 		}
 	}
@@ -147,9 +163,19 @@ func (r *Resolver) TLSA(ctx context.Context, host string, port int) (Result, err
 		return Result{}, err
 	}
 	if res.Secure {
-		res.Names = names
+		res.Names, res.Base = names, hostName(initial)
 	}
 	return res, nil
+}
+
+// secure asks for name and qtype and reports whether the answer was
+// validated.
+func (r *Resolver) secure(ctx context.Context, name string, qtype uint16) (bool, error) {
+	m, err := r.query(ctx, name, qtype)
+	if err != nil {
+		return false, err
+	}
+	return m.AuthenticatedData, nil
 }
 
 // tlsaAt looks up the TLSA RRset of _port._tcp.base (RFC 6698 §3).

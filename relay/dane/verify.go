@@ -229,9 +229,10 @@ func nameMatches(leaf *x509.Certificate, names []string) bool {
 }
 
 // TLSConfig returns base (nil: an empty config) cloned, for tls.Client:
-// ServerName is host, so SNI is sent (RFC 7672 §8.1); the standard
-// verification is off and VerifyConnection calls Verify with res at
-// config.Time() (the clock of base, if it has one).
+// ServerName is host, or res.Base when the records were found under
+// another name (the TLSA base domain, RFC 7672 §8.1: SNI is always sent);
+// the standard verification is off and VerifyConnection calls Verify
+// with res at base's clock (base.Time, else the time of day).
 func TLSConfig(base *tls.Config, host string, res Result) *tls.Config {
 	var c *tls.Config
 	if base != nil {
@@ -240,6 +241,9 @@ func TLSConfig(base *tls.Config, host string, res Result) *tls.Config {
 		c = &tls.Config{}
 	}
 	c.ServerName = strings.TrimSuffix(host, ".")
+	if res.Base != "" {
+		c.ServerName = res.Base
+	}
 	c.InsecureSkipVerify = true // replaced by VerifyConnection below
 	c.VerifyPeerCertificate = nil
 	clock := c.Time

@@ -65,6 +65,8 @@ func TestVerify(t *testing.T) {
 		{"PKIX-TA ignored", sec(rec(0, 0, 1, root.cert)), chain(leaf, inter, root), tlsrpt.TLSAInvalid},
 		{"sha256 of wrong length", sec(Record{3, 1, 1, rec(3, 1, 1, leaf.cert).Data[:31]}), chain(leaf), tlsrpt.TLSAInvalid},
 		{"sha512 of sha256 length", sec(Record{3, 1, 2, rec(3, 1, 1, leaf.cert).Data}), chain(leaf), tlsrpt.TLSAInvalid},
+		{"full cert that does not parse", sec(Record{3, 0, 0, []byte("not a certificate")}), chain(leaf), tlsrpt.TLSAInvalid},
+		{"full key that does not parse", sec(Record{2, 1, 0, []byte{0x30, 0x00}}), chain(leaf, inter), tlsrpt.TLSAInvalid},
 		{"empty full data", sec(Record{3, 1, 0, nil}), chain(leaf), tlsrpt.TLSAInvalid},
 		{"unknown selector", sec(Record{3, 2, 1, rec(3, 1, 1, leaf.cert).Data}), chain(leaf), tlsrpt.TLSAInvalid},
 		{"unknown matching type", sec(Record{3, 1, 3, rec(3, 1, 1, leaf.cert).Data}), chain(leaf), tlsrpt.TLSAInvalid},
