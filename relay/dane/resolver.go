@@ -28,6 +28,8 @@ const (
 	maxRecords = 64
 	// maxChain bounds the CNAME links followed in one answer.
 	maxChain = 8
+	// rounds is how many times the servers are tried while none answers.
+	rounds = 2
 	// ednsSize is the UDP payload size advertised (RFC 6891 §6.2.5).
 	ednsSize = 1232
 )
@@ -188,10 +190,18 @@ func (r *Resolver) tlsaAt(ctx context.Context, base string, port int) (Result, e
 	if !m.AuthenticatedData {
 		return Result{}, nil
 	}
+	return tlsaResult(m, name), nil
+}
+
+// tlsaResult reads the TLSA RRset of a validated answer for name: the
+// TLSA records owned by the end of name's CNAME chain, at most
+// maxRecords of them.
+func tlsaResult(m *dns.Msg, name string) Result {
+	owner := expand(m, strings.ToLower(name))
 	var all []Record
 	for _, rr := range m.Answer {
 		t, ok := rr.(*dns.TLSA)
-		if !ok || len(all) == maxRecords {
+		if !ok || len(all) == maxRecords || !strings.EqualFold(t.Hdr.Name, owner) {
 			continue
 		}
 		rec, ok := fromRR(t)
@@ -203,7 +213,7 @@ func (r *Resolver) tlsaAt(ctx context.Context, base string, port int) (Result, e
 		all = append(all, rec)
 	}
 	use := usable(all)
-	return Result{Records: use, Secure: true, Unusable: len(all) > 0 && len(use) == 0}, nil
+	return Result{Records: use, Secure: true, Unusable: len(all) > 0 && len(use) == 0}
 }
 
 // fromRR converts a parsed TLSA record.
@@ -246,17 +256,26 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 	m.AuthenticatedData = true // RFC 6840 §5.7
 	m.SetEdns0(ednsSize, true) // DO: RFC 3225, RFC 4035 §3.2.1
 	last := &dnsres.Error{Name: name, Type: typ, Kind: dnsres.Network, Err: errors.New("no server answered")}
-	for _, srv := range r.servers {
-		resp, err := r.exchange(ctx, m, srv)
-		if err != nil {
+	// Two rounds over the servers while none answers at all (a lost UDP
+	// datagram); an answer that is a failure (SERVFAIL: bogus) is not
+	// asked again of the same server.
+	for round := 0; round < rounds; round++ {
+		again := false
+		for _, srv := range r.servers {
+			resp, err := r.exchange(ctx, m, srv)
+			if err == nil {
+				return resp, nil
+			}
 			last = err
 			last.Name, last.Type = name, typ
-			if err.Kind == dnsres.Timeout && ctx.Err() != nil {
-				break
+			if ctx.Err() != nil {
+				return nil, last
 			}
-			continue
+			again = again || err.Kind == dnsres.Timeout || err.Kind == dnsres.Network
 		}
-		return resp, nil
+		if !again {
+			break
+		}
 	}
 	return nil, last
 }

@@ -249,3 +249,25 @@ func TestNoServers(t *testing.T) {
 		t.Errorf("no servers: %v, want a temporary error", err)
 	}
 }
+
+// TestTLSAResultOwner: only records owned by the queried name, or the end
+// of its CNAME chain, are read from an answer.
+func TestTLSAResultOwner(t *testing.T) {
+	const name = "_25._tcp.mx.example.org."
+	m := new(dns.Msg)
+	for _, text := range []string{
+		name + " 300 IN CNAME _dane.Example.net.",
+		"_dane.example.net. 300 IN TLSA 3 1 1 " + hashA,
+		"stray.example. 300 IN TLSA 3 1 1 " + hashB,
+	} {
+		rr, err := dns.NewRR(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Answer = append(m.Answer, rr)
+	}
+	res := tlsaResult(m, name)
+	if got := res.Strings(); !slices.Equal(got, []string{"3 1 1 " + hashA}) {
+		t.Fatalf("records %q, want only the chain's", got)
+	}
+}
