@@ -108,7 +108,9 @@ func FuzzVerify(f *testing.F) {
 			// signed it, may pass.
 			ok := r.Usage == UsageDANEEE && matches(r, leaf.cert) ||
 				r.Usage == UsageDANETA && r.Selector == SelectorSPKI && r.MatchingType == MatchFull &&
-					string(r.Data) == string(root.cert.RawSubjectPublicKeyInfo)
+					string(r.Data) == string(root.cert.RawSubjectPublicKeyInfo) ||
+				r.Usage == UsageDANETA && r.Selector == SelectorCert && r.MatchingType == MatchFull &&
+					string(r.Data) == string(root.cert.Raw)
 			if !ok {
 				t.Fatalf("record %s authenticated the chain", r)
 			}

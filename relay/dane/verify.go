@@ -99,13 +99,21 @@ func rank(k tlsrpt.ResultType) int {
 }
 
 // anchors are the trust anchors a DANE-TA record names among the
-// presented chain: certificates above the leaf that match it, or, for a
-// full public key ("2 1 0", RFC 7671 §5.2.2), a certificate made from
-// that key to stand for the anchor the server need not send.
+// presented chain: certificates above the leaf that match it; or, when
+// none is sent, the record's own full certificate ("2 0 0"), or a
+// certificate made from its full public key ("2 1 0") to stand for the
+// anchor (RFC 7671 §5.2.2).
 func anchors(r Record, chain []*x509.Certificate) []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, c := range chain[1:] {
 		if matches(r, c) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 && r.Selector == SelectorCert && r.MatchingType == MatchFull {
+		// RFC 7671 §5.2.2: with the whole anchor certificate in DNS the
+		// server need not send it.
+		if c, err := x509.ParseCertificate(r.Data); err == nil {
 			out = append(out, c)
 		}
 	}
