@@ -113,10 +113,11 @@ func (r *Resolver) MX(ctx context.Context, domain string) (hosts []string, secur
 // that lookup follows a secure CNAME chain, the records of the expanded
 // name are used if it has a secure non-empty TLSA RRset, and otherwise
 // those of host (§2.2.2, §3.1); when only the chain's middle is
-// insecure, only host's records count. Secure is true only when every step was
-// validated. err is a temporary failure (SERVFAIL, which includes bogus
-// answers, a timeout, REFUSED) as a *dnsres.Error, never "no DANE": the
-// caller defers (§2.1.1).
+// insecure, only host's records count. Secure is true only when every
+// answer the result rests on was validated. err is a temporary failure
+// (SERVFAIL, which includes bogus answers, a timeout, REFUSED) as a
+// *dnsres.Error, never "no DANE": the caller defers (§2.1.1); a host
+// name that is not a domain name is a permanent error.
 func (r *Resolver) TLSA(ctx context.Context, host string, port int) (Result, error) {
 	if port <= 0 || port > 65535 {
 		return Result{}, fmt.Errorf("dane: port %d out of range", port)

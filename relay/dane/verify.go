@@ -13,7 +13,7 @@ import (
 	"moat/relay/tlsrpt"
 )
 
-// maxChain bounds the certificates of a presented chain that are looked
+// maxPeerChain bounds the certificates of a presented chain that are looked
 // at; longer chains are cut (no real server sends more).
 const maxPeerChain = 16
 
@@ -53,11 +53,15 @@ func Verify(res Result, chain []*x509.Certificate, now time.Time) error {
 		}
 		return &VerifyError{Kind: tlsrpt.TLSAInvalid, Detail: "no usable TLSA records"}
 	}
-	if len(chain) == 0 || chain[0] == nil {
-		return &VerifyError{Kind: tlsrpt.ValidationFailure, Detail: "no certificate presented"}
+	var certs []*x509.Certificate
+	for _, c := range chain {
+		if c != nil && len(certs) < maxPeerChain {
+			certs = append(certs, c)
+		}
 	}
-	if len(chain) > maxPeerChain {
-		chain = chain[:maxPeerChain]
+	chain = certs
+	if len(chain) == 0 {
+		return &VerifyError{Kind: tlsrpt.ValidationFailure, Detail: "no certificate presented"}
 	}
 	leaf := chain[0]
 	for _, r := range recs {
