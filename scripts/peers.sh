@@ -38,6 +38,9 @@ peers_missing() {
 	[ -x /usr/sbin/spamd ] || want+=(spamd)
 	[ -x /usr/sbin/clamd ] || want+=(clamav-daemon)
 	[ -x /usr/sbin/clamav-milter ] || want+=(clamav-milter)
+	# DANE (issue 26): a validating unbound in front of a zone signed in the test.
+	[ -x /usr/sbin/unbound ] || want+=(unbound)
+	[ -x /usr/bin/ldns-keygen ] && [ -x /usr/bin/ldns-signzone ] || want+=(ldnsutils)
 	echo "${want[@]}"
 }
 
