@@ -14,6 +14,7 @@ import (
 	"moat/policy"
 	"moat/policy/iprev"
 	"moat/policy/scanner"
+	"moat/relay/spool"
 	"moat/rules"
 )
 
@@ -81,7 +82,11 @@ type Txn struct {
 	Accepted   bool   // a rule said accept: later rules skipped
 	Discard    bool   // a rule said discard
 	Quarantine string // the rule that quarantined, if any
-	Junk       bool   // a junk rule or the tag threshold marked the message as spam
+	// QuarantineWhy is the rule's verdict in short, stored with the
+	// quarantined message (set with Quarantine by a rule; nil for a
+	// scanner's quarantine).
+	QuarantineWhy *spool.Reason
+	Junk          bool // a junk rule or the tag threshold marked the message as spam
 	// Route is what a route rule of the mail stage (or of connect or
 	// helo, carried in) chose for every recipient of the transaction.
 	Route string
@@ -158,6 +163,7 @@ func (t *Txn) Reset() {
 	t.Headers = append([]rules.Header(nil), t.conn.headers...)
 	t.Facts.Hits = append([]string(nil), t.conn.hits...)
 	t.Discard, t.Quarantine, t.Junk = false, "", t.conn.junk
+	t.QuarantineWhy = nil
 	t.Route = t.conn.route
 }
 
@@ -392,7 +398,7 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 		t.Discard = true
 		t.log.Info("rule discards the message", rules.Explain(v)...)
 	case rules.Quarantine:
-		t.Quarantine = v.Rule
+		t.Quarantine, t.QuarantineWhy = v.Rule, quarantineReason(v)
 		t.log.Info("rule quarantines the message", rules.Explain(v)...)
 	}
 	if err := p.afterRules(stage, t); err != nil {

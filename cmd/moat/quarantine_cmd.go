@@ -39,10 +39,12 @@ func quarantineCommand() *cobra.Command {
 			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
 		})
 	list.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("at most this many messages (default %d)", admin.DefaultListLimit))
-	show := targetCommand("show ID", "Show one quarantined message's envelope and headers", cobra.ExactArgs(1), target,
+	var body bool
+	show := targetCommand("show ID", "Show one quarantined message's envelope, why it is quarantined, and its headers (--body: the whole message)", cobra.ExactArgs(1), target,
 		func(cmd *cobra.Command, t *quarantineTarget, args []string) error {
-			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
+			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], body)
 		})
+	show.Flags().BoolVar(&body, "body", false, "print the whole message as stored after the envelope, instead of its headers")
 	release := targetCommand("release ID", "Deliver a quarantined message after all: move it into the delivery queue", cobra.ExactArgs(1), target,
 		func(cmd *cobra.Command, t *quarantineTarget, args []string) error {
 			return t.release(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
@@ -111,16 +113,17 @@ func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, l
 	return nil
 }
 
-func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, id string) error {
+func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, id string, body bool) error {
 	if !spool.ValidID(id) {
 		return fmt.Errorf("quarantine show: %q is not a quarantine id", id)
 	}
 	ctx, cancel := context.WithTimeout(ctxOr(ctx), queueTimeout)
 	defer cancel()
+	var sp *spool.Spool
 	d, err := t.client.QuarantineShow(ctx, id)
 	if errors.Is(err, admin.ErrUnreachable) {
-		sp, ferr := t.readOnly(stderr, err)
-		if ferr != nil {
+		var ferr error
+		if sp, ferr = t.readOnly(stderr, err); ferr != nil {
 			return ferr
 		}
 		defer sp.Close()
@@ -129,7 +132,19 @@ func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, i
 	if err != nil {
 		return quarantineError("show "+id, err)
 	}
-	printDetail(stdout, d)
+	printDetail(stdout, d, !body)
+	if !body {
+		return nil
+	}
+	fmt.Fprintln(stdout, bodyMarker)
+	if sp != nil {
+		err = copyMessage(messageWriter(stdout), sp, id)
+	} else {
+		err = t.client.QuarantineMessage(ctx, id, messageWriter(stdout))
+	}
+	if err != nil {
+		return quarantineError("show "+id, err)
+	}
 	return nil
 }
 
