@@ -82,14 +82,15 @@ type Txn struct {
 	Accepted   bool   // a rule said accept: later rules skipped
 	Discard    bool   // a rule said discard
 	Quarantine string // the rule that quarantined, if any
+	Junk       bool   // a junk rule or the tag threshold marked the message as spam
+	// Route is what a route rule of the mail stage (or of connect or
+	// helo, carried in) chose for every recipient of the transaction.
+	Route string
+
 	// QuarantineWhy is the rule's verdict in short, stored with the
 	// quarantined message (set with Quarantine by a rule; nil for a
 	// scanner's quarantine).
 	QuarantineWhy *spool.Reason
-	Junk          bool // a junk rule or the tag threshold marked the message as spam
-	// Route is what a route rule of the mail stage (or of connect or
-	// helo, carried in) chose for every recipient of the transaction.
-	Route string
 	// Refusal names who refused the last refused command.
 	Refusal Refusal
 	// Guard is what the offline guard screen found (nil: not run).
