@@ -40,13 +40,16 @@ func queueCommand() *cobra.Command {
 			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], body)
 		})
 	show.Flags().BoolVar(&body, "body", false, "print the whole message as stored after the envelope, instead of its headers")
-	flush := targetCommand("flush [ID]", "Attempt delivery now: of one message, or of every message not held", cobra.MaximumNArgs(1), target,
+	var fo flushOpts
+	flush := targetCommand("flush [ID]", "Attempt delivery now: of one message, or of every message not held (and wait for the outcome)", cobra.MaximumNArgs(1), target,
 		func(cmd *cobra.Command, t *queueTarget, args []string) error {
 			if len(args) == 0 {
-				return t.flushAll(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return t.flushAll(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), fo)
 			}
 			return t.op(cmd.Context(), cmd.OutOrStdout(), "flush", args[0])
 		})
+	flush.Flags().DurationVar(&fo.wait, "wait", defaultFlushWait, fmt.Sprintf("with no ID, wait up to this long (at most %s) for the attempts and count delivered, deferred and bounced recipients; 0: only schedule", admin.MaxFlushWait))
+	flush.Flags().BoolVar(&fo.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	cmd.AddCommand(list, show, flush)
 	for _, op := range []struct{ name, short string }{
 		{"delete", "Remove a message from the queue without notice to anyone"},
@@ -317,7 +320,13 @@ func (t *queueTarget) op(ctx context.Context, stdout io.Writer, op, id string) e
 	return nil
 }
 
-func (t *queueTarget) flushAll(ctx context.Context, stdout, stderr io.Writer) error {
+func (t *queueTarget) flushAll(ctx context.Context, stdout, stderr io.Writer, o flushOpts) error {
+	if o.wait < 0 || o.wait > admin.MaxFlushWait {
+		return fmt.Errorf("queue flush: --wait must be from 0s to %s", admin.MaxFlushWait)
+	}
+	if o.wait > 0 {
+		return t.flushAllWait(ctx, stdout, stderr, o)
+	}
 	last, err := t.client.FlushAll(ctx, func(line string) {
 		if strings.HasPrefix(line, "flushed ") {
 			fmt.Fprintln(stderr, clean(line))

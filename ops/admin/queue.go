@@ -275,15 +275,24 @@ func (s *Server) op(fn func(QueueAPI, string) error) http.Handler {
 }
 
 // flushAll flushes every message and streams "flushed N/M" lines; the
-// last line is "done: flushed N/M, H held, E failed".
+// last line is "done: flushed N/M, H held, E failed". With ?wait= it
+// also waits for the attempts (flushwait.go).
 func (s *Server) flushAll(w http.ResponseWriter, r *http.Request) {
 	q, ok := s.queueAPI(w)
+	if !ok {
+		return
+	}
+	wait, ok := flushWait(w, r)
 	if !ok {
 		return
 	}
 	envs, err := q.List()
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if wait > 0 {
+		s.flushAllWait(w, r, q, envs, wait)
 		return
 	}
 	rc := http.NewResponseController(w)
