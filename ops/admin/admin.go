@@ -74,6 +74,11 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Logger gets one line per failed request and on serve errors.
 	Logger *zap.Logger
+	// Version, Started and Listeners are shown on the status page and
+	// in /api/status (statusinfo.go); optional.
+	Version   string
+	Started   time.Time
+	Listeners []ListenerInfo
 }
 
 // Server is the admin listener.
@@ -135,6 +140,7 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /metrics", s.probe(h))
 	}
 	mux.Handle("GET /{$}", s.auth(http.HandlerFunc(s.status)))
+	mux.Handle("GET /api/status", s.auth(http.HandlerFunc(s.apiStatus)))
 	mux.Handle("GET /api/queue", s.auth(http.HandlerFunc(s.list)))
 	mux.Handle("GET /api/queue/{id}", s.auth(idHandler(s.queueAPI, "queue", s.show)))
 	mux.Handle("GET /api/queue/{id}/message", s.auth(idHandler(s.queueAPI, "queue", s.queueMessage)))
