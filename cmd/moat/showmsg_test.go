@@ -187,3 +187,22 @@ func TestQuarantineReleaseDropsReason(t *testing.T) {
 		t.Errorf("released: %v %+v", err, env)
 	}
 }
+
+// Whatever a message holds, what show prints of it on a terminal has no
+// control character but tab (headers) or tab, CR and LF (the body).
+func FuzzShowTerminalSafe(f *testing.F) {
+	f.Add([]byte("Subject: a\r\n\tb \x1b[31m\u009b\xff\r\n\r\nbody\x07\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h strings.Builder
+		printHeaders(&h, string(b))
+		var m bytes.Buffer
+		termSafe{&m}.Write(b)
+		for _, tc := range []struct{ out, allowed string }{{h.String(), "\t\n"}, {m.String(), "\t\r\n"}} {
+			for _, r := range tc.out {
+				if (r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0)) && !strings.ContainsRune(tc.allowed, r) {
+					t.Fatalf("control character %U in %q", r, tc.out)
+				}
+			}
+		}
+	})
+}
