@@ -34,7 +34,7 @@ func quarantineCommand() *cobra.Command {
 			return &quarantineTarget{queueTarget: t, dir: quarantine.Dir(filepath.Dir(t.spoolDir)), cfg: cfg}, nil
 		})
 	var limit int
-	list := targetCommand("list", "List quarantined messages: id, age, sender, recipients, client", cobra.NoArgs, target,
+	list := targetCommand("list", "List quarantined messages: id, age, sender, recipients, client, rule", cobra.NoArgs, target,
 		func(cmd *cobra.Command, t *quarantineTarget, _ []string) error {
 			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
 		})
@@ -97,13 +97,13 @@ func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, l
 		return quarantineError("list", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAGE\tSENDER\tRECIPIENTS\tCLIENT")
+	fmt.Fprintln(tw, "ID\tAGE\tSENDER\tRECIPIENTS\tCLIENT\tRULE")
 	for _, m := range l.Messages {
 		rcpts := strings.Join(m.Recipients, ",")
 		if more := m.RcptCount - len(m.Recipients); more > 0 {
 			rcpts += fmt.Sprintf(",+%d more", more)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second), clean(sender(m.Sender)), clean(rcpts), clean(m.Client))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second), clean(sender(m.Sender)), clean(rcpts), clean(m.Client), clean(m.Rule))
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d message(s) in quarantine\n", l.Total)

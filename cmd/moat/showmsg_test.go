@@ -162,6 +162,10 @@ func TestQuarantineShowReasonAndBody(t *testing.T) {
 		if got := afterMarker(t, out); got != raw {
 			t.Errorf("%s show --body printed %q, stored %q", mode, got, raw)
 		}
+		out, _, err = runQuarantine("--config", cfg, "list")
+		if err != nil || !strings.Contains(out, "RULE") || !lineWith(out, id, "suspicious_links") {
+			t.Errorf("%s list does not name the rule:\n%s", mode, out)
+		}
 		// An entry stored before the reason existed still shows, without one.
 		out, _, err = runQuarantine("--config", cfg, "show", ids[0])
 		if err != nil || strings.Contains(out, "rule:") || !strings.Contains(out, "s0@example.net") {
@@ -205,4 +209,14 @@ func FuzzShowTerminalSafe(f *testing.F) {
 			}
 		}
 	})
+}
+
+// lineWith reports whether a line of out holds both a and b.
+func lineWith(out, a, b string) bool {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, a) && strings.Contains(l, b) {
+			return true
+		}
+	}
+	return false
 }
