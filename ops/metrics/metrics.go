@@ -116,6 +116,7 @@ type Metrics struct {
 	smuggling     *prometheus.CounterVec
 	scan          *scannerMetrics
 	ref           refusalMetrics
+	certs         certList // for the status page (certs.go)
 
 	listenerNames, routeNames, ruleNames, authReasons, guardReasons, dnsblZones *labelSet
 
