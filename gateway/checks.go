@@ -6,6 +6,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/internal/maillog"
 	"moat/policy/dkimsign"
+	"moat/relay/srs"
 	"moat/rules"
 )
 
@@ -16,6 +17,11 @@ type Checks struct {
 	Resolver dnsres.Resolver
 	Rules    *rules.Engine
 	Signer   *dkimsign.Signer
+	// SRS rewrites the envelope sender of forwarded copies and reverses
+	// bounces to SRS addresses (forward.go); nil: off.
+	SRS *srs.Rewriter
+	// Sealer adds an ARC set to forwarded copies (forward.go); nil: off.
+	Sealer Sealer
 	// AuthservID names us in Authentication-Results (RFC 8601 §2.5);
 	// headers carrying it from outside are removed.
 	AuthservID string

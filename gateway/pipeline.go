@@ -55,6 +55,9 @@ type Rcpt struct {
 	Addr  string
 	Route string
 	relay bool // the route decision said: a domain we relay to, not ours
+	// srsReversed: the recipient was an SRS address of ours that
+	// verified (srsCheck); it may go to any domain, as a bounce does.
+	srsReversed bool
 }
 
 // Txn is what the checks of a stage read and write: the facts of the
@@ -228,7 +231,7 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 	all = append(all,
 		iprevCheck{p},
 		mailPolicyCheck{p}, spfCheck{p},
-		postmasterCheck{p}, addressCheck{}, routeCheck{}, verifyCheck{p},
+		postmasterCheck{p}, addressCheck{}, srsCheck{p}, routeCheck{}, verifyCheck{p},
 		parseCheck{p},
 	)
 	// The scanners start as soon as the message is parsed and are joined

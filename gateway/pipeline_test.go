@@ -29,7 +29,7 @@ func TestPipelineOrder(t *testing.T) {
 		{rules.StageConnect, []string{"guard", "iprev"}},
 		{rules.StageHelo, nil},
 		{rules.StageMail, []string{"mail_policy", "spf"}},
-		{rules.StageRcpt, []string{"postmaster", "address", "route", "verify"}},
+		{rules.StageRcpt, []string{"postmaster", "address", "srs", "route", "verify"}},
 		{rules.StageData, []string{"message", "dkim", "dmarc", "submission", "urls"}},
 	}
 	for _, tc := range tests {

@@ -26,6 +26,7 @@ import (
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
+	"moat/relay/srs"
 	"moat/relay/verify"
 	"moat/rules"
 )
@@ -64,6 +65,9 @@ type Config struct {
 	// VirusAction is what a message with malware gets when no rule
 	// refused it first: reject (554 5.7.1) or quarantine.
 	VirusAction string `mapstructure:"virus_action"`
+	// SRS rewrites the envelope sender of mail forwarded off-site by an
+	// alias or catch-all (relay/srs; "Forwarding: SRS and ARC").
+	SRS srs.Config `mapstructure:"srs"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -282,6 +286,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Bayes.Validate())
 	errs = append(errs, c.validateSpamTraps())
 	errs = append(errs, c.URIBL.Validate("uribl"))
+	errs = append(errs, c.SRS.Validate())
 	errs = append(errs, scanner.ValidateList("scanners", c.Scanners), c.validateVirusAction())
 	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
 		errs = append(errs, err)

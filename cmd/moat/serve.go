@@ -489,6 +489,9 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 			return nil, err
 		}
 	}
+	if err := setForwarding(cfg, c); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

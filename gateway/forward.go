@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+
+	"moat/internal/reply"
+	"moat/relay/spool"
+	"moat/relay/srs"
+)
+
+// Forwarding: mail that an alias or catch-all of a local domain sends on
+// to a remote address (ARCHITECTURE.md, "Forwarding: SRS and ARC").
+//
+//   - The forwarded copy is spooled as a message of its own, with the
+//     envelope sender rewritten by SRS (relay/srs) when the sender's
+//     domain is not ours, so that SPF at the next hop judges our domain
+//     (RFC 7208 §2.4), and with an ARC set (RFC 8617 §5.1) when sealing
+//     is on. The copies for local mailboxes and direct recipients keep
+//     the original sender and header. Both records are durable before
+//     the 250.
+//   - A bounce to an SRS address of ours is reversed at RCPT (srsCheck)
+//     and sent on to the original sender; an SRS address that does not
+//     verify or has expired is refused with 550 5.1.1 at RCPT, never
+//     accepted and bounced (no backscatter), and only addresses we
+//     signed reverse (no open relay).
+
+// Sealer adds an ARC set to a forwarded copy (policy/arc.Sealer). head
+// is the header block moat prepends, raw the message as received;
+// authResults is the value of moat's Authentication-Results (without the
+// field name). It returns the fields to prepend, or "" when no key
+// applies.
+type Sealer interface {
+	Seal(head, raw []byte, authResults string) (string, error)
+}
+
+// replySRSInvalid: an SRS address that does not reverse is no mailbox
+// (RFC 3463 X.1.1).
+var replySRSInvalid = reply.New(550, 1, 1, "No such user here (invalid or expired SRS address)")
+
+// srsCheck reverses a recipient at the SRS domain (a bounce coming back).
+type srsCheck struct{ p *Pipeline }
+
+func (srsCheck) Name() string { return "srs" }
+
+func (c srsCheck) CheckRcpt(_ context.Context, t *Txn) error {
+	r := c.p.srs()
+	if r == nil {
+		return nil
+	}
+	local, domain, ok := strings.Cut(t.Rcpt.Addr, "@")
+	if !ok || !r.IsSRSDomain(domain) || !srs.IsSRS(local) {
+		return nil
+	}
+	orig, err := r.Reverse(t.Rcpt.Addr)
+	if err != nil {
+		return replySRSInvalid.With(err)
+	}
+	t.Rcpt.Addr = orig
+	t.Rcpt.srsReversed = true
+	return nil
+}
+
+func (p *Pipeline) srs() *srs.Rewriter {
+	if p.checks == nil {
+		return nil
+	}
+	return p.checks.SRS
+}
+
+// forwardSender reports whether forwarded recipients get a copy of their
+// own (split) and the envelope sender of that copy.
+func (t *Txn) forwardSender(c *Checks) (sender string, split bool, err error) {
+	if c == nil || (c.SRS == nil && c.Sealer == nil) {
+		return t.Sender, false, nil
+	}
+	sender = t.Sender
+	if c.SRS != nil && sender != "" && !t.senderIsOurs() {
+		if sender, err = c.SRS.Forward(sender); err != nil {
+			return "", false, err
+		}
+	}
+	return sender, true, nil
+}
+
+// senderIsOurs: the sender's domain is a local domain or the SRS domain
+// (their SPF already names us, or SRS would only nest).
+func (t *Txn) senderIsOurs() bool {
+	_, d, ok := strings.Cut(t.Sender, "@")
+	if !ok {
+		return true
+	}
+	if t.state.Router.Route("postmaster@"+d).Route == "local" {
+		return true
+	}
+	return false
+}
+
+// splitForwarded separates the recipients that an alias or catch-all
+// sent off-site from the others.
+func splitForwarded(all []spool.Recipient, forwarded map[string]bool) (direct, fwd []spool.Recipient) {
+	for _, r := range all {
+		if forwarded[strings.ToLower(r.Address)] {
+			fwd = append(fwd, r)
+		} else {
+			direct = append(direct, r)
+		}
+	}
+	return direct, fwd
+}
