@@ -37,6 +37,10 @@ peers_missing() {
 	[ -x /usr/sbin/spamd ] || want+=(spamd)
 	[ -x /usr/sbin/clamd ] || want+=(clamav-daemon)
 	[ -x /usr/sbin/clamav-milter ] || want+=(clamav-milter)
+	# dkimpy's ARC (arcsign/arcverify) and the authres module its ARC
+	# sealing needs (policy/arc tests, test/interop/arc_test.go).
+	/usr/bin/python3 -c 'import dkim' >/dev/null 2>&1 || want+=(python3-dkim)
+	/usr/bin/python3 -c 'import authres' >/dev/null 2>&1 || want+=(python3-authres)
 	echo "${want[@]}"
 }
 
