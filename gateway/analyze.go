@@ -38,6 +38,7 @@ func (s *session) writeAddedHeaders(w *bytes.Buffer, raw []byte, msg *content.Me
 			DKIM:     &s.t.Facts.DKIM,
 			DMARC:    &s.t.Facts.DMARC,
 			IPRev:    &iprevRes,
+			ARC:      s.t.arc,
 			ClientIP: s.t.Facts.Conn.IP,
 		}))
 	}
@@ -78,6 +79,7 @@ func (s *session) authResultsValue() string {
 		DKIM:     &s.t.Facts.DKIM,
 		DMARC:    &s.t.Facts.DMARC,
 		IPRev:    &iprevRes,
+		ARC:      s.t.arc,
 		ClientIP: s.t.Facts.Conn.IP,
 	})
 	return strings.TrimSuffix(h[len(authres.FieldName)+2:], "\r\n")

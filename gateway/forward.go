@@ -31,7 +31,7 @@ import (
 // field name). It returns the fields to prepend, or "" when no key
 // applies.
 type Sealer interface {
-	Seal(head, raw []byte, authResults string) (string, error)
+	Seal(ctx context.Context, head, raw []byte, authResults string) (string, error)
 }
 
 // replySRSInvalid: an SRS address that does not reverse is no mailbox

@@ -77,6 +77,9 @@ type Txn struct {
 	Rcpt *Rcpt
 	// Raw is the message as received, CRLF line ends (data stage).
 	Raw []byte
+	// arc is the ARC validation of inbound mail (arcCheck; nil: not
+	// checked), for the rules' arc group and the Authentication-Results.
+	arc *policy.ARC
 
 	// What the rules decided so far in this transaction.
 	Score      float64
@@ -153,7 +156,7 @@ func NewTxn(opt TxnOptions) *Txn {
 func (t *Txn) Reset() {
 	t.Sender, t.UTF8, t.Size, t.Rcpts, t.Rcpt, t.Raw = "", false, 0, nil, nil, nil
 	t.Facts.SPF, t.Facts.DKIM, t.Facts.DMARC = policy.SPF{}, policy.DKIM{}, policy.DMARC{}
-	t.Facts.Message = nil
+	t.Facts.Message, t.arc = nil, nil
 	t.Facts.Env = policy.Envelope{}
 	t.Facts.Rcpt = ""
 	t.Facts.ResetGroups()
@@ -240,7 +243,7 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 	if sc != nil {
 		all = append(all, scanStartCheck{sc})
 	}
-	all = append(all, dkimCheck{p}, dmarcCheck{p}, submissionCheck{p})
+	all = append(all, dkimCheck{p}, arcCheck{p}, dmarcCheck{p}, submissionCheck{p})
 	if opt.Checks != nil {
 		all = append(all, opt.Checks.Extra...)
 	}

@@ -408,9 +408,9 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		fenv.ID, fenv.Sender, fenv.Recipients = dst.NewID(), fwdSender, fwd
 		var seal string
 		if s.checks.Sealer != nil {
-			seal, err = s.checks.Sealer.Seal(head.Bytes(), raw, s.authResultsValue())
+			seal, err = s.checks.Sealer.Seal(ctx, head.Bytes(), raw, s.authResultsValue())
 			if err != nil {
-				s.log.Warn("ARC sealing failed; forwarding unsealed", zap.Error(err))
+				s.log.Info("forwarded copy not ARC-sealed", zap.Error(err))
 				seal = ""
 			}
 		}

@@ -148,8 +148,9 @@ type Envelope struct {
 // "arc" fact group of the rules (arc.result, arc.cv, ...).
 type ARC struct {
 	// Result: none (no ARC set), pass, fail, or temperror (a key lookup
-	// failed for now; never pass).
-	Result Result `expr:"result"`
+	// failed for now; never pass). A plain string, as the rules compare
+	// it with string literals; the values are those of Result.
+	Result string `expr:"result"`
 	// CV is the cv= of the newest ARC-Seal as its sealer wrote it (none,
 	// pass, fail; "" without a chain).
 	CV string `expr:"cv"`

@@ -17,6 +17,7 @@ import (
 	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/mailbox"
+	"moat/policy/arc"
 	"moat/policy/authlimit"
 	"moat/policy/bayes"
 	"moat/policy/cluster"
@@ -68,6 +69,9 @@ type Config struct {
 	// SRS rewrites the envelope sender of mail forwarded off-site by an
 	// alias or catch-all (relay/srs; "Forwarding: SRS and ARC").
 	SRS srs.Config `mapstructure:"srs"`
+	// ARC seals forwarded copies (policy/arc); incoming chains are
+	// validated with the other auth checks.
+	ARC arc.Config `mapstructure:"arc"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -287,6 +291,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateSpamTraps())
 	errs = append(errs, c.URIBL.Validate("uribl"))
 	errs = append(errs, c.SRS.Validate())
+	errs = append(errs, c.ARC.Validate())
 	errs = append(errs, scanner.ValidateList("scanners", c.Scanners), c.validateVirusAction())
 	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
 		errs = append(errs, err)

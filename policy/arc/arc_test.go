@@ -46,14 +46,14 @@ func verify(t *testing.T, r dnsres.Resolver, msg []byte) policy.ARC {
 func TestVerifyReferenceChains(t *testing.T) {
 	_, r := newDNS(t)
 	c1 := verify(t, r, read(t, "chain1.eml"))
-	if c1.Result != policy.ResultPass || c1.Instances != 1 || c1.CV != "none" || c1.OldestPass != 1 || c1.Domain != "fwd.example" {
+	if c1.Result != string(policy.ResultPass) || c1.Instances != 1 || c1.CV != "none" || c1.OldestPass != 1 || c1.Domain != "fwd.example" {
 		t.Errorf("chain1: %+v", c1)
 	}
 	if !strings.HasPrefix(c1.AAR, "mx.fwd.example; spf=pass") || strings.Contains(c1.AAR, "i=1") {
 		t.Errorf("chain1 AAR %q", c1.AAR)
 	}
 	c2 := verify(t, r, read(t, "chain2.eml"))
-	if c2.Result != policy.ResultPass || c2.Instances != 2 || c2.CV != "pass" || c2.OldestPass != 1 {
+	if c2.Result != string(policy.ResultPass) || c2.Instances != 2 || c2.CV != "pass" || c2.OldestPass != 1 {
 		t.Errorf("chain2: %+v", c2)
 	}
 	if !strings.HasPrefix(c2.AAR, "mx.fwd.example; spf=pass") {
@@ -82,20 +82,20 @@ func TestVerifyBroken(t *testing.T) {
 		{"AAR without results", append([]byte("ARC-Authentication-Results: i=3\r\n"), c2...), policy.ResultFail, "without results"},
 	} {
 		got := verify(t, r, c.msg)
-		if got.Result != c.want || !strings.Contains(got.Reason, c.why) {
+		if got.Result != string(c.want) || !strings.Contains(got.Reason, c.why) {
 			t.Errorf("%s: %s (%s), want %s (%s)", c.name, got.Result, got.Reason, c.want, c.why)
 		}
-		if got.Result != policy.ResultPass && (got.AAR != "" || got.OldestPass != 0) {
+		if got.Result != string(policy.ResultPass) && (got.AAR != "" || got.OldestPass != 0) {
 			t.Errorf("%s: AAR given for a chain that did not pass: %+v", c.name, got)
 		}
 	}
 	// The key: gone (fail), SERVFAIL (temperror, never pass).
 	srv.Fail("sel._domainkey.fwd.example", dns.TypeTXT, dnstest.ServFail)
-	if got := verify(t, r, c2); got.Result != policy.ResultTempError {
+	if got := verify(t, r, c2); got.Result != string(policy.ResultTempError) {
 		t.Errorf("SERVFAIL: %+v", got)
 	}
 	srv.Clear()
-	if got := verify(t, r, c2); got.Result != policy.ResultFail {
+	if got := verify(t, r, c2); got.Result != string(policy.ResultFail) {
 		t.Errorf("no key: %+v", got)
 	}
 }
@@ -127,11 +127,11 @@ func TestVerifyLimits(t *testing.T) {
 	}
 	b.WriteString("ARC-Seal: i=1; cv=none; a=rsa-sha256; d=x; s=y; b=AAAA\r\n")
 	b.WriteString("\r\nbody\r\n")
-	if got := verify(t, r, []byte(b.String())); got.Result != policy.ResultFail || !strings.Contains(got.Reason, "more than 50") {
+	if got := verify(t, r, []byte(b.String())); got.Result != string(policy.ResultFail) || !strings.Contains(got.Reason, "more than 50") {
 		t.Errorf("151 ARC fields: %+v", got)
 	}
 	big := append(bytes.Repeat([]byte("X-Pad: "+strings.Repeat("a", 1000)+"\r\n"), MaxHeaderBytes/1000), "\r\nbody\r\n"...)
-	if got := verify(t, r, big); got.Result != policy.ResultFail || !strings.Contains(got.Reason, "header larger") {
+	if got := verify(t, r, big); got.Result != string(policy.ResultFail) || !strings.Contains(got.Reason, "header larger") {
 		t.Errorf("huge header: %+v", got)
 	}
 }
@@ -162,7 +162,7 @@ func TestSealThenVerify(t *testing.T) {
 		t.Fatalf("set:\n%s", set)
 	}
 	sealed := append(append([]byte(set), head...), raw...)
-	if got := verify(t, r, sealed); got.Result != policy.ResultPass || got.Instances != 1 {
+	if got := verify(t, r, sealed); got.Result != string(policy.ResultPass) || got.Instances != 1 {
 		t.Fatalf("own seal: %+v", got)
 	}
 
@@ -176,7 +176,7 @@ func TestSealThenVerify(t *testing.T) {
 		t.Fatalf("third set:\n%s", set3)
 	}
 	m3 := append(append([]byte(set3), head...), c2...)
-	if got := verify(t, r, m3); got.Result != policy.ResultPass || got.Instances != 3 || got.OldestPass != 1 {
+	if got := verify(t, r, m3); got.Result != string(policy.ResultPass) || got.Instances != 3 || got.OldestPass != 1 {
 		t.Fatalf("three sets: %+v", got)
 	}
 
@@ -205,7 +205,7 @@ func TestSealEd25519(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := verify(t, r, append([]byte(set), raw...)); got.Result != policy.ResultPass {
+	if got := verify(t, r, append([]byte(set), raw...)); got.Result != string(policy.ResultPass) {
 		t.Fatalf("ed25519 seal: %+v\n%s", got, set)
 	}
 }

@@ -89,7 +89,7 @@ func (s *Sealer) Seal(ctx context.Context, head, raw []byte, authResults string)
 		}
 		res := Verify(ctx, s.o.Resolver, raw, s.o.Verify)
 		switch res.Result {
-		case policy.ResultPass:
+		case string(policy.ResultPass):
 			cv = "pass"
 		default:
 			return "", fmt.Errorf("%w: incoming chain %s: %s", ErrNotSealed, res.Result, res.Reason)

@@ -27,7 +27,7 @@ type Options struct {
 func Verify(ctx context.Context, r dnsres.Resolver, msg []byte, opt Options) (res policy.ARC) {
 	defer func() {
 		if p := recover(); p != nil {
-			res = policy.ARC{Result: policy.ResultTempError, Reason: fmt.Sprintf("internal error: %v", p)}
+			res = policy.ARC{Result: string(policy.ResultTempError), Reason: fmt.Sprintf("internal error: %v", p)}
 		}
 	}()
 	v := &verifier{ctx: ctx, r: r, opt: opt, keys: map[string]keyResult{}}
@@ -53,7 +53,7 @@ type verifier struct {
 }
 
 func fail(res policy.ARC, why string) policy.ARC {
-	res.Result, res.Reason, res.OldestPass, res.AAR = policy.ResultFail, why, 0, ""
+	res.Result, res.Reason, res.OldestPass, res.AAR = string(policy.ResultFail), why, 0, ""
 	return res
 }
 
@@ -67,7 +67,7 @@ func (v *verifier) verify(msg []byte) policy.ARC {
 		return fail(policy.ARC{}, err.Error())
 	}
 	if sets == nil {
-		return policy.ARC{Result: policy.ResultNone}
+		return policy.ARC{Result: string(policy.ResultNone)}
 	}
 	v.hdr, v.body, v.sets, v.bodyBH = hdr, body, sets, map[bool][]byte{}
 	n := len(sets) - 1
@@ -108,7 +108,7 @@ func (v *verifier) verify(msg []byte) policy.ARC {
 		}
 	}
 	if temp {
-		res.Result, res.Reason = policy.ResultTempError, "key lookup failed for now"
+		res.Result, res.Reason = string(policy.ResultTempError), "key lookup failed for now"
 		return res
 	}
 	// Step 5: the oldest set whose message signature still holds.
@@ -119,7 +119,7 @@ func (v *verifier) verify(msg []byte) policy.ARC {
 		}
 		oldest = i
 	}
-	res.Result, res.OldestPass = policy.ResultPass, oldest
+	res.Result, res.OldestPass = string(policy.ResultPass), oldest
 	_, res.AAR, _ = aarInstance(fieldValue(sets[oldest].aar))
 	return res
 }
