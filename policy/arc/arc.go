@@ -22,7 +22,8 @@
 //
 // Sealing (Sealer, §5.1) adds the set i=N+1 to a forwarded message:
 // ARC-Authentication-Results with moat's own results, an
-// ARC-Message-Signature (rsa-sha256 or ed25519-sha256, relaxed/relaxed,
+// ARC-Message-Signature (rsa-sha256: Ed25519 keys are refused, as
+// dkimpy's ARC does not verify them; relaxed/relaxed,
 // signing the same fields as moat's DKIM signatures plus the fields moat
 // adds) and an ARC-Seal over all sets, with cv= from the validation of
 // the incoming chain (none or pass). A chain that fails validation, or

@@ -192,21 +192,24 @@ func TestSealThenVerify(t *testing.T) {
 	}
 }
 
+// Ed25519 seals are refused (dkimpy's ARC cannot verify them), while
+// Ed25519 ARC signatures verify: a chain sealed by hand with one.
 func TestSealEd25519(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := NewSealer(SealerOptions{Domain: "fwd.example", Selector: "ed", Key: priv}); err == nil || !strings.Contains(err.Error(), "rsa-sha256 only") {
+		t.Fatalf("Ed25519 sealer: %v", err)
+	}
 	srv, r := newDNS(t)
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	srv.AddTXT("ed._domainkey.fwd.example", "v=DKIM1; k=ed25519; p="+base64.StdEncoding.EncodeToString(pub))
-	s, err := NewSealer(SealerOptions{Domain: "fwd.example", Selector: "ed", Key: priv, Resolver: r})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := &Sealer{o: SealerOptions{Domain: "fwd.example", Selector: "ed", Key: priv, Resolver: r, Now: time.Now}}
 	raw := []byte("From: a@orig.example\r\nSubject: hi\r\n\r\nbody\r\n")
 	set, err := s.Seal(context.Background(), nil, raw, "mx.fwd.example; none")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := verify(t, r, append([]byte(set), raw...)); got.Result != string(policy.ResultPass) {
-		t.Fatalf("ed25519 seal: %+v\n%s", got, set)
+	if got := verify(t, r, append([]byte(set), raw...)); got.Result != string(policy.ResultPass) || !strings.Contains(set, "a=ed25519-sha256") {
+		t.Fatalf("ed25519 chain: %+v\n%s", got, set)
 	}
 }
 

@@ -34,7 +34,7 @@ var amsHeaders = []string{
 type SealerOptions struct {
 	Domain   string        // d= of the seal and signature
 	Selector string        // s=
-	Key      crypto.Signer // RSA (≥ 2048 bits, as dkimsign loads it) or Ed25519
+	Key      crypto.Signer // RSA (≥ 2048 bits, as dkimsign loads it)
 	// Resolver validates the incoming chain for cv= (nil: a message
 	// that carries ARC fields is not sealed).
 	Resolver dnsres.Resolver
@@ -50,8 +50,13 @@ func NewSealer(o SealerOptions) (*Sealer, error) {
 	if o.Domain == "" || o.Selector == "" || o.Key == nil {
 		return nil, errors.New("arc: sealer needs a domain, a selector and a key")
 	}
+	// rsa-sha256 only: dkimpy's ARC (and so the verifiers built on it)
+	// refuses ed25519-sha256 ("unknown signature algorithm"), and a seal
+	// the next hop cannot verify is a broken chain. Verify accepts both.
 	switch o.Key.(type) {
-	case *rsa.PrivateKey, ed25519.PrivateKey:
+	case *rsa.PrivateKey:
+	case ed25519.PrivateKey:
+		return nil, errors.New("arc: the sealing key is Ed25519; ARC verifiers (dkimpy among them) take rsa-sha256 only: give the sealing domain an RSA dkim.sign key")
 	default:
 		return nil, fmt.Errorf("arc: unsupported key type %T", o.Key)
 	}
