@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -29,14 +30,22 @@ func TestSRSRoundTripThroughPostfix(t *testing.T) {
 	if err := os.WriteFile(secrets, []byte("interop-srs-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
+	// ARC sealing too, with an RSA key for the SRS domain.
+	bin := testenv.MoatBinary(t)
+	keyFile := filepath.Join(dir, "srs.key")
+	if out, err := exec.Command(bin, "dkim", "keygen", "--domain", "srs.moat.test", "--selector", "s1", "--out", keyFile).CombinedOutput(); err != nil {
+		t.Fatalf("dkim keygen: %v\n%s", err, out)
+	}
+	m := testenv.NewMoat(t, bin, testenv.MoatOptions{
 		LocalDomain: "moat.test",
 		Users:       []string{"alice@moat.test"},
 		Relay:       map[string]string{"corp.test": "pf"},
 		Routes:      map[string]string{"pf": "smtp " + pf.Addr},
 		// Continues the mailboxes: section NewMoat ends with.
 		Extra: "  aliases:\n    fwd@moat.test: gone@corp.test\n" +
-			fmt.Sprintf("srs: {domain: srs.moat.test, secret_file: %q}\n", secrets),
+			fmt.Sprintf("srs: {domain: srs.moat.test, secret_file: %q}\n", secrets) +
+			fmt.Sprintf("dkim: {sign: [{domain: srs.moat.test, selector: s1, key_file: %q}]}\n", keyFile) +
+			"arc: {seal: true}\n",
 	})
 	m.Start()
 
@@ -95,6 +104,10 @@ func TestSRSRoundTripThroughPostfix(t *testing.T) {
 	srs0 := regexp.MustCompile(`SRS0=[A-Za-z0-9+/]{4}=[A-Z2-7]{2}=corp\.test=carol@srs\.moat\.test`)
 	if !srs0.MatchString(pf.Log()) {
 		t.Errorf("Postfix's log shows no SRS0 sender for the forwarded copy%s", logs())
+	}
+	// The returned original is the forwarded copy: sealed by moat.
+	if !bytes.Contains(b, []byte("ARC-Seal: i=1; a=rsa-sha256; cv=none; d=srs.moat.test; s=s1;")) {
+		t.Errorf("the forwarded copy in the bounce carries no ARC seal of moat:\n%s", b)
 	}
 	if !bytes.Contains(b, []byte("Return-Path: <>")) && !bytes.Contains(b, []byte("MAILER-DAEMON")) {
 		t.Errorf("the bounce reached carol with a sender other than <>:\n%.800s", b)
