@@ -30,6 +30,9 @@ func (c arcCheck) CheckData(ctx context.Context, t *Txn) error {
 	}
 	res := arc.Verify(ctx, c.p.checks.Resolver, t.Raw, arc.Options{})
 	t.arc = &res
+	if c.p.checks.ARCResult != nil {
+		c.p.checks.ARCResult(res.Result)
+	}
 	t.Facts.SetGroup(GroupARC, t.arc)
 	return nil
 }

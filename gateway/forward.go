@@ -54,8 +54,10 @@ func (c srsCheck) CheckRcpt(_ context.Context, t *Txn) error {
 	}
 	orig, err := r.Reverse(t.Rcpt.Addr)
 	if err != nil {
+		c.p.checks.forwarding("srs_refused")
 		return replySRSInvalid.With(err)
 	}
+	c.p.checks.forwarding("srs_reversed")
 	t.Rcpt.Addr = orig
 	t.Rcpt.srsReversed = true
 	return nil
@@ -79,6 +81,7 @@ func (t *Txn) forwardSender(c *Checks) (sender string, split bool, err error) {
 		if sender, err = c.SRS.Forward(sender); err != nil {
 			return "", false, err
 		}
+		c.forwarding("srs_rewritten")
 	}
 	return sender, true, nil
 }
@@ -107,4 +110,11 @@ func splitForwarded(all []spool.Recipient, forwarded map[string]bool) (direct, f
 		}
 	}
 	return direct, fwd
+}
+
+// forwarding reports an event to Checks.Forwarding, if set.
+func (c *Checks) forwarding(event string) {
+	if c != nil && c.Forwarding != nil {
+		c.Forwarding(event)
+	}
 }

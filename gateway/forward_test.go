@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,7 +86,11 @@ func TestForwardWithoutSRSOneRecord(t *testing.T) {
 func TestSRSBounceReversed(t *testing.T) {
 	r := srsRewriter(t)
 	good, _ := r.Forward("s@far.example")
-	ts := startServer(t, func(o *Options) { o.Checks = &Checks{SRS: r} })
+	var mu sync.Mutex
+	events := map[string]int{}
+	ts := startServer(t, func(o *Options) {
+		o.Checks = &Checks{SRS: r, Forwarding: func(e string) { mu.Lock(); events[e]++; mu.Unlock() }}
+	})
 	rc := smtptest.DialRaw(t, ts.addr) // 127.0.0.1 is not trusted here
 	rc.Expect("EHLO mx.far2.example", 250, "")
 	rc.Expect("MAIL FROM:<>", 250, "")
@@ -103,6 +108,11 @@ func TestSRSBounceReversed(t *testing.T) {
 	if rt := all[0].env.Recipients[0].Route; rt == "local" {
 		t.Errorf("bounce for a remote sender routed %q", rt)
 	}
+	mu.Lock()
+	if events["srs_refused"] != 2 || events["srs_reversed"] != 1 || len(events) != 2 {
+		t.Errorf("forwarding events %v, want 2 srs_refused and 1 srs_reversed", events)
+	}
+	mu.Unlock()
 
 	// Expired: the same address 30 days later.
 	late, _ := srs.New(srs.Options{Domain: "srs.example.org", Secrets: []string{"k1"}, Now: func() time.Time { return time.Unix((20000+30)*86400, 0) }})

@@ -412,6 +412,9 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 			if err != nil {
 				s.log.Info("forwarded copy not ARC-sealed", zap.Error(err))
 				seal = ""
+				s.checks.forwarding("arc_not_sealed")
+			} else if seal != "" {
+				s.checks.forwarding("arc_sealed")
 			}
 		}
 		fenv.Size = int64(len(seal) + head.Len() + len(raw))

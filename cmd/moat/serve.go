@@ -472,6 +472,8 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		AuthFailure: m.AuthFailure,
 		Refusal:     m.Refusal,
 		Smuggling:   m.Smuggling,
+		Forwarding:  m.Forwarding,
+		ARCResult:   m.ARCResult,
 		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
