@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"moat/internal/reply"
+	"moat/relay/route"
 	"moat/relay/spool"
 	"moat/relay/srs"
 )
@@ -28,8 +29,9 @@ import (
 // Sealer adds an ARC set to a forwarded copy (policy/arc.Sealer). head
 // is the header block moat prepends, raw the message as received;
 // authResults is the value of moat's Authentication-Results (without the
-// field name). It returns the fields to prepend, or "" when no key
-// applies.
+// field name). It returns the fields to prepend; an error means the
+// copy goes unsealed (a broken or unverifiable incoming chain, a full
+// one), which is logged, never a refusal.
 type Sealer interface {
 	Seal(ctx context.Context, head, raw []byte, authResults string) (string, error)
 }
@@ -48,11 +50,17 @@ func (c srsCheck) CheckRcpt(_ context.Context, t *Txn) error {
 	if r == nil {
 		return nil
 	}
-	local, domain, ok := strings.Cut(t.Rcpt.Addr, "@")
-	if !ok || !r.IsSRSDomain(domain) || !srs.IsSRS(local) {
+	at := strings.LastIndexByte(t.Rcpt.Addr, '@')
+	if at < 0 || !r.IsSRSDomain(t.Rcpt.Addr[at+1:]) || !srs.IsSRS(t.Rcpt.Addr[:at]) {
 		return nil
 	}
 	orig, err := r.Reverse(t.Rcpt.Addr)
+	if err == nil {
+		// Only what we signed reverses, but the address it gives is
+		// routed to any domain: it must pass the same syntax check as
+		// a recipient (no source route, no IP literal).
+		_, err = route.Domain(orig)
+	}
 	if err != nil {
 		c.p.checks.forwarding("srs_refused")
 		return replySRSInvalid.With(err)
@@ -71,7 +79,9 @@ func (p *Pipeline) srs() *srs.Rewriter {
 }
 
 // forwardSender reports whether forwarded recipients get a copy of their
-// own (split) and the envelope sender of that copy.
+// own (split) and the envelope sender of that copy. Forward of an SRS
+// address of ours returns it as it is (SRS domain senders are not
+// rewritten), so a bounce forwarded again keeps its reversed sender.
 func (t *Txn) forwardSender(c *Checks) (sender string, split bool, err error) {
 	if c == nil || (c.SRS == nil && c.Sealer == nil) {
 		return t.Sender, false, nil
@@ -83,7 +93,8 @@ func (t *Txn) forwardSender(c *Checks) (sender string, split bool, err error) {
 		}
 		c.forwarding("srs_rewritten")
 	}
-	return sender, true, nil
+	// A copy of its own only when it differs: another sender or a seal.
+	return sender, sender != t.Sender || c.Sealer != nil, nil
 }
 
 // senderIsOurs: the sender's domain is a local domain or the SRS domain
