@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,6 +38,7 @@ func (s *session) writeAddedHeaders(w *bytes.Buffer, raw []byte, msg *content.Me
 			DKIM:     &s.t.Facts.DKIM,
 			DMARC:    &s.t.Facts.DMARC,
 			IPRev:    &iprevRes,
+			ARC:      s.t.arc,
 			ClientIP: s.t.Facts.Conn.IP,
 		}))
 	}
@@ -57,6 +59,30 @@ func (s *session) writeAddedHeaders(w *bytes.Buffer, raw []byte, msg *content.Me
 			w.WriteString(sig)
 		}
 	}
+}
+
+// authResultsValue is the value of moat's Authentication-Results for
+// this message (without the field name and the final CRLF), for the ARC
+// set of a forwarded copy (RFC 8617 §4.1.1): the results of the inbound
+// checks, or "<authserv-id>; none" for our own users' mail.
+func (s *session) authResultsValue() string {
+	c := s.checks
+	if c == nil || c.AuthservID == "" {
+		return ""
+	}
+	if !s.srv.pipe.inbound(s.t) {
+		return strings.TrimSuffix(authres.Header(c.AuthservID, authres.Results{})[len(authres.FieldName)+2:], "\r\n") // "; none"
+	}
+	spfRes, iprevRes := s.t.Facts.SPF, s.t.Facts.IPRev
+	h := authres.Header(c.AuthservID, authres.Results{
+		SPF:      &spfRes,
+		DKIM:     &s.t.Facts.DKIM,
+		DMARC:    &s.t.Facts.DMARC,
+		IPRev:    &iprevRes,
+		ARC:      s.t.arc,
+		ClientIP: s.t.Facts.Conn.IP,
+	})
+	return strings.TrimSuffix(h[len(authres.FieldName)+2:], "\r\n")
 }
 
 // stripOwnAuthResults removes Authentication-Results fields that claim

@@ -6,6 +6,7 @@ import (
 	"moat/internal/dnsres"
 	"moat/internal/maillog"
 	"moat/policy/dkimsign"
+	"moat/relay/srs"
 	"moat/rules"
 )
 
@@ -16,6 +17,18 @@ type Checks struct {
 	Resolver dnsres.Resolver
 	Rules    *rules.Engine
 	Signer   *dkimsign.Signer
+	// SRS rewrites the envelope sender of forwarded copies and reverses
+	// bounces to SRS addresses (forward.go); nil: off.
+	SRS *srs.Rewriter
+	// Sealer adds an ARC set to forwarded copies (forward.go); nil: off.
+	Sealer Sealer
+	// Forwarding, when set, is told each SRS and sealing event
+	// (srs_rewritten, srs_reversed, srs_refused, arc_sealed,
+	// arc_not_sealed; metrics).
+	Forwarding func(event string)
+	// ARCResult, when set, is told the ARC result of each inbound
+	// message (none, pass, fail, temperror; metrics).
+	ARCResult func(result string)
 	// AuthservID names us in Authentication-Results (RFC 8601 §2.5);
 	// headers carrying it from outside are removed.
 	AuthservID string

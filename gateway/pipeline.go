@@ -56,6 +56,9 @@ type Rcpt struct {
 	Addr  string
 	Route string
 	relay bool // the route decision said: a domain we relay to, not ours
+	// srsReversed: the recipient was an SRS address of ours that
+	// verified (srsCheck); it may go to any domain, as a bounce does.
+	srsReversed bool
 }
 
 // Txn is what the checks of a stage read and write: the facts of the
@@ -79,6 +82,9 @@ type Txn struct {
 	// data arrives (the live session only), so that the scanners and the
 	// logs of the data stage name it as Postfix's cleanup does.
 	QueueID string
+	// arc is the ARC validation of inbound mail (arcCheck; nil: not
+	// checked), for the rules' arc group and the Authentication-Results.
+	arc *policy.ARC
 
 	// What the rules decided so far in this transaction.
 	Score      float64
@@ -164,7 +170,7 @@ func NewTxn(opt TxnOptions) *Txn {
 func (t *Txn) Reset() {
 	t.Sender, t.UTF8, t.Size, t.Rcpts, t.Rcpt, t.Raw, t.QueueID = "", false, 0, nil, nil, nil, ""
 	t.Facts.SPF, t.Facts.DKIM, t.Facts.DMARC = policy.SPF{}, policy.DKIM{}, policy.DMARC{}
-	t.Facts.Message = nil
+	t.Facts.Message, t.arc = nil, nil
 	t.Facts.Env = policy.Envelope{}
 	t.Facts.Rcpt = ""
 	t.Facts.ResetGroups()
@@ -243,7 +249,7 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 	all = append(all,
 		iprevCheck{p},
 		mailPolicyCheck{p}, spfCheck{p},
-		postmasterCheck{p}, addressCheck{}, routeCheck{}, verifyCheck{p},
+		postmasterCheck{p}, addressCheck{}, srsCheck{p}, routeCheck{}, verifyCheck{p},
 		parseCheck{p},
 	)
 	// The scanners start as soon as the message is parsed and are joined
@@ -252,7 +258,7 @@ func NewPipeline(opt PipelineOptions) *Pipeline {
 	if sc != nil {
 		all = append(all, scanStartCheck{sc})
 	}
-	all = append(all, dkimCheck{p}, dmarcCheck{p}, submissionCheck{p})
+	all = append(all, dkimCheck{p}, arcCheck{p}, dmarcCheck{p}, submissionCheck{p})
 	if opt.Checks != nil {
 		all = append(all, opt.Checks.Extra...)
 	}

@@ -29,8 +29,8 @@ func TestPipelineOrder(t *testing.T) {
 		{rules.StageConnect, []string{"guard", "iprev"}},
 		{rules.StageHelo, nil},
 		{rules.StageMail, []string{"mail_policy", "spf"}},
-		{rules.StageRcpt, []string{"postmaster", "address", "route", "verify"}},
-		{rules.StageData, []string{"message", "dkim", "dmarc", "submission", "urls"}},
+		{rules.StageRcpt, []string{"postmaster", "address", "srs", "route", "verify"}},
+		{rules.StageData, []string{"message", "dkim", "arc", "dmarc", "submission", "urls"}},
 	}
 	for _, tc := range tests {
 		if got := p.Checks(tc.stage); !slices.Equal(got, tc.want) {

@@ -362,13 +362,26 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		s.mailEvent(maillog.Discarded, "", "250 2.0.0 Ok: discarded", "", "")
 		return s.queued("discarded")
 	}
-	rcpts, err := s.t.Expand()
+	rcpts, forwarded, err := s.t.expand()
 	if err != nil {
 		return s.fail("data", err)
 	}
 	dst := s.srv.opt.Spool
 	if s.t.Quarantine != "" && s.checks.Quarantine != nil {
 		dst = s.checks.Quarantine
+	}
+	// Forwarded copies (forward.go): a record of their own with the SRS
+	// sender and an ARC set; not for quarantined mail, which an operator
+	// releases as it came.
+	fwdSender, split := s.t.Sender, false
+	var fwd []spool.Recipient
+	if len(forwarded) > 0 && dst == s.srv.opt.Spool {
+		if fwdSender, split, err = s.t.forwardSender(s.checks); err != nil {
+			return s.fail("data", reply.TempLocal.With(err))
+		}
+		if split {
+			rcpts, fwd = splitForwarded(rcpts, forwarded)
+		}
 	}
 	id := s.t.QueueID
 	raw = s.completeSubmission(raw, id, start)
@@ -397,14 +410,48 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 	}
 	ctx, cancel := deadline.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
 	defer cancel()
-	// net.Buffers hands both parts over as they are (io.MultiReader
-	// would copy them through a new 32 KiB buffer).
-	parts := net.Buffers{head.Bytes(), raw}
-	if err := dst.Put(ctx, env, &parts); err != nil {
-		if errors.Is(err, spool.ErrNoSpace) {
-			return s.fail("data", reply.StorageFull.With(err), zap.String("queue_id", id))
+	if len(fwd) > 0 {
+		fenv := *env
+		fenv.ID, fenv.Sender, fenv.Recipients = dst.NewID(), fwdSender, fwd
+		var seal string
+		if s.checks.Sealer != nil {
+			seal, err = s.checks.Sealer.Seal(ctx, head.Bytes(), raw, s.authResultsValue())
+			if err != nil {
+				s.log.Info("forwarded copy not ARC-sealed", zap.Error(err))
+				seal = ""
+				s.checks.forwarding("arc_not_sealed")
+			} else if seal != "" {
+				s.checks.forwarding("arc_sealed")
+			}
 		}
-		return s.fail("data", reply.TempLocal.With(err), zap.String("queue_id", id))
+		fenv.Size = int64(len(seal) + head.Len() + len(raw))
+		fparts := net.Buffers{[]byte(seal), head.Bytes(), raw}
+		if err := dst.Put(ctx, &fenv, &fparts); err != nil {
+			if errors.Is(err, spool.ErrNoSpace) {
+				return s.fail("data", reply.StorageFull.With(err), zap.String("queue_id", fenv.ID))
+			}
+			return s.fail("data", reply.TempLocal.With(err), zap.String("queue_id", fenv.ID))
+		}
+		if len(rcpts) > 0 {
+			s.srv.opt.Notify(fenv.ID) // else notified below, as the message
+		}
+		s.log.Info("forwarded copy queued", zap.String("queue_id", fenv.ID), zap.String("sender", fwdSender),
+			zap.Int("recipients", len(fwd)), zap.Bool("arc", seal != ""))
+		if len(rcpts) == 0 {
+			// Every recipient was forwarded: that copy is the message.
+			id, env = fenv.ID, &fenv
+		}
+	}
+	if len(rcpts) > 0 {
+		// net.Buffers hands both parts over as they are (io.MultiReader
+		// would copy them through a new 32 KiB buffer).
+		parts := net.Buffers{head.Bytes(), raw}
+		if err := dst.Put(ctx, env, &parts); err != nil {
+			if errors.Is(err, spool.ErrNoSpace) {
+				return s.fail("data", reply.StorageFull.With(err), zap.String("queue_id", id))
+			}
+			return s.fail("data", reply.TempLocal.With(err), zap.String("queue_id", id))
+		}
 	}
 	kind := maillog.Accepted
 	if dst == s.srv.opt.Spool {
@@ -473,15 +520,24 @@ func (s *session) queued(what string) *reply.Reply {
 // local recipients become their final mailboxes (aliases expanded, each
 // routed again: an alias may point off-site), duplicates removed.
 func (t *Txn) Expand() ([]spool.Recipient, error) {
+	out, _, err := t.expand()
+	return out, err
+}
+
+// expand is Expand that also returns the recipients that an alias or
+// catch-all sent off-site (lower-cased addresses): the forwarded ones.
+func (t *Txn) expand() ([]spool.Recipient, map[string]bool, error) {
 	seen := map[string]bool{}
+	forwarded := map[string]bool{}
 	var out []spool.Recipient
-	add := func(addr, rt string) {
+	add := func(addr, rt string) bool {
 		k := strings.ToLower(addr)
 		if seen[k] {
-			return
+			return false
 		}
 		seen[k] = true
 		out = append(out, spool.Recipient{Address: addr, Route: rt, Status: spool.StatusPending})
+		return true
 	}
 	for _, r := range t.Rcpts {
 		if r.Route != "local" {
@@ -490,16 +546,19 @@ func (t *Txn) Expand() ([]spool.Recipient, error) {
 		}
 		targets, err := t.state.Directory.Expand(r.Addr)
 		if err != nil {
-			return nil, reply.TempLocal.With(fmt.Errorf("expanding %s: %w", r.Addr, err))
+			return nil, nil, reply.TempLocal.With(fmt.Errorf("expanding %s: %w", r.Addr, err))
 		}
 		for _, a := range targets {
-			add(a, t.state.Router.Route(a).Route)
+			rt := t.state.Router.Route(a).Route
+			if add(a, rt) && rt != "local" {
+				forwarded[strings.ToLower(a)] = true
+			}
 		}
 	}
 	if len(out) == 0 {
-		return nil, reply.TempLocal.With(errors.New("no recipient left after alias expansion"))
+		return nil, nil, reply.TempLocal.With(errors.New("no recipient left after alias expansion"))
 	}
-	return out, nil
+	return out, forwarded, nil
 }
 
 // protocol is the "with" value of RFC 5321 §4.4 / RFC 3848.

@@ -178,7 +178,7 @@ func (routeCheck) CheckRcpt(_ context.Context, t *Txn) error {
 		if !t.state.Directory.Exists(t.Rcpt.Addr) {
 			return reply.NoSuchUser
 		}
-	case d.Relay && !t.May():
+	case d.Relay && !t.May() && !t.Rcpt.srsReversed:
 		return reply.RelayDenied
 	}
 	return nil

@@ -143,3 +143,28 @@ type Envelope struct {
 	Size       int64 // SIZE= declared, or the actual size at DATA
 	Received   time.Time
 }
+
+// ARC is the validation of the message's ARC chain (RFC 8617 §5.2), the
+// "arc" fact group of the rules (arc.result, arc.cv, ...).
+type ARC struct {
+	// Result: none (no ARC set), pass, fail, or temperror (a key lookup
+	// failed for now; never pass). A plain string, as the rules compare
+	// it with string literals; the values are those of Result.
+	Result string `expr:"result"`
+	// CV is the cv= of the newest ARC-Seal as its sealer wrote it (none,
+	// pass, fail; "" without a chain).
+	CV string `expr:"cv"`
+	// Instances is the number of ARC sets (the newest i=).
+	Instances int `expr:"instances"`
+	// OldestPass is the oldest instance whose ARC-Message-Signature
+	// still verifies, every newer one verifying too (§5.2 step 5;
+	// 0 without a passing chain).
+	OldestPass int `expr:"oldest_pass"`
+	// AAR is the ARC-Authentication-Results of the OldestPass set, the
+	// results that hop saw, without its "i=" tag ("" if none).
+	AAR string `expr:"aar"`
+	// Domain is the d= of the newest ARC-Seal.
+	Domain string `expr:"domain"`
+	// Reason says why the chain failed.
+	Reason string `expr:"reason"`
+}

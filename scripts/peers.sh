@@ -41,6 +41,10 @@ peers_missing() {
 	# DANE (issue 26): a validating unbound in front of a zone signed in the test.
 	[ -x /usr/sbin/unbound ] || want+=(unbound)
 	[ -x /usr/bin/ldns-keygen ] && [ -x /usr/bin/ldns-signzone ] || want+=(ldnsutils)
+	# dkimpy's ARC (arcsign/arcverify) and the authres module its ARC
+	# sealing needs (policy/arc tests, test/interop/arc_test.go).
+	/usr/bin/python3 -c 'import dkim' >/dev/null 2>&1 || want+=(python3-dkim)
+	/usr/bin/python3 -c 'import authres' >/dev/null 2>&1 || want+=(python3-authres)
 	echo "${want[@]}"
 }
 

@@ -18,6 +18,7 @@ import (
 	"moat/gateway/guard"
 	"moat/internal/dnsres"
 	"moat/mailbox"
+	"moat/policy/arc"
 	"moat/policy/authlimit"
 	"moat/policy/bayes"
 	"moat/policy/cluster"
@@ -27,6 +28,7 @@ import (
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
+	"moat/relay/srs"
 	"moat/relay/verify"
 	"moat/rules"
 )
@@ -69,6 +71,12 @@ type Config struct {
 	// envWarnings are the MOAT_* variables that named no key, found
 	// while decoding (see Warnings).
 	envWarnings []string
+	// SRS rewrites the envelope sender of mail forwarded off-site by an
+	// alias or catch-all (relay/srs; "Forwarding: SRS and ARC").
+	SRS srs.Config `mapstructure:"srs"`
+	// ARC seals forwarded copies (policy/arc); incoming chains are
+	// validated with the other auth checks.
+	ARC arc.Config `mapstructure:"arc"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -299,6 +307,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Bayes.Validate())
 	errs = append(errs, c.validateSpamTraps())
 	errs = append(errs, c.URIBL.Validate("uribl"))
+	errs = append(errs, c.SRS.Validate())
+	errs = append(errs, c.ARC.Validate())
 	errs = append(errs, scanner.ValidateList("scanners", c.Scanners), c.validateVirusAction())
 	if _, err := c.Bayes.StoreKind(c.Cluster.Enabled()); err != nil {
 		errs = append(errs, err)

@@ -67,6 +67,7 @@ func preflight(cfg *Config) error {
 			add(fmt.Errorf("dkim.sign: %w", err))
 		}
 	}
+	add(checkForwarding(cfg))
 	if v, err := verify.New(cfg.Verify, cfg.Routes, verify.Options{Hostname: cfg.Hostname}); err != nil {
 		add(err)
 	} else {

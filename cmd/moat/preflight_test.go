@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"moat/policy/dkimsign"
 )
 
 // runCmd runs the moat command line with args and returns its standard
@@ -35,6 +37,12 @@ func TestCheckConfigRefusesWhatServeRefuses(t *testing.T) {
 	unreadable := write("unreadable.key", "x", 0o000)
 	aFile := write("a-file", "x", 0o600)
 	garbageCert := write("garbage.crt", "not a certificate\n", 0o600)
+	edPEM, _, err := dkimsign.GenerateKey("ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edKey := write("ed.key", string(edPEM), 0o600)
+	srsSecrets := write("srs.secrets", "s3cret\n", 0o600)
 	dkim := func(keyFile string) string {
 		return "dkim:\n  sign:\n    - {domain: example.org, selector: s1, key_file: " + keyFile + "}\n"
 	}
@@ -59,6 +67,12 @@ func TestCheckConfigRefusesWhatServeRefuses(t *testing.T) {
 		{name: "TLS certificate garbage", extra: "tls: {cert_file: " + garbageCert + ", key_file: " + garbageKey + "}\n", key: "tls"},
 		{name: "data_dir is a file", old: "data_dir: " + "DATADIR", new: "data_dir: " + aFile, key: "data_dir"},
 		{name: "mail log in a missing directory", old: "mail_log: ", new: "mail_log: " + aFile + "/", key: "log.mail_log"},
+		{name: "SRS secret file missing", extra: "srs: {domain: srs.example.org, secret_file: " + filepath.Join(dir, "nope") + "}\n", key: "srs.secret_file"},
+		{name: "SRS domain without secret file", extra: "srs: {domain: srs.example.org}\n", key: "srs.secret_file"},
+		{name: "SRS domain not qualified", extra: "srs: {domain: srs, secret_file: " + srsSecrets + "}\n", key: "srs.domain"},
+		{name: "ARC seal without a key", extra: "arc: {seal: true, domain: example.org}\n", key: "arc.seal"},
+		{name: "ARC seal domain without a key", extra: dkim(edKey) + "arc: {seal: true, domain: other.example}\n", key: "arc.domain"},
+		{name: "ARC seal with an Ed25519 key", extra: dkim(edKey) + "arc: {seal: true, domain: example.org}\n", key: "arc.seal"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,7 +46,7 @@ func pipelineChecks(cfg *Config, learn *learner.Learner) []gateway.Check {
 // content checks contribute to the rules (rules.LoadOptions.FactGroups);
 // cc nil: for type-checking only.
 func pipelineFactGroups(cc *contentChecks) []rules.FactGroup {
-	return append(append(cc.factGroups(), gateway.SpamTrapFactGroup()), gateway.ScannerFactGroups()...)
+	return append(append(cc.factGroups(), gateway.SpamTrapFactGroup(), gateway.ARCFactGroup()), gateway.ScannerFactGroups()...)
 }
 
 // rulesCommand is `moat rules check|test|explain`.

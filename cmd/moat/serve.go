@@ -475,6 +475,8 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		AuthFailure: m.AuthFailure,
 		Refusal:     m.Refusal,
 		Smuggling:   m.Smuggling,
+		Forwarding:  m.Forwarding,
+		ARCResult:   m.ARCResult,
 		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
@@ -495,6 +497,9 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		if c.Signer, err = dkimsign.NewSigner(cfg.DKIM.Sign); err != nil {
 			return nil, err
 		}
+	}
+	if err := setForwarding(cfg, c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -117,6 +117,7 @@ type Metrics struct {
 	scan          *scannerMetrics
 	ref           refusalMetrics
 	certs         certList // for the status page (certs.go)
+	fwd           *forwardingMetrics
 
 	listenerNames, routeNames, ruleNames, authReasons, guardReasons, dnsblZones *labelSet
 
@@ -191,6 +192,7 @@ func NewWithOptions(opt Options) *Metrics {
 	m.smuggling = counterVec("moat_smuggling_total", "Messages whose data held a bare CR or LF (kind bare_eol) or a NUL octet (kind nul), by action (rejected or normalized, smtp.bare_line_endings).", "kind", "action")
 	m.reg.MustRegister(m.smuggling)
 	m.scan = newScannerMetrics(m.reg)
+	m.fwd = newForwardingMetrics(m.reg)
 	m.ref.init(m.reg)
 	for _, k := range smugglingKinds {
 		for _, a := range smugglingActions {

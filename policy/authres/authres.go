@@ -10,6 +10,7 @@
 package authres
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 
@@ -29,6 +30,9 @@ type Results struct {
 	DKIM  *policy.DKIM
 	DMARC *policy.DMARC
 	IPRev *policy.IPRev
+	// ARC is the validation of the message's ARC chain, written as the
+	// "arc" method (RFC 8617 §10.1) when a chain was found.
+	ARC *policy.ARC
 	// ClientIP is the connecting address, written as policy.iprev (RFC 8601
 	// §3).
 	ClientIP netip.Addr
@@ -79,6 +83,24 @@ func Header(authservID string, res Results) string {
 		// applied policy (a common, unregistered ptype.property).
 		parts = append(parts, resinfo("dmarc", d.Result, d.Reason,
 			"header.from", d.Domain, "policy.dmarc", d.Policy))
+	}
+	if a := res.ARC; a != nil && a.Result != "" && a.Result != string(policy.ResultNone) {
+		// RFC 8617 §10.1: method arc, header.oldest-pass and
+		// smtp.remote-ip; the chain's length and sealer as a comment.
+		p := "arc=" + a.Result + " " + comment(fmt.Sprintf("i=%d d=%s", a.Instances, a.Domain))
+		if a.Result == string(policy.ResultPass) {
+			// 0 when every set's message signature holds, else the
+			// oldest instance whose does (as dkimpy writes it).
+			op := a.OldestPass
+			if op == 1 {
+				op = 0
+			}
+			p += fmt.Sprintf(" header.oldest-pass=%d", op)
+		}
+		if res.ClientIP.IsValid() {
+			p += " smtp.remote-ip=" + res.ClientIP.Unmap().String()
+		}
+		parts = append(parts, p)
 	}
 
 	var b strings.Builder

@@ -124,33 +124,7 @@ func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 		}
 	}
 
-	lookup := func(name string) (txts []string, err error) {
-		// go-msgauth calls this from its own goroutines when a message has
-		// several signatures: a panic there would not reach Verify's
-		// recover, so stop it here and make it a temporary failure.
-		defer func() {
-			if p := recover(); p != nil {
-				txts, err = nil, &net.DNSError{Err: fmt.Sprintf("internal error: %v", p), Name: name, IsTemporary: true}
-			}
-		}()
-		lctx, cancel := deadline.WithTimeout(ctx, opt.LookupTimeout)
-		defer cancel()
-		txts, err = r.LookupTXT(lctx, name)
-		if err != nil {
-			// go-msgauth tells temporary from permanent with a type
-			// assertion on net.Error: hand it exactly that.
-			var de *net.DNSError
-			if errors.As(err, &de) && de.IsNotFound {
-				return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
-			}
-			if errors.As(err, &de) && !de.IsTemporary && !de.IsTimeout {
-				// Permanent but not "not found" (invalid name, CNAME loop).
-				return nil, &net.DNSError{Err: de.Err, Name: name}
-			}
-			return nil, &net.DNSError{Err: "temporary failure: " + err.Error(), Name: name, IsTemporary: true}
-		}
-		return txts, nil
-	}
+	lookup := keyLookup(ctx, r, opt.LookupTimeout)
 
 	// go-msgauth reads the whole message again: rewind and hand it our
 	// buffered reader, which it uses as it is, rather than a new one.
@@ -205,6 +179,39 @@ func verify(ctx context.Context, r dnsres.Resolver, msg io.Reader, opt Options) 
 		}
 	}
 	return policy.DKIM{Result: overall(sigs), Signatures: sigs}
+}
+
+// keyLookup is the TXT lookup of key records through r, each under
+// timeout, with errors shaped as go-msgauth and lookupKey read them
+// (net.DNSError: not found, permanent, or temporary).
+func keyLookup(ctx context.Context, r dnsres.Resolver, timeout time.Duration) func(string) ([]string, error) {
+	return func(name string) (txts []string, err error) {
+		// go-msgauth calls this from its own goroutines when a message has
+		// several signatures: a panic there would not reach Verify's
+		// recover, so stop it here and make it a temporary failure.
+		defer func() {
+			if p := recover(); p != nil {
+				txts, err = nil, &net.DNSError{Err: fmt.Sprintf("internal error: %v", p), Name: name, IsTemporary: true}
+			}
+		}()
+		lctx, cancel := deadline.WithTimeout(ctx, timeout)
+		defer cancel()
+		txts, err = r.LookupTXT(lctx, name)
+		if err != nil {
+			// go-msgauth tells temporary from permanent with a type
+			// assertion on net.Error: hand it exactly that.
+			var de *net.DNSError
+			if errors.As(err, &de) && de.IsNotFound {
+				return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+			}
+			if errors.As(err, &de) && !de.IsTemporary && !de.IsTimeout {
+				// Permanent but not "not found" (invalid name, CNAME loop).
+				return nil, &net.DNSError{Err: de.Err, Name: name}
+			}
+			return nil, &net.DNSError{Err: "temporary failure: " + err.Error(), Name: name, IsTemporary: true}
+		}
+		return txts, nil
+	}
 }
 
 func classify(err error, tags map[string]string) (policy.Result, string) {

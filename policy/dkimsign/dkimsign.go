@@ -218,6 +218,13 @@ func (s *Signer) Sign(domain string, msg io.Reader) (header string, ok bool, err
 	return ds.Signature(), true, nil
 }
 
+// Key returns the selector and private key of domain's signing key (for
+// ARC sealing, policy/arc); ok is false when domain has none.
+func (s *Signer) Key(domain string) (selector string, key crypto.Signer, ok bool) {
+	k, found := s.keys[strings.ToLower(strings.TrimSuffix(domain, "."))]
+	return k.selector, k.signer, found
+}
+
 // Domains returns the domains that have a key.
 func (s *Signer) Domains() []string {
 	out := make([]string, 0, len(s.keys))
