@@ -202,21 +202,37 @@ func (c *Certificates) Reload() error {
 }
 
 // GetCertificate is the tls.Config hook: a CertSource for its names,
-// else the files by name.
+// else the files by name; with no files, the CertSource for every name
+// (it serves its default name for names it does not own).
 func (c *Certificates) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if p := c.extra.Load(); p != nil && (*p).Owns(hello) {
+	s := c.cur.Load()
+	if p := c.extra.Load(); p != nil && (s == nil || (*p).Owns(hello)) {
 		cert, err := (*p).GetCertificate(hello)
-		if err == nil || isChallenge(hello) || c.cur.Load() == nil {
+		if err == nil || isChallenge(hello) || s == nil {
 			return cert, err
 		}
 		// ACME cannot serve the name yet: the files' certificate is
 		// better than a failed handshake.
 	}
-	s := c.cur.Load()
 	if s == nil {
 		return nil, errors.New("tls: no certificate for " + hello.ServerName)
 	}
 	return s.pick(hello.ServerName), nil
+}
+
+// Covers reports whether a loaded file certificate is for name (exactly
+// or by a one-label wildcard), not only the default.
+func (c *Certificates) Covers(name string) bool {
+	s := c.cur.Load()
+	if s == nil {
+		return false
+	}
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if s.exact[name] != nil {
+		return true
+	}
+	_, parent, ok := strings.Cut(name, ".")
+	return ok && s.wild[parent] != nil
 }
 
 // acmeALPN is the protocol of the TLS-ALPN-01 challenge (RFC 8737 §6.2).

@@ -14,7 +14,9 @@ import (
 	"github.com/spf13/viper"
 
 	"moat/gateway"
+	"moat/gateway/acmecert"
 	"moat/gateway/guard"
+	"moat/gateway/stspub"
 	"moat/internal/dnsres"
 	"moat/mailbox"
 	"moat/policy/authlimit"
@@ -64,6 +66,10 @@ type Config struct {
 	// VirusAction is what a message with malware gets when no rule
 	// refused it first: reject (554 5.7.1) or quarantine.
 	VirusAction string `mapstructure:"virus_action"`
+	// ACME obtains certificates for the names moat serves (issue 26).
+	ACME acmecert.Config `mapstructure:"acme"`
+	// MTASTS publishes the MTA-STS policies of our own domains.
+	MTASTS stspub.Config `mapstructure:"mta_sts"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -153,6 +159,8 @@ func defaults() Config {
 		URIBL:           uribl.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 		VirusAction:     "reject",
+		ACME:            acmecert.DefaultConfig(),
+		MTASTS:          stspub.DefaultConfig(),
 	}
 }
 
@@ -263,7 +271,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format: %q is not console or json", c.Log.Format))
 	}
 	errs = append(errs, c.TLS.Validate())
-	errs = append(errs, gateway.ValidateListeners(c.Listeners, c.TLS.Configured()))
+	errs = append(errs, gateway.ValidateListeners(c.Listeners, c.TLS.Configured() || c.ACME.Enabled))
+	errs = append(errs, c.ACME.Validate(), c.MTASTS.Validate())
 	if _, err := gateway.ParsePrefixes("trusted_networks", c.TrustedNetworks); err != nil {
 		errs = append(errs, err)
 	}

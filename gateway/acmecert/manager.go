@@ -120,12 +120,23 @@ func (m *Manager) Owns(hello *tls.ClientHelloInfo) bool {
 // GetCertificate returns the certificate for the hello's name, obtaining
 // it from the CA the first time (the handshake waits), and notes it for
 // Leaf.
+// A name not in the list (or none: a client without SNI) gets the
+// certificate of the first name, as a file default would be served.
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	cert, err := m.auto.GetCertificate(hello)
-	if err != nil || slices.Contains(hello.SupportedProtos, acme.ALPNProto) {
-		return cert, err
+	if slices.Contains(hello.SupportedProtos, acme.ALPNProto) {
+		return m.auto.GetCertificate(hello)
 	}
-	m.note(hello.ServerName, cert)
+	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	if !slices.Contains(m.names, name) {
+		h := *hello
+		h.ServerName, name = m.names[0], m.names[0]
+		hello = &h
+	}
+	cert, err := m.auto.GetCertificate(hello)
+	if err != nil {
+		return nil, err
+	}
+	m.note(name, cert)
 	return cert, nil
 }
 
