@@ -249,3 +249,38 @@ mta_sts:
 		t.Fatalf("check-config: %v\n%s", err, out)
 	}
 }
+
+// The CA cannot be reached: moat starts, and a handshake for an ACME name
+// gets the files' certificate rather than failing.
+func TestACMEUnreachableFallsBackToFiles(t *testing.T) {
+	dir := t.TempDir()
+	cert, key, pool := writeCertPair(t, dir, "mx", "mx.example.org")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	path := certConfig(t, `
+tls: {cert_file: `+cert+`, key_file: `+key+`}
+acme:
+  enabled: true
+  directory_url: https://`+closed+`/dir
+  ca_roots_file: `+cert+`
+  challenge: tls-alpn-01
+`)
+	if out, err := runCmd("check-config", path); err != nil {
+		t.Fatalf("check-config: %v\n%s", err, out)
+	}
+	a := startApp(t, path)
+	leaf, err := starttlsPeer(t, a.gw.Addr("mx").String(), "mx.example.org", pool)
+	if err != nil {
+		t.Fatalf("STARTTLS with the CA down: %v", err)
+	}
+	if leaf.Subject.CommonName != "mx.example.org" {
+		t.Fatalf("served %s", leaf.Subject.CommonName)
+	}
+	if got := certMetric(t, a, "acme:mx.example.org"); got != 0 {
+		t.Fatalf("expiry metric for a certificate never obtained: %v", got)
+	}
+}

@@ -161,3 +161,51 @@ func TestNamesDefaultAndExtra(t *testing.T) {
 		t.Fatalf("names: %v", got)
 	}
 }
+
+// A certificate inside renew_before of its expiry is renewed by itself:
+// Pebble issues for an hour, renew_before is a day, so autocert renews
+// at once after the first issue, and Leaf (the expiry metric) follows the
+// renewed certificate without a handshake.
+func TestRenewalAheadOfExpiry(t *testing.T) {
+	const name = "renew.example.test"
+	dns := dnstest.NewServer(t)
+	dns.Add(name + ". 60 IN A 127.0.0.1")
+	pca := pebbletest.New(t)
+	pca.Validity = time.Hour
+	cfg := acmecert.DefaultConfig()
+	cfg.Enabled = true
+	cfg.DirectoryURL = pca.DirectoryURL
+	cfg.CARootsFile = pca.RootsFile
+	cfg.CacheDir = t.TempDir()
+	cfg.Names = []string{name}
+	cfg.Challenge = acmecert.TLSALPN01
+	cfg.TLSListener = "127.0.0.1:0"
+	cfg.RenewBefore = 24 * time.Hour
+	m, err := acmecert.New(cfg, acmecert.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, _ := gateway.LoadCertificates(gateway.TLSFiles{})
+	certs.SetSource(m)
+	conf := certs.ServerConfig()
+	if err := m.Start(conf); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(t.Context()) })
+	pca.Run(t, dns.Addr(), closedPort(t), m.TLSAddr().(*net.TCPAddr).Port)
+	first, err := handshake(t, conf, name, pca.Roots())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Bounded wait for the renewal (no assertion on how long it takes).
+	for i := 0; i < 600; i++ {
+		if l := m.Leaf(name); l != nil && l.SerialNumber.Cmp(first.SerialNumber) != 0 {
+			if err := l.VerifyHostname(name); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the certificate was not renewed within renew_before of its expiry")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -153,12 +154,41 @@ func (m *Manager) note(name string, cert *tls.Certificate) {
 	m.mu.Unlock()
 }
 
-// Leaf is the certificate last served for name (for the expiry metric);
-// nil before the first.
+// Leaf is the certificate in force for name (for the expiry metric):
+// the one in the cache, which autocert rewrites when it renews, else the
+// one last served; nil before the first.
 func (m *Manager) Leaf(name string) *x509.Certificate {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// autocert's cache key of the ECDSA certificate is the name itself
+	// (the RSA one, for old clients, has a suffix).
+	if data, err := m.auto.Cache.Get(ctx, name); err == nil {
+		if leaf := firstCert(data); leaf != nil {
+			return leaf
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.leafs[name]
+}
+
+// firstCert is the first certificate in a cache entry (a private key,
+// then the chain, in PEM); nil if none parses.
+func firstCert(data []byte) *x509.Certificate {
+	for len(data) > 0 {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return nil
+		}
+		if b.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil
+			}
+			return c
+		}
+	}
+	return nil
 }
 
 // Start binds the challenge listeners (acme.http_listener for http-01,

@@ -31,6 +31,9 @@ type CA struct {
 	// RootsFile is a PEM file of the root that the directory's HTTPS
 	// certificate chains to (acme.ca_roots_file).
 	RootsFile string
+	// Validity of the certificates issued; set before Run. Zero: Pebble's
+	// default (90 days).
+	Validity time.Duration
 
 	srv     *httptest.Server
 	handler atomic.Pointer[http.Handler]
@@ -77,7 +80,10 @@ func (c *CA) Run(t *testing.T, dnsAddr string, httpPort, tlsPort int) {
 		logger = log.New(os.Stderr, "pebble ", log.Lmicroseconds)
 	}
 	store := db.NewMemoryStore()
-	c.ca = ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {Description: "default"}})
+	c.ca = ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{"default": {
+		Description:    "default",
+		ValidityPeriod: uint64(c.Validity / time.Second),
+	}})
 	v := va.New(logger, httpPort, tlsPort, false, dnsAddr, store)
 	w := wfe.New(logger, store, v, c.ca, []string{"pebble.letsencrypt.org"}, false, false, 1, 1)
 	h := w.Handler()
