@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/crypto/acme"
 	"golang.org/x/crypto/acme/autocert"
+	"golang.org/x/net/netutil"
 )
 
 // Options are what the manager takes from the rest of moat.
@@ -112,7 +113,7 @@ func (m *Manager) Names() []string { return slices.Clone(m.names) }
 // TLS-ALPN-01 challenge (which autocert answers for names it has an
 // order for, and refuses otherwise).
 func (m *Manager) Owns(hello *tls.ClientHelloInfo) bool {
-	if slices.Contains(hello.SupportedProtos, acme.ALPNProto) {
+	if isChallenge(hello) {
 		return true
 	}
 	return slices.Contains(m.names, strings.ToLower(strings.TrimSuffix(hello.ServerName, ".")))
@@ -124,7 +125,7 @@ func (m *Manager) Owns(hello *tls.ClientHelloInfo) bool {
 // A name not in the list (or none: a client without SNI) gets the
 // certificate of the first name, as a file default would be served.
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if slices.Contains(hello.SupportedProtos, acme.ALPNProto) {
+	if isChallenge(hello) {
 		return m.auto.GetCertificate(hello)
 	}
 	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
@@ -237,7 +238,7 @@ func (m *Manager) Start(tlsConf *tls.Config) error {
 		m.done.Add(1)
 		go func() {
 			defer m.done.Done()
-			if err := m.httpSrv.Serve(m.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := m.httpSrv.Serve(netutil.LimitListener(m.httpLn, maxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				m.log.Error("acme http listener stopped", zap.Error(err))
 			}
 		}()
@@ -274,8 +275,9 @@ func (m *Manager) TLSAddr() net.Addr {
 }
 
 // serveTLS completes handshakes (a challenge needs nothing more) and
-// closes; one at a time per connection, each bounded by a deadline.
+// closes, at most maxConns at once, each bounded by a deadline.
 func (m *Manager) serveTLS(ln net.Listener, conf *tls.Config) {
+	ln = netutil.LimitListener(ln, maxConns)
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -288,6 +290,15 @@ func (m *Manager) serveTLS(ln net.Listener, conf *tls.Config) {
 		}()
 	}
 }
+
+// isChallenge: a TLS-ALPN-01 validation offers acme-tls/1 alone (RFC
+// 8737 §3), as autocert also checks.
+func isChallenge(hello *tls.ClientHelloInfo) bool {
+	return len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acme.ALPNProto
+}
+
+// maxConns bounds the connections each challenge listener serves at once.
+const maxConns = 64
 
 // hello is what prefetch asks with: a client that takes ECDSA, so the
 // certificate obtained is the one modern clients get.

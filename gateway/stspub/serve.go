@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // Handler serves each policy to requests for its host; anything else is
@@ -42,6 +44,9 @@ func Handler(c Config) http.Handler {
 	})
 }
 
+// maxConns bounds the connections served at once.
+const maxConns = 256
+
 // Server serves the policies over HTTPS on one listener.
 type Server struct {
 	srv *http.Server
@@ -73,7 +78,7 @@ func Serve(c Config, ln net.Listener, conf *tls.Config) *Server {
 		MaxHeaderBytes:    8 << 10,
 		TLSConfig:         conf,
 	}}
-	go s.srv.Serve(tls.NewListener(ln, conf))
+	go s.srv.Serve(tls.NewListener(netutil.LimitListener(ln, maxConns), conf))
 	return s
 }
 
