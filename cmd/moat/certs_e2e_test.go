@@ -284,3 +284,40 @@ acme:
 		t.Fatalf("expiry metric for a certificate never obtained: %v", got)
 	}
 }
+
+// TLS-ALPN-01 answered on a listener moat already has (here the MTA-STS
+// listener, the one an operator puts on 443): no HTTP listener at all.
+func TestACMETLSALPNOnTheMTASTSListener(t *testing.T) {
+	dns := dnstest.NewServer(t)
+	dns.Add("mx.example.org. 60 IN A 127.0.0.1", "mta-sts.example.org. 60 IN A 127.0.0.1")
+	pca := pebbletest.New(t)
+	path := certConfig(t, `
+acme:
+  enabled: true
+  directory_url: `+pca.DirectoryURL+`
+  ca_roots_file: `+pca.RootsFile+`
+  challenge: tls-alpn-01
+mta_sts:
+  listener: "127.0.0.1:0"
+  publish:
+    - {domain: example.org, mode: testing, mx: [mx.example.org]}
+`)
+	a := startApp(t, path)
+	if a.certx.acme.HTTPAddr() != nil || a.certx.acme.TLSAddr() != nil {
+		t.Fatal("a challenge listener of its own with tls-alpn-01 and no tls_listener")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	pca.Run(t, dns.Addr(), closed, a.certx.sts.Addr().(*net.TCPAddr).Port)
+	leaf, err := starttlsPeer(t, a.gw.Addr("mx").String(), "mx.example.org", pca.Roots())
+	if err != nil {
+		t.Fatalf("STARTTLS verified against Pebble's root: %v", err)
+	}
+	if err := leaf.VerifyHostname("mx.example.org"); err != nil {
+		t.Fatal(err)
+	}
+}
