@@ -40,6 +40,8 @@ type Manager struct {
 	mu    sync.Mutex
 	leafs map[string]*x509.Certificate // the last certificate served per name
 
+	cache closingCache
+
 	httpLn, tlsLn net.Listener
 	httpSrv       *http.Server
 	cancel        context.CancelFunc
@@ -78,9 +80,10 @@ func New(cfg Config, opt Options) (*Manager, error) {
 		log = zap.NewNop()
 	}
 	m := &Manager{cfg: cfg, names: names, log: log, leafs: map[string]*x509.Certificate{}}
+	m.cache.dir = autocert.DirCache(dir)
 	m.auto = &autocert.Manager{
 		Prompt:      autocert.AcceptTOS,
-		Cache:       autocert.DirCache(dir),
+		Cache:       &m.cache,
 		HostPolicy:  autocert.HostWhitelist(names...),
 		RenewBefore: cfg.RenewBefore,
 		Client:      client,
@@ -163,7 +166,7 @@ func (m *Manager) Leaf(name string) *x509.Certificate {
 	defer cancel()
 	// autocert's cache key of the ECDSA certificate is the name itself
 	// (the RSA one, for old clients, has a suffix).
-	if data, err := m.auto.Cache.Get(ctx, name); err == nil {
+	if data, err := m.cache.Get(ctx, name); err == nil {
 		if leaf := firstCert(data); leaf != nil {
 			return leaf
 		}
@@ -334,8 +337,11 @@ func (m *Manager) prefetch(ctx context.Context, name string) {
 	}
 }
 
-// Close stops the listeners and the fetch loops.
+// Close stops the listeners and the fetch loops, and the cache takes no
+// more writes (autocert's renewal timers cannot be stopped; a renewal
+// after Close fails to store and is not used).
 func (m *Manager) Close(ctx context.Context) {
+	m.cache.close()
 	if m.cancel != nil {
 		m.cancel()
 	}
@@ -346,4 +352,47 @@ func (m *Manager) Close(ctx context.Context) {
 		m.tlsLn.Close()
 	}
 	m.done.Wait()
+}
+
+// closingCache is the directory cache, closed with the manager: no write
+// is under way when close returns, and none starts after.
+type closingCache struct {
+	dir    autocert.DirCache
+	mu     sync.RWMutex
+	closed bool
+}
+
+var errClosed = errors.New("acme: manager closed")
+
+func (c *closingCache) Get(ctx context.Context, key string) ([]byte, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return nil, autocert.ErrCacheMiss
+	}
+	return c.dir.Get(ctx, key)
+}
+
+func (c *closingCache) Put(ctx context.Context, key string, data []byte) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return errClosed
+	}
+	return c.dir.Put(ctx, key, data)
+}
+
+func (c *closingCache) Delete(ctx context.Context, key string) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return errClosed
+	}
+	return c.dir.Delete(ctx, key)
+}
+
+func (c *closingCache) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 }
