@@ -15,7 +15,9 @@ import (
 	"github.com/spf13/viper"
 
 	"moat/gateway"
+	"moat/gateway/acmecert"
 	"moat/gateway/guard"
+	"moat/gateway/stspub"
 	"moat/internal/dnsres"
 	"moat/mailbox"
 	"moat/policy/arc"
@@ -77,6 +79,10 @@ type Config struct {
 	// ARC seals forwarded copies (policy/arc); incoming chains are
 	// validated with the other auth checks.
 	ARC arc.Config `mapstructure:"arc"`
+	// ACME obtains certificates for the names moat serves (issue 26).
+	ACME acmecert.Config `mapstructure:"acme"`
+	// MTASTS publishes the MTA-STS policies of our own domains.
+	MTASTS stspub.Config `mapstructure:"mta_sts"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -166,6 +172,8 @@ func defaults() Config {
 		URIBL:           uribl.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 		VirusAction:     "reject",
+		ACME:            acmecert.DefaultConfig(),
+		MTASTS:          stspub.DefaultConfig(),
 	}
 }
 
@@ -288,7 +296,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log.format: %q is not console or json", c.Log.Format))
 	}
 	errs = append(errs, c.TLS.Validate())
-	errs = append(errs, gateway.ValidateListeners(c.Listeners, c.TLS.Configured()))
+	errs = append(errs, gateway.ValidateListeners(c.Listeners, c.TLS.Configured() || c.ACME.Enabled))
+	errs = append(errs, c.ACME.Validate(), c.MTASTS.Validate())
 	if _, err := gateway.ParsePrefixes("trusted_networks", c.TrustedNetworks); err != nil {
 		errs = append(errs, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"moat/gateway"
 	"moat/ops/admin"
 	"moat/policy/authlimit"
 	"moat/policy/dkimsign"
@@ -58,10 +57,7 @@ func preflight(cfg *Config) error {
 	}
 	add(writableDir("data_dir", cfg.DataDir))
 	add(writableFile("log.mail_log", cfg.Log.MailLog))
-	if cfg.TLS.Configured() {
-		_, err := gateway.LoadCertificates(cfg.TLS)
-		add(err)
-	}
+	add(checkCertificates(cfg)) // tls, acme, mta_sts (certs.go)
 	if len(cfg.DKIM.Sign) > 0 {
 		if _, err := dkimsign.NewSigner(cfg.DKIM.Sign); err != nil {
 			add(fmt.Errorf("dkim.sign: %w", err))

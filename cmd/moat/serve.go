@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -119,6 +118,7 @@ type app struct {
 	verifier    *verify.Verifier
 	routing     atomic.Pointer[routing]
 	certs       *gateway.Certificates
+	certx       certServices // ACME and the MTA-STS listener (certs.go)
 	metrics     *metrics.Metrics
 	admin       *admin.Server
 	scanners    *gateway.Scanners // nil: none configured
@@ -283,13 +283,9 @@ func (a *app) build() error {
 	if err != nil {
 		return err
 	}
-	var tlsConf *tls.Config
-	if cfg.TLS.Configured() {
-		if a.certs, err = gateway.LoadCertificates(cfg.TLS); err != nil {
-			return err
-		}
-		m.TLSCertificate(cfg.TLS.CertFile, a.certs.Leaf)
-		tlsConf = a.certs.ServerConfig()
+	tlsConf, err := a.buildCerts(cfg)
+	if err != nil {
+		return err
 	}
 	if a.content, err = newContentChecks(cfg, a.resolver, false); err != nil {
 		return err
@@ -620,6 +616,11 @@ func (a *app) start() error {
 	if err != nil {
 		return err
 	}
+	// The ACME and MTA-STS listeners bind here too, before anything is served.
+	if err := a.startCerts(cfg); err != nil {
+		b.close()
+		return err
+	}
 	a.queueCtx, a.queueCancel = context.WithCancel(context.Background())
 	a.queueDone = make(chan struct{})
 	go func() {
@@ -765,7 +766,9 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	keep("hostname", boot.Hostname != cur.Hostname, func() { next.Hostname = boot.Hostname })
 	keep("data_dir", boot.DataDir != cur.DataDir, func() { next.DataDir = boot.DataDir })
 	keep("log", boot.Log != cur.Log, func() { next.Log = boot.Log })
-	keep("tls (file names; the files themselves are reloaded)", boot.TLS != cur.TLS, func() { next.TLS = boot.TLS })
+	keep("tls (file names; the files themselves are reloaded)", !boot.TLS.Equal(cur.TLS), func() { next.TLS = boot.TLS })
+	keep("acme", !reflect.DeepEqual(boot.ACME, cur.ACME), func() { next.ACME = boot.ACME })
+	keep("mta_sts", !reflect.DeepEqual(boot.MTASTS, cur.MTASTS), func() { next.MTASTS = boot.MTASTS })
 	keep("listeners", !reflect.DeepEqual(boot.Listeners, cur.Listeners), func() { next.Listeners = boot.Listeners })
 	keep("smtp", boot.SMTP != cur.SMTP, func() { next.SMTP = boot.SMTP })
 	keep("dns", !reflect.DeepEqual(boot.DNS, cur.DNS), func() { next.DNS = boot.DNS })
@@ -802,6 +805,7 @@ func (a *app) shutdown(ctx context.Context) {
 	if err := a.gw.Shutdown(ctx); err != nil {
 		a.log.Warn("sessions cut at shutdown deadline", zap.Error(err))
 	}
+	a.stopCerts(ctx)
 	a.queueCancel()
 	if a.scanDone != nil {
 		<-a.scanDone
