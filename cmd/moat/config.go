@@ -24,6 +24,7 @@ import (
 	"moat/policy/scanner"
 	"moat/policy/uribl"
 	"moat/relay/queue"
+	"moat/relay/reports"
 	"moat/relay/route"
 	"moat/relay/smtpout"
 	"moat/relay/verify"
@@ -64,6 +65,8 @@ type Config struct {
 	// VirusAction is what a message with malware gets when no rule
 	// refused it first: reject (554 5.7.1) or quarantine.
 	VirusAction string `mapstructure:"virus_action"`
+	// Reports are the DMARC aggregate and SMTP TLS reports (issue 26).
+	Reports reports.Config `mapstructure:"reports"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -153,6 +156,7 @@ func defaults() Config {
 		URIBL:           uribl.DefaultConfig(),
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 		VirusAction:     "reject",
+		Reports:         reports.DefaultConfig(),
 	}
 }
 
@@ -215,6 +219,7 @@ func decodeConfig(path string) (*Config, error) {
 		cfg.Auth.AuthservID = cfg.Hostname
 	}
 	cfg.Rules.Auth = cfg.Auth.AuthPolicy
+	cfg.Reports.SetDefaults(cfg.Hostname)
 	for i := range cfg.Scanners {
 		cfg.Scanners[i].SetDefaults()
 	}
@@ -299,6 +304,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("auth.timeout: must be positive"))
 	}
 	errs = append(errs, dkimsign.ValidateKeys("dkim.sign", c.DKIM.Sign))
+	errs = append(errs, c.Reports.Validate())
 	if err := c.Rules.Validate(); err != nil {
 		errs = append(errs, err)
 	} else {

@@ -124,6 +124,7 @@ type app struct {
 	scanners    *gateway.Scanners // nil: none configured
 	scanDone    chan struct{}     // closed when the scanners' ping loop ends
 	cluster     *cluster.Client
+	reports     *reportOps // DMARC and TLS reports; nil: off
 	mailLog     *maillog.Logger
 	mailLogFile *os.File
 
@@ -300,6 +301,7 @@ func (a *app) build() error {
 	if a.scanners, err = newScanners(cfg, m, log.Named("scanners")); err != nil {
 		return err
 	}
+	a.reports = newReportOps(cfg)
 	checks, err := a.buildChecks()
 	if err != nil {
 		return err
@@ -330,6 +332,7 @@ func (a *app) build() error {
 	}
 	cfg.Queue.Apply(&qopt)
 	a.queue = queue.New(a.spool, a.transport, qopt)
+	a.reports.wire(a, cfg, checks.Signer)
 	m.QueueStats(a.queue.Stats)
 	m.SpoolBytes(metrics.SpoolDirBytes(filepath.Join(cfg.DataDir, "spool"), 30*time.Second))
 	m.SpoolFilesystem(filepath.Join(cfg.DataDir, "spool"))
@@ -475,7 +478,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
-		AfterData:   a.learn.afterData(),
+		AfterData:   chainAfterData(a.learn.afterData(), a.reports.afterData()),
 		Scanners:    a.scanners,
 	}
 	if cfg.Auth.Enabled {
@@ -617,6 +620,7 @@ func (a *app) start() error {
 		}
 	}()
 	a.learn.start()
+	a.reports.start()
 	a.scanDone = make(chan struct{})
 	go func() {
 		defer close(a.scanDone)
@@ -791,6 +795,7 @@ func (a *app) shutdown(ctx context.Context) {
 		a.log.Warn("sessions cut at shutdown deadline", zap.Error(err))
 	}
 	a.queueCancel()
+	a.reports.stop()
 	if a.scanDone != nil {
 		<-a.scanDone
 	}
