@@ -7,25 +7,30 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"io"
 	"mime"
 	"mime/multipart"
 	"net/mail"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"moat/gateway"
 	"moat/internal/dnsres"
 	"moat/internal/dnstest"
 	"moat/internal/smtptest"
 	"moat/policy"
+	"moat/policy/content"
 	"moat/policy/dkim"
 	"moat/policy/dkimsign"
 	"moat/relay/dmarcrpt"
 	"moat/relay/reports"
 	"moat/relay/tlsrpt"
+	"moat/rules"
 )
 
 // reportsConfig writes a configuration with DMARC and TLS reports on,
@@ -231,4 +236,112 @@ func gunzip(t *testing.T, b []byte) []byte {
 
 func base64Decode(dst, src []byte) (int, error) {
 	return base64.StdEncoding.Decode(dst, bytes.ReplaceAll(src, []byte("\r\n"), nil))
+}
+
+func reportTxn(t *testing.T, raw string, d policy.DMARC) *gateway.Txn {
+	t.Helper()
+	m, err := content.Parse([]byte(raw), content.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := &gateway.Txn{}
+	tx.Facts.Conn.IP = netip.MustParseAddr("192.0.2.9")
+	tx.Facts.Message = m
+	tx.Facts.DMARC = d
+	tx.Facts.SPF = policy.SPF{Result: policy.ResultPass, Domain: "bounce.far.example", Identity: "mailfrom"}
+	tx.Facts.DKIM = policy.DKIM{Result: policy.ResultFail, Signatures: []policy.DKIMSignature{{Result: policy.ResultFail, Domain: "Far.Example", Selector: "s1"}}}
+	return tx
+}
+
+// TestDMARCRow: what one message adds to a report, and what adds
+// nothing (no record, temporary results, trusted clients, a tempfail
+// that comes again, a message that is itself a report).
+func TestDMARCRow(t *testing.T) {
+	pub := &policy.DMARCPublished{Domain: "far.example", ADKIM: "r", ASPF: "r", P: "reject", Pct: 100, RUA: []string{"mailto:d@far.example"}}
+	fail := policy.DMARC{Result: policy.ResultFail, Policy: "reject", Domain: "far.example", Sampled: true, Published: pub}
+	const msg = "From: a@far.example\r\nSubject: hi\r\n\r\nbody\r\n"
+
+	tx := reportTxn(t, msg, fail)
+	reject := &rules.Verdict{Action: rules.Reject}
+	tx.Verdict = *reject
+	p, r, ok := dmarcRow(tx, errors.New("550"))
+	if !ok || r.Disposition != "reject" || r.Reason != "" || r.DKIM != "fail" || r.SPF != "fail" || p.Domain != "far.example" ||
+		r.SourceIP != "192.0.2.9" || r.DKIMAuth[0].Domain != "far.example" || r.SPFAuth[0].Scope != "mfrom" {
+		t.Fatalf("rejected: %+v %+v %v", p, r, ok)
+	}
+	tx = reportTxn(t, msg, fail) // delivered although p=reject: local policy
+	if _, r, ok = dmarcRow(tx, nil); !ok || r.Disposition != "none" || r.Reason != "local_policy" {
+		t.Fatalf("delivered: %+v", r)
+	}
+	tx.Quarantine = "dmarc-quarantine"
+	if _, r, _ = dmarcRow(tx, nil); r.Disposition != "quarantine" || r.Reason != "local_policy" {
+		t.Fatalf("quarantined: %+v", r)
+	}
+	sampled := fail
+	sampled.Sampled, sampled.Policy = false, "quarantine"
+	tx = reportTxn(t, msg, sampled)
+	tx.Junk = true
+	if _, r, _ = dmarcRow(tx, nil); r.Disposition != "quarantine" || r.Reason != "sampled_out" {
+		t.Fatalf("sampled out: %+v", r)
+	}
+	for name, tx := range map[string]*gateway.Txn{
+		"no record":  reportTxn(t, msg, policy.DMARC{Result: policy.ResultNone}),
+		"temperror":  reportTxn(t, msg, policy.DMARC{Result: policy.ResultTempError, Published: pub}),
+		"tlsrpt":     reportTxn(t, "From: r@far.example\r\nTLS-Report-Domain: example.org\r\nSubject: x\r\n\r\n", fail),
+		"dmarc rpt":  reportTxn(t, "From: r@far.example\r\nSubject: Report Domain: example.org Submitter: far.example Report-ID: <1>\r\n\r\n", fail),
+		"trusted":    func() *gateway.Txn { x := reportTxn(t, msg, fail); x.Facts.Conn.Trusted = true; return x }(),
+		"tempfailed": reportTxn(t, msg, fail),
+	} {
+		var refusal error
+		if name == "tempfailed" {
+			refusal = errors.New("451")
+			tx.Verdict = rules.Verdict{Action: rules.Tempfail}
+		}
+		if _, _, ok := dmarcRow(tx, refusal); ok {
+			t.Errorf("%s: recorded", name)
+		}
+	}
+}
+
+// TestReportDryRunCommand: `moat dmarc report --dry-run` prints what the
+// store holds; without --dry-run it refuses.
+func TestReportDryRunCommand(t *testing.T) {
+	dnsSrv := dnstest.NewServer(t)
+	sink := smtptest.StartSink(t)
+	path, dir := reportsConfig(t, dnsSrv, sink.Addr)
+	store := reports.Open(reports.DBPath(dir), nil)
+	store.RecordDMARC(dmarcrpt.Published{Domain: "far.example", ADKIM: "r", ASPF: "r", P: "none", Pct: 100, RUA: []string{"mailto:d@far.example"}},
+		dmarcrpt.Row{SourceIP: "192.0.2.1", Disposition: "none", DKIM: "pass", SPF: "pass", HeaderFrom: "far.example"})
+	if err := store.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	root := rootCommand()
+	root.SetOut(&out)
+	root.SetArgs([]string{"dmarc", "report", "--dry-run", "--config", path, "--day", reports.Day(time.Now())})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"=== dmarc report for far.example", "to: d@far.example", "from: dmarc-reports@example.org",
+		"<source_ip>192.0.2.1</source_ip>", "1 report(s) would be sent"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	root = rootCommand()
+	root.SetOut(io.Discard)
+	root.SetArgs([]string{"tlsrpt", "report", "--config", path})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), "--dry-run") {
+		t.Fatalf("without --dry-run: %v", err)
+	}
+}
+
+// TestReportsConfigErrors: the reports section is validated with the
+// rest, errors naming the key.
+func TestReportsConfigErrors(t *testing.T) {
+	path, _ := testConfig(t, "reports: {hour: 25, from: \"x\", dmarc: {enabled: true}}\n")
+	_, err := loadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), "reports.hour") || !strings.Contains(err.Error(), "reports.from") {
+		t.Fatalf("%v", err)
+	}
 }
