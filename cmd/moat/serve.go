@@ -782,6 +782,8 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	// The scanner clients and the virus policy are made once.
 	keep("scanners", !reflect.DeepEqual(boot.Scanners, cur.Scanners), func() { next.Scanners = boot.Scanners })
 	keep("virus_action", boot.VirusAction != cur.VirusAction, func() { next.VirusAction = boot.VirusAction })
+	// The report store and the daily job are made once.
+	keep("reports", !reflect.DeepEqual(boot.Reports, cur.Reports), func() { next.Reports = boot.Reports })
 	return &next, keys
 }
 

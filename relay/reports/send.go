@@ -58,7 +58,8 @@ type Options struct {
 type Reporter struct {
 	opt       Options
 	submitter string
-	lastRun   string // the day of the last completed run
+	lastRun   string    // the day of the last completed run
+	retryAt   time.Time // after a DNS failure kept some days
 }
 
 // New returns a reporter; it does nothing until Run or Send.
@@ -77,8 +78,8 @@ func New(opt Options) *Reporter {
 }
 
 // Run merges the counts every minute and, once a day from Hour UTC,
-// sends the reports of the days before; it returns when ctx ends, after
-// a last merge.
+// sends the reports of the days before (again an hour later while a DNS
+// failure keeps some); it returns when ctx ends, after a last merge.
 func (r *Reporter) Run(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -95,11 +96,16 @@ func (r *Reporter) Run(ctx context.Context) {
 			r.opt.Logger.Warn("report counts not saved", zap.Error(err))
 		}
 		now := r.opt.Now().UTC()
-		if now.Hour() < r.opt.Hour || r.lastRun == Day(now) {
+		if now.Hour() < r.opt.Hour || r.lastRun == Day(now) || now.Before(r.retryAt) {
 			continue
 		}
-		if _, err := r.Send(ctx, SendOptions{}); err != nil {
+		out, err := r.Send(ctx, SendOptions{})
+		if err != nil {
 			r.opt.Logger.Warn("reports not sent", zap.Error(err))
+		}
+		if err != nil || out.Kept > 0 {
+			// A DNS failure kept some days: try again in an hour.
+			r.retryAt = now.Add(time.Hour)
 			continue
 		}
 		r.lastRun = Day(now)
