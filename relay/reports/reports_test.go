@@ -304,3 +304,35 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestRun: the daily job sends the complete days once the clock is past
+// reports.hour, and merges what was recorded at the end.
+func TestRun(t *testing.T) {
+	e := newEnv(t)
+	e.store.RecordDMARC(pub("mailto:dmarc@sender.example"), row("192.0.2.1"))
+	e.now = today // 02:00 UTC, past the hour of the run (0)
+	e.rep.opt.Tick = 5 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.rep.Run(ctx) }()
+	for i := 0; ; i++ {
+		if q := e.queued(t); len(q) == 1 {
+			break
+		}
+		if i > 4000 {
+			t.Fatal("the job sent nothing")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Recorded while running: merged at the end, kept for tomorrow's run.
+	e.store.RecordDMARC(pub("mailto:dmarc@sender.example"), row("192.0.2.2"))
+	cancel()
+	<-done
+	snap, err := e.store.Read(func(string) bool { return true })
+	if err != nil || len(snap.DMARC) != 1 || snap.DMARC["2026-12-04|sender.example"] == nil {
+		t.Fatalf("%+v %v", snap, err)
+	}
+	if q := e.queued(t); len(q) != 1 {
+		t.Fatalf("sent %d reports, want 1 (once a day)", len(q))
+	}
+}

@@ -52,6 +52,9 @@ type Options struct {
 	Now    func() time.Time
 	// Timeout bounds each DNS lookup (default 20s).
 	Timeout time.Duration
+	// Tick is how often Run merges the counts and looks at the clock
+	// (default a minute).
+	Tick time.Duration
 }
 
 // Reporter builds and sends the reports.
@@ -73,6 +76,9 @@ func New(opt Options) *Reporter {
 	if opt.Timeout <= 0 {
 		opt.Timeout = 20 * time.Second
 	}
+	if opt.Tick <= 0 {
+		opt.Tick = time.Minute
+	}
 	_, dom, _ := strings.Cut(opt.From, "@")
 	return &Reporter{opt: opt, submitter: strings.ToLower(dom)}
 }
@@ -81,7 +87,7 @@ func New(opt Options) *Reporter {
 // sends the reports of the days before (again an hour later while a DNS
 // failure keeps some); it returns when ctx ends, after a last merge.
 func (r *Reporter) Run(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
+	t := time.NewTicker(r.opt.Tick)
 	defer t.Stop()
 	for {
 		select {

@@ -164,7 +164,9 @@ func (s *Store) RecordTLS(r tlsrpt.Result) {
 		e.Policies[pk] = a
 	}
 	if !r.Success {
-		s.pending++ // a failure row may be new
+		if _, ok := a.Failures[tlsrpt.FailureKey(r)]; !ok {
+			s.pending++ // a new failure row
+		}
 	}
 	a.Add(r)
 }
