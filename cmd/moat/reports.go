@@ -53,6 +53,7 @@ func (ro *reportOps) wire(a *app, cfg *Config, signer *dkimsign.Signer) {
 		Spool:    a.spool,
 		Notify:   a.queue.Notify,
 		RouteFor: func(rcpt string) string { return a.routing.Load().router.Route(rcpt).Route },
+		Observe:  a.metrics.Report,
 	}))
 	if _, d, _ := strings.Cut(cfg.Reports.From, "@"); signer == nil || !hasKey(signer, d) {
 		a.log.Warn("reports are sent unsigned: dkim.sign has no key for the reporter's domain",

@@ -115,6 +115,7 @@ type Metrics struct {
 	smtpTimeouts  *prometheus.CounterVec
 	smuggling     *prometheus.CounterVec
 	scan          *scannerMetrics
+	reports       *prometheus.CounterVec // moat_reports_total (reports.go)
 	ref           refusalMetrics
 
 	listenerNames, routeNames, ruleNames, authReasons, guardReasons, dnsblZones *labelSet
@@ -190,6 +191,7 @@ func NewWithOptions(opt Options) *Metrics {
 	m.smuggling = counterVec("moat_smuggling_total", "Messages whose data held a bare CR or LF (kind bare_eol) or a NUL octet (kind nul), by action (rejected or normalized, smtp.bare_line_endings).", "kind", "action")
 	m.reg.MustRegister(m.smuggling)
 	m.scan = newScannerMetrics(m.reg)
+	m.reports = newReportMetrics(m.reg)
 	m.ref.init(m.reg)
 	for _, k := range smugglingKinds {
 		for _, a := range smugglingActions {

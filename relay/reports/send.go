@@ -52,6 +52,9 @@ type Options struct {
 	Now    func() time.Time
 	// Timeout bounds each DNS lookup (default 20s).
 	Timeout time.Duration
+	// Observe, when set, is told each outcome by kind ("dmarc",
+	// "tlsrpt"): "sent", "skipped" or "kept" (metrics).
+	Observe func(kind, outcome string)
 	// Tick is how often Run merges the counts and looks at the clock
 	// (default a minute).
 	Tick time.Duration
@@ -75,6 +78,9 @@ func New(opt Options) *Reporter {
 	}
 	if opt.Timeout <= 0 {
 		opt.Timeout = 20 * time.Second
+	}
+	if opt.Observe == nil {
+		opt.Observe = func(string, string) {}
 	}
 	if opt.Tick <= 0 {
 		opt.Tick = time.Minute
@@ -233,12 +239,14 @@ func (r *Reporter) sendDMARC(ctx context.Context, k string, e *DMARCEntry, so Se
 			if err != nil {
 				log.Warn("DMARC report kept: external destination not checked", zap.String("rua", d.Address), zap.Error(err))
 				out.Kept++
+				r.opt.Observe("dmarc", "kept")
 				return true
 			}
 			if !ok {
 				log.Info("DMARC rua skipped: external destination not authorised (RFC 7489 7.1)",
 					zap.String("rua", d.Address), zap.String("record", domain+"._report._dmarc."+d.Domain))
 				out.Skipped++
+				r.opt.Observe("dmarc", "skipped")
 				continue
 			}
 		}
@@ -261,6 +269,7 @@ func (r *Reporter) sendDMARC(ctx context.Context, k string, e *DMARCEntry, so Se
 			log.Info("DMARC rua skipped: report over its size limit", zap.String("rua", d.Address),
 				zap.Int("size", len(msg)), zap.Int64("limit", d.MaxSize))
 			out.Skipped++
+			r.opt.Observe("dmarc", "skipped")
 			continue
 		}
 		r.deliver(ctx, so, log, "dmarc", domain, d.Address, msg, xmlDoc, len(gz), out)
@@ -286,6 +295,7 @@ func (r *Reporter) sendTLS(ctx context.Context, k string, e *TLSEntry, so SendOp
 	case err != nil:
 		log.Warn("TLS report kept: _smtp._tls not looked up", zap.Error(err))
 		out.Kept++
+		r.opt.Observe("tlsrpt", "kept")
 		return true
 	}
 	aggs := make([]*tlsrpt.Aggregate, 0, len(e.Policies))
@@ -307,12 +317,14 @@ func (r *Reporter) sendTLS(ctx context.Context, k string, e *TLSEntry, so SendOp
 			// RFC 8460 §3: https is optional; only mailto is sent.
 			log.Info("TLS rua skipped: only mailto: is sent", zap.String("rua", u))
 			out.Skipped++
+			r.opt.Observe("tlsrpt", "skipped")
 			continue
 		}
 		d, err := dmarcrpt.ParseURI("mailto:" + addr)
 		if err != nil {
 			log.Info("TLS rua skipped", zap.String("rua", u), zap.Error(err))
 			out.Skipped++
+			r.opt.Observe("tlsrpt", "skipped")
 			continue
 		}
 		msg, err := r.composeTLS(domain, d.Address, id, begin, end, gz)
@@ -364,6 +376,7 @@ func (r *Reporter) deliver(ctx context.Context, so SendOptions, log *zap.Logger,
 	}
 	log.Info("report queued", zap.String("rcpt", rcpt), zap.String("queue_id", env.ID), zap.Int("size", len(msg)))
 	out.Sent++
+	r.opt.Observe(kind, "sent")
 }
 
 func gzipBytes(b []byte) ([]byte, error) {
