@@ -27,8 +27,12 @@ vet:
 fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
+# gofmt, go vet, and go.mod/go.sum exactly as `go mod tidy` leaves them
+# (direct requirements in the first block, none marked indirect).
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum not tidy: run go mod tidy"; exit 1; }
+	@if awk '/^require \(/{b++} b==1 && /\/\/ indirect/{bad=1} END{exit !bad}' go.mod; then echo "go.mod: an indirect requirement in the first (direct) block"; exit 1; fi
 
 # moat vs a private Postfix vs smtp-sink alone on loopback (scripts/bench.sh:
 # BENCH_MESSAGES, BENCH_SESSIONS, BENCH_SIZE, BENCH_PER_CONN, BENCH_ROUNDS), results in

@@ -219,10 +219,17 @@ func TestKubernetesConfigMapsStart(t *testing.T) {
 			if err := os.MkdirAll(rulesDir, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			for k, v := range cm.Data {
-				if k == "moat.yaml" {
-					continue
-				}
+			// The rule pack's ConfigMap beside it, mounted at /etc/moat/rules.
+			var rules struct {
+				Data map[string]string `yaml:"data"`
+			}
+			if b, err = os.ReadFile(filepath.Join(filepath.Dir(cmPath), "rules.yaml")); err != nil {
+				t.Fatal(err)
+			}
+			if err := yaml.Unmarshal(b, &rules); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range rules.Data {
 				if err := os.WriteFile(filepath.Join(rulesDir, k), []byte(v), 0o600); err != nil {
 					t.Fatal(err)
 				}

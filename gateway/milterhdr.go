@@ -70,6 +70,20 @@ func ApplyHeaderChanges(raw []byte, changes []scanner.HeaderChange) []byte {
 	return b.Bytes()
 }
 
+// ReplaceBody returns raw with its body (what follows the empty line that
+// ends the header, RFC 5322 §2.1) replaced by body; a message without an
+// empty line gets one. raw itself is not modified.
+func ReplaceBody(raw, body []byte) []byte {
+	head, _ := splitHeader(raw)
+	if len(head) > 0 && !bytes.HasSuffix(head, []byte("\r\n")) {
+		head = append(head[:len(head):len(head)], '\r', '\n')
+	}
+	out := make([]byte, 0, len(head)+2+len(body))
+	out = append(out, head...)
+	out = append(out, '\r', '\n')
+	return append(out, body...)
+}
+
 // splitHeader splits raw after the CRLF of the last header line: rest
 // starts with the empty line before the body, or is empty for a message
 // without a body. A message starting with an empty line has no header.

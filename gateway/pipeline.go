@@ -74,6 +74,10 @@ type Txn struct {
 	Rcpt *Rcpt
 	// Raw is the message as received, CRLF line ends (data stage).
 	Raw []byte
+	// QueueID is the id the message will be spooled under, set when its
+	// data arrives (the live session only), so that the scanners and the
+	// logs of the data stage name it as Postfix's cleanup does.
+	QueueID string
 
 	// What the rules decided so far in this transaction.
 	Score      float64
@@ -104,6 +108,10 @@ type Txn struct {
 	rawInUse    bool
 	scanVirus   *VirusFacts
 	scanChanges []scanner.HeaderChange
+	// scanBody is a milter's replacement body (nil: kept), from the
+	// scanner named scanBodyFrom.
+	scanBody     []byte
+	scanBodyFrom string
 	// connection-level results of the connect and helo rules, carried
 	// into each transaction
 	conn struct {
@@ -148,7 +156,7 @@ func NewTxn(opt TxnOptions) *Txn {
 // Reset ends the transaction: the envelope and message go, the connection's
 // facts stay.
 func (t *Txn) Reset() {
-	t.Sender, t.UTF8, t.Size, t.Rcpts, t.Rcpt, t.Raw = "", false, 0, nil, nil, nil
+	t.Sender, t.UTF8, t.Size, t.Rcpts, t.Rcpt, t.Raw, t.QueueID = "", false, 0, nil, nil, nil, ""
 	t.Facts.SPF, t.Facts.DKIM, t.Facts.DMARC = policy.SPF{}, policy.DKIM{}, policy.DMARC{}
 	t.Facts.Message = nil
 	t.Facts.Env = policy.Envelope{}

@@ -98,6 +98,9 @@ type ScannersOptions struct {
 	VirusAction string
 	// Hostname is ours (milter macro j, rspamd's MTA name).
 	Hostname string
+	// MaxMessageSize bounds a message a milter's body replacement makes
+	// (smtp.max_message_size); 0 no bound.
+	MaxMessageSize int64
 	// Offline leaves the scanners out (moat rules test): their facts say
 	// skipped. The live daemon sets it false.
 	Offline bool
@@ -233,6 +236,7 @@ func (s *Scanners) start(ctx context.Context, t *Txn) *scanRun {
 		AuthUser:   c.AuthUser,
 		Hostname:   s.opt.Hostname,
 		TLS:        c.TLS,
+		QueueID:    t.QueueID,
 	}
 	for i, e := range s.list {
 		ch := make(chan scanOutcome, 1)
@@ -321,6 +325,8 @@ func (s *Scanners) join(ctx context.Context, t *Txn) error {
 		}
 	}
 	var changes []scanner.HeaderChange
+	var body []byte
+	var bodyFrom string
 	for i, e := range s.list {
 		name := e.cfg.Name
 		o := run.wait(ctx, i, name)
@@ -394,11 +400,21 @@ func (s *Scanners) join(ctx context.Context, t *Txn) error {
 				}
 			}
 			changes = append(changes, r.Changes...)
+			if r.Body != nil {
+				if body == nil {
+					body, bodyFrom = r.Body, name
+				} else {
+					// The milters saw the same message in parallel, so
+					// two replacements cannot both apply: the first in
+					// scanners: order wins.
+					t.log.Warn("milter body replacement ignored: an earlier milter replaced the body", zap.String("scanner", name), zap.String("applied", bodyFrom))
+				}
+			}
 		}
 	}
 	t.Facts.SetGroup(GroupScanner, facts)
 	t.Facts.SetGroup(GroupVirus, virus)
-	t.scanVirus, t.scanChanges = virus, changes
+	t.scanVirus, t.scanChanges, t.scanBody, t.scanBodyFrom = virus, changes, body, bodyFrom
 	if refusal != nil && refusal.Temporary() && virus.Found && s.opt.VirusAction == VirusReject {
 		// Another scanner failed, but the malware is known: refused now,
 		// not deferred to be found again on the retry.
@@ -436,6 +452,19 @@ func (s *Scanners) after(t *Txn) error {
 	}
 	if len(t.scanChanges) > 0 {
 		t.Raw = ApplyHeaderChanges(t.Raw, t.scanChanges)
+	}
+	if t.scanBody != nil {
+		head, _ := splitHeader(t.Raw)
+		size := int64(len(head)) + 2 + int64(len(t.scanBody))
+		if max := s.opt.MaxMessageSize; max > 0 && size > max {
+			// A milter must not grow a message past what moat accepts
+			// from a client (smtp.max_message_size): the body stays.
+			t.log.Warn("milter body replacement ignored: larger than smtp.max_message_size",
+				zap.String("scanner", t.scanBodyFrom), zap.Int64("size", size), zap.Int64("max", max))
+		} else {
+			t.Raw = ReplaceBody(t.Raw, t.scanBody)
+			t.log.Info("milter replaced the body", zap.String("scanner", t.scanBodyFrom), zap.Int("body_size", len(t.scanBody)))
+		}
 	}
 	return nil
 }
@@ -614,7 +643,7 @@ func (t *Txn) endScans() {
 	if t.scans != nil && !t.scans.stop() {
 		t.rawInUse = true
 	}
-	t.scans, t.scanVirus, t.scanChanges = nil, nil, nil
+	t.scans, t.scanVirus, t.scanChanges, t.scanBody, t.scanBodyFrom = nil, nil, nil, nil, ""
 }
 
 var (

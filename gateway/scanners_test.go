@@ -338,6 +338,104 @@ func TestMilterHeaderChangesSpooled(t *testing.T) {
 	}
 }
 
+// TestMilterBodyReplacementSpooled: a milter's new body is the spooled
+// message's body, after the header changes; of two milters that replace
+// the body, the first in scanners: order wins; a replacement that would
+// make the message larger than smtp.max_message_size is not applied.
+func TestMilterBodyReplacementSpooled(t *testing.T) {
+	const msg = "Subject: x\r\nFrom: <a@far.example>\r\n\r\noriginal body\r\n"
+	for _, tt := range []struct {
+		name    string
+		max     int64
+		bodies  [][]byte // one milter per entry
+		want    string   // the spooled body
+		changes bool
+	}{
+		{"replaced", 0, [][]byte{[]byte("new body\r\n-- \r\ndisclaimer\r\n")}, "new body\r\n-- \r\ndisclaimer\r\n", true},
+		{"emptied", 0, [][]byte{{}}, "", false},
+		{"first of two wins", 0, [][]byte{[]byte("first\r\n"), []byte("second\r\n")}, "first\r\n", false},
+		{"kept by one, replaced by the other", 0, [][]byte{nil, []byte("second\r\n")}, "second\r\n", false},
+		{"too large for max_message_size", 400, [][]byte{[]byte(strings.Repeat("x", 500) + "\r\n")}, "original body\r\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var specs []ScannerSpec
+			for i, b := range tt.bodies {
+				res := scanner.Result{Action: "accept", Body: b}
+				if tt.changes {
+					res.Changes = []scanner.HeaderChange{{Op: scanner.HeaderAdd, Name: "X-Disclaimer", Value: "added"}}
+				}
+				specs = append(specs, spec(fmt.Sprintf("milter%d", i), scanner.TypeMilter, &fakeScanner{scan: answer(res)}))
+			}
+			sc := NewScanners(ScannersOptions{Scanners: specs, MaxMessageSize: tt.max})
+			ts := startServer(t, func(o *Options) { o.Checks = &Checks{Scanners: sc} })
+			code, text := sendRaw(t, ts.addr, "a@far.example", "alice@example.org", msg)
+			if code != 250 {
+				t.Fatalf("%d %s", code, text)
+			}
+			msgs := ts.spool.all()
+			if len(msgs) != 1 {
+				t.Fatalf("%d spooled", len(msgs))
+			}
+			d := string(msgs[0].data)
+			head, body, ok := strings.Cut(d, "\r\n\r\n")
+			if !ok || body != tt.want {
+				t.Errorf("body %q, want %q; spooled:\n%s", body, tt.want, d)
+			}
+			if !strings.HasSuffix(head, "From: <a@far.example>"+map[bool]string{true: "\r\nX-Disclaimer: added", false: ""}[tt.changes]) {
+				t.Errorf("header:\n%s", head)
+			}
+		})
+	}
+}
+
+// TestScannerQueueID: a scanner is told the id the message is then
+// spooled under (milter macro i, rspamd's Queue-Id), a new one for each
+// message.
+func TestScannerQueueID(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	m := &fakeScanner{scan: func(_ context.Context, req *scanner.Request) (*scanner.Result, error) {
+		mu.Lock()
+		seen = append(seen, req.QueueID)
+		mu.Unlock()
+		return &scanner.Result{Action: "accept"}, nil
+	}}
+	sc := NewScanners(ScannersOptions{Scanners: []ScannerSpec{spec("milter", scanner.TypeMilter, m)}})
+	ts := startServer(t, func(o *Options) { o.Checks = &Checks{Scanners: sc} })
+	for i := 0; i < 2; i++ {
+		if code, text := sendRaw(t, ts.addr, "a@far.example", "alice@example.org", "Subject: x\r\n\r\nbody\r\n"); code != 250 {
+			t.Fatalf("%d %s", code, text)
+		}
+	}
+	msgs := ts.spool.all()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(msgs) != 2 || len(seen) != 2 || seen[0] == "" || seen[0] == seen[1] ||
+		seen[0] != msgs[0].env.ID || seen[1] != msgs[1].env.ID {
+		t.Fatalf("scanner saw ids %q, spooled %d messages", seen, len(msgs))
+	}
+}
+
+// TestReplaceBody: the header is kept as it is, and a message without a
+// body gets the empty line before the new one.
+func TestReplaceBody(t *testing.T) {
+	for _, tt := range []struct{ raw, body, want string }{
+		{"A: 1\r\n\r\nold\r\n", "new\r\n", "A: 1\r\n\r\nnew\r\n"},
+		{"A: 1\r\n\tfolded\r\n\r\n", "new\r\n", "A: 1\r\n\tfolded\r\n\r\nnew\r\n"},
+		{"A: 1\r\n", "new\r\n", "A: 1\r\n\r\nnew\r\n"},
+		{"A: 1", "new\r\n", "A: 1\r\n\r\nnew\r\n"},
+		{"\r\nold", "", "\r\n"},
+	} {
+		raw := []byte(tt.raw)
+		if got := string(ReplaceBody(raw, []byte(tt.body))); got != tt.want {
+			t.Errorf("ReplaceBody(%q, %q) = %q, want %q", tt.raw, tt.body, got, tt.want)
+		}
+		if string(raw) != tt.raw {
+			t.Errorf("raw modified: %q", raw)
+		}
+	}
+}
+
 // TestMilterVerdicts: a milter's reject (with its own reply or the
 // default), tempfail, discard and quarantine become the verdict.
 func TestMilterVerdicts(t *testing.T) {

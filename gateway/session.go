@@ -348,6 +348,10 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		}
 	}
 	s.t.Raw = raw
+	// The id is chosen now, for the scanners (milter macro i, rspamd's
+	// Queue-Id) and the data stage's logs; the quarantine takes the same
+	// one (ids are unique across spools: time and randomness).
+	s.t.QueueID = s.srv.opt.Spool.NewID()
 	if err := s.srv.pipe.Run(context.Background(), rules.StageData, s.t); err != nil {
 		return s.fail("data", err, zap.String("sender", s.t.Sender))
 	}
@@ -366,7 +370,7 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 	if s.t.Quarantine != "" && s.checks.Quarantine != nil {
 		dst = s.checks.Quarantine
 	}
-	id := dst.NewID()
+	id := s.t.QueueID
 	raw = s.completeSubmission(raw, id, start)
 	var head bytes.Buffer
 	s.writeAddedHeaders(&head, raw, msg, id, start)

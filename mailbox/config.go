@@ -49,7 +49,7 @@ type Config struct {
 type UserConfig struct {
 	// PasswordHash is bcrypt or argon2id (see HashPassword); empty means
 	// the user receives mail but cannot log in.
-	PasswordHash string `mapstructure:"password_hash"`
+	PasswordHash string `mapstructure:"password_hash" secret:"true"`
 	// Quota overrides Config.Quota; "" means the default, "0" none.
 	Quota string `mapstructure:"quota"`
 }

@@ -229,5 +229,7 @@ func rewriteUsersFile(path string, create bool, edit func(lines []string, users 
 	if len(lines) > 0 {
 		out += "\n"
 	}
-	return atomicfile.WriteFile(path, []byte(out), mode)
+	// Written by root for the daemon's user: the file keeps its owner
+	// (a new one takes the directory's), or moat could not read it.
+	return atomicfile.WriteFileOwned(path, []byte(out), mode)
 }

@@ -208,6 +208,7 @@ type state struct {
 	filled int
 	scans  map[scanKey]*scanned // literal scans of long texts (see match)
 	memos  []*string            // values of the set's memos, by index
+	timed  bool                 // this evaluation's rules are timed (TimeEvery)
 }
 
 func newState(ctx context.Context, e *Engine, set *Set, f *Facts) *state {

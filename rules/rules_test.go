@@ -451,3 +451,43 @@ func TestContentFactsLazy(t *testing.T) {
 		t.Fatalf("%+v", v.Explain)
 	}
 }
+
+// TestObserverSamples: the rules of one stage evaluation in TimeEvery are
+// timed, each once; a rule that fails is reported every time.
+func TestObserverSamples(t *testing.T) {
+	s := mustLoad(t, map[string]string{"a.yaml": "rules:\n" +
+		"  - {name: a, stage: mail, action: log, when: 'sender.domain == \"x\"'}\n" +
+		"  - {name: b, stage: mail, action: log, when: 'sender.domain != \"x\"'}\n"})
+	var timed, untimed int
+	e := NewEngine(s, EngineOptions{Observer: ObserverFunc(func(rs RuleStat) {
+		if rs.Timed {
+			timed++
+		} else {
+			untimed++
+		}
+	})})
+	for i := 0; i < 2*TimeEvery; i++ {
+		e.Evaluate(context.Background(), StageMail, baseFacts())
+	}
+	if timed != 2*2 || untimed != 0 {
+		t.Errorf("timed %d, untimed %d; want 4 and 0", timed, untimed)
+	}
+}
+
+// TestObserverErrorsAlways: a failing rule is reported at every
+// evaluation, timed or not.
+func TestObserverErrorsAlways(t *testing.T) {
+	s := mustLoad(t, map[string]string{"a.yaml": "rules:\n  - {name: div, stage: mail, action: accept, when: 'size % int(score) == 0'}\n"})
+	var errs int
+	e := NewEngine(s, EngineOptions{Observer: ObserverFunc(func(rs RuleStat) {
+		if rs.Err != nil {
+			errs++
+		}
+	})})
+	for i := 0; i < TimeEvery+1; i++ {
+		e.Evaluate(context.Background(), StageMail, baseFacts())
+	}
+	if errs != TimeEvery+1 {
+		t.Errorf("%d failures reported, want %d", errs, TimeEvery+1)
+	}
+}

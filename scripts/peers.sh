@@ -24,6 +24,7 @@ peers_missing() {
 	perl -MNet::SSLeay -e1 >/dev/null 2>&1 || want+=(libnet-ssleay-perl)
 	command -v dovecot >/dev/null 2>&1 || want+=(dovecot-core)
 	[ -x /usr/lib/dovecot/lmtp ] || want+=(dovecot-lmtpd)
+	[ -x /usr/lib/dovecot/imap ] || want+=(dovecot-imapd) # IMAP over moat's Maildirs (deploy/dovecot)
 	[ -x /usr/bin/redis-server ] && [ -x /usr/bin/redis-cli ] || want+=(redis-server redis-tools)
 	[ -x /usr/bin/chromium ] || want+=(chromium)
 	# SpamAssassin for the side-by-side report (scripts/sa-compare.sh).
@@ -37,6 +38,9 @@ peers_missing() {
 	[ -x /usr/sbin/spamd ] || want+=(spamd)
 	[ -x /usr/sbin/clamd ] || want+=(clamav-daemon)
 	[ -x /usr/sbin/clamav-milter ] || want+=(clamav-milter)
+	# DANE (issue 26): a validating unbound in front of a zone signed in the test.
+	[ -x /usr/sbin/unbound ] || want+=(unbound)
+	[ -x /usr/bin/ldns-keygen ] && [ -x /usr/bin/ldns-signzone ] || want+=(ldnsutils)
 	echo "${want[@]}"
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -67,6 +68,10 @@ type Config struct {
 	VirusAction string `mapstructure:"virus_action"`
 	// Reports are the DMARC aggregate and SMTP TLS reports (issue 26).
 	Reports reports.Config `mapstructure:"reports"`
+
+	// envWarnings are the MOAT_* variables that named no key, found
+	// while decoding (see Warnings).
+	envWarnings []string
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -187,18 +192,22 @@ func decodeConfig(path string) (*Config, error) {
 	v := viper.NewWithOptions(viper.KeyDelimiter(keyDelim))
 	setDefaults(v, "", reflect.ValueOf(defaults()))
 	v.SetConfigType("yaml")
+	var file []byte
 	if path == "" {
 		if err := v.MergeConfig(strings.NewReader(builtinDefault)); err != nil {
 			return nil, err
 		}
 	} else {
-		f, err := os.Open(path)
+		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, err
 		}
-		defer f.Close()
-		if err := v.MergeConfig(f); err != nil {
+		file = data
+		if err := v.MergeConfig(bytes.NewReader(data)); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if errs := unknownKeys(path, data); len(errs) > 0 {
+			return nil, fmt.Errorf("config: %w", errors.Join(errs...))
 		}
 	}
 	// MOAT_DATA_DIR, MOAT_LOG_LEVEL, MOAT_DNS_TIMEOUT ... (viper: "." → "_").
@@ -212,8 +221,16 @@ func decodeConfig(path string) (*Config, error) {
 		mapstructure.StringToSliceHookFunc(","),
 	)))
 	if err != nil {
+		if file != nil {
+			err = locateDecodeErrors(path, file, err)
+		}
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	known := map[string]bool{}
+	for _, k := range v.AllKeys() {
+		known[envName(k)] = true
+	}
+	cfg.envWarnings = envWarnings(os.Environ(), known)
 	cfg.Mailboxes.SetDefaults(cfg.DataDir)
 	if cfg.Auth.AuthservID == "" {
 		cfg.Auth.AuthservID = cfg.Hostname
@@ -332,8 +349,10 @@ func (c *Config) Validate() error {
 //   - Sender authentication off while notices to unverified senders are
 //     withheld: then no sender of an untrusted, unauthenticated client is
 //     verified, so none of them gets a bounce.
+//   - A MOAT_* environment variable that names no key (a misspelling is
+//     otherwise ignored without a word), with the nearest known name.
 func (c *Config) Warnings() []string {
-	var out []string
+	out := append([]string(nil), c.envWarnings...)
 	domains := make([]string, 0, len(c.Domains.Relay))
 	for d := range c.Domains.Relay {
 		domains = append(domains, d)

@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"moat/rules"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -117,5 +121,57 @@ func TestFullExampleKeysAreKnown(t *testing.T) {
 	if len(cfg.DKIM.Sign) != 1 || cfg.Verify.HarvestLimit != 20 || cfg.Cluster.Redis.KeyPrefix != "moat:" || cfg.Log.MailLog == "" ||
 		cfg.SMTPClient.DataFinal != 10*time.Minute || cfg.Queue.DeliveryTimeout != 10*time.Minute || cfg.VirusAction != "reject" {
 		t.Fatalf("example not decoded as written: %+v", cfg)
+	}
+}
+
+// Every example that configures rules loads the whole shipped pack
+// (deploy/rules) with the list names it defines: an example whose list
+// is called allow-senders while the rules ask for allow_senders fails
+// here, not on an operator's first start.
+func TestExamplesLoadTheRulePack(t *testing.T) {
+	pack, err := filepath.Abs("../../deploy/rules")
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples := map[string]string{}
+	b, err := os.ReadFile("../../deploy/moat.full.yaml.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	examples["deploy/moat.full.yaml.example"] = string(b)
+	for _, cm := range []string{"kubernetes/configmap.yaml", "kubernetes/fleet/configmap.yaml"} {
+		b, err := os.ReadFile("../../deploy/" + cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Data map[string]string `yaml:"data"`
+		}
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		examples["deploy/"+cm] = m.Data["moat.yaml"]
+	}
+	for name, body := range examples {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "moat.yaml")
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := decodeConfig(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cfg.Rules.Paths) == 0 || len(cfg.Rules.Lists) == 0 {
+				t.Fatalf("no rules.paths or rules.lists: %+v", cfg.Rules)
+			}
+			cfg.Rules.Paths = []string{filepath.Join(pack, "*.yaml")}
+			for list, path := range cfg.Rules.Lists {
+				cfg.Rules.Lists[list] = filepath.Join(pack, filepath.Base(path))
+			}
+			if _, err := rules.Load(cfg.Rules, cfg.ruleLoadOptions(nil)); err != nil {
+				t.Errorf("the shipped rules do not load with this example's lists: %v", err)
+			}
+		})
 	}
 }

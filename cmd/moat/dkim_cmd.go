@@ -117,9 +117,12 @@ func yamlQuote(s string) string {
 // writeKeyFile writes the key with mode 0600. Without force it refuses to
 // replace a file (O_EXCL, so a file made meanwhile is not lost); with
 // force it writes a temporary file and renames it over the old one, so a
-// crash leaves the old or the new key, never half of one.
+// crash leaves the old or the new key, never half of one. Run as root, the
+// key takes the owner of the file it replaces or of its directory, so
+// that moat, running as its own user, can read it (atomicfile.OwnerFor).
 func writeKeyFile(path string, data []byte, force bool) error {
 	if !force {
+		uid, gid, owned := atomicfile.OwnerFor(path)
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			if errors.Is(err, os.ErrExist) {
@@ -127,7 +130,12 @@ func writeKeyFile(path string, data []byte, force bool) error {
 			}
 			return err
 		}
-		_, err = f.Write(data)
+		if owned {
+			err = f.Chown(uid, gid)
+		}
+		if err == nil {
+			_, err = f.Write(data)
+		}
 		if err == nil {
 			err = f.Sync()
 		}
@@ -139,5 +147,5 @@ func writeKeyFile(path string, data []byte, force bool) error {
 		}
 		return err
 	}
-	return atomicfile.WriteFile(path, data, 0o600)
+	return atomicfile.WriteFileOwned(path, data, 0o600)
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"moat/policy/dkimsign"
@@ -158,4 +159,36 @@ func TestZoneStrings(t *testing.T) {
 			t.Errorf("%d octets: %d strings, want %d: %s", tc.n, c, tc.want, got)
 		}
 	}
+}
+
+// TestDKIMKeygenOwnership: run as root, a new key takes its directory's
+// owner (moat's data directory), a replaced one keeps the old key's.
+func TestDKIMKeygenOwnership(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	dir := t.TempDir()
+	if err := os.Chown(dir, 4242, 4343); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "k.pem")
+	check := func(uid, gid uint32) {
+		t.Helper()
+		fi, err := os.Stat(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != 0o600 {
+			t.Errorf("key %d:%d %v, want %d:%d 0600", st.Uid, st.Gid, fi.Mode().Perm(), uid, gid)
+		}
+	}
+	if out, err := runDKIM(t, "keygen", "--domain", "example.org", "--selector", "s1", "--algorithm", "ed25519", "--out", keyFile); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	check(4242, 4343)
+	os.Chown(keyFile, 5000, 5001)
+	if out, err := runDKIM(t, "keygen", "--domain", "example.org", "--selector", "s1", "--algorithm", "ed25519", "--out", keyFile, "--force"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	check(5000, 5001)
 }

@@ -29,7 +29,7 @@ func testConfig(t *testing.T, extra string) (string, string) {
 	cfg := `
 hostname: mx.example.org
 data_dir: ` + dir + `
-log: {level: debug, format: console, mail_log: ` + filepath.Join(dir, "mail.log") + `}
+log: {level: debug, format: console, mail_log: "` + filepath.Join(dir, "mail.log") + `"}
 admin: {address: "127.0.0.1:0"}
 listeners:
   - {name: mx, address: "127.0.0.1:0", mode: mx, tls: none}

@@ -73,7 +73,7 @@ func writeConfig(t testing.TB, c appConfig) string {
 	cfg := `
 hostname: mx.example.org
 data_dir: ` + c.dataDir + `
-log: {level: info, format: console, mail_log: ` + filepath.Join(side, "mail.log") + `}
+log: {level: info, format: console, mail_log: "` + filepath.Join(side, "mail.log") + `"}
 admin: {address: "127.0.0.1:0"}
 listeners:
   - ` + listener + `

@@ -79,7 +79,7 @@ func rootCommand() *cobra.Command {
 	}
 	root.AddCommand(serveCommand(), checkConfigCommand(), versionCommand(),
 		queueCommand(), userCommand(), dkimCommand(), rulesCommand(), quarantineCommand())
-	root.AddCommand(learnCommand())
+	root.AddCommand(learnCommand(), configCommand())
 	root.AddCommand(reportCommand("dmarc"), reportCommand("tlsrpt"))
 	return root
 }

@@ -42,7 +42,7 @@ func newScanners(cfg *Config, m *metrics.Metrics, log *zap.Logger) (*gateway.Sca
 	if len(cfg.Scanners) == 0 {
 		return nil, nil
 	}
-	opt := gateway.ScannersOptions{VirusAction: cfg.VirusAction, Hostname: cfg.Hostname, Logger: log}
+	opt := gateway.ScannersOptions{VirusAction: cfg.VirusAction, Hostname: cfg.Hostname, MaxMessageSize: cfg.SMTP.MaxMessageSize, Logger: log}
 	for i, c := range cfg.Scanners {
 		mk, ok := scannerConstructors[c.Type]
 		if !ok {

@@ -484,7 +484,11 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 	if cfg.Auth.Enabled {
 		c.Resolver = a.resolver
 	}
-	if c.AuthLimits, err = authlimit.New(cfg.Submission.Config, authlimit.Options{}); err != nil {
+	var lopt authlimit.Options
+	if a.cluster != nil {
+		lopt.Shared = a.cluster.AuthFailures() // failed AUTH counted by the fleet
+	}
+	if c.AuthLimits, err = authlimit.New(cfg.Submission.Config, lopt); err != nil {
 		return nil, err
 	}
 	if len(cfg.DKIM.Sign) > 0 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -57,7 +58,7 @@ alone the domain is not checked.`,
 		Short: "Add a user with a password read from standard input",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			path, cfg, err := o.target(c, args[0])
+			path, cfg, err := o.targetAdding(c, args[0])
 			if err != nil {
 				return err
 			}
@@ -125,6 +126,17 @@ type userOpts struct {
 // target returns the users file to edit, after checking that addr is in
 // a local domain when a configuration is given.
 func (o *userOpts) target(c *cobra.Command, addr string) (string, *Config, error) {
+	return o.resolve(c, addr, false)
+}
+
+// targetAdding is target for `user add`: the configuration is checked as
+// it will be once addr is a user, so that an alias or catch-all naming
+// the first user does not stop that user from being added.
+func (o *userOpts) targetAdding(c *cobra.Command, addr string) (string, *Config, error) {
+	return o.resolve(c, addr, true)
+}
+
+func (o *userOpts) resolve(c *cobra.Command, addr string, adding bool) (string, *Config, error) {
 	if o.config == "" {
 		if o.usersFile == "" {
 			return "", nil, errors.New("give --config FILE (its mailboxes.users_file) or --users-file PATH")
@@ -140,11 +152,15 @@ func (o *userOpts) target(c *cobra.Command, addr string) (string, *Config, error
 	// being fixed; the mailbox functions parse it before rewriting it.
 	// Any other configuration error stops us.
 	if err != nil {
-		var other []string
-		for _, l := range errorLines(err) {
-			if !strings.HasPrefix(l, "mailboxes.users_file:") {
-				other = append(other, l)
+		other := otherThanUsersFile(err)
+		if len(other) > 0 && adding {
+			after := *cfg
+			after.Mailboxes.Users = maps.Clone(cfg.Mailboxes.Users)
+			if after.Mailboxes.Users == nil {
+				after.Mailboxes.Users = map[string]mailbox.UserConfig{}
 			}
+			after.Mailboxes.Users[addr] = mailbox.UserConfig{}
+			other = otherThanUsersFile(after.Validate())
 		}
 		if len(other) > 0 {
 			return "", nil, fmt.Errorf("%s is not valid:\n  %s", o.config, strings.Join(other, "\n  "))
@@ -168,6 +184,18 @@ func (o *userOpts) target(c *cobra.Command, addr string) (string, *Config, error
 		}
 	}
 	return "", nil, fmt.Errorf("%s: domain %s is not in domains.local %v", addr, dom, cfg.Domains.Local)
+}
+
+// otherThanUsersFile lists the errors of err that are not about
+// mailboxes.users_file itself.
+func otherThanUsersFile(err error) []string {
+	var other []string
+	for _, l := range errorLines(err) {
+		if !strings.HasPrefix(l, "mailboxes.users_file:") {
+			other = append(other, l)
+		}
+	}
+	return other
 }
 
 // inConfigUsers reports whether addr is one of mailboxes.users (the

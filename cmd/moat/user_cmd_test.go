@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"moat/mailbox"
@@ -182,3 +183,71 @@ func FuzzReadPasswordLine(f *testing.F) {
 }
 
 func bufioReader(s string) *bufio.Reader { return bufio.NewReaderSize(strings.NewReader(s), 512) }
+
+// TestUserAddFirstUserNamedInAlias: a configuration whose alias (and
+// catch-all) names a user not yet in the users file lets that user be
+// added, and loads afterwards; an unrelated error still stops the
+// command.
+func TestUserAddFirstUserNamedInAlias(t *testing.T) {
+	e := userCmdEnv{dir: t.TempDir()}
+	e.usersFile = filepath.Join(e.dir, "users")
+	e.config = filepath.Join(e.dir, "moat.yaml")
+	body := "hostname: mx.example.org\ndata_dir: " + filepath.Join(e.dir, "data") + "\n" +
+		"domains: {local: [example.org]}\n" +
+		"mailboxes:\n  users_file: " + e.usersFile + "\n" +
+		"  aliases: {postmaster@example.org: alice@example.org}\n" +
+		"  catch_all: {example.org: alice@example.org}\n"
+	os.WriteFile(e.config, []byte(body), 0o600)
+	os.WriteFile(e.usersFile, nil, 0o600) // an empty users file, as an installer leaves it
+	if _, err := loadConfig(e.config); err == nil {
+		t.Fatal("the configuration loads before alice exists: the test proves nothing")
+	}
+	if out, err := runUser(t, "first-pass-123\n", "add", "alice@example.org", "--config", e.config); err != nil {
+		t.Fatalf("user add: %v\n%s", err, out)
+	}
+	if !e.authenticate(t, "alice@example.org", "first-pass-123") {
+		t.Fatal("alice cannot log in")
+	}
+	// Another user does not make the alias valid: refused.
+	os.WriteFile(e.config, []byte(body+"  quota: nonsense\n"), 0o600)
+	if out, err := runUser(t, "other-pass-123\n", "add", "carol@example.org", "--config", e.config); err == nil || !strings.Contains(err.Error(), "mailboxes.quota") {
+		t.Errorf("a bad configuration was not refused: %v\n%s", err, out)
+	}
+}
+
+// TestUserFileOwnership: run as root, the users file keeps the owner and
+// group it had, and a new one takes its directory's, so moat running as
+// its own user can read it after root edited it.
+func TestUserFileOwnership(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give files away")
+	}
+	e := newUserCmdEnv(t, true)
+	const uid, gid = 4242, 4343
+	if err := os.Chown(e.dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	owner := func() (int, int) {
+		fi, err := os.Stat(e.usersFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return int(st.Uid), int(st.Gid)
+	}
+	if out, err := runUser(t, "first-pass-123\n", "add", "alice@example.org", "--config", e.config); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if u, g := owner(); u != uid || g != gid {
+		t.Errorf("new users file owned by %d:%d, want the directory's %d:%d", u, g, uid, gid)
+	}
+	if err := os.Chown(e.usersFile, uid+1, gid+1); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runUser(t, "second-pass-123\n", "passwd", "alice@example.org", "--config", e.config); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if u, g := owner(); u != uid+1 || g != gid+1 {
+		t.Errorf("rewritten users file owned by %d:%d, want the old file's %d:%d", u, g, uid+1, gid+1)
+	}
+}

@@ -26,6 +26,9 @@ const maxZoneRecords = 100000
 // (RFC 4592 §3.3.1, without the finer points of §4). The typed lookups,
 // CNAME following and error kinds are dnsres.Client's own (NewLocal), so
 // the checks see exactly what they would see from a server.
+// defaultZoneTTL is the TTL of a record that gives none.
+const defaultZoneTTL = 300
+
 type zoneResolver struct {
 	*dnsres.Client
 	rrs   map[string][]dns.RR // lower-case owner → records
@@ -35,11 +38,14 @@ type zoneResolver struct {
 var _ dnsres.Resolver = (*zoneResolver)(nil)
 
 // loadZone parses a zone file. Relative names are taken relative to the
-// root unless the file sets $ORIGIN; $INCLUDE is refused.
+// root unless the file sets $ORIGIN; $INCLUDE is refused; a record without
+// a TTL, in a file without $TTL, gets defaultZoneTTL (a test file need
+// not say one, as the example in `moat rules test --help` does not).
 func loadZone(r io.Reader, file string) (*zoneResolver, error) {
 	z := &zoneResolver{rrs: map[string][]dns.RR{}, names: map[string]bool{".": true}}
 	zp := dns.NewZoneParser(r, ".", file)
 	zp.SetIncludeAllowed(false)
+	zp.SetDefaultTTL(defaultZoneTTL)
 	n := 0
 	for rr, ok := zp.Next(); ok; rr, ok = zp.Next() {
 		if n++; n > maxZoneRecords {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/spf13/cobra"
 	"net"
 	"slices"
 	"strings"
@@ -138,4 +139,34 @@ func FuzzLoadZone(f *testing.F) {
 			z.LookupCNAME(ctx, name)
 		}
 	})
+}
+
+// TestHelpZoneExampleParses: the zone file shown in `moat rules test
+// --help` loads as it is and answers what it says.
+func TestHelpZoneExampleParses(t *testing.T) {
+	var test *cobra.Command
+	for _, c := range rulesCommand().Commands() {
+		if c.Name() == "test" {
+			test = c
+		}
+	}
+	if test == nil {
+		t.Fatal("no rules test command")
+	}
+	var zone []string
+	for _, l := range strings.Split(test.Long, "\n") {
+		if strings.HasPrefix(l, "  ") && strings.Contains(l, ". ") {
+			zone = append(zone, strings.TrimSpace(l))
+		}
+	}
+	if len(zone) < 3 {
+		t.Fatalf("no zone example found in:\n%s", test.Long)
+	}
+	z, err := loadZone(strings.NewReader(strings.Join(zone, "\n")+"\n"), "help")
+	if err != nil {
+		t.Fatalf("the --help zone example does not parse: %v\n%s", err, strings.Join(zone, "\n"))
+	}
+	if txt, err := z.LookupTXT(context.Background(), "_dmarc.example.com"); err != nil || len(txt) != 1 || txt[0] != "v=DMARC1; p=reject" {
+		t.Errorf("_dmarc.example.com TXT = %q, %v", txt, err)
+	}
 }

@@ -24,6 +24,11 @@
 //		"mx.example.org. 300 IN A 192.0.2.1")
 //	r, _ := dnsres.New(dnsres.Config{Servers: []string{srv.Addr()}})
 //
+// To stand in for a DNSSEC-validating resolver, Secure marks names whose
+// data counts as validated: an answer sets AD when the query asked for it
+// (DO or AD set) and every name on its CNAME chain is marked (RFC 4035
+// §3.2.3, RFC 6840 §5.7); a bogus answer is a SERVFAIL (Fail).
+//
 // For a unit test that needs no wire at all, Unsupported is the base of a
 // resolver double: embed it and define only the lookups the test fakes.
 package dnstest
@@ -86,6 +91,7 @@ type Server struct {
 	mu       sync.Mutex
 	records  map[key][]dns.RR
 	failures map[key]Failure
+	secure   map[string]bool
 	queries  int
 }
 
@@ -97,6 +103,7 @@ func NewServer(t testing.TB) *Server {
 		t:        t,
 		records:  make(map[key][]dns.RR),
 		failures: make(map[key]Failure),
+		secure:   make(map[string]bool),
 	}
 	var pc net.PacketConn
 	var ln net.Listener
@@ -245,12 +252,32 @@ func (s *Server) Fail(name string, qtype uint16, f Failure) {
 	s.failures[k] = f
 }
 
+// Secure marks names as validated: answers about them carry AD (see the
+// package doc). Secure with no names does nothing.
+func (s *Server) Secure(names ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range names {
+		s.secure[canon(n)] = true
+	}
+}
+
+// Insecure removes the marks Secure set on names.
+func (s *Server) Insecure(names ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range names {
+		delete(s.secure, canon(n))
+	}
+}
+
 // Clear removes all records and failures. The query count is kept.
 func (s *Server) Clear() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.records)
 	clear(s.failures)
+	clear(s.secure)
 }
 
 // Queries is the number of queries the server received (over UDP and TCP,
@@ -319,9 +346,23 @@ func (s *Server) answer(req *dns.Msg, udp bool) (resp *dns.Msg, ok bool) {
 		}
 	}
 
+	// RFC 4035 §3.2.3, RFC 6840 §5.7: a validating resolver sets AD only
+	// when asked (DO or AD) and every RRset of the answer is secure.
+	wantAD := req.AuthenticatedData
+	if opt := req.IsEdns0(); opt != nil && opt.Do() {
+		wantAD = true
+	}
+	secure := wantAD
+	defer func() {
+		if resp != nil && (resp.Rcode == dns.RcodeSuccess || resp.Rcode == dns.RcodeNameError) {
+			resp.AuthenticatedData = secure
+		}
+	}()
+
 	// RFC 1034 §4.3.2 step 3: follow CNAMEs inside the data we hold.
 	seen := map[string]bool{}
 	for hop := 0; ; hop++ {
+		secure = secure && s.secure[name]
 		rrs := s.records[key{name, q.Qtype}]
 		if q.Qtype == dns.TypeANY {
 			rrs = s.all(name)

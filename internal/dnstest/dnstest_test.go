@@ -164,3 +164,50 @@ func TestAddTXTSplitsLongValues(t *testing.T) {
 		t.Errorf("strings of %d octets each: %v", len(txt[0]), len(txt))
 	}
 }
+
+func TestSecureSetsAD(t *testing.T) {
+	s := NewServerWithZone(t, zone)
+	s.Secure("www.example.org", "mx.example.org", "nope.example.org")
+	ask := func(name string, qtype uint16, do, ad bool) *dns.Msg {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		m.AuthenticatedData = ad
+		if do {
+			m.SetEdns0(1232, true)
+		}
+		r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, s.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	tests := []struct {
+		name   string
+		qtype  uint16
+		do, ad bool
+		want   bool
+	}{
+		{"mx.example.org.", dns.TypeA, true, false, true},
+		{"mx.example.org.", dns.TypeA, false, true, true},
+		{"mx.example.org.", dns.TypeA, false, false, false}, // not asked for
+		{"mx.example.org.", dns.TypeMX, true, false, true},  // secure no data
+		{"nope.example.org.", dns.TypeA, true, false, true}, // secure NXDOMAIN
+		{"www.example.org.", dns.TypeA, true, false, true},  // CNAME to mx: both secure
+		{"example.org.", dns.TypeMX, true, false, false},    // not marked
+	}
+	for _, tc := range tests {
+		if got := ask(tc.name, tc.qtype, tc.do, tc.ad).AuthenticatedData; got != tc.want {
+			t.Errorf("%s %s do=%v ad=%v: AD %v, want %v", tc.name, dns.TypeToString[tc.qtype], tc.do, tc.ad, got, tc.want)
+		}
+	}
+	s.Insecure("mx.example.org")
+	if ask("www.example.org.", dns.TypeA, true, false).AuthenticatedData {
+		t.Error("CNAME to an insecure name: AD set")
+	}
+	s.Fail("mx.example.org", dns.TypeA, ServFail)
+	s.Secure("mx.example.org")
+	if r := ask("mx.example.org.", dns.TypeA, true, false); r.AuthenticatedData || r.Rcode != dns.RcodeServerFailure {
+		t.Errorf("SERVFAIL: rcode %s AD %v", dns.RcodeToString[r.Rcode], r.AuthenticatedData)
+	}
+}

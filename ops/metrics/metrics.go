@@ -162,7 +162,7 @@ func NewWithOptions(opt Options) *Metrics {
 	m.messages = counterVec("moat_messages_total", "Messages by final verdict.", "verdict")
 	m.ruleHits = counterVec("moat_rule_hits_total", "Rules that matched, by rule, action and dry run.", "rule", "action", "dry_run")
 	ruleLatency := []float64{.000001, .000005, .00001, .00005, .0001, .0005, .001, .005, .01, .05, .1, .5, 1}
-	m.ruleDuration = histogramVec("moat_rule_evaluation_seconds", "Time to evaluate one rule's condition.", ruleLatency, "rule")
+	m.ruleDuration = histogramVec("moat_rule_evaluation_seconds", "Time to evaluate one rule's condition, for the rules of one message stage in 8 (a sample: the count is not the number of evaluations).", ruleLatency, "rule")
 	m.ruleErrors = counterVec("moat_rule_errors_total", "Rule evaluations that failed at run time.", "rule")
 	m.deliveries = counterVec("moat_delivery_attempts_total", "Delivery attempts per recipient, by route and result (delivered, deferred, bounced).", "route", "result")
 	m.reencoded = counterVec("moat_outbound_reencoded_total", "Messages re-encoded on their way out so that no line is over 998 octets (reason long_line, RFC 5321 §4.5.3.1.6) or no 8-bit octet goes to a next hop without 8BITMIME (reason 8bit, RFC 6152 §3).", "reason")
@@ -421,6 +421,12 @@ func (m *Metrics) RuleObserver() rules.Observer {
 		n     atomic.Int64
 	)
 	return rules.ObserverFunc(func(s rules.RuleStat) {
+		if s.Err != nil {
+			m.ruleErrors.WithLabelValues(m.ruleNames.value(s.Rule)).Inc()
+		}
+		if !s.Timed {
+			return
+		}
 		h, ok := hists.Load(s.Rule)
 		if !ok {
 			h = m.ruleDuration.WithLabelValues(m.ruleNames.value(s.Rule))
@@ -429,9 +435,6 @@ func (m *Metrics) RuleObserver() rules.Observer {
 			}
 		}
 		h.(prometheus.Observer).Observe(s.Duration.Seconds())
-		if s.Err != nil {
-			m.ruleErrors.WithLabelValues(m.ruleNames.value(s.Rule)).Inc()
-		}
 	})
 }
 

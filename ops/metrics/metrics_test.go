@@ -45,8 +45,9 @@ func TestHooksMoveCounters(t *testing.T) {
 	m.Verdict("weird", "")
 	m.RuleHits([]rules.Hit{{Rule: "bulk", Action: rules.Reject, DryRun: true}, {Rule: "bulk", Action: rules.Reject, DryRun: true}})
 	obs := m.RuleObserver()
-	obs.ObserveRule(rules.RuleStat{Rule: "bulk", Duration: time.Millisecond, Err: errors.New("x")})
-	obs.ObserveRule(rules.RuleStat{Rule: "bulk", Duration: time.Millisecond}) // its cached histogram
+	obs.ObserveRule(rules.RuleStat{Rule: "bulk", Timed: true, Duration: time.Millisecond, Err: errors.New("x")})
+	obs.ObserveRule(rules.RuleStat{Rule: "bulk", Timed: true, Duration: time.Millisecond}) // its cached histogram
+	obs.ObserveRule(rules.RuleStat{Rule: "bulk", Err: errors.New("y")})                    // untimed: counted, not observed
 	m.Check("spf", 3*time.Millisecond)
 	m.Check("nonsense", time.Millisecond)
 	m.DNSObserve("TXT", "noerror", 2*time.Millisecond)
@@ -74,7 +75,7 @@ func TestHooksMoveCounters(t *testing.T) {
 		{"verdict accepted", testutil.ToFloat64(m.messages.WithLabelValues(VerdictAccepted)), 1},
 		{"verdict other", testutil.ToFloat64(m.messages.WithLabelValues("other")), 1},
 		{"rule hits", testutil.ToFloat64(m.ruleHits.WithLabelValues("bulk", "reject", "true")), 2},
-		{"rule errors", testutil.ToFloat64(m.ruleErrors.WithLabelValues("bulk")), 1},
+		{"rule errors", testutil.ToFloat64(m.ruleErrors.WithLabelValues("bulk")), 2}, // one timed, one not
 		{"dns", testutil.ToFloat64(m.dnsQueries.WithLabelValues("TXT", "noerror")), 1},
 		{"dns other type", testutil.ToFloat64(m.dnsQueries.WithLabelValues("other", "servfail")), 1},
 		{"tls 1.3", testutil.ToFloat64(m.tlsConns.WithLabelValues("TLS1.3")), 1},
@@ -350,7 +351,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 	m.GuardReject(guard.Rejection{Reason: guard.ReasonDenyList, Listener: "mx"})
 	m.ConnAccepted("mx")
 	m.RuleHit("r", "reject", false)
-	m.RuleObserver().ObserveRule(rules.RuleStat{Rule: "r"})
+	m.RuleObserver().ObserveRule(rules.RuleStat{Rule: "r", Timed: true})
 	m.Delivery("mx", DeliveryDelivered)
 	m.DNSObserve("A", "noerror", time.Millisecond)
 	m.Check("spf", time.Millisecond)

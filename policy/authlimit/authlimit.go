@@ -53,16 +53,37 @@ type Options struct {
 	// Clock is the time source of every window, lock-out and bucket.
 	// Default time.Now.
 	Clock func() time.Time
+	// Shared, when set, is the fleet's failure table (policy/cluster over
+	// Redis): failures and lock-outs counted by every node. The node's
+	// own table is kept as well and decides alone whenever Shared
+	// answers with an error (Redis down or slow), so an outage makes
+	// each node as strict as a single moat, never more lenient.
+	Shared Shared
+}
+
+// Shared is a failure table the nodes of a fleet share. Keys are "ip:"
+// and the counted network, or "user:" and the canonical user. Each call
+// is bounded by the store's own timeout (cluster.redis.timeout).
+type Shared interface {
+	// AuthCheck reports whether key is locked out and its failures in
+	// the current window.
+	AuthCheck(ctx context.Context, key string) (locked bool, count int, err error)
+	// AuthFail counts a failure of key; at max failures (0: never)
+	// within window it locks key out for lockout and reports started.
+	AuthFail(ctx context.Context, key string, max int, window, lockout time.Duration) (started bool, err error)
+	// AuthReset forgets key's failures, and its lock-out unless keepLock.
+	AuthReset(ctx context.Context, key string, keepLock bool) error
 }
 
 // Limiter applies a Config. Build it with New; it is safe for concurrent
 // use.
 type Limiter struct {
-	auth  AuthLimits
-	send  SendLimits
-	now   func() time.Time
-	ips   *failTable[netip.Prefix]
-	users *failTable[string]
+	auth   AuthLimits
+	send   SendLimits
+	now    func() time.Time
+	ips    *failTable[netip.Prefix]
+	users  *failTable[string]
+	shared Shared
 
 	sendMu sync.Mutex
 	rates  *simplelru.LRU[string, *sendState]
@@ -79,7 +100,7 @@ func New(cfg Config, opt Options) (*Limiter, error) {
 	if opt.Clock == nil {
 		opt.Clock = time.Now
 	}
-	l := &Limiter{auth: cfg.Auth, send: cfg.Send, now: opt.Clock}
+	l := &Limiter{auth: cfg.Auth, send: cfg.Send, now: opt.Clock, shared: opt.Shared}
 	var err error
 	if l.ips, err = newFailTable[netip.Prefix](cfg.Auth.TrackedIPs, cfg.Auth.PerIP, cfg.Auth.Lockout); err != nil {
 		return nil, err
@@ -131,6 +152,7 @@ func (l *Limiter) BeforeAuth(ip netip.Addr, user string) (delay time.Duration, e
 	var n int
 	if k, ok := l.ipKey(ip); ok {
 		locked, c := l.ips.check(k, now)
+		locked, c = l.sharedCheck("ip:"+k.String(), locked, c)
 		if locked {
 			l.stats[reasonLockedIP].Add(1)
 			return 0, ReplyLocked.With(fmt.Errorf("client %s locked out after failed AUTH", k))
@@ -139,6 +161,7 @@ func (l *Limiter) BeforeAuth(ip netip.Addr, user string) (delay time.Duration, e
 	}
 	if k, ok := userKey(user); ok {
 		locked, c := l.users.check(k, now)
+		locked, c = l.sharedCheck("user:"+k, locked, c)
 		if locked {
 			l.stats[reasonLockedUser].Add(1)
 			return 0, ReplyLocked.With(fmt.Errorf("user %q locked out after failed AUTH", k))
@@ -146,6 +169,20 @@ func (l *Limiter) BeforeAuth(ip netip.Addr, user string) (delay time.Duration, e
 		n = max(n, c)
 	}
 	return l.delay(n), nil
+}
+
+// sharedCheck adds the fleet's answer for key to the node's own (locked,
+// count): locked by either, the larger count. Without an answer the
+// node's own stands.
+func (l *Limiter) sharedCheck(key string, locked bool, count int) (bool, int) {
+	if l.shared == nil || locked {
+		return locked, count
+	}
+	sl, sc, err := l.shared.AuthCheck(context.Background(), key)
+	if err != nil {
+		return locked, count
+	}
+	return sl, max(count, sc)
 }
 
 // delay is DelayBase·2^(n-1), at most DelayMax; 0 for n = 0.
@@ -168,12 +205,34 @@ func (l *Limiter) delay(n int) time.Duration {
 func (l *Limiter) AuthFailed(ip netip.Addr, user string) {
 	now := l.now()
 	l.stats[reasonBadPassword].Add(1)
-	if k, ok := l.ipKey(ip); ok && l.ips.fail(k, now) {
-		l.locks[0].Add(1)
+	if k, ok := l.ipKey(ip); ok {
+		started := l.ips.fail(k, now)
+		if l.sharedFail("ip:"+k.String(), l.auth.PerIP) {
+			started = true
+		}
+		if started {
+			l.locks[0].Add(1)
+		}
 	}
-	if k, ok := userKey(user); ok && l.users.fail(k, now) {
-		l.locks[1].Add(1)
+	if k, ok := userKey(user); ok {
+		started := l.users.fail(k, now)
+		if l.sharedFail("user:"+k, l.auth.PerUser) {
+			started = true
+		}
+		if started {
+			l.locks[1].Add(1)
+		}
 	}
+}
+
+// sharedFail counts a failure of key in the fleet's table; it reports
+// whether that started a lock-out.
+func (l *Limiter) sharedFail(key string, th Threshold) bool {
+	if l.shared == nil {
+		return false
+	}
+	started, err := l.shared.AuthFail(context.Background(), key, th.MaxFailures, th.Window, l.auth.Lockout)
+	return err == nil && started
 }
 
 // AuthSucceeded records a successful AUTH: the address's failures are
@@ -183,9 +242,15 @@ func (l *Limiter) AuthSucceeded(ip netip.Addr, user string) {
 	now := l.now()
 	if k, ok := l.ipKey(ip); ok {
 		l.ips.reset(k, now, false)
+		if l.shared != nil {
+			l.shared.AuthReset(context.Background(), "ip:"+k.String(), false)
+		}
 	}
 	if k, ok := userKey(user); ok {
 		l.users.reset(k, now, true)
+		if l.shared != nil {
+			l.shared.AuthReset(context.Background(), "user:"+k, true)
+		}
 	}
 }
 

@@ -2,8 +2,9 @@
 // nodes of a cluster through one Redis server (github.com/redis/go-redis/v9):
 // the rule engine's rate limits and greylist triplets (RFC 6647 §2), the
 // connection guard's per-IP and per-prefix connection rate buckets and its
-// pregreet pass cache, and a generic TTL cache (e.g. for recipient
-// callaheads).
+// pregreet pass cache, the submission listeners' failed-AUTH counts and
+// lock-outs (policy/authlimit), and a generic TTL cache (e.g. for
+// recipient callaheads).
 //
 // Redis is an optimisation, never a dependency of mail flow. Every call
 // runs under a short deadline (cluster.redis.timeout, default 50ms); on an
@@ -27,15 +28,16 @@
 //
 // Keys are cluster.redis.key_prefix (default "moat:") followed by a kind
 // ("rl:" limiter windows, "gl:" greylist triplets, "tb:" guard token
-// buckets, "pg:" pregreet passes, "c:<name>:" caches) and the caller's
+// buckets, "pg:" pregreet passes, "af:" and "al:" failed-AUTH counts and
+// lock-outs, "c:<name>:" caches) and the caller's
 // key; a key longer than 200 bytes is replaced by its SHA-256. Times
 // stored in Redis come from the nodes' clocks, which must be kept in sync
 // (NTP); a clock behind the others only makes its node stricter.
 //
 // This package is a leaf: it imports neither rules nor gateway. The
-// types it satisfies (store.Limiter, store.Greylister, guard.SharedState)
-// use only standard and policy/store types, so cmd/moat plugs a *Client's
-// views in directly.
+// types it satisfies (store.Limiter, store.Greylister, guard.SharedState,
+// authlimit.Shared) use only standard and policy/store types, so cmd/moat
+// plugs a *Client's views in directly.
 //
 // The test against a real redis-server is tagged interop and runs when
 // $REDIS_SERVER names the binary.

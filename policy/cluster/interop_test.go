@@ -131,6 +131,24 @@ func TestRealRedis(t *testing.T) {
 	if v, ok := cacheB.Get(ctx, "x"); !ok || string(v) != "v" {
 		t.Fatalf("cache on B: %q %v", v, ok)
 	}
+	// Failed AUTH: the scripts on a real Redis; two failures through A
+	// and one through B reach max 3 and lock the user out for both.
+	fa, fb := ca.AuthFailures(), cb.AuthFailures()
+	for i, f := range []*AuthFailures{fa, fa, fb} {
+		started, err := f.AuthFail(ctx, "user:alice@example.org", 3, time.Minute, time.Hour)
+		if err != nil || started != (i == 2) {
+			t.Fatalf("auth failure %d: started %v, %v", i+1, started, err)
+		}
+	}
+	if locked, _, err := fa.AuthCheck(ctx, "user:alice@example.org"); !locked || err != nil {
+		t.Fatalf("user not locked on A: %v", err)
+	}
+	if err := fb.AuthReset(ctx, "user:alice@example.org", true); err != nil {
+		t.Fatal(err)
+	}
+	if locked, _, _ := fa.AuthCheck(ctx, "user:alice@example.org"); !locked {
+		t.Fatal("a success lifted the lock-out")
+	}
 
 	stop()
 	if ok, _ := la.Allow(ctx, "k2", 1, time.Minute); !ok {

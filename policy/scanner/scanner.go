@@ -72,6 +72,10 @@ type Result struct {
 	// Changes are a milter's header modifications, in order, to apply
 	// before the message is spooled.
 	Changes []HeaderChange
+	// Body is a milter's replacement of the message body (SMFIR_REPLBODY,
+	// its chunks joined, CRLF line ends); nil when the body is kept, empty
+	// but not nil when the milter emptied it.
+	Body []byte
 }
 
 // MaxSymbols bounds Result.Symbols.
@@ -150,7 +154,7 @@ type Config struct {
 	Required bool `mapstructure:"required"`
 	// Password is rspamd's controller/normal worker password, if set
 	// (sent as the Password header); spamd's user (User header) is User.
-	Password string `mapstructure:"password"`
+	Password string `mapstructure:"password" secret:"true"`
 	User     string `mapstructure:"user"`
 	// Command is spamd's: CHECK (score only) or SYMBOLS (score and tests).
 	Command string `mapstructure:"command"`

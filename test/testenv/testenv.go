@@ -3,7 +3,8 @@
 // the moat binary itself, Postfix's smtp-sink, a throw-away Dovecot LMTP
 // server, a private Postfix instance with virtual mailboxes (postfix -c
 // DIR), a redis-server that can be killed and restarted on its port
-// and headless Chromium. The in-process helpers that unit tests share
+// and headless Chromium, and a DNSSEC-signed zone behind a validating
+// unbound (StartDNSSEC). The in-process helpers that unit tests share
 // too (the raw client, the go-smtp client, the recording sink that
 // outlives moat restarts, certificates) are in internal/smtptest.
 //

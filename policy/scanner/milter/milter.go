@@ -18,8 +18,11 @@
 //     "quarantine" unless the milter also refused the message.
 //   - header changes (SMFIR_ADDHEADER, SMFIR_INSHEADER, SMFIR_CHGHEADER)
 //     → Result.Changes, in the milter's order, values with CRLF line ends.
+//   - a body replacement (SMFIR_REPLBODY, in one or more chunks) →
+//     Result.Body, its chunks joined and bare LF or CR made CRLF (RFC 5321
+//     §2.3.8), with the symbol "milter:body-change".
 //   - changes moat does not apply are reported as symbols only:
-//     "milter:body-change" (SMFIR_REPLBODY), "milter:from-change"
+//     "milter:from-change"
 //     (SMFIR_CHGFROM), "milter:rcpt-add" (SMFIR_ADDRCPT[_PAR]),
 //     "milter:rcpt-delete" (SMFIR_DELRCPT), "milter:rcpt-reject" (a
 //     recipient the milter refused while others were kept: moat cannot
@@ -409,7 +412,11 @@ func (t *txn) modifications(mods []gomilter.ModifyAction) {
 			}
 			t.res.Changes = append(t.res.Changes, hc)
 		case gomilter.ActionReplaceBody:
-			t.symbols = append(t.symbols, "milter:body-change")
+			if t.res.Body == nil {
+				t.res.Body = []byte{}
+				t.symbols = append(t.symbols, "milter:body-change")
+			}
+			t.res.Body = append(t.res.Body, m.Body...)
 		case gomilter.ActionChangeFrom:
 			t.symbols = append(t.symbols, "milter:from-change")
 		case gomilter.ActionAddRcpt:
@@ -420,6 +427,30 @@ func (t *txn) modifications(mods []gomilter.ModifyAction) {
 			t.res.Action = "quarantine"
 		}
 	}
+	if t.res.Body != nil {
+		t.res.Body = crlf(t.res.Body)
+	}
+}
+
+// crlf returns b with every line end CRLF: milters write bare LF as
+// often as CRLF, and a message moat stores has CRLF line ends only.
+func crlf(b []byte) []byte {
+	if !bytes.ContainsAny(b, "\r\n") {
+		return b
+	}
+	out := make([]byte, 0, len(b)+len(b)/32)
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '\r' && i+1 < len(b) && b[i+1] == '\n':
+			out = append(out, '\r', '\n')
+			i++
+		case c == '\r' || c == '\n':
+			out = append(out, '\r', '\n')
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // headerChange checks a milter's header change: the name a valid field

@@ -119,6 +119,13 @@ func (m *testMilter) EndOfMessage(mod gomilter.Modifier) (*gomilter.Response, er
 		mod.AddRecipient("extra@example.org", "")
 		mod.DeleteRecipient("c@example.net")
 		return gomilter.RespAccept, nil
+	case "body-lf":
+		// Bare LF line ends, in several chunks.
+		mod.ReplaceBody(strings.NewReader(strings.Repeat("line\n", 30000)))
+		return gomilter.RespAccept, nil
+	case "body-empty":
+		mod.ReplaceBodyRawChunk(nil)
+		return gomilter.RespContinue, nil
 	}
 	return gomilter.RespContinue, nil
 }
@@ -237,7 +244,11 @@ func TestVerdicts(t *testing.T) {
 				{Op: scanner.HeaderInsert, Name: "X-First", Value: "1", Index: 0},
 				{Op: scanner.HeaderReplace, Name: "Subject", Value: "[SPAM] changes", Index: 1},
 				{Op: scanner.HeaderReplace, Name: "X-Drop", Value: "", Index: 1},
-			}}},
+			},
+			Body: []byte("new body\r\n")}},
+		{request("body-lf"), &scanner.Result{Action: "accept", Symbols: []string{"milter:body-change"},
+			Body: []byte(strings.Repeat("line\r\n", 30000))}},
+		{request("body-empty"), &scanner.Result{Action: "accept", Symbols: []string{"milter:body-change"}, Body: []byte{}}},
 		{request("hello", "bad@example.net", "b@example.net"), &scanner.Result{Action: "accept", Symbols: []string{"milter:rcpt-reject"}}},
 		{request("hello", "bad1@example.net", "bad2@example.net"), &scanner.Result{Action: "reject", Symbols: []string{"milter:rcpt-reject"},
 			Reply: &reply.Reply{Code: 550, Enhanced: reply.Enhanced{5, 1, 1}, Text: "no such user"}}},
@@ -564,6 +575,22 @@ func BenchmarkScan(b *testing.B) {
 	for b.Loop() {
 		if _, err := c.Scan(context.Background(), req); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestCRLF: every line end of a replacement body becomes CRLF, once.
+func TestCRLF(t *testing.T) {
+	for in, want := range map[string]string{
+		"":               "",
+		"no line end":    "no line end",
+		"a\r\nb\r\n":     "a\r\nb\r\n",
+		"a\nb\n":         "a\r\nb\r\n",
+		"a\rb\r":         "a\r\nb\r\n",
+		"a\n\r\nb\r\r\n": "a\r\n\r\nb\r\n\r\n",
+	} {
+		if got := string(crlf([]byte(in))); got != want {
+			t.Errorf("crlf(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
