@@ -14,6 +14,7 @@ import (
 	"moat/policy"
 	"moat/policy/iprev"
 	"moat/policy/scanner"
+	"moat/relay/spool"
 	"moat/rules"
 )
 
@@ -89,6 +90,11 @@ type Txn struct {
 	// Route is what a route rule of the mail stage (or of connect or
 	// helo, carried in) chose for every recipient of the transaction.
 	Route string
+
+	// QuarantineWhy is the rule's verdict in short, stored with the
+	// quarantined message (set with Quarantine by a rule; nil for a
+	// scanner's quarantine).
+	QuarantineWhy *spool.Reason
 	// Refusal names who refused the last refused command.
 	Refusal Refusal
 	// Guard is what the offline guard screen found (nil: not run).
@@ -166,6 +172,7 @@ func (t *Txn) Reset() {
 	t.Headers = append([]rules.Header(nil), t.conn.headers...)
 	t.Facts.Hits = append([]string(nil), t.conn.hits...)
 	t.Discard, t.Quarantine, t.Junk = false, "", t.conn.junk
+	t.QuarantineWhy = nil
 	t.Route = t.conn.route
 }
 
@@ -400,7 +407,7 @@ func (p *Pipeline) evaluate(ctx context.Context, stage rules.Stage, t *Txn) erro
 		t.Discard = true
 		t.log.Info("rule discards the message", rules.Explain(v)...)
 	case rules.Quarantine:
-		t.Quarantine = v.Rule
+		t.Quarantine, t.QuarantineWhy = v.Rule, quarantineReason(v)
 		t.log.Info("rule quarantines the message", rules.Explain(v)...)
 	}
 	if err := p.afterRules(stage, t); err != nil {

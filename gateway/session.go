@@ -392,6 +392,9 @@ func (s *session) Data(r io.Reader) *reply.Reply {
 		// Whether the queue may send notices to the sender (issue 27).
 		SenderCheck: s.t.senderCheck(),
 	}
+	if dst != s.srv.opt.Spool {
+		env.Quarantine = s.t.quarantineWhy()
+	}
 	ctx, cancel := deadline.WithTimeout(context.Background(), s.srv.opt.SMTP.WriteTimeout)
 	defer cancel()
 	// net.Buffers hands both parts over as they are (io.MultiReader

@@ -17,7 +17,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"moat/policy/bayes"
 )
@@ -221,8 +220,8 @@ type learnSummary struct {
 
 func (o *learnOpts) learn(ctx context.Context, stdout, stderr io.Writer, c *bayes.Classifier, class bayes.Class, files []string) error {
 	var bar *progress
-	if f, ok := stderr.(*os.File); ok && !o.noProgress && term.IsTerminal(int(f.Fd())) {
-		bar = &progress{w: stderr, total: len(files)}
+	if b := newProgressBar(stderr, len(files), o.noProgress); b != nil {
+		bar = &progress{b}
 	}
 	var sum learnSummary
 	var runErr error
@@ -459,31 +458,19 @@ func eachMboxMessage(raw []byte, fn func([]byte) error) error {
 	return flush()
 }
 
-// progress draws a one-line progress bar on a terminal; a nil *progress
-// draws nothing.
-type progress struct {
-	w     io.Writer
-	total int
-	last  time.Time
-}
+// progress is the learn run's bar (progress.go).
+type progress struct{ *progressBar }
 
 func (p *progress) update(s learnSummary) {
-	if p == nil || (time.Since(p.last) < 100*time.Millisecond && s.done < p.total) {
+	if p == nil {
 		return
 	}
-	p.last = time.Now()
-	const width = 30
-	n := width
-	if p.total > 0 {
-		n = s.done * width / p.total
-	}
-	fmt.Fprintf(p.w, "\r[%s%s] %d/%d  learned %d  known %d  moved %d  forgot %d  unreadable %d ",
-		strings.Repeat("=", n), strings.Repeat(" ", width-n), s.done, p.total,
-		s.learned, s.known, s.moved, s.forgotSpam+s.forgotHam, s.unreadable)
+	p.draw(s.done, fmt.Sprintf("learned %d  known %d  moved %d  forgot %d  unreadable %d",
+		s.learned, s.known, s.moved, s.forgotSpam+s.forgotHam, s.unreadable))
 }
 
 func (p *progress) finish() {
 	if p != nil {
-		fmt.Fprintln(p.w)
+		p.progressBar.finish()
 	}
 }

@@ -34,15 +34,17 @@ func quarantineCommand() *cobra.Command {
 			return &quarantineTarget{queueTarget: t, dir: quarantine.Dir(filepath.Dir(t.spoolDir)), cfg: cfg}, nil
 		})
 	var limit int
-	list := targetCommand("list", "List quarantined messages: id, age, sender, recipients, client", cobra.NoArgs, target,
+	list := targetCommand("list", "List quarantined messages: id, age, sender, recipients, client, rule", cobra.NoArgs, target,
 		func(cmd *cobra.Command, t *quarantineTarget, _ []string) error {
 			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
 		})
 	list.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("at most this many messages (default %d)", admin.DefaultListLimit))
-	show := targetCommand("show ID", "Show one quarantined message's envelope and headers", cobra.ExactArgs(1), target,
+	var body bool
+	show := targetCommand("show ID", "Show one quarantined message's envelope, why it is quarantined, and its headers (--body: the whole message)", cobra.ExactArgs(1), target,
 		func(cmd *cobra.Command, t *quarantineTarget, args []string) error {
-			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
+			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], body)
 		})
+	show.Flags().BoolVar(&body, "body", false, "print the whole message as stored after the envelope, instead of its headers")
 	release := targetCommand("release ID", "Deliver a quarantined message after all: move it into the delivery queue", cobra.ExactArgs(1), target,
 		func(cmd *cobra.Command, t *quarantineTarget, args []string) error {
 			return t.release(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
@@ -95,13 +97,13 @@ func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, l
 		return quarantineError("list", err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tAGE\tSENDER\tRECIPIENTS\tCLIENT")
+	fmt.Fprintln(tw, "ID\tAGE\tSENDER\tRECIPIENTS\tCLIENT\tRULE")
 	for _, m := range l.Messages {
 		rcpts := strings.Join(m.Recipients, ",")
 		if more := m.RcptCount - len(m.Recipients); more > 0 {
 			rcpts += fmt.Sprintf(",+%d more", more)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second), clean(sender(m.Sender)), clean(rcpts), clean(m.Client))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second), clean(sender(m.Sender)), clean(rcpts), clean(m.Client), clean(m.Rule))
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d message(s) in quarantine\n", l.Total)
@@ -111,16 +113,17 @@ func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, l
 	return nil
 }
 
-func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, id string) error {
+func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, id string, body bool) error {
 	if !spool.ValidID(id) {
 		return fmt.Errorf("quarantine show: %q is not a quarantine id", id)
 	}
 	ctx, cancel := context.WithTimeout(ctxOr(ctx), queueTimeout)
 	defer cancel()
+	var sp *spool.Spool
 	d, err := t.client.QuarantineShow(ctx, id)
 	if errors.Is(err, admin.ErrUnreachable) {
-		sp, ferr := t.readOnly(stderr, err)
-		if ferr != nil {
+		var ferr error
+		if sp, ferr = t.readOnly(stderr, err); ferr != nil {
 			return ferr
 		}
 		defer sp.Close()
@@ -129,7 +132,19 @@ func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, i
 	if err != nil {
 		return quarantineError("show "+id, err)
 	}
-	printDetail(stdout, d)
+	printDetail(stdout, d, !body)
+	if !body {
+		return nil
+	}
+	fmt.Fprintln(stdout, bodyMarker)
+	if sp != nil {
+		err = copyMessage(messageWriter(stdout), sp, id)
+	} else {
+		err = t.client.QuarantineMessage(ctx, id, messageWriter(stdout))
+	}
+	if err != nil {
+		return quarantineError("show "+id, err)
+	}
 	return nil
 }
 

@@ -34,17 +34,22 @@ func queueCommand() *cobra.Command {
 			return t.list(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), limit)
 		})
 	list.Flags().IntVar(&limit, "limit", 0, fmt.Sprintf("at most this many messages (default %d)", admin.DefaultListLimit))
-	show := targetCommand("show ID", "Show one message's envelope and headers", cobra.ExactArgs(1), target,
+	var body bool
+	show := targetCommand("show ID", "Show one message's envelope and headers (--body: and the whole message)", cobra.ExactArgs(1), target,
 		func(cmd *cobra.Command, t *queueTarget, args []string) error {
-			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0])
+			return t.show(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), args[0], body)
 		})
-	flush := targetCommand("flush [ID]", "Attempt delivery now: of one message, or of every message not held", cobra.MaximumNArgs(1), target,
+	show.Flags().BoolVar(&body, "body", false, "print the whole message as stored after the envelope, instead of its headers")
+	var fo flushOpts
+	flush := targetCommand("flush [ID]", "Attempt delivery now: of one message, or of every message not held (and wait for the outcome)", cobra.MaximumNArgs(1), target,
 		func(cmd *cobra.Command, t *queueTarget, args []string) error {
 			if len(args) == 0 {
-				return t.flushAll(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return t.flushAll(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), fo)
 			}
 			return t.op(cmd.Context(), cmd.OutOrStdout(), "flush", args[0])
 		})
+	flush.Flags().DurationVar(&fo.wait, "wait", defaultFlushWait, fmt.Sprintf("with no ID, wait up to this long (at most %s) for the attempts and count delivered, deferred and bounced recipients; 0: only schedule", admin.MaxFlushWait))
+	flush.Flags().BoolVar(&fo.noProgress, "no-progress", false, "no progress bar, even on a terminal")
 	cmd.AddCommand(list, show, flush)
 	for _, op := range []struct{ name, short string }{
 		{"delete", "Remove a message from the queue without notice to anyone"},
@@ -202,13 +207,14 @@ func printList(w io.Writer, l *admin.List) {
 	fmt.Fprintf(w, "%d message(s) in the queue\n", l.Total)
 }
 
-func (t *queueTarget) show(ctx context.Context, stdout, stderr io.Writer, id string) error {
+func (t *queueTarget) show(ctx context.Context, stdout, stderr io.Writer, id string, body bool) error {
 	ctx, cancel := context.WithTimeout(ctx, queueTimeout)
 	defer cancel()
+	var sp *spool.Spool
 	d, err := t.client.Show(ctx, id)
 	if errors.Is(err, admin.ErrUnreachable) {
-		sp, ferr := t.fallback(stderr, err)
-		if ferr != nil {
+		var ferr error
+		if sp, ferr = t.fallback(stderr, err); ferr != nil {
 			return ferr
 		}
 		defer sp.Close()
@@ -217,8 +223,33 @@ func (t *queueTarget) show(ctx context.Context, stdout, stderr io.Writer, id str
 	if err != nil {
 		return queueError("show "+id, err)
 	}
-	printDetail(stdout, d)
+	printDetail(stdout, d, !body)
+	if !body {
+		return nil
+	}
+	fmt.Fprintln(stdout, bodyMarker)
+	if sp != nil {
+		err = copyMessage(messageWriter(stdout), sp, id)
+	} else {
+		err = t.client.Message(ctx, id, messageWriter(stdout))
+	}
+	if err != nil {
+		return queueError("show "+id, err)
+	}
 	return nil
+}
+
+// copyMessage copies the stored message id of sp to w.
+func copyMessage(w io.Writer, sp interface {
+	Open(string) (io.ReadCloser, error)
+}, id string) error {
+	f, err := sp.Open(id)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return err
 }
 
 func showOffline(sp *spool.Spool, id string) (*admin.Detail, error) {
@@ -237,7 +268,9 @@ func showOffline(sp *spool.Spool, id string) (*admin.Detail, error) {
 	return d, nil
 }
 
-func printDetail(w io.Writer, d *admin.Detail) {
+// printDetail prints a message's envelope and, when headers, its header
+// section.
+func printDetail(w io.Writer, d *admin.Detail, headers bool) {
 	e := d.Envelope
 	if e == nil {
 		fmt.Fprintln(w, "(no envelope)")
@@ -262,10 +295,12 @@ func printDetail(w io.Writer, d *admin.Detail) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", clean(r.Address), r.Status, clean(r.Route), r.Attempts, clean(r.LastError))
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "headers:")
-	for _, line := range strings.Split(strings.TrimRight(d.Headers, "\r\n"), "\n") {
-		fmt.Fprintf(w, "  %s\n", clean(strings.TrimRight(line, "\r")))
+	printQuarantined(w, e)
+	if !headers {
+		return
 	}
+	fmt.Fprintln(w, "headers:")
+	printHeaders(w, d.Headers)
 	if d.HeadersTruncated {
 		fmt.Fprintf(w, "  … (headers cut at %d bytes)\n", admin.MaxShowHeaderBytes)
 	}
@@ -285,7 +320,13 @@ func (t *queueTarget) op(ctx context.Context, stdout io.Writer, op, id string) e
 	return nil
 }
 
-func (t *queueTarget) flushAll(ctx context.Context, stdout, stderr io.Writer) error {
+func (t *queueTarget) flushAll(ctx context.Context, stdout, stderr io.Writer, o flushOpts) error {
+	if o.wait < 0 || o.wait > admin.MaxFlushWait {
+		return fmt.Errorf("queue flush: --wait must be from 0s to %s", admin.MaxFlushWait)
+	}
+	if o.wait > 0 {
+		return t.flushAllWait(ctx, stdout, stderr, o)
+	}
 	last, err := t.client.FlushAll(ctx, func(line string) {
 		if strings.HasPrefix(line, "flushed ") {
 			fmt.Fprintln(stderr, clean(line))

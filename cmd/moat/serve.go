@@ -374,6 +374,9 @@ func (a *app) build() error {
 			Quarantine:  q,
 			Ready:       a.readyChecks(),
 			Logger:      log.Named("admin"),
+			Version:     version,
+			Started:     time.Now(),
+			Listeners:   statusListeners(cfg.Listeners),
 		}); err != nil {
 			return err
 		}

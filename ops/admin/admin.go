@@ -74,6 +74,11 @@ type Options struct {
 	Ready func(ctx context.Context) error
 	// Logger gets one line per failed request and on serve errors.
 	Logger *zap.Logger
+	// Version, Started and Listeners are shown on the status page and
+	// in /api/status (statusinfo.go); optional.
+	Version   string
+	Started   time.Time
+	Listeners []ListenerInfo
 }
 
 // Server is the admin listener.
@@ -135,8 +140,10 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /metrics", s.probe(h))
 	}
 	mux.Handle("GET /{$}", s.auth(http.HandlerFunc(s.status)))
+	mux.Handle("GET /api/status", s.auth(http.HandlerFunc(s.apiStatus)))
 	mux.Handle("GET /api/queue", s.auth(http.HandlerFunc(s.list)))
 	mux.Handle("GET /api/queue/{id}", s.auth(idHandler(s.queueAPI, "queue", s.show)))
+	mux.Handle("GET /api/queue/{id}/message", s.auth(idHandler(s.queueAPI, "queue", s.queueMessage)))
 	mux.Handle("POST /api/queue/flush", s.auth(http.HandlerFunc(s.flushAll)))
 	mux.Handle("POST /api/queue/{id}/flush", s.auth(s.op(QueueAPI.Flush)))
 	mux.Handle("POST /api/queue/{id}/hold", s.auth(s.op(QueueAPI.Hold)))
@@ -144,6 +151,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /api/queue/{id}", s.auth(s.op(QueueAPI.Delete)))
 	mux.Handle("GET /api/quarantine", s.auth(http.HandlerFunc(s.quarantineList)))
 	mux.Handle("GET /api/quarantine/{id}", s.auth(idHandler(s.quarantineAPI, "quarantine", s.quarantineShow)))
+	mux.Handle("GET /api/quarantine/{id}/message", s.auth(idHandler(s.quarantineAPI, "quarantine", s.quarantineMessage)))
 	mux.Handle("POST /api/quarantine/{id}/release", s.auth(idHandler(s.quarantineAPI, "quarantine", s.quarantineRelease)))
 	mux.Handle("DELETE /api/quarantine/{id}", s.auth(idHandler(s.quarantineAPI, "quarantine", s.quarantineDelete)))
 	return http.NewCrossOriginProtection().Handler(mux)

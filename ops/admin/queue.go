@@ -72,6 +72,9 @@ type Message struct {
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
 	Client      string    `json:"client,omitempty"` // the client's IP address
+	// Rule is, in the quarantine, the rule that quarantined the message
+	// (none for messages quarantined before moat stored it).
+	Rule string `json:"rule,omitempty"`
 }
 
 // List is the answer of GET /api/queue.
@@ -125,6 +128,9 @@ func Summarize(env *spool.Envelope, now time.Time) Message {
 		ID: env.ID, Received: env.Received, AgeSeconds: int64(now.Sub(env.Received) / time.Second),
 		State: State(env), Sender: env.Sender, RcptCount: len(env.Recipients), Size: env.Size,
 		Attempts: env.Attempts, NextAttempt: env.NextAttempt, LastError: env.LastError, Client: env.ClientIP,
+	}
+	if env.Quarantine != nil {
+		m.Rule = env.Quarantine.Rule
 	}
 	for pass := 0; pass < 2; pass++ { // pending recipients first
 		for _, r := range env.Recipients {
@@ -275,15 +281,24 @@ func (s *Server) op(fn func(QueueAPI, string) error) http.Handler {
 }
 
 // flushAll flushes every message and streams "flushed N/M" lines; the
-// last line is "done: flushed N/M, H held, E failed".
+// last line is "done: flushed N/M, H held, E failed". With ?wait= it
+// also waits for the attempts (flushwait.go).
 func (s *Server) flushAll(w http.ResponseWriter, r *http.Request) {
 	q, ok := s.queueAPI(w)
+	if !ok {
+		return
+	}
+	wait, ok := flushWait(w, r)
 	if !ok {
 		return
 	}
 	envs, err := q.List()
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if wait > 0 {
+		s.flushAllWait(w, r, q, envs, wait)
 		return
 	}
 	rc := http.NewResponseController(w)

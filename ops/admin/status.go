@@ -82,6 +82,11 @@ type page struct {
 	// TopAuthFailures and Refusals: issue 24 item 9.
 	TopAuthFailures []metrics.Count
 	Refusals        []refusalRow
+	// Issue 24 item 12 (statusinfo.go): the daemon, its listeners and
+	// certificates, the deferrals by destination and error.
+	Info      Status
+	Uptime    string
+	Deferrals *Deferrals
 }
 
 type refusalRow struct {
@@ -138,7 +143,11 @@ func buildChart(mins []metrics.Minute) chart {
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
-	p := page{Now: time.Now().UTC().Format(time.RFC3339)}
+	now := time.Now()
+	p := page{Now: now.UTC().Format(time.RFC3339), Info: s.info(now), Deferrals: s.deferrals()}
+	if p.Info.UptimeSeconds > 0 {
+		p.Uptime = uptime(time.Duration(p.Info.UptimeSeconds) * time.Second)
+	}
 	var stats queue.Stats
 	if s.opt.Queue != nil {
 		stats, p.HasQueue = s.opt.Queue.Stats(), true
@@ -219,11 +228,27 @@ th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:.9em}
 td.n{text-align:right}
 .delivered{color:#3a7d44}.deferred{color:#e67e22}.bounced{color:#c0392b}
 .err{max-width:40em;overflow-wrap:anywhere}
+.warn{background:#fdebd0;color:#a04000}.expired,.missing{background:#f5b7b1;color:#922b21}
 </style>
 </head>
 <body>
 <h1>moat status</h1>
 <p>As of {{.Now}}. This page reloads every 30 seconds.</p>
+<p id="daemon">Version <span id="version">{{with .Info.Version}}{{.}}{{else}}unknown{{end}}</span>{{if .Uptime}}, up <span id="uptime">{{.Uptime}}</span> (since {{.Info.Started.Format "2006-01-02 15:04:05"}} UTC){{end}}.</p>
+
+<h2>Listeners</h2>
+<table id="listeners">
+<tr><th>name</th><th>address</th><th>mode</th><th>TLS</th></tr>
+{{range .Info.Listeners}}<tr><td>{{.Name}}</td><td>{{.Address}}</td><td>{{.Mode}}</td><td>{{.TLS}}</td></tr>
+{{else}}<tr><td colspan="4">not known</td></tr>
+{{end}}</table>
+
+<h2>Certificates</h2>
+<table id="certificates">
+<tr><th>certificate</th><th>subject</th><th>expires (UTC)</th><th>days left</th></tr>
+{{range .Info.Certificates}}<tr class="{{.State}}"><td>{{.Name}}</td><td>{{.Subject}}</td><td>{{if .NotAfter.IsZero}}not loaded{{else}}{{.NotAfter.Format "2006-01-02 15:04"}}{{end}}</td><td class="n">{{if eq .State "expired"}}expired{{else}}{{.DaysLeft}}{{end}}</td></tr>
+{{else}}<tr><td colspan="4">no TLS certificate configured</td></tr>
+{{end}}</table>
 
 <h2>Queue</h2>
 {{if .HasQueue}}
@@ -232,6 +257,16 @@ td.n{text-align:right}
 {{range .Queue}}<tr><td>{{.State}}</td><td class="n">{{.N}}</td></tr>
 {{end}}</table>
 <p>Pending recipients: {{.Recipients}}. Oldest message: {{.Oldest}}.</p>
+{{else}}<p>The queue is not available.</p>{{end}}
+
+<h2>Deferred, by destination and error</h2>
+{{with .Deferrals}}
+<table id="deferrals">
+<tr><th>destination</th><th>error</th><th>recipients</th><th>messages</th></tr>
+{{range .Groups}}<tr><td>{{.Destination}}</td><td class="err">{{.Error}}</td><td class="n">{{.Recipients}}</td><td class="n">{{.Messages}}</td></tr>
+{{else}}<tr><td colspan="4">nothing deferred</td></tr>
+{{end}}</table>
+<p>{{.Recipients}} deferred recipient(s) in {{.Scanned}} message(s){{if .Partial}} (only the first {{.Scanned}} messages of the queue read){{end}}.</p>
 {{else}}<p>The queue is not available.</p>{{end}}
 
 <h2>Quarantine</h2>
@@ -290,3 +325,18 @@ td.n{text-align:right}
 </body>
 </html>
 `))
+
+// uptime renders a duration as its two largest units: 45s, 12m3s, 5h2m,
+// 3d4h.
+func uptime(d time.Duration) string {
+	s := int64(d / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%dm", s/3600, s%3600/60)
+	}
+	return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
+}

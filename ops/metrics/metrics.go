@@ -117,6 +117,7 @@ type Metrics struct {
 	scan          *scannerMetrics
 	reports       *prometheus.CounterVec // moat_reports_total (reports.go)
 	ref           refusalMetrics
+	certs         certList // for the status page (certs.go)
 
 	listenerNames, routeNames, ruleNames, authReasons, guardReasons, dnsblZones *labelSet
 

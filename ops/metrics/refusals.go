@@ -100,6 +100,7 @@ func (m *Metrics) Refusal(stage, reason, kind, client string) {
 // name is ignored.
 func (m *Metrics) TLSCertificate(name string, leaf func() *x509.Certificate) {
 	name = strings.ToValidUTF8(cut(name, 128), "?")
+	m.certs.add(name, leaf)
 	// A registry refuses a second collector for the same name: the
 	// first stays (the error says only that).
 	_ = m.reg.Register(&certCollector{

@@ -161,6 +161,7 @@ func Release(ctx context.Context, q, main *spool.Spool, id string, now time.Time
 	rel.Received = now
 	rel.Attempts, rel.NextAttempt, rel.LastError = 0, time.Time{}, ""
 	rel.Held, rel.DelayWarned = false, false
+	rel.Quarantine = nil // the delivery queue's records carry no reason
 	for i := range rel.Recipients {
 		r := &rel.Recipients[i]
 		if r.Status != spool.StatusPending {

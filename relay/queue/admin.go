@@ -112,6 +112,9 @@ func (m *Manager) setHeld(it *item, held bool) error {
 		return fmt.Errorf("queue: %w", err)
 	}
 	it.env = env
+	if held {
+		m.watched(it.id, Outcome{Held: true}, nil)
+	}
 	if held && it.index >= 0 {
 		heap.Remove(&m.sched, it.index)
 	}
@@ -125,6 +128,7 @@ func (m *Manager) Delete(id string) error {
 			heap.Remove(&m.sched, it.index)
 		}
 		delete(m.items, id)
+		m.watched(id, Outcome{Removed: true}, nil)
 		if err := m.sp.Remove(id); err != nil && !errors.Is(err, spool.ErrNotFound) {
 			return fmt.Errorf("queue: %w", err)
 		}

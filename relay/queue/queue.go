@@ -170,6 +170,8 @@ type Manager struct {
 	sched  schedule
 	active int
 	dests  map[string]*destSlot
+	// watches are the flushes waiting for attempts to end (watch.go).
+	watches map[*Watch]struct{}
 }
 
 type item struct {
@@ -348,13 +350,21 @@ func (m *Manager) worker(ctx context.Context, stop <-chan struct{}, wg *sync.Wai
 
 // work runs one attempt and reschedules.
 func (m *Manager) work(ctx context.Context, it *item) {
-	env, err := m.attempt(ctx, it.id)
+	var out Outcome
+	env, err := m.attemptCounted(ctx, it.id, &out)
 	if err != nil {
 		m.log.Warn("queue attempt failed", zap.String("queue_id", it.id), zap.Error(err))
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.poke()
+	switch {
+	case err == nil && env != nil && env.Held: // held before the attempt: none ran
+		out.Held = true
+	case err == nil && env == nil && out == Outcome{}: // gone before the attempt
+		out.Removed = true
+	}
+	m.watched(it.id, out, err)
 	m.active--
 	it.running = false
 	if err != nil {
@@ -397,6 +407,12 @@ func (m *Manager) work(ctx context.Context, it *item) {
 // attempt runs one delivery attempt of a message and returns its state
 // afterwards, or nil if it has left the queue.
 func (m *Manager) attempt(ctx context.Context, id string) (*spool.Envelope, error) {
+	return m.attemptCounted(ctx, id, nil)
+}
+
+// attemptCounted is attempt that also counts, into out (when not nil),
+// what became of the recipients pending at its start.
+func (m *Manager) attemptCounted(ctx context.Context, id string, out *Outcome) (*spool.Envelope, error) {
 	env, err := m.sp.Get(id)
 	if errors.Is(err, spool.ErrNotFound) {
 		return nil, nil
@@ -406,6 +422,10 @@ func (m *Manager) attempt(ctx context.Context, id string) (*spool.Envelope, erro
 	}
 	if env.Held {
 		return env, nil
+	}
+	if out != nil {
+		pending := pendingIndexes(env)
+		defer func() { out.add(env, pending) }()
 	}
 	now := m.now()
 	deadline := env.Received.Add(m.opt.MaxAge)

@@ -95,12 +95,21 @@ type Envelope struct {
 	LastError   string    `json:"last_error,omitempty"`
 	Held        bool      `json:"held,omitempty"`
 	DelayWarned bool      `json:"delay_warned,omitempty"`
+	// Quarantine says why a quarantined message is there; records
+	// written before the field, and every message of the delivery
+	// queue, have none.
+	Quarantine *Reason `json:"quarantine,omitempty"`
 }
 
 // Clone returns a deep copy.
 func (e *Envelope) Clone() *Envelope {
 	c := *e
 	c.Recipients = append([]Recipient(nil), e.Recipients...)
+	if e.Quarantine != nil {
+		r := *e.Quarantine
+		r.Facts = append([]string(nil), r.Facts...)
+		c.Quarantine = &r
+	}
 	return &c
 }
 
@@ -143,6 +152,7 @@ func encodeClone(env *Envelope) (*Envelope, []byte, error) {
 	for i := range env.Recipients {
 		env.Recipients[i].LastError = truncate(env.Recipients[i].LastError, maxField)
 	}
+	env.Quarantine = trimReason(env.Quarantine)
 	if err := checkEnvelope(env); err != nil {
 		return nil, nil, err
 	}
@@ -194,6 +204,9 @@ func checkEnvelope(env *Envelope) error {
 	}
 	if env.Size < 0 {
 		return fmt.Errorf("spool: %s: negative size", env.ID)
+	}
+	if err := checkReason(env.ID, env.Quarantine); err != nil {
+		return err
 	}
 	strs := []string{env.Sender, env.ClientIP, env.ClientName, env.HELO, env.Protocol, env.LastError, string(env.SenderCheck)}
 	for _, r := range env.Recipients {

@@ -407,6 +407,7 @@ func TestParseEnvelope(t *testing.T) {
 func FuzzParseEnvelope(f *testing.F) {
 	f.Add([]byte(`{"v":1,"id":"abc","sender":"","recipients":[{"address":"a@b","route":"mx","status":"pending"}],"received":"2025-01-01T00:00:00Z","size":1}`))
 	f.Add([]byte(`{"v":1,"id":"abc","recipients":[{"address":"a@b","status":"failed","attempts":3,"last_attempt":"2025-01-01T00:00:00Z"}],"held":true}`))
+	f.Add([]byte(`{"v":1,"id":"abc","recipients":[{"address":"a@b","status":"pending"}],"quarantine":{"rule":"r","score":7.5,"incident":"i","facts":["r: spf.result=fail"]}}`))
 	f.Add([]byte(`{"v":1}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, b []byte) {

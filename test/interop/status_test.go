@@ -22,7 +22,8 @@ import (
 // admin status page (ops/admin) rendered by a real browser, headless
 // Chromium, holds the verdict chart (an inline SVG) and the tables of
 // top rejected clients, top deciding rules and recent deliveries, each
-// with the traffic sent. A screenshot is written to the test's temporary
+// with the traffic sent; the version, uptime, listeners, certificates,
+// refusals and deferrals by destination and error. A screenshot is written to the test's temporary
 // directory, or to $MOAT_SCREENSHOT_DIR to keep it, and its path logged.
 func TestStatusPageInChromium(t *testing.T) {
 	chromium := testenv.NeedChromium(t)
@@ -36,13 +37,23 @@ func TestStatusPageInChromium(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ruleDir, "10-deny.yaml"), []byte(rule), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// far.test is relayed to a next hop that is not there: its message
+	// stays deferred, for the page's deferrals. Submission adds a second
+	// listener and a certificate, for the listeners and certificates.
 	m := testenv.NewMoat(t, testenv.MoatBinary(t), testenv.MoatOptions{
 		LocalDomain: "moat.test",
 		Users:       []string{"alice@moat.test", "bob@moat.test"},
+		Relay:       map[string]string{"far.test": "gone"},
+		Routes:      map[string]string{"gone": "smtp 127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))},
 		Admin:       true,
+		Submission:  true,
 		Extra:       fmt.Sprintf("rules:\n  paths: [%q]\n", filepath.Join(ruleDir, "*.yaml")),
 	})
 	m.Start()
+	deferredID := fmt.Sprintf("deferred-%d@client.test", time.Now().UnixNano())
+	if err := smtptest.Send(m.Addr, "friend@client.test", []string{"someone@far.test"}, smtptest.Message("friend@client.test", "someone@far.test", deferredID, "later\r\n")); err != nil {
+		t.Fatalf("send to far.test: %v\nmoat log:\n%s", err, m.LogTail(30))
+	}
 
 	const accepted, rejected = 3, 2
 	for i := range accepted {
@@ -75,9 +86,10 @@ func TestStatusPageInChromium(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return strings.Count(element(dom, "table", "recent-deliveries"), "delivered</td>") >= accepted
+		return strings.Count(element(dom, "table", "recent-deliveries"), "delivered</td>") >= accepted &&
+			strings.Contains(element(dom, "table", "deferrals"), "<td>route gone</td>")
 	}) {
-		t.Fatalf("recent-deliveries never showed %d deliveries:\n%s", accepted, dom)
+		t.Fatalf("recent-deliveries never showed %d deliveries, or deferrals the message for far.test:\n%s", accepted, dom)
 	}
 
 	// The chart: an SVG whose label counts every verdict, with bars in
@@ -89,8 +101,8 @@ func TestStatusPageInChromium(t *testing.T) {
 	label := regexp.MustCompile(`over the last hour, (\d+) messages`).FindStringSubmatch(chart)
 	if label == nil {
 		t.Errorf("verdict-chart has no total in its label:\n%s", chart)
-	} else if n, _ := strconv.Atoi(label[1]); n != accepted+rejected {
-		t.Errorf("verdict-chart counts %d messages, want %d:\n%s", n, accepted+rejected, chart)
+	} else if n, _ := strconv.Atoi(label[1]); n != accepted+1+rejected {
+		t.Errorf("verdict-chart counts %d messages, want %d:\n%s", n, accepted+1+rejected, chart)
 	}
 	// Each bar says what it holds in its <title> ("15:04 UTC: accepted 3,
 	// rejected 2"); the traffic may straddle a minute, so sum them. Each
@@ -110,8 +122,8 @@ func TestStatusPageInChromium(t *testing.T) {
 			}
 		}
 	}
-	if sum["accepted"] != accepted || sum["rejected"] != rejected || len(sum) != 2 {
-		t.Errorf("verdict-chart bars hold %v, want accepted %d, rejected %d:\n%s", sum, accepted, rejected, chart)
+	if sum["accepted"] != accepted+1 || sum["rejected"] != rejected || len(sum) != 2 {
+		t.Errorf("verdict-chart bars hold %v, want accepted %d, rejected %d:\n%s", sum, accepted+1, rejected, chart)
 	}
 
 	// The tables.
@@ -129,6 +141,32 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	if strings.Contains(deliveries, "spammer") {
 		t.Errorf("recent-deliveries lists a rejected message:\n%s", deliveries)
+	}
+
+	// The daemon: its version and uptime, both listeners, the
+	// submission certificate (self-signed for moat.test, valid for a
+	// day: marked as a warning), the refusals with their reason, and the deferred
+	// recipient under its route with the connection error.
+	if got := element(dom, "span", "version"); !regexp.MustCompile(`<span id="version">[^<]+</span>`).MatchString(got) {
+		t.Errorf("no version: %q", got)
+	}
+	if got := element(dom, "span", "uptime"); !regexp.MustCompile(`<span id="uptime">\d+[smhd]`).MatchString(got) {
+		t.Errorf("no uptime: %q", got)
+	}
+	listeners := element(dom, "table", "listeners")
+	for _, want := range []string{"<td>mx</td><td>" + m.Addr + "</td><td>mx</td><td>none</td>", "<td>submission</td><td>" + m.Submission + "</td><td>submission</td><td>starttls</td>"} {
+		if !strings.Contains(listeners, want) {
+			t.Errorf("listeners lack %q:\n%s", want, listeners)
+		}
+	}
+	if got := element(dom, "table", "certificates"); !regexp.MustCompile(`<tr class="warn"><td>[^<]+\.pem</td><td>moat\.test</td><td>\d{4}-\d\d-\d\d \d\d:\d\d</td><td class="n">0</td></tr>`).MatchString(got) {
+		t.Errorf("certificates do not show the submission certificate (valid for a day) as a warning:\n%s", got)
+	}
+	if got := element(dom, "table", "recent-refusals"); strings.Count(got, "<td>mail</td><td>rules</td>") != rejected {
+		t.Errorf("recent-refusals do not show %d refusals at mail by the rules:\n%s", rejected, got)
+	}
+	if got := element(dom, "table", "deferrals"); !regexp.MustCompile(`<td>route gone</td><td class="err">[^<]*(refused|connect)[^<]*</td><td class="n">1</td><td class="n">1</td>`).MatchString(got) {
+		t.Errorf("deferrals do not show the far.test recipient with its error:\n%s", got)
 	}
 
 	// A screenshot, checked to be a PNG of the window's size that is not
