@@ -111,6 +111,22 @@ type DMARC struct {
 	DKIMAligned bool
 	Sampled     bool // false when pct= excluded this message from the policy (RFC 7489 §6.6.4)
 	Reason      string
+	// Published is the record that applied, as an aggregate report
+	// states it (RFC 7489 §7.2.1.1 policy_published, and rua= for where
+	// the report goes); nil when no record applied.
+	Published *DMARCPublished
+}
+
+// DMARCPublished is a DMARC record as published (RFC 7489 §6.3).
+type DMARCPublished struct {
+	Domain string   // the name the record was found at (the From or the organizational domain)
+	ADKIM  string   // "r" or "s"
+	ASPF   string   // "r" or "s"
+	P      string   // none, quarantine, reject
+	SP     string   // "" when absent
+	Pct    int      // 100 when absent
+	RUA    []string // rua= URIs, as published (with any "!size")
+	RI     int      // ri= in seconds; 86400 when absent
 }
 
 // IPRev holds the iprev result for the client (RFC 8601 §3).

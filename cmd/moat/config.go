@@ -28,6 +28,7 @@ import (
 	"moat/policy/scanner"
 	"moat/policy/uribl"
 	"moat/relay/queue"
+	"moat/relay/reports"
 	"moat/relay/route"
 	"moat/relay/smtpout"
 	"moat/relay/srs"
@@ -69,6 +70,8 @@ type Config struct {
 	// VirusAction is what a message with malware gets when no rule
 	// refused it first: reject (554 5.7.1) or quarantine.
 	VirusAction string `mapstructure:"virus_action"`
+	// Reports are the DMARC aggregate and SMTP TLS reports (issue 26).
+	Reports reports.Config `mapstructure:"reports"`
 
 	// envWarnings are the MOAT_* variables that named no key, found
 	// while decoding (see Warnings).
@@ -174,6 +177,7 @@ func defaults() Config {
 		VirusAction:     "reject",
 		ACME:            acmecert.DefaultConfig(),
 		MTASTS:          stspub.DefaultConfig(),
+		Reports:         reports.DefaultConfig(),
 	}
 }
 
@@ -248,6 +252,7 @@ func decodeConfig(path string) (*Config, error) {
 		cfg.Auth.AuthservID = cfg.Hostname
 	}
 	cfg.Rules.Auth = cfg.Auth.AuthPolicy
+	cfg.Reports.SetDefaults(cfg.Hostname)
 	for i := range cfg.Scanners {
 		cfg.Scanners[i].SetDefaults()
 	}
@@ -335,6 +340,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("auth.timeout: must be positive"))
 	}
 	errs = append(errs, dkimsign.ValidateKeys("dkim.sign", c.DKIM.Sign))
+	errs = append(errs, c.Reports.Validate())
 	if err := c.Rules.Validate(); err != nil {
 		errs = append(errs, err)
 	} else {

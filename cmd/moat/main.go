@@ -80,6 +80,7 @@ func rootCommand() *cobra.Command {
 	root.AddCommand(serveCommand(), checkConfigCommand(), versionCommand(),
 		queueCommand(), userCommand(), dkimCommand(), rulesCommand(), quarantineCommand())
 	root.AddCommand(learnCommand(), configCommand(), mtaSTSCommand())
+	root.AddCommand(reportCommand("dmarc"), reportCommand("tlsrpt"))
 	return root
 }
 

@@ -124,6 +124,7 @@ type app struct {
 	scanners    *gateway.Scanners // nil: none configured
 	scanDone    chan struct{}     // closed when the scanners' ping loop ends
 	cluster     *cluster.Client
+	reports     *reportOps // DMARC and TLS reports; nil: off
 	mailLog     *maillog.Logger
 	mailLogFile *os.File
 
@@ -296,6 +297,7 @@ func (a *app) build() error {
 	if a.scanners, err = newScanners(cfg, m, log.Named("scanners")); err != nil {
 		return err
 	}
+	a.reports = newReportOps(cfg)
 	checks, err := a.buildChecks()
 	if err != nil {
 		return err
@@ -326,6 +328,7 @@ func (a *app) build() error {
 	}
 	cfg.Queue.Apply(&qopt)
 	a.queue = queue.New(a.spool, a.transport, qopt)
+	a.reports.wire(a, cfg, checks.Signer)
 	m.QueueStats(a.queue.Stats)
 	m.SpoolBytes(metrics.SpoolDirBytes(filepath.Join(cfg.DataDir, "spool"), 30*time.Second))
 	m.SpoolFilesystem(filepath.Join(cfg.DataDir, "spool"))
@@ -476,7 +479,7 @@ func (a *app) buildChecks() (*gateway.Checks, error) {
 		Reencoded:   m.Reencoded,
 		MailLog:     a.mailLog,
 		Extra:       pipelineChecks(cfg, a.learn.queue()),
-		AfterData:   a.learn.afterData(),
+		AfterData:   chainAfterData(a.learn.afterData(), a.reports.afterData()),
 		Scanners:    a.scanners,
 	}
 	if cfg.Auth.Enabled {
@@ -630,6 +633,7 @@ func (a *app) start() error {
 		}
 	}()
 	a.learn.start()
+	a.reports.start()
 	a.scanDone = make(chan struct{})
 	go func() {
 		defer close(a.scanDone)
@@ -793,6 +797,8 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	// The scanner clients and the virus policy are made once.
 	keep("scanners", !reflect.DeepEqual(boot.Scanners, cur.Scanners), func() { next.Scanners = boot.Scanners })
 	keep("virus_action", boot.VirusAction != cur.VirusAction, func() { next.VirusAction = boot.VirusAction })
+	// The report store and the daily job are made once.
+	keep("reports", !reflect.DeepEqual(boot.Reports, cur.Reports), func() { next.Reports = boot.Reports })
 	return &next, keys
 }
 
@@ -807,6 +813,7 @@ func (a *app) shutdown(ctx context.Context) {
 	}
 	a.stopCerts(ctx)
 	a.queueCancel()
+	a.reports.stop()
 	if a.scanDone != nil {
 		<-a.scanDone
 	}

@@ -115,6 +115,7 @@ type Metrics struct {
 	smtpTimeouts  *prometheus.CounterVec
 	smuggling     *prometheus.CounterVec
 	scan          *scannerMetrics
+	reports       *prometheus.CounterVec // moat_reports_total (reports.go)
 	ref           refusalMetrics
 	certs         certList // for the status page (certs.go)
 	fwd           *forwardingMetrics
@@ -193,6 +194,7 @@ func NewWithOptions(opt Options) *Metrics {
 	m.reg.MustRegister(m.smuggling)
 	m.scan = newScannerMetrics(m.reg)
 	m.fwd = newForwardingMetrics(m.reg)
+	m.reports = newReportMetrics(m.reg)
 	m.ref.init(m.reg)
 	for _, k := range smugglingKinds {
 		for _, a := range smugglingActions {

@@ -125,6 +125,7 @@ func evaluate(ctx context.Context, r dnsres.Resolver, in Input) policy.DMARC {
 
 	// §6.3: sp= applies when the record was found at the organizational
 	// domain for a subdomain From.
+	out.Published = published(rec, at)
 	p := rec.Policy
 	if at != from && rec.SubdomainPolicy != "" {
 		p = rec.SubdomainPolicy
@@ -166,6 +167,27 @@ func evaluate(ctx context.Context, r dnsres.Resolver, in Input) policy.DMARC {
 		}
 	}
 	return out
+}
+
+// published is rec as an aggregate report states it (RFC 7489 §6.3
+// defaults: adkim and aspf "r", pct 100, ri 86400).
+func published(rec *dmarc.Record, at string) *policy.DMARCPublished {
+	pub := &policy.DMARCPublished{Domain: at, ADKIM: "r", ASPF: "r", P: string(rec.Policy),
+		SP: string(rec.SubdomainPolicy), Pct: 100, RI: 86400}
+	if rec.DKIMAlignment == dmarc.AlignmentStrict {
+		pub.ADKIM = "s"
+	}
+	if rec.SPFAlignment == dmarc.AlignmentStrict {
+		pub.ASPF = "s"
+	}
+	if rec.Percent != nil {
+		pub.Pct = *rec.Percent
+	}
+	if rec.ReportInterval > 0 {
+		pub.RI = int(rec.ReportInterval.Seconds())
+	}
+	pub.RUA = append([]string(nil), rec.ReportURIAggregate...)
+	return pub
 }
 
 // tempAligned reports a temperror of SPF (the MAIL FROM identity) or of

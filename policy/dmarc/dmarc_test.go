@@ -261,3 +261,26 @@ func FuzzEvaluate(f *testing.F) {
 		}
 	})
 }
+
+// TestPublished: the record that applied is kept as an aggregate report
+// states it, with the RFC 7489 §6.3 defaults, and where it was found.
+func TestPublished(t *testing.T) {
+	r := fakeResolver{txt: map[string][]string{
+		"_dmarc.example.com": {"v=DMARC1; p=reject; sp=quarantine; adkim=s; pct=30; ri=3600; rua=mailto:a@example.com,mailto:b@x.example!10m"},
+		"_dmarc.plain.org":   {"v=DMARC1; p=none"},
+	}}
+	in := Input{From: []string{"a@mail.example.com"}, SPF: policy.SPF{Result: policy.ResultPass, Domain: "example.com"}}
+	d := Evaluate(context.Background(), r, in)
+	p := d.Published
+	if p == nil || p.Domain != "example.com" || p.ADKIM != "s" || p.ASPF != "r" || p.P != "reject" || p.SP != "quarantine" ||
+		p.Pct != 30 || p.RI != 3600 || len(p.RUA) != 2 || p.RUA[1] != "mailto:b@x.example!10m" {
+		t.Fatalf("%+v", p)
+	}
+	d = Evaluate(context.Background(), r, Input{From: []string{"a@plain.org"}})
+	if p := d.Published; p == nil || p.Pct != 100 || p.RI != 86400 || p.ADKIM != "r" || len(p.RUA) != 0 || d.Result != policy.ResultFail {
+		t.Fatalf("%+v %+v", d, p)
+	}
+	if d := Evaluate(context.Background(), r, Input{From: []string{"a@none.example"}}); d.Published != nil {
+		t.Fatalf("no record: %+v", d.Published)
+	}
+}
