@@ -147,7 +147,7 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 					report(tlsrpt.StartTLSNotSupported, false)
 					// The reply is quoted, not wrapped: a 5yz here must
 					// not bounce the mail (the policy defers).
-					return nil, policyErr("%s: STARTTLS refused and TLS is required: %v", d, wireErr(sr, d.String(), "STARTTLS"))
+					return nil, policyErr("%s: %s: STARTTLS refused and TLS is required: %v", d, tlsrpt.StartTLSNotSupported, wireErr(sr, d.String(), "STARTTLS"))
 				}
 				report(tlsrpt.StartTLSNotSupported, true)
 				break // opportunistic: carry on in clear
@@ -182,7 +182,7 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 			report(tlsrpt.StartTLSNotSupported, false)
 			// RFC 3207 §4: the client decides; with TLS required it
 			// does not send the message in clear.
-			return nil, policyErr("%s: STARTTLS not offered and TLS is required: not sending in clear", d)
+			return nil, policyErr("%s: %s: STARTTLS not offered and TLS is required: not sending in clear", d, tlsrpt.StartTLSNotSupported)
 		default:
 			report(tlsrpt.StartTLSNotSupported, true)
 		}
