@@ -23,6 +23,7 @@ import (
 	"moat/policy/dkimsign"
 	"moat/policy/scanner"
 	"moat/policy/uribl"
+	"moat/relay/mtasts"
 	"moat/relay/queue"
 	"moat/relay/route"
 	"moat/relay/smtpout"
@@ -64,6 +65,11 @@ type Config struct {
 	// VirusAction is what a message with malware gets when no rule
 	// refused it first: reject (554 5.7.1) or quarantine.
 	VirusAction string `mapstructure:"virus_action"`
+	// TLSPolicy, MTASTS and DANE are the TLS of MX delivery (issue 26;
+	// relay/smtpout tlspolicy.go, relay/mtasts).
+	TLSPolicy smtpout.TLSPolicies `mapstructure:"tls_policy"`
+	MTASTS    mtasts.Config       `mapstructure:"mta_sts"`
+	DANE      smtpout.DANEConfig  `mapstructure:"dane"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -141,6 +147,8 @@ func defaults() Config {
 		Domains:         Domains{Local: []string{"localhost"}, Relay: map[string]string{}},
 		Routes:          map[string]route.Route{},
 		SMTPClient:      smtpout.DefaultTimeouts(),
+		MTASTS:          mtasts.DefaultConfig(),
+		DANE:            smtpout.DefaultDANEConfig(),
 		DNS:             dnsres.DefaultConfig(),
 		Queue:           queue.DefaultConfig(),
 		Guard:           guard.DefaultConfig(),
@@ -273,6 +281,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.routeConfig().Validate())
 	errs = append(errs, c.SMTPClient.Validate())
+	errs = append(errs, c.TLSPolicy.Validate(), c.MTASTS.Validate(), c.DANE.Validate())
 	errs = append(errs, c.DNS.Validate())
 	errs = append(errs, c.Mailboxes.Validate(c.Domains.Local))
 	errs = append(errs, c.Queue.Validate())

@@ -124,6 +124,7 @@ type app struct {
 	scanners    *gateway.Scanners // nil: none configured
 	scanDone    chan struct{}     // closed when the scanners' ping loop ends
 	cluster     *cluster.Client
+	outTLS      *outboundTLS // outtls.go
 	mailLog     *maillog.Logger
 	mailLogFile *os.File
 
@@ -277,6 +278,9 @@ func (a *app) build() error {
 		m.RedisEnabled()
 	}
 	if a.verifier, err = a.newVerifier(cfg); err != nil {
+		return err
+	}
+	if a.outTLS, err = a.newOutboundTLS(cfg); err != nil {
 		return err
 	}
 	st, err := buildState(cfg, a.verifier)
@@ -516,8 +520,11 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 		}),
 	}
 	opt := func(name string) smtpout.Options {
-		return smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
-			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded}
+		o := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
+			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded,
+			OutboundTLS: a.metrics.OutboundTLS}
+		a.outTLS.apply(cfg, &o)
+		return o
 	}
 	for name, rt := range cfg.Routes {
 		r.transports[name] = smtpout.ForRoute(rt, opt(name))
@@ -778,6 +785,9 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	// The scanner clients and the virus policy are made once.
 	keep("scanners", !reflect.DeepEqual(boot.Scanners, cur.Scanners), func() { next.Scanners = boot.Scanners })
 	keep("virus_action", boot.VirusAction != cur.VirusAction, func() { next.VirusAction = boot.VirusAction })
+	// The MTA-STS cache and the DANE resolver are made once (outtls.go).
+	keep("mta_sts", boot.MTASTS != cur.MTASTS, func() { next.MTASTS = boot.MTASTS })
+	keep("dane", boot.DANE != cur.DANE, func() { next.DANE = boot.DANE })
 	return &next, keys
 }
 
@@ -810,6 +820,7 @@ func (a *app) close() {
 	if err := a.content.Close(); err != nil {
 		a.log.Warn("closing the classifier store", zap.Error(err))
 	}
+	a.outTLS.close()
 	if a.cluster != nil {
 		a.cluster.Close()
 	}

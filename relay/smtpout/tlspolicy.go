@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"moat/relay/dane"
 	"moat/relay/mtasts"
@@ -359,4 +360,26 @@ func (c *Client) emit(p tlsPlan, mode, addr string, failure tlsrpt.ResultType, p
 	r.Success = failure == ""
 	r.Failure = failure
 	c.o.TLSResults.RecordTLS(r)
+}
+
+// DANEConfig is the `dane:` section: DANE for MX delivery (RFC 7672).
+// The TLSA and MX lookups go to dns.servers, which must be a validating
+// resolver (a local unbound) for any answer to count as secure.
+type DANEConfig struct {
+	// Enabled applies DANE where the MX records and the exchanger's TLSA
+	// records are DNSSEC-secure. Default true.
+	Enabled bool `mapstructure:"enabled"`
+	// Timeout bounds each query. Default 5s.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// DefaultDANEConfig returns the defaults.
+func DefaultDANEConfig() DANEConfig { return DANEConfig{Enabled: true, Timeout: 5 * time.Second} }
+
+// Validate checks the section.
+func (c DANEConfig) Validate() error {
+	if c.Timeout <= 0 || c.Timeout > time.Minute {
+		return fmt.Errorf("dane.timeout: %s is not between 0 and 1m", c.Timeout)
+	}
+	return nil
 }
