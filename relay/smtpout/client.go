@@ -216,7 +216,7 @@ func (c *Client) deliverMX(ctx context.Context, msg *transport.Message, domain s
 		}
 		for _, a := range h.Addrs {
 			hp := net.JoinHostPort(a.String(), c.o.Port)
-			dests = append(dests, dest{key: "mx|" + p.policy + "|" + h.Name + "|" + hp, network: "tcp", addr: hp, host: h.Name, plan: p})
+			dests = append(dests, dest{key: "mx|" + p.keyTag() + "|" + h.Name + "|" + hp, network: "tcp", addr: hp, host: h.Name, plan: p})
 		}
 	}
 	if len(dests) == 0 && planErr != nil {

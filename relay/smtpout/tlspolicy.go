@@ -94,6 +94,23 @@ type tlsPlan struct {
 	fetchFail tlsrpt.Result
 }
 
+// keyTag is the part of the pool key that keeps sessions of different
+// guarantees apart: a session opened under MTA-STS testing (verification
+// failures tolerated) must never carry mail that enforce protects.
+func (p *tlsPlan) keyTag() string {
+	tag := p.policy + "/" + p.mode
+	if p.webpki {
+		tag += "/webpki"
+	}
+	if p.enforce {
+		tag += "/enforce"
+	}
+	if p.dane != nil {
+		tag += "/tlsa"
+	}
+	return tag
+}
+
 // planTLS decides the TLS of each exchanger of domain. An error defers
 // the whole domain.
 func (c *Client) planTLS(ctx context.Context, domain string, hosts []mx.Host) ([]*tlsPlan, error) {

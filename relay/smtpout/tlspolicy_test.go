@@ -369,3 +369,52 @@ func TestRouteTLSModes(t *testing.T) {
 		t.Error("dane on an smtp route")
 	}
 }
+
+// TestPoolKeepsPoliciesApart: a session opened for a domain under MTA-STS
+// testing (its certificate failed, tolerated) is not reused for a domain
+// whose policy is enforced on the same exchanger.
+func TestPoolKeepsPoliciesApart(t *testing.T) {
+	ca := smtptest.NewCA(t)
+	other := ca.IssueNow(t, "other.example.test")
+	e := newTLSEnv(t, ca, &other)
+	e.dns.Add("strict.test. 300 IN MX 10 mx.example.test.")
+	e.dns.AddTXT("_mta-sts.strict.test.", "v=STSv1; id=1")
+	r, err := dnsres.New(dnsres.Config{Servers: []string{e.dns.Addr()}, Timeout: time.Second, CacheSize: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// example.test publishes testing, strict.test enforce (one server
+	// answers both; the mode depends on the host asked for).
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mode := "testing"
+		if strings.HasPrefix(r.Host, "mta-sts.strict.test") {
+			mode = "enforce"
+		}
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintf(w, "version: STSv1\nmode: %s\nmx: mx.example.test\nmax_age: 600\n", mode)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.IssueNow(t, "mta-sts.example.test", "mta-sts.strict.test")}}
+	srv.StartTLS()
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	f := mtasts.NewFetcher(mtasts.FetcherOptions{RootCAs: ca.Pool, Timeout: 5 * time.Second,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}})
+	e.dns.AddTXT("_mta-sts.example.test.", "v=STSv1; id=1")
+	m, err := mtasts.NewManager(mtasts.Options{Resolver: r, Fetcher: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.client(t, Options{MTASTS: m})
+	if err := deliver(c); err != nil {
+		t.Fatalf("testing: %v", err)
+	}
+	err = c.Deliver(context.Background(), testMsg(testBody), []string{"a@strict.test"})[0].Err
+	if err == nil || !strings.Contains(err.Error(), "MTA-STS policy of strict.test") {
+		t.Fatalf("enforce over a pooled testing session: %v", err)
+	}
+	if n := len(e.b.received()); n != 1 {
+		t.Errorf("%d messages", n)
+	}
+}
