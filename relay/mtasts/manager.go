@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -38,6 +39,16 @@ type Options struct {
 type Manager struct {
 	o   Options
 	mem *memCache
+
+	mu       sync.Mutex
+	inflight map[string]*call // one fetch per domain at a time
+}
+
+// call is a fetch in progress that others for the same domain wait for.
+type call struct {
+	done chan struct{}
+	p    *Policy
+	err  error
 }
 
 // NewManager returns a Manager.
@@ -55,7 +66,7 @@ func NewManager(o Options) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Manager{o: o, mem: mem}, nil
+	return &Manager{o: o, mem: mem, inflight: map[string]*call{}}, nil
 }
 
 // Lookup is the answer for one domain.
@@ -98,7 +109,7 @@ func (m *Manager) Get(ctx context.Context, domain string) Lookup {
 	if haveCached && cached.ID == rec.ID {
 		return Lookup{Policy: cached.Policy, Cached: true}
 	}
-	p, err := m.o.Fetcher.Fetch(ctx, domain)
+	p, err := m.fetch(ctx, domain)
 	if err != nil {
 		if haveCached {
 			return Lookup{Policy: cached.Policy, Cached: true, Err: err}
@@ -111,6 +122,30 @@ func (m *Manager) Get(ctx context.Context, domain string) Lookup {
 		m.o.Store.Put(ctx, e)
 	}
 	return Lookup{Policy: p}
+}
+
+// fetch fetches the policy of domain, sharing a fetch already under way
+// (concurrent deliveries to one domain fetch once).
+func (m *Manager) fetch(ctx context.Context, domain string) (*Policy, error) {
+	m.mu.Lock()
+	if c, ok := m.inflight[domain]; ok {
+		m.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.p, c.err
+		case <-ctx.Done():
+			return nil, &FetchError{Domain: domain, Err: ctx.Err()}
+		}
+	}
+	c := &call{done: make(chan struct{})}
+	m.inflight[domain] = c
+	m.mu.Unlock()
+	c.p, c.err = m.o.Fetcher.Fetch(ctx, domain)
+	m.mu.Lock()
+	delete(m.inflight, domain)
+	m.mu.Unlock()
+	close(c.done)
+	return c.p, c.err
 }
 
 // cached returns the unexpired cached entry of domain.

@@ -172,3 +172,37 @@ func TestKVStore(t *testing.T) {
 		t.Error("garbage decoded")
 	}
 }
+
+// TestManagerOneFetchAtATime: concurrent lookups of one domain share a
+// fetch.
+func TestManagerOneFetchAtATime(t *testing.T) {
+	e := newEnv(t, nil)
+	e.txt("one")
+	release := make(chan struct{})
+	started := make(chan struct{}, 10)
+	e.ps.set(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-release
+		w.Header().Set("Content-Type", "text/plain")
+		w.Write([]byte(goodPolicy))
+	})
+	const n = 5
+	got := make(chan Lookup, n)
+	for range n {
+		go func() { got <- e.m.Get(context.Background(), "example.test") }()
+	}
+	<-started
+	// The other lookups wait on the first fetch; give them the chance
+	// to start a second one if they were going to (not a timed
+	// assertion: a late goroutine finds the cache filled, also 1 fetch).
+	time.Sleep(100 * time.Millisecond)
+	close(release)
+	for range n {
+		if l := <-got; l.Policy == nil {
+			t.Errorf("%+v", l)
+		}
+	}
+	if h := e.ps.hits.Load(); h != 1 {
+		t.Errorf("%d fetches, want 1", h)
+	}
+}
