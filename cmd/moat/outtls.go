@@ -63,7 +63,7 @@ func (o *outboundTLS) apply(cfg *Config, opt *smtpout.Options) {
 	if o == nil {
 		return
 	}
-	opt.TLSPolicies = cfg.TLSPolicy
+	opt.TLSPolicies = cfg.TLSPolicy.Normalized()
 	opt.MTASTS = o.mtasts
 	opt.DANE = o.dane
 }

@@ -46,7 +46,7 @@ func (p TLSPolicies) Validate() error {
 	var errs []error
 	for k, v := range p {
 		d := strings.TrimPrefix(k, ".")
-		if d == "" || strings.ContainsAny(d, " @*/:") || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".") {
+		if _, err := route.NormalizeDomain(d); err != nil || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".") {
 			errs = append(errs, fmt.Errorf("tls_policy.%s: not a domain or .domain", k))
 		}
 		switch v {
@@ -56,6 +56,27 @@ func (p TLSPolicies) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Normalized returns the map with its domains in the form routing uses
+// (lower case, A-labels), so that a key written with U-labels matches.
+// Keys that do not normalize are kept as they are (Validate refuses them).
+func (p TLSPolicies) Normalized() TLSPolicies {
+	if len(p) == 0 {
+		return p
+	}
+	out := make(TLSPolicies, len(p))
+	for k, v := range p {
+		dot, d := "", k
+		if strings.HasPrefix(k, ".") {
+			dot, d = ".", k[1:]
+		}
+		if n, err := route.NormalizeDomain(d); err == nil {
+			k = dot + n
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // For returns the policy configured for domain, or "".

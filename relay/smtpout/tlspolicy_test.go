@@ -282,6 +282,9 @@ func TestTLSPoliciesValidate(t *testing.T) {
 			t.Errorf("%v: %v", bad, err)
 		}
 	}
+	if n := (TLSPolicies{"Bücher.example": "verify", ".Bücher.example": "none"}).Normalized(); n["xn--bcher-kva.example"] != "verify" || n[".xn--bcher-kva.example"] != "none" {
+		t.Errorf("normalized %v", n)
+	}
 	p := TLSPolicies{"a.test": "dane", ".a.test": "mta-sts", ".test": "none"}
 	for d, want := range map[string]string{"a.test": "dane", "x.a.test": "mta-sts", "y.x.a.test": "mta-sts", "b.test": "none", "test": "", "b.example": ""} {
 		if got := p.For(d); got != want {
