@@ -33,5 +33,20 @@
 // pins a trust anchor: the presented chain must lead from the leaf to a
 // matching certificate, within its validity, and the leaf must bear one
 // of the reference identifiers (RFC 7672 §3.1.2, §3.2.2, §3.2.3). SNI
-// names the MX host (§8.1).
+// names the TLSA base domain (§8.1).
+//
+// How delivery uses it, per destination domain and MX host:
+//
+//	hosts, secure, err := r.MX(ctx, domain)   // err: defer
+//	// secure false: DANE does not apply to any host of domain.
+//	res, err := r.TLSA(ctx, host, 25)         // err: defer (never plaintext)
+//	switch {
+//	case res.Active():   // STARTTLS required, tls.Client(conn, dane.TLSConfig(base, host, res));
+//	                     // a handshake error (a *VerifyError inside) defers
+//	case res.RequireTLS(): // unusable RRset: STARTTLS required, certificate not checked
+//	default:             // no DANE for this host: the next policy (MTA-STS, opportunistic)
+//	}
+//
+// A server that offers no STARTTLS when res.RequireTLS() is a failure
+// (TLS-RPT "starttls-not-supported"), not a reason to send in plaintext.
 package dane

@@ -3,6 +3,7 @@ package dane
 import (
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/x509"
 	"encoding/hex"
 	"strconv"
 	"strings"
@@ -44,7 +45,17 @@ func (r Record) Usable() bool {
 	}
 	switch r.MatchingType {
 	case MatchFull:
-		return len(r.Data) > 0 && len(r.Data) <= maxFullData
+		// The data is the certificate or key itself: it must parse (RFC
+		// 6698 §2.1.3; what cannot be parsed can never match).
+		if len(r.Data) == 0 || len(r.Data) > maxFullData {
+			return false
+		}
+		if r.Selector == SelectorCert {
+			_, err := x509.ParseCertificate(r.Data)
+			return err == nil
+		}
+		_, err := x509.ParsePKIXPublicKey(r.Data)
+		return err == nil
 	case MatchSHA256:
 		return len(r.Data) == sha256.Size
 	case MatchSHA512:
@@ -77,8 +88,14 @@ type Result struct {
 	// records, so DANE does not apply to it.
 	Secure bool
 	// Names are the reference identifiers for DANE-TA name checks (RFC
-	// 7672 §3.2.2): the MX host and, after a CNAME, the expanded name.
+	// 7672 §3.2.2): the MX host and, after a secure CNAME, the expanded
+	// name. §3.2.2 also accepts the next-hop domain (the recipient's
+	// domain) when the MX lookup was secure: a caller may append it.
 	Names []string
+	// Base is the TLSA base domain, the name the records were found under
+	// (the expanded name or the MX host); TLSConfig sends it in SNI (RFC
+	// 7672 §8.1, RFC 7671 §7).
+	Base string
 	// Unusable is true when a secure TLSA RRset exists but holds no
 	// usable record: the server must still be reached over TLS (never
 	// plaintext), without authenticating it (RFC 7672 §2.2, §3.1).

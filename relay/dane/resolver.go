@@ -28,6 +28,8 @@ const (
 	maxRecords = 64
 	// maxChain bounds the CNAME links followed in one answer.
 	maxChain = 8
+	// rounds is how many times the servers are tried while none answers.
+	rounds = 2
 	// ednsSize is the UDP payload size advertised (RFC 6891 §6.2.5).
 	ednsSize = 1232
 )
@@ -110,10 +112,12 @@ func (r *Resolver) MX(ctx context.Context, domain string) (hosts []string, secur
 // lookup must be secure, else DANE does not apply (RFC 7672 §2.2.2); when
 // that lookup follows a secure CNAME chain, the records of the expanded
 // name are used if it has a secure non-empty TLSA RRset, and otherwise
-// those of host (§2.2.2, §3.1). Secure is true only when every step was
-// validated. err is a temporary failure (SERVFAIL, which includes bogus
-// answers, a timeout, REFUSED) as a *dnsres.Error, never "no DANE": the
-// caller defers (§2.1.1).
+// those of host (§2.2.2, §3.1); when only the chain's middle is
+// insecure, only host's records count. Secure is true only when every
+// answer the result rests on was validated. err is a temporary failure
+// (SERVFAIL, which includes bogus answers, a timeout, REFUSED) as a
+// *dnsres.Error, never "no DANE": the caller defers (§2.1.1); a host
+// name that is not a domain name is a permanent error.
 func (r *Resolver) TLSA(ctx context.Context, host string, port int) (Result, error) {
 	if port <= 0 || port > 65535 {
 		return Result{}, fmt.Errorf("dane: port %d out of range", port)
@@ -126,19 +130,34 @@ func (r *Resolver) TLSA(ctx context.Context, host string, port int) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	if !m.AuthenticatedData {
-		return Result{}, nil // insecure address records: no DANE (§2.2.2)
-	}
 	expanded := expand(m, initial)
+	expandedSecure := m.AuthenticatedData
+	if !expandedSecure {
+		// RFC 7672 §2.2.2: the addresses must be secure, else DANE does
+		// not apply. A validating resolver's AD covers the whole CNAME
+		// chain; when the chain left signed data on the way but the host's
+		// own CNAME and the final addresses are secure, only the initial
+		// name may carry TLSA records.
+		if expanded == initial {
+			return Result{}, nil
+		}
+		ok, err := r.secure(ctx, expanded, dns.TypeA)
+		if err == nil && ok {
+			ok, err = r.secure(ctx, initial, dns.TypeCNAME)
+		}
+		if err != nil || !ok {
+			return Result{}, err
+		}
+	}
 	names := []string{hostName(initial)}
-	if expanded != initial {
+	if expanded != initial && expandedSecure {
 		names = append(names, hostName(expanded))
 		res, err := r.tlsaAt(ctx, expanded, port)
 		if err != nil {
 			return Result{}, err
 		}
 		if res.Secure && (len(res.Records) > 0 || res.Unusable) {
-			res.Names = names
+			res.Names, res.Base = names, hostName(expanded)
 			return res, nil
 		}
 	}
@@ -147,9 +166,19 @@ func (r *Resolver) TLSA(ctx context.Context, host string, port int) (Result, err
 		return Result{}, err
 	}
 	if res.Secure {
-		res.Names = names
+		res.Names, res.Base = names, hostName(initial)
 	}
 	return res, nil
+}
+
+// secure asks for name and qtype and reports whether the answer was
+// validated.
+func (r *Resolver) secure(ctx context.Context, name string, qtype uint16) (bool, error) {
+	m, err := r.query(ctx, name, qtype)
+	if err != nil {
+		return false, err
+	}
+	return m.AuthenticatedData, nil
 }
 
 // tlsaAt looks up the TLSA RRset of _port._tcp.base (RFC 6698 §3).
@@ -162,10 +191,18 @@ func (r *Resolver) tlsaAt(ctx context.Context, base string, port int) (Result, e
 	if !m.AuthenticatedData {
 		return Result{}, nil
 	}
+	return tlsaResult(m, name), nil
+}
+
+// tlsaResult reads the TLSA RRset of a validated answer for name: the
+// TLSA records owned by the end of name's CNAME chain, at most
+// maxRecords of them.
+func tlsaResult(m *dns.Msg, name string) Result {
+	owner := expand(m, strings.ToLower(name))
 	var all []Record
 	for _, rr := range m.Answer {
 		t, ok := rr.(*dns.TLSA)
-		if !ok || len(all) == maxRecords {
+		if !ok || len(all) == maxRecords || !strings.EqualFold(t.Hdr.Name, owner) {
 			continue
 		}
 		rec, ok := fromRR(t)
@@ -177,7 +214,7 @@ func (r *Resolver) tlsaAt(ctx context.Context, base string, port int) (Result, e
 		all = append(all, rec)
 	}
 	use := usable(all)
-	return Result{Records: use, Secure: true, Unusable: len(all) > 0 && len(use) == 0}, nil
+	return Result{Records: use, Secure: true, Unusable: len(all) > 0 && len(use) == 0}
 }
 
 // fromRR converts a parsed TLSA record.
@@ -220,17 +257,26 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) (*dns.M
 	m.AuthenticatedData = true // RFC 6840 §5.7
 	m.SetEdns0(ednsSize, true) // DO: RFC 3225, RFC 4035 §3.2.1
 	last := &dnsres.Error{Name: name, Type: typ, Kind: dnsres.Network, Err: errors.New("no server answered")}
-	for _, srv := range r.servers {
-		resp, err := r.exchange(ctx, m, srv)
-		if err != nil {
+	// Two rounds over the servers while none answers at all (a lost UDP
+	// datagram); an answer that is a failure (SERVFAIL: bogus) is not
+	// asked again of the same server.
+	for round := 0; round < rounds; round++ {
+		again := false
+		for _, srv := range r.servers {
+			resp, err := r.exchange(ctx, m, srv)
+			if err == nil {
+				return resp, nil
+			}
 			last = err
 			last.Name, last.Type = name, typ
-			if err.Kind == dnsres.Timeout && ctx.Err() != nil {
-				break
+			if ctx.Err() != nil {
+				return nil, last
 			}
-			continue
+			again = again || err.Kind == dnsres.Timeout || err.Kind == dnsres.Network
 		}
-		return resp, nil
+		if !again {
+			break
+		}
 	}
 	return nil, last
 }

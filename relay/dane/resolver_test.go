@@ -67,6 +67,21 @@ func TestMX(t *testing.T) {
 	}
 }
 
+// base is the TLSA base domain a result must name: where its records
+// were found.
+func base(res Result, host string) string {
+	if !res.Secure {
+		return ""
+	}
+	switch host {
+	case "alias.example.org":
+		return "mx.hoster.example"
+	case "MX.example.org.":
+		return "mx.example.org"
+	}
+	return host
+}
+
 func TestTLSA(t *testing.T) {
 	srv, r := newTestResolver(t)
 	srv.Add(
@@ -100,6 +115,13 @@ func TestTLSA(t *testing.T) {
 		"alias3.example.org. 300 IN CNAME mx.unsigned.example.",
 		"mx.unsigned.example. 300 IN A 192.0.2.8",
 		"_25._tcp.alias3.example.org. 300 IN TLSA 3 1 1 "+hashA,
+		// A chain that leaves signed data in the middle: only the host's
+		// own records count.
+		"alias4.example.org. 300 IN CNAME hop.unsigned.example.",
+		"hop.unsigned.example. 300 IN CNAME final.hoster.example.",
+		"final.hoster.example. 300 IN A 192.0.2.11",
+		"_25._tcp.final.hoster.example. 300 IN TLSA 3 1 1 "+hashB,
+		"_25._tcp.alias4.example.org. 300 IN TLSA 3 1 1 "+hashA,
 		// Bogus TLSA and bogus address.
 		"bogus.example.org. 300 IN A 192.0.2.9",
 		"bogus-a.example.org. 300 IN A 192.0.2.10",
@@ -114,6 +136,7 @@ func TestTLSA(t *testing.T) {
 		"alias.example.org", "mx.hoster.example", "_25._tcp.mx.hoster.example", "_25._tcp.alias.example.org",
 		"alias2.example.org", "bare.hoster.example", "_25._tcp.bare.hoster.example", "_25._tcp.alias2.example.org",
 		"alias3.example.org", "_25._tcp.alias3.example.org",
+		"alias4.example.org", "final.hoster.example", "_25._tcp.final.hoster.example", "_25._tcp.alias4.example.org",
 		"bogus.example.org")
 	srv.Fail("_25._tcp.bogus.example.org", dns.TypeTLSA, dnstest.ServFail)
 	srv.Fail("bogus-a.example.org", dns.TypeA, dnstest.ServFail)
@@ -136,6 +159,7 @@ func TestTLSA(t *testing.T) {
 		{"alias.example.org", 25, true, []string{"3 1 1 " + hashB}, []string{"alias.example.org", "mx.hoster.example"}, false},
 		{"alias2.example.org", 25, true, []string{"3 1 1 " + hashA}, []string{"alias2.example.org", "bare.hoster.example"}, false},
 		{"alias3.example.org", 25, false, nil, nil, false},
+		{"alias4.example.org", 25, true, []string{"3 1 1 " + hashA}, []string{"alias4.example.org"}, false},
 	}
 	ctx := context.Background()
 	for _, tc := range tests {
@@ -145,9 +169,9 @@ func TestTLSA(t *testing.T) {
 			continue
 		}
 		if res.Secure != tc.secure || !slices.Equal(res.Strings(), tc.records) ||
-			!slices.Equal(res.Names, tc.names) || res.Unusable != tc.unusable {
-			t.Errorf("TLSA(%s, %d) = secure %v records %q names %v unusable %v; want %v %q %v %v",
-				tc.host, tc.port, res.Secure, res.Strings(), res.Names, res.Unusable,
+			!slices.Equal(res.Names, tc.names) || res.Unusable != tc.unusable || res.Base != base(res, tc.host) {
+			t.Errorf("TLSA(%s, %d) = secure %v records %q names %v unusable %v base %q; want %v %q %v %v",
+				tc.host, tc.port, res.Secure, res.Strings(), res.Names, res.Unusable, res.Base,
 				tc.secure, tc.records, tc.names, tc.unusable)
 		}
 	}
@@ -208,17 +232,14 @@ func TestNextServer(t *testing.T) {
 func TestTruncatedOverTCP(t *testing.T) {
 	srv, r := newTestResolver(t)
 	srv.Add("mx.example.org. 300 IN A 192.0.2.1")
-	full := ""
-	for range 800 {
-		full += "AB"
-	}
-	for i := range 3 {
-		srv.Add("_25._tcp.mx.example.org. 300 IN TLSA 3 0 0 " + full[:len(full)-2*i])
+	for range 6 {
+		c := makeCert(t, certSpec{cn: "mx.example.org", dnsNames: []string{"mx.example.org"}}, nil)
+		srv.Add("_25._tcp.mx.example.org. 300 IN TLSA " + rec(3, 0, 0, c.cert).String())
 	}
 	srv.Secure("mx.example.org", "_25._tcp.mx.example.org")
 	res, err := r.TLSA(context.Background(), "mx.example.org", 25)
-	if err != nil || len(res.Records) != 3 {
-		t.Fatalf("TLSA = %d records, %v; want 3", len(res.Records), err)
+	if err != nil || len(res.Records) != 6 {
+		t.Fatalf("TLSA = %d records, %v; want 6", len(res.Records), err)
 	}
 }
 
@@ -226,5 +247,27 @@ func TestNoServers(t *testing.T) {
 	r := &Resolver{err: errors.New("none")}
 	if _, err := r.TLSA(context.Background(), "mx.example.org", 25); !temporary(err) {
 		t.Errorf("no servers: %v, want a temporary error", err)
+	}
+}
+
+// TestTLSAResultOwner: only records owned by the queried name, or the end
+// of its CNAME chain, are read from an answer.
+func TestTLSAResultOwner(t *testing.T) {
+	const name = "_25._tcp.mx.example.org."
+	m := new(dns.Msg)
+	for _, text := range []string{
+		name + " 300 IN CNAME _dane.Example.net.",
+		"_dane.example.net. 300 IN TLSA 3 1 1 " + hashA,
+		"stray.example. 300 IN TLSA 3 1 1 " + hashB,
+	} {
+		rr, err := dns.NewRR(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Answer = append(m.Answer, rr)
+	}
+	res := tlsaResult(m, name)
+	if got := res.Strings(); !slices.Equal(got, []string{"3 1 1 " + hashA}) {
+		t.Fatalf("records %q, want only the chain's", got)
 	}
 }

@@ -62,6 +62,11 @@ func TestTLSConfig(t *testing.T) {
 	if err != nil || sni != "mx.example.org" {
 		t.Fatalf("DANE-EE: %v, SNI %q", err, sni)
 	}
+	// Records found under the expanded name: SNI names it.
+	sni, err = handshake(t, []*testCert{self}, Result{Secure: true, Names: names, Base: "mx.hoster.example", Records: []Record{rec(3, 1, 1, self.cert)}}, "mx.example.org")
+	if err != nil || sni != "mx.hoster.example" {
+		t.Fatalf("DANE-EE with a base domain: %v, SNI %q", err, sni)
+	}
 	// DANE-TA with the root in the chain.
 	_, err = handshake(t, []*testCert{leaf, root}, Result{Secure: true, Names: names, Records: []Record{rec(2, 0, 1, root.cert)}}, "mx.example.org")
 	if err != nil {
@@ -103,7 +108,9 @@ func FuzzVerify(f *testing.F) {
 			// signed it, may pass.
 			ok := r.Usage == UsageDANEEE && matches(r, leaf.cert) ||
 				r.Usage == UsageDANETA && r.Selector == SelectorSPKI && r.MatchingType == MatchFull &&
-					string(r.Data) == string(root.cert.RawSubjectPublicKeyInfo)
+					string(r.Data) == string(root.cert.RawSubjectPublicKeyInfo) ||
+				r.Usage == UsageDANETA && r.Selector == SelectorCert && r.MatchingType == MatchFull &&
+					string(r.Data) == string(root.cert.Raw)
 			if !ok {
 				t.Fatalf("record %s authenticated the chain", r)
 			}

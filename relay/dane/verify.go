@@ -13,7 +13,7 @@ import (
 	"moat/relay/tlsrpt"
 )
 
-// maxChain bounds the certificates of a presented chain that are looked
+// maxPeerChain bounds the certificates of a presented chain that are looked
 // at; longer chains are cut (no real server sends more).
 const maxPeerChain = 16
 
@@ -53,11 +53,15 @@ func Verify(res Result, chain []*x509.Certificate, now time.Time) error {
 		}
 		return &VerifyError{Kind: tlsrpt.TLSAInvalid, Detail: "no usable TLSA records"}
 	}
-	if len(chain) == 0 || chain[0] == nil {
-		return &VerifyError{Kind: tlsrpt.ValidationFailure, Detail: "no certificate presented"}
+	var certs []*x509.Certificate
+	for _, c := range chain {
+		if c != nil && len(certs) < maxPeerChain {
+			certs = append(certs, c)
+		}
 	}
-	if len(chain) > maxPeerChain {
-		chain = chain[:maxPeerChain]
+	chain = certs
+	if len(chain) == 0 {
+		return &VerifyError{Kind: tlsrpt.ValidationFailure, Detail: "no certificate presented"}
 	}
 	leaf := chain[0]
 	for _, r := range recs {
@@ -99,13 +103,21 @@ func rank(k tlsrpt.ResultType) int {
 }
 
 // anchors are the trust anchors a DANE-TA record names among the
-// presented chain: certificates above the leaf that match it, or, for a
-// full public key ("2 1 0", RFC 7671 §5.2.2), a certificate made from
-// that key to stand for the anchor the server need not send.
+// presented chain: certificates above the leaf that match it; or, when
+// none is sent, the record's own full certificate ("2 0 0"), or a
+// certificate made from its full public key ("2 1 0") to stand for the
+// anchor (RFC 7671 §5.2.2).
 func anchors(r Record, chain []*x509.Certificate) []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, c := range chain[1:] {
 		if matches(r, c) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 && r.Selector == SelectorCert && r.MatchingType == MatchFull {
+		// RFC 7671 §5.2.2: with the whole anchor certificate in DNS the
+		// server need not send it.
+		if c, err := x509.ParseCertificate(r.Data); err == nil {
 			out = append(out, c)
 		}
 	}
@@ -229,9 +241,10 @@ func nameMatches(leaf *x509.Certificate, names []string) bool {
 }
 
 // TLSConfig returns base (nil: an empty config) cloned, for tls.Client:
-// ServerName is host, so SNI is sent (RFC 7672 §8.1); the standard
-// verification is off and VerifyConnection calls Verify with res at
-// config.Time() (the clock of base, if it has one).
+// ServerName is host, or res.Base when the records were found under
+// another name (the TLSA base domain, RFC 7672 §8.1: SNI is always sent);
+// the standard verification is off and VerifyConnection calls Verify
+// with res at base's clock (base.Time, else the time of day).
 func TLSConfig(base *tls.Config, host string, res Result) *tls.Config {
 	var c *tls.Config
 	if base != nil {
@@ -240,6 +253,9 @@ func TLSConfig(base *tls.Config, host string, res Result) *tls.Config {
 		c = &tls.Config{}
 	}
 	c.ServerName = strings.TrimSuffix(host, ".")
+	if res.Base != "" {
+		c.ServerName = res.Base
+	}
 	c.InsecureSkipVerify = true // replaced by VerifyConnection below
 	c.VerifyPeerCertificate = nil
 	clock := c.Time

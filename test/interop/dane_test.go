@@ -39,6 +39,8 @@ func TestDANEThroughUnbound(t *testing.T) {
 			"_25._tcp.pkix IN TLSA 1 1 1 8CB0FC6C527506A053F4F14C8464BEBBD6DEDE2738D11468DD953D7D6A3021F1",
 			"bad IN A 127.0.0.5",
 			testenv.TLSA3("bad.dane.test", 25, cert.Leaf),
+			"bad-a IN A 127.0.0.7",
+			testenv.TLSA3("bad-a.dane.test", 25, cert.Leaf),
 		},
 		UnsignedRecords: []string{
 			"@ IN MX 10 mx.insecure.test.",
@@ -47,6 +49,7 @@ func TestDANEThroughUnbound(t *testing.T) {
 		},
 	})
 	d.Tamper("_25._tcp.bad.dane.test", dns.TypeTLSA)
+	d.Tamper("bad-a.dane.test", dns.TypeA)
 	r := dane.NewResolver([]string{d.Resolver}, 5*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -86,6 +89,11 @@ func TestDANEThroughUnbound(t *testing.T) {
 	if err != nil || !res.Secure || res.Active() || res.Unusable {
 		t.Fatalf("TLSA(plain.dane.test) = %+v, %v; want secure, no records", res, err)
 	}
+	// Secure NXDOMAIN (NSEC): the host does not exist, no DANE.
+	res, err = r.TLSA(ctx, "nothere.dane.test", 25)
+	if err != nil || !res.Secure || res.Active() || res.Unusable {
+		t.Fatalf("TLSA(nothere.dane.test) = %+v, %v; want secure, no records", res, err)
+	}
 	res, err = r.TLSA(ctx, "pkix.dane.test", 25)
 	if err != nil || !res.Secure || !res.Unusable || !res.RequireTLS() {
 		t.Fatalf("TLSA(pkix.dane.test) = %+v, %v; want secure and unusable", res, err)
@@ -94,10 +102,12 @@ func TestDANEThroughUnbound(t *testing.T) {
 	if err != nil || res.Secure || res.Active() {
 		t.Fatalf("TLSA(mx.insecure.test) = %+v, %v; want insecure", res, err)
 	}
-	_, err = r.TLSA(ctx, "bad.dane.test", 25)
-	var de *dnsres.Error
-	if !errors.As(err, &de) || !de.Temporary() {
-		t.Fatalf("TLSA(bad.dane.test): %v; want a temporary error (bogus)", err)
+	for _, host := range []string{"bad.dane.test", "bad-a.dane.test"} {
+		_, err = r.TLSA(ctx, host, 25)
+		var de *dnsres.Error
+		if !errors.As(err, &de) || !de.Temporary() {
+			t.Fatalf("TLSA(%s): %v; want a temporary error (bogus)", host, err)
+		}
 	}
 	// The SERVFAIL is unbound's verdict on the signature, not a fault of
 	// the server (val-log-level 2 logs each validation failure).
