@@ -60,7 +60,7 @@ func newACME(cfg *Config, log *zap.Logger) (*acmecert.Manager, error) {
 	return acmecert.New(cfg.ACME, acmecert.Options{
 		Hostname: cfg.Hostname,
 		DataDir:  cfg.DataDir,
-		Extra:    cfg.MTASTS.Hosts(),
+		Extra:    cfg.MTASTS.Own.Hosts(),
 		Logger:   log,
 	})
 }
@@ -73,14 +73,14 @@ func (a *app) startCerts(cfg *Config) error {
 			return err
 		}
 	}
-	if cfg.MTASTS.Enabled() {
-		ln, err := stspub.Listen(cfg.MTASTS)
+	if cfg.MTASTS.Own.Enabled() {
+		ln, err := stspub.Listen(cfg.MTASTS.Own)
 		if err != nil {
 			a.stopCerts(context.Background())
 			return err
 		}
-		a.certx.sts = stspub.Serve(cfg.MTASTS, ln, a.certx.tlsConf)
-		a.log.Info("serving MTA-STS policies", zap.String("address", ln.Addr().String()), zap.Strings("hosts", cfg.MTASTS.Hosts()))
+		a.certx.sts = stspub.Serve(cfg.MTASTS.Own, ln, a.certx.tlsConf)
+		a.log.Info("serving MTA-STS policies", zap.String("address", ln.Addr().String()), zap.Strings("hosts", cfg.MTASTS.Own.Hosts()))
 	}
 	return nil
 }
@@ -114,7 +114,7 @@ func checkCertificates(cfg *Config) error {
 		}
 		return errors.Join(errs...)
 	}
-	for i, p := range cfg.MTASTS.Publish {
+	for i, p := range cfg.MTASTS.Own.Publish {
 		if h := stspub.HostFor(p.Domain); certs == nil || !certs.Covers(h) {
 			errs = append(errs, fmt.Errorf("mta_sts.publish[%d].domain: no certificate for %s in tls.certificates, and acme is off", i, h))
 		}
@@ -144,7 +144,7 @@ https://mta-sts.<domain>/.well-known/mta-sts.txt.`,
 			if err != nil {
 				return fmt.Errorf("configuration: %s", strings.Join(errorLines(err), "; "))
 			}
-			return printSTSRecords(c.OutOrStdout(), cfg.MTASTS)
+			return printSTSRecords(c.OutOrStdout(), cfg.MTASTS.Own)
 		},
 	})
 	return cmd

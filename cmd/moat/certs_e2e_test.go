@@ -228,7 +228,7 @@ mta_sts:
 		t.Fatal(err)
 	}
 	out := stdout.String()
-	want := `_mta-sts.example.org. IN TXT "v=STSv1; id=` + a.cfg.Load().MTASTS.Publish[0].ID() + `;"`
+	want := `_mta-sts.example.org. IN TXT "v=STSv1; id=` + a.cfg.Load().MTASTS.Own.Publish[0].ID() + `;"`
 	if !strings.Contains(out, want) {
 		t.Fatalf("mta-sts record:\n%s\nwant %s", out, want)
 	}

@@ -27,6 +27,7 @@ import (
 	"moat/policy/dkimsign"
 	"moat/policy/scanner"
 	"moat/policy/uribl"
+	"moat/relay/mtasts"
 	"moat/relay/queue"
 	"moat/relay/reports"
 	"moat/relay/route"
@@ -84,8 +85,22 @@ type Config struct {
 	ARC arc.Config `mapstructure:"arc"`
 	// ACME obtains certificates for the names moat serves (issue 26).
 	ACME acmecert.Config `mapstructure:"acme"`
-	// MTASTS publishes the MTA-STS policies of our own domains.
-	MTASTS stspub.Config `mapstructure:"mta_sts"`
+	// MTASTS is `mta_sts:`: recipient domains' MTA-STS policies applied
+	// to MX delivery, and the policies of our own domains published.
+	MTASTS MTASTSConfig `mapstructure:"mta_sts"`
+	// TLSPolicy and DANE are, with MTASTS.Outbound, the TLS of MX
+	// delivery (issue 26; relay/smtpout tlspolicy.go, relay/mtasts).
+	TLSPolicy smtpout.TLSPolicies `mapstructure:"tls_policy"`
+	DANE      smtpout.DANEConfig  `mapstructure:"dane"`
+}
+
+// MTASTSConfig is `mta_sts:` (RFC 8461), one section for both sides:
+// recipient domains' policies applied to MX delivery (relay/mtasts:
+// enabled, fetch_timeout, cache_size) and our own domains' policies
+// published (gateway/stspub: listener, publish).
+type MTASTSConfig struct {
+	Outbound mtasts.Config `mapstructure:",squash"`
+	Own      stspub.Config `mapstructure:",squash"`
 }
 
 // SubmissionConfig is `submission:`: limits on AUTH failures and on what
@@ -163,6 +178,8 @@ func defaults() Config {
 		Domains:         Domains{Local: []string{"localhost"}, Relay: map[string]string{}},
 		Routes:          map[string]route.Route{},
 		SMTPClient:      smtpout.DefaultTimeouts(),
+		MTASTS:          MTASTSConfig{Outbound: mtasts.DefaultConfig(), Own: stspub.DefaultConfig()},
+		DANE:            smtpout.DefaultDANEConfig(),
 		DNS:             dnsres.DefaultConfig(),
 		Queue:           queue.DefaultConfig(),
 		Guard:           guard.DefaultConfig(),
@@ -176,7 +193,6 @@ func defaults() Config {
 		Admin:           AdminConfig{Address: "127.0.0.1:8025"},
 		VirusAction:     "reject",
 		ACME:            acmecert.DefaultConfig(),
-		MTASTS:          stspub.DefaultConfig(),
 		Reports:         reports.DefaultConfig(),
 	}
 }
@@ -302,7 +318,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.TLS.Validate())
 	errs = append(errs, gateway.ValidateListeners(c.Listeners, c.TLS.Configured() || c.ACME.Enabled))
-	errs = append(errs, c.ACME.Validate(), c.MTASTS.Validate())
+	errs = append(errs, c.ACME.Validate(), c.MTASTS.Own.Validate())
 	if _, err := gateway.ParsePrefixes("trusted_networks", c.TrustedNetworks); err != nil {
 		errs = append(errs, err)
 	}
@@ -312,6 +328,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.routeConfig().Validate())
 	errs = append(errs, c.SMTPClient.Validate())
+	errs = append(errs, c.TLSPolicy.Validate(), c.MTASTS.Outbound.Validate(), c.DANE.Validate())
 	errs = append(errs, c.DNS.Validate())
 	errs = append(errs, c.Mailboxes.Validate(c.Domains.Local))
 	errs = append(errs, c.Queue.Validate())

@@ -175,3 +175,44 @@ func TestExamplesLoadTheRulePack(t *testing.T) {
 		})
 	}
 }
+
+func TestTLSPolicyConfig(t *testing.T) {
+	p := writeFile(t, `
+hostname: mx.example.org
+domains: {local: [example.org]}
+tls_policy:
+  example.com: verify
+  .example.net: dane
+  bank.example: mta-sts
+mta_sts: {fetch_timeout: 10s}
+routes:
+  out: {type: mx, tls: mta-sts}
+`)
+	cfg, err := loadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLSPolicy.For("example.com") != "verify" || cfg.TLSPolicy.For("a.example.net") != "dane" || cfg.TLSPolicy.For("bank.example") != "mta-sts" {
+		t.Errorf("%v", cfg.TLSPolicy)
+	}
+	if !cfg.MTASTS.Outbound.Enabled || cfg.MTASTS.Outbound.FetchTimeout != 10*time.Second || cfg.MTASTS.Outbound.CacheSize != 10000 || !cfg.DANE.Enabled {
+		t.Errorf("%+v %+v", cfg.MTASTS, cfg.DANE)
+	}
+	bad := writeFile(t, `
+hostname: mx.example.org
+domains: {local: [example.org]}
+tls_policy: {example.com: strict}
+mta_sts: {fetch_timeout: -1s}
+dane: {timeout: 0s}
+`)
+	_, err = loadConfig(bad)
+	msg := ""
+	if err != nil {
+		msg = strings.Join(errorLines(err), "\n")
+	}
+	for _, key := range []string{"tls_policy.example.com", "mta_sts.fetch_timeout", "dane.timeout"} {
+		if !strings.Contains(msg, key) {
+			t.Errorf("no error names %s; got:\n%s", key, msg)
+		}
+	}
+}

@@ -125,6 +125,7 @@ type app struct {
 	scanDone    chan struct{}     // closed when the scanners' ping loop ends
 	cluster     *cluster.Client
 	reports     *reportOps // DMARC and TLS reports; nil: off
+	outTLS      *outboundTLS // outtls.go
 	mailLog     *maillog.Logger
 	mailLogFile *os.File
 
@@ -278,6 +279,9 @@ func (a *app) build() error {
 		m.RedisEnabled()
 	}
 	if a.verifier, err = a.newVerifier(cfg); err != nil {
+		return err
+	}
+	if a.outTLS, err = a.newOutboundTLS(cfg); err != nil {
 		return err
 	}
 	st, err := buildState(cfg, a.verifier)
@@ -527,8 +531,11 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 		}),
 	}
 	opt := func(name string) smtpout.Options {
-		return smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
-			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded}
+		o := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
+			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded,
+			OutboundTLS: a.metrics.OutboundTLS, TLSResults: a.reports.tlsSink()}
+		a.outTLS.apply(cfg, &o)
+		return o
 	}
 	for name, rt := range cfg.Routes {
 		r.transports[name] = smtpout.ForRoute(rt, opt(name))
@@ -799,6 +806,8 @@ func inForce(boot, cur *Config) (*Config, []string) {
 	keep("virus_action", boot.VirusAction != cur.VirusAction, func() { next.VirusAction = boot.VirusAction })
 	// The report store and the daily job are made once.
 	keep("reports", !reflect.DeepEqual(boot.Reports, cur.Reports), func() { next.Reports = boot.Reports })
+	// The MTA-STS cache and the DANE resolver are made once (outtls.go).
+	keep("dane", boot.DANE != cur.DANE, func() { next.DANE = boot.DANE })
 	return &next, keys
 }
 
@@ -833,6 +842,7 @@ func (a *app) close() {
 	if err := a.content.Close(); err != nil {
 		a.log.Warn("closing the classifier store", zap.Error(err))
 	}
+	a.outTLS.close()
 	if a.cluster != nil {
 		a.cluster.Close()
 	}

@@ -102,6 +102,7 @@ type Metrics struct {
 	deliveries    *prometheus.CounterVec
 	chained       *prometheus.CounterVec
 	reencoded     *prometheus.CounterVec
+	outboundTLS   *prometheus.CounterVec // outbound_tls.go
 	suppressed    *prometheus.CounterVec
 	dnsQueries    *prometheus.CounterVec
 	dnsDuration   *prometheus.HistogramVec
@@ -192,6 +193,7 @@ func NewWithOptions(opt Options) *Metrics {
 	}
 	m.smuggling = counterVec("moat_smuggling_total", "Messages whose data held a bare CR or LF (kind bare_eol) or a NUL octet (kind nul), by action (rejected or normalized, smtp.bare_line_endings).", "kind", "action")
 	m.reg.MustRegister(m.smuggling)
+	m.outboundTLS = newOutboundTLS(m.reg)
 	m.scan = newScannerMetrics(m.reg)
 	m.fwd = newForwardingMetrics(m.reg)
 	m.reports = newReportMetrics(m.reg)

@@ -367,6 +367,7 @@ func TestDeployMetricNamesExist(t *testing.T) {
 	m.SpoolBytes(func() int64 { return 0 })
 	m.Refusal("rcpt", "relay_denied", "rejected", "192.0.2.1")
 	m.SpoolFilesystem(t.TempDir())
+	m.OutboundTLS("mta-sts", "success")
 	m.TLSCertificate("mx", func() *x509.Certificate { return &x509.Certificate{NotAfter: time.Unix(2e9, 0)} })
 	mfs, err := m.Registry().Gather()
 	if err != nil {

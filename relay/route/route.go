@@ -48,6 +48,13 @@ const (
 	TLSNone          = "none"
 	TLSOpportunistic = "opportunistic"
 	TLSRequired      = "required"
+	// TLSVerify is TLS required with the certificate verified against
+	// the host name (the route's, or the MX name for type mx).
+	TLSVerify = "verify"
+	// TLSDANE and TLSMTASTS, for type mx only, require that policy of
+	// the recipient domain (RFC 7672, RFC 8461); see relay/smtpout.
+	TLSDANE   = "dane"
+	TLSMTASTS = "mta-sts"
 )
 
 // Recipient verification modes (routes.<name>.verify_recipients).
@@ -74,8 +81,10 @@ type Route struct {
 	// Address is host:port for smtp and lmtp; lmtp also takes
 	// "unix:/path/to/socket". Unused for mx.
 	Address string `mapstructure:"address"`
-	// TLS is none, opportunistic or required. Default: opportunistic for
-	// smtp and mx (RFC 3207), none for lmtp (RFC 2033 §4: a local hop).
+	// TLS is none, opportunistic, required or verify; type mx also takes
+	// dane and mta-sts. Default: opportunistic for smtp (RFC 3207), none
+	// for lmtp (RFC 2033 §4: a local hop), and for mx the automatic
+	// choice of relay/smtpout (DANE, else MTA-STS, else opportunistic).
 	TLS string `mapstructure:"tls"`
 	// TLSSkipVerify turns off certificate verification for tls: required.
 	// Opportunistic TLS never verifies (see relay/smtpout).
@@ -90,8 +99,12 @@ type Route struct {
 	RecipientsFile   string `mapstructure:"recipients_file"`
 }
 
-// TLSMode returns the TLS mode with its default applied.
+// TLSMode returns the TLS mode with its default applied. On an smtp
+// route verify is required (which verifies unless tls_skip_verify).
 func (r Route) TLSMode() string {
+	if r.TLS == TLSVerify && r.Type != TypeMX {
+		return TLSRequired
+	}
 	if r.TLS != "" {
 		return r.TLS
 	}
@@ -121,8 +134,19 @@ func (r Route) Validate(name string) error {
 	}
 	switch r.TLS {
 	case "", TLSNone, TLSOpportunistic, TLSRequired:
+	case TLSVerify:
+		if r.Type == TypeLMTP {
+			errs = append(errs, fmt.Errorf("%s.tls: verify is for smtp and mx routes", key))
+		}
+		if r.TLSSkipVerify {
+			errs = append(errs, fmt.Errorf("%s.tls_skip_verify: contradicts tls: verify", key))
+		}
+	case TLSDANE, TLSMTASTS:
+		if r.Type != TypeMX {
+			errs = append(errs, fmt.Errorf("%s.tls: %s is for type mx only", key, r.TLS))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("%s.tls: %q is not none, opportunistic or required", key, r.TLS))
+		errs = append(errs, fmt.Errorf("%s.tls: %q is not none, opportunistic, required, verify, dane or mta-sts", key, r.TLS))
 	}
 	if strings.HasPrefix(r.Address, "unix:") && r.TLSMode() != TLSNone {
 		errs = append(errs, fmt.Errorf("%s.tls: must be none for a unix socket", key))
@@ -131,7 +155,7 @@ func (r Route) Validate(name string) error {
 		errs = append(errs, fmt.Errorf("%s.username: username and password_file go together", key))
 	}
 	if r.Username != "" {
-		if r.TLSMode() != TLSRequired {
+		if m := r.TLSMode(); m != TLSRequired && m != TLSVerify {
 			// RFC 4954 §4 and §14: never send a password in clear text.
 			errs = append(errs, fmt.Errorf("%s.tls: must be required when username is set (AUTH PLAIN is never sent in clear)", key))
 		}

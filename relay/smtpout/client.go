@@ -11,6 +11,7 @@ import (
 
 	"moat/internal/reply"
 	"moat/relay/route"
+	"moat/relay/tlsrpt"
 	"moat/relay/transport"
 )
 
@@ -35,7 +36,7 @@ type Client struct {
 var _ transport.Transport = (*Client)(nil)
 
 func newClient(k kind, o Options) *Client {
-	o = o.withDefaults(k == kindLMTP)
+	o = o.withDefaults(k)
 	return &Client{
 		kind: k,
 		lmtp: k == kindLMTP,
@@ -63,6 +64,10 @@ func NewMX(o Options) *Client { return newClient(kindMX, o) }
 func ForRoute(r route.Route, o Options) transport.Transport {
 	o.Address = r.Address
 	o.TLS = r.TLSMode()
+	if r.Type == route.TypeMX {
+		// "" is the automatic choice (tlspolicy.go).
+		o.TLS = r.TLS
+	}
 	o.TLSSkipVerify = r.TLSSkipVerify
 	o.Username = r.Username
 	o.PasswordFile = r.PasswordFile
@@ -182,12 +187,41 @@ func (c *Client) deliverMX(ctx context.Context, msg *transport.Message, domain s
 		set(err)
 		return
 	}
+	plans, err := c.planTLS(ctx, domain, hosts)
+	if err != nil {
+		set(err)
+		return
+	}
 	var dests []dest
-	for _, h := range hosts {
+	var planErr error
+	fetchReported := false
+	for i, h := range hosts {
+		p := plans[i]
+		if p.fetchFail.Failure != "" && !fetchReported && c.o.TLSResults != nil {
+			fetchReported = true
+			c.o.TLSResults.RecordTLS(p.fetchFail)
+		}
+		if p.fail != nil {
+			// Not used at all (a host an MTA-STS policy does not list,
+			// DANE required but not possible): never in clear.
+			f := p.report.Failure
+			if f == "" {
+				f = tlsrpt.ValidationFailure
+			}
+			c.emit(*p, route.TLSRequired, "", f, false)
+			if planErr == nil {
+				planErr = p.fail
+			}
+			continue
+		}
 		for _, a := range h.Addrs {
 			hp := net.JoinHostPort(a.String(), c.o.Port)
-			dests = append(dests, dest{key: "mx|" + h.Name + "|" + hp, network: "tcp", addr: hp, host: h.Name})
+			dests = append(dests, dest{key: "mx|" + p.keyTag() + "|" + h.Name + "|" + hp, network: "tcp", addr: hp, host: h.Name, plan: p})
 		}
+	}
+	if len(dests) == 0 && planErr != nil {
+		set(planErr)
+		return
 	}
 	c.deliverDests(ctx, dests, msg, rcpts, res)
 }
@@ -280,5 +314,9 @@ func (c *Client) session(ctx context.Context, d dest) (*session, error) {
 	if s := c.pool.get(d.key); s != nil {
 		return s, nil
 	}
-	return c.dial(ctx, d, c.o.TLS)
+	mode := c.o.TLS
+	if d.plan != nil {
+		mode = d.plan.mode
+	}
+	return c.dial(ctx, d, mode)
 }

@@ -26,16 +26,33 @@
 //     listeners only); if the handshake fails, the message goes in clear
 //     on a new connection, as Postfix does. "required" never sends the
 //     message in clear: no STARTTLS, or a failed handshake, is a
-//     temporary failure. On a route with tls: required the certificate is
-//     verified against the host name of the route address unless
-//     tls_skip_verify is set. For MX delivery the exchanger names come
-//     from unauthenticated DNS, so verifying them proves little: without
-//     MTA-STS (RFC 8461) or DANE (RFC 7672), which moat does not implement
-//     yet, MX delivery is opportunistic and an active attacker can strip
-//     or intercept TLS. After STARTTLS the client says EHLO again and
-//     forgets what it knew (RFC 3207 §4.2); a server that sends anything
-//     after its 220 reply to STARTTLS before the handshake is refused (the
-//     STARTTLS command injection of CVE-2011-0411).
+//     temporary failure. On a route with tls: required (or verify) the
+//     certificate is verified against the host name of the route address
+//     unless tls_skip_verify is set. After STARTTLS the client says EHLO
+//     again and forgets what it knew (RFC 3207 §4.2); a server that sends
+//     anything after its 220 reply to STARTTLS before the handshake is
+//     refused (the STARTTLS command injection of CVE-2011-0411).
+//   - TLS of MX delivery (tlspolicy.go). The policy of a recipient domain
+//     comes from `tls_policy:` (exact domain, or ".parent" for its
+//     subdomains), else the route's tls, else the automatic choice, made
+//     per exchanger: DANE (RFC 7672, relay/dane) when the MX lookup and
+//     the exchanger's TLSA lookup are DNSSEC-secure with usable records,
+//     else the domain's MTA-STS policy (RFC 8461, relay/mtasts), else
+//     opportunistic. DANE wins over MTA-STS (RFC 8461 §2). Under DANE the
+//     handshake is verified with dane.TLSConfig; a secure TLSA RRset with
+//     no usable record still requires TLS (RFC 7672 §3.1.3); a failed or
+//     bogus lookup defers (§2.1.1). Under MTA-STS enforce only the
+//     exchangers the policy lists are used (§4.1) and the certificate
+//     must verify (WebPKI) for the MX name (§4.2); under testing the
+//     failure is reported and the mail goes as with opportunistic TLS
+//     (§5). "verify" requires TLS with a certificate valid for the MX
+//     name; "dane" and "mta-sts" require that policy to be in place.
+//     Whenever a policy requires TLS, there is no retry in clear, and
+//     every failure is temporary, its reason (the policy, the exchanger,
+//     the RFC 8460 result type) in the queue: the mail waits, it is never
+//     sent in clear and never bounced at once. Each session to an
+//     exchanger yields one tlsrpt.Result (Options.TLSResults) and one
+//     count (Options.OutboundTLS: policy and result).
 //   - AUTH PLAIN (RFC 4954, RFC 4616) is sent only over TLS; a route with
 //     credentials and no TLS is a permanent configuration error, never a
 //     password in clear (RFC 4954 §4 and §14). A refused AUTH is

@@ -6,8 +6,11 @@ import (
 	"time"
 
 	"moat/internal/dnsres"
+	"moat/relay/dane"
+	"moat/relay/mtasts"
 	"moat/relay/mx"
 	"moat/relay/route"
+	"moat/relay/tlsrpt"
 )
 
 // Timeouts bound each step of a session (RFC 5321 §4.5.3.2). Zero fields
@@ -80,8 +83,26 @@ type Options struct {
 	// is set.
 	Address string
 	// TLS is route.TLSNone, route.TLSOpportunistic or route.TLSRequired;
-	// default opportunistic for SMTP and MX, none for LMTP.
+	// default opportunistic for SMTP, none for LMTP. For MX delivery it
+	// may also be verify, dane or mta-sts, and "" (the default) is the
+	// automatic choice: DANE, else MTA-STS, else opportunistic
+	// (tlspolicy.go).
 	TLS string
+	// TLSPolicies overrides TLS for MX delivery per recipient domain
+	// (`tls_policy:`).
+	TLSPolicies TLSPolicies
+	// DANE, when set, is the DNSSEC-validating resolver for DANE
+	// (RFC 7672); nil: no DANE.
+	DANE *dane.Resolver
+	// MTASTS, when set, finds MTA-STS policies (RFC 8461); nil: none.
+	MTASTS *mtasts.Manager
+	// TLSResults, when set, receives one result per TLS attempt to a
+	// mail exchanger (TLS-RPT, RFC 8460).
+	TLSResults tlsrpt.Sink
+	// OutboundTLS, when set, counts each session to a mail exchanger by
+	// policy and result ("success", "plaintext" or a TLS-RPT result
+	// type).
+	OutboundTLS func(policy, result string)
 	// TLSConfig is the base TLS configuration (RootCAs, client
 	// certificates); nil is the system defaults.
 	TLSConfig *tls.Config
@@ -121,13 +142,13 @@ type Options struct {
 	Reencoded func(reason string)
 }
 
-func (o Options) withDefaults(lmtp bool) Options {
+func (o Options) withDefaults(k kind) Options {
 	if o.Hostname == "" {
 		o.Hostname = "localhost"
 	}
-	if o.TLS == "" {
+	if o.TLS == "" && k != kindMX {
 		o.TLS = route.TLSOpportunistic
-		if lmtp {
+		if k == kindLMTP {
 			o.TLS = route.TLSNone
 		}
 	}

@@ -16,15 +16,17 @@ import (
 
 	"moat/internal/reply"
 	"moat/relay/route"
+	"moat/relay/tlsrpt"
 	"moat/relay/transport"
 )
 
 // dest is one place to connect to.
 type dest struct {
-	key     string // pool and limiter key
-	network string // "tcp" or "unix"
-	addr    string // what is dialled
-	host    string // the name: TLS server name, messages
+	key     string   // pool and limiter key
+	network string   // "tcp" or "unix"
+	addr    string   // what is dialled
+	host    string   // the name: TLS server name, messages
+	plan    *tlsPlan // MX delivery: the TLS policy of this exchanger
 }
 
 func (d dest) String() string {
@@ -105,7 +107,24 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 		hello = "LHLO" // RFC 2033 §4.1
 	}
 	tlsOn := false
-	if mode != route.TLSNone {
+	// report records the TLS outcome of an MX session (tlspolicy.go).
+	report := func(failure tlsrpt.ResultType, plaintext bool) {
+		if d.plan != nil {
+			c.emit(*d.plan, mode, d.addr, failure, plaintext)
+		}
+	}
+	// policyErr is a TLS failure under a policy that forbids clear
+	// text: temporary, with the policy named (never a bounce at once).
+	policyErr := func(format string, args ...any) error {
+		err := fmt.Errorf(format, args...)
+		if d.plan != nil && d.plan.what != "" {
+			return fmt.Errorf("%s: %w", d.plan.what, err)
+		}
+		return err
+	}
+	if mode == route.TLSNone {
+		report("", true)
+	} else {
 		er, err := wc.cmd(t.Mail, hello+" "+c.o.Hostname)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", d, hello, err)
@@ -125,8 +144,12 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 			}
 			if sr.Code != 220 {
 				if mode == route.TLSRequired {
-					return nil, fmt.Errorf("%s: STARTTLS refused and TLS is required: %w", d, wireErr(sr, d.String(), "STARTTLS"))
+					report(tlsrpt.StartTLSNotSupported, false)
+					// The reply is quoted, not wrapped: a 5yz here must
+					// not bounce the mail (the policy defers).
+					return nil, policyErr("%s: %s: STARTTLS refused and TLS is required: %v", d, tlsrpt.StartTLSNotSupported, wireErr(sr, d.String(), "STARTTLS"))
 				}
+				report(tlsrpt.StartTLSNotSupported, true)
 				break // opportunistic: carry on in clear
 			}
 			if wc.br.Buffered() > 0 {
@@ -134,19 +157,34 @@ func (c *Client) setup(raw net.Conn, d dest, mode string) (*session, error) {
 				// came over TLS (CVE-2011-0411).
 				return nil, fmt.Errorf("%s: server sent data after its STARTTLS reply", d)
 			}
-			tc := tls.Client(raw, c.tlsConfig(d.host))
+			cfg, soft := c.tlsConfigFor(d, mode)
+			tc := tls.Client(raw, cfg)
 			raw.SetDeadline(time.Now().Add(t.Connect))
 			err = tc.Handshake()
 			raw.SetDeadline(time.Time{})
 			if err != nil {
+				report(classify(err), false)
+				if mode == route.TLSRequired {
+					// Never errTLSHandshake: no retry in clear.
+					return nil, policyErr("%s: %s: TLS handshake failed: %v", d, classify(err), err)
+				}
 				return nil, fmt.Errorf("%s: %w: %w", d, errTLSHandshake, err)
+			}
+			if soft != nil && *soft != nil {
+				// MTA-STS testing (RFC 8461 §5): reported, delivered.
+				report(classify(*soft), false)
+			} else {
+				report("", false)
 			}
 			wc = newWireConn(tc, t.DataBlock)
 			tlsOn = true
 		case mode == route.TLSRequired:
+			report(tlsrpt.StartTLSNotSupported, false)
 			// RFC 3207 §4: the client decides; with TLS required it
 			// does not send the message in clear.
-			return nil, fmt.Errorf("%s: STARTTLS not offered and TLS is required: not sending in clear", d)
+			return nil, policyErr("%s: %s: STARTTLS not offered and TLS is required: not sending in clear", d, tlsrpt.StartTLSNotSupported)
+		default:
+			report(tlsrpt.StartTLSNotSupported, true)
 		}
 	}
 	// go-smtp reads a greeting first: we read the real one already (and
@@ -212,7 +250,10 @@ func (c *Client) auth(s *session) error {
 	return nil
 }
 
-func (c *Client) tlsConfig(host string) *tls.Config {
+// tlsConfig is the base configuration for a handshake with host in
+// mode: verified against host when TLS is required (unless
+// tls_skip_verify), not verified when opportunistic.
+func (c *Client) tlsConfig(host, mode string) *tls.Config {
 	var cfg *tls.Config
 	if c.o.TLSConfig != nil {
 		cfg = c.o.TLSConfig.Clone()
@@ -225,11 +266,9 @@ func (c *Client) tlsConfig(host string) *tls.Config {
 	if cfg.MinVersion == 0 {
 		cfg.MinVersion = tls.VersionTLS12
 	}
-	if c.o.TLS == route.TLSOpportunistic || c.o.TLSSkipVerify {
+	if mode == route.TLSOpportunistic || c.o.TLSSkipVerify {
 		// Opportunistic TLS protects against passive listeners only
-		// (RFC 7435); verifying would make it fail closed for no gain,
-		// since MX names come from unauthenticated DNS (no MTA-STS or
-		// DANE yet).
+		// (RFC 7435); verifying would make it fail closed for no gain.
 		cfg.InsecureSkipVerify = true
 	}
 	return cfg
