@@ -103,7 +103,7 @@ func (t *quarantineTarget) list(ctx context.Context, stdout, stderr io.Writer, l
 		if more := m.RcptCount - len(m.Recipients); more > 0 {
 			rcpts += fmt.Sprintf(",+%d more", more)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second), clean(sender(m.Sender)), clean(rcpts), clean(m.Client), clean(m.Rule))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.ID), admin.ShortDuration(time.Duration(m.AgeSeconds)*time.Second), clean(sender(m.Sender)), clean(rcpts), clean(m.Client), clean(m.Rule))
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "%d message(s) in quarantine\n", l.Total)
@@ -132,17 +132,7 @@ func (t *quarantineTarget) show(ctx context.Context, stdout, stderr io.Writer, i
 	if err != nil {
 		return quarantineError("show "+id, err)
 	}
-	printDetail(stdout, d, !body)
-	if !body {
-		return nil
-	}
-	fmt.Fprintln(stdout, bodyMarker)
-	if sp != nil {
-		err = copyMessage(messageWriter(stdout), sp, id)
-	} else {
-		err = t.client.QuarantineMessage(ctx, id, messageWriter(stdout))
-	}
-	if err != nil {
+	if err := printShown(stdout, d, body, sp, id, func(w io.Writer) error { return t.client.QuarantineMessage(ctx, id, w) }); err != nil {
 		return quarantineError("show "+id, err)
 	}
 	return nil

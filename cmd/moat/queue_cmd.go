@@ -200,7 +200,7 @@ func printList(w io.Writer, l *admin.List) {
 		if more := m.RcptCount - len(m.Recipients); more > 0 {
 			rcpts += fmt.Sprintf(",+%d more", more)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.ID), age(time.Duration(m.AgeSeconds)*time.Second),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", clean(m.ID), admin.ShortDuration(time.Duration(m.AgeSeconds)*time.Second),
 			m.State, clean(sender(m.Sender)), clean(rcpts), clean(m.LastError))
 	}
 	tw.Flush()
@@ -223,20 +223,25 @@ func (t *queueTarget) show(ctx context.Context, stdout, stderr io.Writer, id str
 	if err != nil {
 		return queueError("show "+id, err)
 	}
+	if err := printShown(stdout, d, body, sp, id, func(w io.Writer) error { return t.client.Message(ctx, id, w) }); err != nil {
+		return queueError("show "+id, err)
+	}
+	return nil
+}
+
+// printShown prints what `queue show` and `quarantine show` print: the
+// envelope and header (d) and, with body, the stored message, read from
+// the spool sp when the daemon is down, else through fetch (the API).
+func printShown(stdout io.Writer, d *admin.Detail, body bool, sp *spool.Spool, id string, fetch func(io.Writer) error) error {
 	printDetail(stdout, d, !body)
 	if !body {
 		return nil
 	}
 	fmt.Fprintln(stdout, bodyMarker)
 	if sp != nil {
-		err = copyMessage(messageWriter(stdout), sp, id)
-	} else {
-		err = t.client.Message(ctx, id, messageWriter(stdout))
+		return copyMessage(messageWriter(stdout), sp, id)
 	}
-	if err != nil {
-		return queueError("show "+id, err)
-	}
-	return nil
+	return fetch(messageWriter(stdout))
 }
 
 // copyMessage copies the stored message id of sp to w.
@@ -278,7 +283,7 @@ func printDetail(w io.Writer, d *admin.Detail, headers bool) {
 	}
 	fmt.Fprintf(w, "id:           %s\n", clean(e.ID))
 	fmt.Fprintf(w, "state:        %s\n", d.State)
-	fmt.Fprintf(w, "received:     %s (%s ago)\n", e.Received.Format(time.RFC3339), age(time.Since(e.Received)))
+	fmt.Fprintf(w, "received:     %s (%s ago)\n", e.Received.Format(time.RFC3339), admin.ShortDuration(time.Since(e.Received)))
 	fmt.Fprintf(w, "sender:       %s\n", clean(sender(e.Sender)))
 	fmt.Fprintf(w, "size:         %d bytes\n", e.Size)
 	fmt.Fprintf(w, "client:       %s [%s] helo %s (%s)\n", clean(e.ClientName), clean(e.ClientIP), clean(e.HELO), clean(e.Protocol))
@@ -373,21 +378,4 @@ func clean(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// age renders a duration as the two largest units: 45s, 12m3s, 5h2m, 3d4h.
-func age(d time.Duration) string {
-	if d < 0 {
-		d = 0
-	}
-	s := int64(d / time.Second)
-	switch {
-	case s < 60:
-		return fmt.Sprintf("%ds", s)
-	case s < 3600:
-		return fmt.Sprintf("%dm%ds", s/60, s%60)
-	case s < 86400:
-		return fmt.Sprintf("%dh%dm", s/3600, s%3600/60)
-	}
-	return fmt.Sprintf("%dd%dh", s/86400, s%86400/3600)
 }

@@ -221,8 +221,8 @@ func TestAge(t *testing.T) {
 		-time.Second: "0s", 45 * time.Second: "45s", 12*time.Minute + 3*time.Second: "12m3s",
 		5*time.Hour + 2*time.Minute: "5h2m", 76 * time.Hour: "3d4h",
 	} {
-		if got := age(d); got != want {
-			t.Errorf("age(%s) = %q, want %q", d, got, want)
+		if got := admin.ShortDuration(d); got != want {
+			t.Errorf("ShortDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }

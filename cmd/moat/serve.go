@@ -124,7 +124,7 @@ type app struct {
 	scanners    *gateway.Scanners // nil: none configured
 	scanDone    chan struct{}     // closed when the scanners' ping loop ends
 	cluster     *cluster.Client
-	reports     *reportOps // DMARC and TLS reports; nil: off
+	reports     *reportOps   // DMARC and TLS reports; nil: off
 	outTLS      *outboundTLS // outtls.go
 	mailLog     *maillog.Logger
 	mailLogFile *os.File

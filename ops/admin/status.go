@@ -146,7 +146,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	p := page{Now: now.UTC().Format(time.RFC3339), Info: s.info(now), Deferrals: s.deferrals()}
 	if p.Info.UptimeSeconds > 0 {
-		p.Uptime = uptime(time.Duration(p.Info.UptimeSeconds) * time.Second)
+		p.Uptime = ShortDuration(time.Duration(p.Info.UptimeSeconds) * time.Second)
 	}
 	var stats queue.Stats
 	if s.opt.Queue != nil {
@@ -326,9 +326,12 @@ td.n{text-align:right}
 </html>
 `))
 
-// uptime renders a duration as its two largest units: 45s, 12m3s, 5h2m,
-// 3d4h.
-func uptime(d time.Duration) string {
+// ShortDuration renders a duration as its two largest units: 45s, 12m3s,
+// 5h2m, 3d4h (a negative one as 0s): uptimes and message ages.
+func ShortDuration(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
 	s := int64(d / time.Second)
 	switch {
 	case s < 60:

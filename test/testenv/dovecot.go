@@ -105,6 +105,16 @@ service stats {
   chroot =
 }
 `, dir, port, d.Log, uid, gid, d.Root)
+	runDovecot(t, bin, dir, conf, d.Addr, d.Log)
+	return d
+}
+
+// runDovecot writes conf into dir and runs Dovecot in the foreground
+// until the test ends (SIGTERM, then SIGKILL after 10 s); it returns once
+// addr accepts connections, failing the test with Dovecot's log
+// otherwise.
+func runDovecot(t testing.TB, bin, dir, conf, addr, logPath string) {
+	t.Helper()
 	confPath := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -129,11 +139,11 @@ service stats {
 			<-done
 		}
 	})
-	if err := WaitPort(d.Addr, 15*time.Second); err != nil {
-		b, _ := os.ReadFile(d.Log)
-		t.Fatalf("dovecot: %v\n%s", err, b)
+	if err := WaitPort(addr, 15*time.Second); err != nil {
+		b, _ := os.ReadFile(logPath)
+		o, _ := os.ReadFile(filepath.Join(dir, "stdout"))
+		t.Fatalf("dovecot: %v\n%s\n%s", err, b, o)
 	}
-	return d
 }
 
 // New lists the files in new/ of addr's Maildir.

@@ -6,11 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -81,35 +79,7 @@ service stats {
 }
 !include %[4]s
 `, dir, port, d.Log, snip)
-	confPath := filepath.Join(dir, "dovecot.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-F", "-c", confPath)
-	out, err := os.Create(filepath.Join(dir, "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); out.Close(); close(done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Signal(syscall.SIGKILL)
-			<-done
-		}
-	})
-	if err := WaitPort(d.Addr, 15*time.Second); err != nil {
-		b, _ := os.ReadFile(d.Log)
-		o, _ := os.ReadFile(filepath.Join(dir, "stdout"))
-		t.Fatalf("dovecot: %v\n%s\n%s", err, b, o)
-	}
+	runDovecot(t, bin, dir, conf, d.Addr, d.Log)
 	return d
 }
 
