@@ -101,6 +101,10 @@ func TestReportsEndToEnd(t *testing.T) {
 	if sink2 == nil {
 		t.Fatal("no TLS sink with reports.tlsrpt.enabled")
 	}
+	// Outbound delivery reports each session's TLS result to that store.
+	if got := a.smtpOptions(a.cfg.Load(), "mx").TLSResults; got != sink2 {
+		t.Fatalf("MX delivery reports TLS results to %v, not the report store", got)
+	}
 	sink2.RecordTLS(tlsrpt.Result{PolicyDomain: "reports.test", Policy: tlsrpt.PolicyNotFound, MXHost: "mx.reports.test", ReceivingIP: "192.0.2.1", Success: true})
 	sink2.RecordTLS(tlsrpt.Result{PolicyDomain: "reports.test", Policy: tlsrpt.PolicyNotFound, MXHost: "mx.reports.test", ReceivingIP: "192.0.2.1",
 		Failure: tlsrpt.StartTLSNotSupported})

@@ -518,6 +518,17 @@ type routing struct {
 
 // newRouting builds the transports of every route: local Maildir
 // delivery, each configured route, and MX delivery.
+// smtpOptions are the options of the outbound SMTP client of route name:
+// timeouts, metrics, outbound TLS policy (MTA-STS, DANE, tls_policy) and
+// the TLS-RPT store each session's TLS result goes to.
+func (a *app) smtpOptions(cfg *Config, name string) smtpout.Options {
+	o := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
+		Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded,
+		OutboundTLS: a.metrics.OutboundTLS, TLSResults: a.reports.tlsSink()}
+	a.outTLS.apply(cfg, &o)
+	return o
+}
+
 func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 	r := &routing{router: st.Router.(*route.Router), dir: st.Directory.(*mailbox.Directory)}
 	dir := r.dir
@@ -530,13 +541,7 @@ func (a *app) newRouting(cfg *Config, st *gateway.State) *routing {
 			return out
 		}),
 	}
-	opt := func(name string) smtpout.Options {
-		o := smtpout.Options{Hostname: cfg.Hostname, Resolver: a.resolver, Timeouts: cfg.SMTPClient,
-			Chained: func() { a.metrics.Chained(name) }, Reencoded: a.metrics.Reencoded,
-			OutboundTLS: a.metrics.OutboundTLS, TLSResults: a.reports.tlsSink()}
-		a.outTLS.apply(cfg, &o)
-		return o
-	}
+	opt := func(name string) smtpout.Options { return a.smtpOptions(cfg, name) }
 	for name, rt := range cfg.Routes {
 		r.transports[name] = smtpout.ForRoute(rt, opt(name))
 	}
