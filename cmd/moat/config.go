@@ -223,6 +223,7 @@ func loadConfig(path string) (*Config, error) {
 func decodeConfig(path string) (*Config, error) {
 	v := viper.NewWithOptions(viper.KeyDelimiter(keyDelim))
 	setDefaults(v, "", reflect.ValueOf(defaults()))
+	defaultKeys := v.AllKeys()
 	v.SetConfigType("yaml")
 	var file []byte
 	if path == "" {
@@ -242,10 +243,19 @@ func decodeConfig(path string) (*Config, error) {
 			return nil, fmt.Errorf("config: %w", errors.Join(errs...))
 		}
 	}
-	// MOAT_DATA_DIR, MOAT_LOG_LEVEL, MOAT_DNS_TIMEOUT ... (viper: "." → "_").
-	v.SetEnvPrefix("MOAT")
-	v.SetEnvKeyReplacer(strings.NewReplacer(keyDelim, "_"))
-	v.AutomaticEnv()
+	// MOAT_DATA_DIR, MOAT_LOG_LEVEL, MOAT_DNS_TIMEOUT ...: one variable for
+	// each key of the defaults, bound by name. Not viper's AutomaticEnv,
+	// which also tried keys that only the file names (entries of a map
+	// such as routes.backend.address) and applied such a variable only
+	// some of the time, depending on map order: those have no variable.
+	known := map[string]bool{}
+	for _, k := range defaultKeys {
+		name := envName(k)
+		if err := v.BindEnv(k, name); err != nil {
+			return nil, err
+		}
+		known[name] = true
+	}
 
 	var cfg Config
 	err := v.UnmarshalExact(&cfg, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
@@ -257,10 +267,6 @@ func decodeConfig(path string) (*Config, error) {
 			err = locateDecodeErrors(path, file, err)
 		}
 		return nil, fmt.Errorf("config: %w", err)
-	}
-	known := map[string]bool{}
-	for _, k := range v.AllKeys() {
-		known[envName(k)] = true
 	}
 	cfg.envWarnings = envWarnings(os.Environ(), known)
 	cfg.Mailboxes.SetDefaults(cfg.DataDir)
@@ -275,8 +281,8 @@ func decodeConfig(path string) (*Config, error) {
 	return &cfg, nil
 }
 
-// setDefaults registers every leaf key of the default config, so that
-// AutomaticEnv can override keys the file does not mention.
+// setDefaults registers every leaf key of the default config: the keys a
+// MOAT_* variable can set, whether or not the file mentions them.
 func setDefaults(v *viper.Viper, prefix string, rv reflect.Value) {
 	rt := rv.Type()
 	for i := 0; i < rt.NumField(); i++ {

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"moat/mailbox"
 	"moat/policy/scanner"
@@ -223,4 +224,34 @@ func sameValue(a, b reflect.Value) bool {
 		return a.IsNil() == b.IsNil()
 	}
 	return reflect.DeepEqual(a.Interface(), b.Interface())
+}
+
+// TestEnvMapEntryNeverApplied: a variable for an entry of a map the file
+// defines (routes.backend.address) is not a key of its own: it is warned
+// about and never applied. viper's AutomaticEnv applied it only some of
+// the time, depending on map order; twenty decodes must agree.
+func TestEnvMapEntryNeverApplied(t *testing.T) {
+	t.Setenv("MOAT_ROUTES_BACKEND_ADDRESS", "10.9.9.9:25")
+	t.Setenv("MOAT_DNS_TIMEOUT", "3s") // a key of the defaults: applied
+	p := configFile(t, "routes:\n  backend: {type: smtp, address: \"10.0.0.5:25\"}\n"+
+		"domains:\n  relay: {corp.example: backend}\n")
+	for i := 0; i < 20; i++ {
+		cfg, err := decodeConfig(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.Routes["backend"].Address; got != "10.0.0.5:25" {
+			t.Fatalf("decode %d: routes.backend.address = %q, the file says 10.0.0.5:25", i, got)
+		}
+		if cfg.DNS.Timeout != 3*time.Second {
+			t.Fatalf("decode %d: MOAT_DNS_TIMEOUT not applied: %v", i, cfg.DNS.Timeout)
+		}
+		warned := false
+		for _, w := range cfg.Warnings() {
+			warned = warned || strings.Contains(w, "MOAT_ROUTES_BACKEND_ADDRESS names no configuration key")
+		}
+		if !warned {
+			t.Fatalf("decode %d: no warning about MOAT_ROUTES_BACKEND_ADDRESS: %q", i, cfg.Warnings())
+		}
+	}
 }
