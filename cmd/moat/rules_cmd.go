@@ -74,7 +74,10 @@ status is 1 when there is any. Other configuration errors are not reported
 here: use moat check-config for those.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg := rules.DefaultConfig()
-			opt := rules.LoadOptions{}
+			// Without a configuration the facts are still every fact moat
+			// computes (content, spam traps, ARC, scanners): only routes
+			// and lists need one.
+			opt := rules.LoadOptions{FactGroups: pipelineFactGroups(nil)}
 			if cfgPath != "" || len(args) == 0 {
 				c, err := loadConfig(cfgPath)
 				if c == nil {

@@ -93,6 +93,11 @@ func TestRulesCheck(t *testing.T) {
 	bad := writeTestFile(t, dir, "20-bad.yaml", badRules)
 	cfg := writeTestFile(t, dir, "moat.yaml", "data_dir: "+dir+"\nrules:\n  paths: ["+good+"]\n")
 	badCfg := writeTestFile(t, dir, "bad.yaml", "data_dir: "+dir+"\nrules:\n  paths: ["+dir+"/*.yaml]\n")
+	// Facts of the content, ARC and scanner checks, known without --config.
+	facts := writeTestFile(t, t.TempDir(), "30-facts.yaml", "rules:\n"+
+		"  - {name: arc-fail, stage: data, action: score, score: 1, when: 'arc.result == \"fail\"'}\n"+
+		"  - {name: virus, stage: data, action: reject, when: virus.found}\n"+
+		"  - {name: many-urls, stage: data, action: score, score: 1, when: 'urls.count > 50'}\n")
 
 	tests := []struct {
 		name    string
@@ -111,6 +116,7 @@ func TestRulesCheck(t *testing.T) {
 		{name: "bad config", args: []string{"check", "--config", badCfg}, wantErr: true, errOut: []*regexp.Regexp{
 			regexp.MustCompile(`20-bad\.yaml:9:\d+: rule "typo"`),
 		}},
+		{name: "facts of every check without a config", args: []string{"check", facts}, out: []string{"3 rules in 1 files: ok"}},
 		{name: "missing file", args: []string{"check", filepath.Join(dir, "nope.yaml")}, wantErr: true, errOut: []*regexp.Regexp{
 			regexp.MustCompile(`nope\.yaml: no such file`),
 		}},
