@@ -21,6 +21,7 @@ import (
 	"moat/internal/dnstest"
 	"moat/internal/pebbletest"
 	"moat/internal/smtptest"
+	"moat/relay/mtasts"
 )
 
 // certConfig writes a config whose mx listener offers STARTTLS.
@@ -214,9 +215,9 @@ mta_sts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, stspub.MaxPolicySize))
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, mtasts.MaxPolicySize))
 	resp.Body.Close()
-	p, err := stspub.Parse(string(body))
+	p, err := mtasts.Parse(body)
 	if err != nil || p.Mode != "enforce" || len(p.MX) != 1 || p.MX[0] != "mx.example.org" || p.MaxAge != 86400*time.Second {
 		t.Fatalf("policy %q: %+v %v", body, p, err)
 	}

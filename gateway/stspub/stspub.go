@@ -5,11 +5,9 @@
 // and derives the policy id of the `_mta-sts` TXT record (§3.1) from a
 // hash of the policy text, so that any change of the policy changes the
 // id and senders fetch it again. The HTTPS certificate comes from the
-// listener's configuration (gateway.Certificates: files or ACME).
-//
-// Parse reads a policy back (the tests and `moat mta-sts record` check
-// what is served); it is the tolerant reader of §3.2: CRLF or LF line
-// ends, unknown keys ignored, at most 64 KiB.
+// listener's configuration (gateway.Certificates: files or ACME). The
+// modes, the limits and the reader of a policy are relay/mtasts's, the
+// sending side's: what moat publishes is what moat would accept.
 package stspub
 
 import (
@@ -22,17 +20,11 @@ import (
 	"time"
 
 	"moat/gateway/acmecert"
+	"moat/relay/mtasts"
 )
 
-// Modes of a policy (RFC 8461 §5).
-const (
-	ModeEnforce = "enforce"
-	ModeTesting = "testing"
-	ModeNone    = "none"
-)
-
-// MaxMaxAge is the longest max_age allowed (RFC 8461 §3.2: 31557600 s).
-const MaxMaxAge = 31557600 * time.Second
+// maxMaxAge is the longest max_age allowed (RFC 8461 §3.2).
+const maxMaxAge = mtasts.MaxAgeLimit * time.Second
 
 // WellKnownPath is where a policy is served (RFC 8461 §3.3).
 const WellKnownPath = "/.well-known/mta-sts.txt"
@@ -88,11 +80,11 @@ func (c Config) Validate() error {
 		}
 		seen[d] = true
 		switch p.Mode {
-		case ModeEnforce, ModeTesting:
+		case mtasts.ModeEnforce, mtasts.ModeTesting:
 			if len(p.MX) == 0 {
 				errs = append(errs, fmt.Errorf("%s.mx: a policy in mode %s needs at least one mx (RFC 8461 §3.2)", key, p.Mode))
 			}
-		case ModeNone:
+		case mtasts.ModeNone:
 		default:
 			errs = append(errs, fmt.Errorf("%s.mode: %q is not enforce, testing or none", key, p.Mode))
 		}
@@ -102,8 +94,8 @@ func (c Config) Validate() error {
 				errs = append(errs, fmt.Errorf("%s.mx[%d]: %q is not a host name or *.pattern", key, j, mx))
 			}
 		}
-		if p.MaxAge != 0 && (p.MaxAge < time.Second || p.MaxAge > MaxMaxAge) {
-			errs = append(errs, fmt.Errorf("%s.max_age: %s is not between 1s and %s (RFC 8461 §3.2)", key, p.MaxAge, MaxMaxAge))
+		if p.MaxAge != 0 && (p.MaxAge < time.Second || p.MaxAge > maxMaxAge) {
+			errs = append(errs, fmt.Errorf("%s.max_age: %s is not between 1s and %s (RFC 8461 §3.2)", key, p.MaxAge, maxMaxAge))
 		}
 	}
 	return errors.Join(errs...)
