@@ -92,7 +92,14 @@ service lmtp {
     mode = 0600
   }
 }
-service anvil {
+`+noChroot, dir, port, d.Log, uid, gid, d.Root)
+	runDovecot(t, bin, dir, conf, d.Addr, d.Log)
+	return d
+}
+
+// noChroot keeps Dovecot's helper services out of chroots, which a
+// private instance in a temporary directory cannot provide.
+const noChroot = `service anvil {
   chroot =
 }
 service log {
@@ -104,10 +111,7 @@ service auth {
 service stats {
   chroot =
 }
-`, dir, port, d.Log, uid, gid, d.Root)
-	runDovecot(t, bin, dir, conf, d.Addr, d.Log)
-	return d
-}
+`
 
 // runDovecot writes conf into dir and runs Dovecot in the foreground
 // until the test ends (SIGTERM, then SIGKILL after 10 s); it returns once

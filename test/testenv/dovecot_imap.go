@@ -65,19 +65,7 @@ service imap-login {
   }
   chroot =
 }
-service anvil {
-  chroot =
-}
-service log {
-  chroot =
-}
-service auth {
-  chroot =
-}
-service stats {
-  chroot =
-}
-!include %[4]s
+`+noChroot+`!include %[4]s
 `, dir, port, d.Log, snip)
 	runDovecot(t, bin, dir, conf, d.Addr, d.Log)
 	return d
