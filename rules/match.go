@@ -42,10 +42,12 @@ type matcher struct {
 	fold bool
 	// shared: the clauses as literal indexes of the set's scanner.
 	shared [][]int32
-	// starts, anchored, window: see starts.go; anchored nil: unused
+	// starts, anchored, window, second: see starts.go; anchored nil: unused
 	starts   *[256]bool
 	anchored *regexp.Regexp
 	window   int
+	// second: the bytes that may follow each start (nil: unknown)
+	second *[256]byteSet
 }
 
 // scanned is what a scan found in one text.

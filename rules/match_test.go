@@ -66,6 +66,7 @@ func FuzzMatcher(f *testing.F) {
 	f.Add("(?i)(viagra|casino)", "Cheap VIAGRA")
 	f.Add("dear (customer|user)", "dear user")
 	f.Add("(?i)s(k|x)", "\u017f\u212a")
+	f.Add("(?i)(v[^a-z0-9\\s]?[i1!|]gra|c[!1]x)", "vw cd v-1gra c!X v\xffigra")
 	f.Fuzz(func(t *testing.T, pattern, in string) {
 		re, err := regexp.Compile(pattern)
 		if err != nil || len(pattern) > 200 {
@@ -128,9 +129,25 @@ func TestStartsWindow(t *testing.T) {
 			t.Errorf("%q: window applies %t, want %t", tc.pattern, m.anchored != nil, tc.applies)
 		}
 	}
-	patterns := []string{"(?i)(v[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@]gra|c[!1i]alis)", "v.a", "(?i)sk[a-z]{0,3}x", "€[0-9]{1,3}", "(?i)k\u00e9"}
+	// the byte after a start: v and c of the drug names go on with a
+	// symbol or one of i1!|, never with a letter such as w or d
+	m := newMatcher("(?i)(v[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@]gra|c[!1i]alis)")
+	if m.second == nil {
+		t.Fatal("no second-byte filter")
+	}
+	for _, tc := range []struct {
+		pair string
+		may  bool
+	}{{"vi", true}, {"VI", true}, {"v1", true}, {"v-", true}, {"c!", true}, {"v\xc3", true}, {"vw", false}, {"cd", false}, {"v ", false}, {"C7", false}} {
+		if got := m.second[tc.pair[0]].has(tc.pair[1]); got != tc.may {
+			t.Errorf("%q may start a match: %t, want %t", tc.pair, got, tc.may)
+		}
+	}
+	patterns := []string{"(?i)(v[^a-z0-9\\s]?[i1!|][^a-z0-9\\s]?[a@]gra|c[!1i]alis)", "v.a", "(?i)sk[a-z]{0,3}x", "€[0-9]{1,3}", "(?i)k\u00e9",
+		"v[^a-z]?", "[vc][!1]x", "(?i)as", "q[\u00e9\u00e8]"}
 	inputs := []string{"", "v1agra", "V-!-@gra", "xx c!alis", "ſkabx", "\u212akex", "SKX", "price €12", "€", "\u212a\u00e9", "K\u00c9",
-		"v\xff1agra", "v\xffa", "\xe2\x82", "v\u20aca", strings.Repeat("v", 300) + "iagra", "v!@gra"}
+		"v\xff1agra", "v\xffa", "\xe2\x82", "v\u20aca", strings.Repeat("v", 300) + "iagra", "v!@gra",
+		"v", "xv", "cv!x", "c!", "a\u017f", "A\u017fx", "q\u00e9", "q\xff", "qe"}
 	for _, p := range patterns {
 		m, re := newMatcher(p), regexp.MustCompile(p)
 		for _, in := range inputs {

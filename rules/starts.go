@@ -17,6 +17,15 @@ import (
 // for patterns without assertions (^, $, \b look outside the window), and
 // whose first character cannot be U+FFFD, which Go's regexp also reads for
 // an invalid byte (so a match could start at a byte the set lacks).
+//
+// Letters such as v and c start a word in forty, so the anchored pattern
+// would still run at every one of them. The byte after the start narrows
+// it down: the program the pattern compiles to says, for each first byte,
+// which runes may come second (`v` then a symbol or one of i1!|), and a
+// start whose next byte cannot begin such a rune is skipped without the
+// regexp. A non-ASCII second rune is judged by its class alone (any byte
+// from 0x80 passes when some rune above 0x7F may follow, U+FFFD for an
+// invalid byte included), so the filter never refuses a match.
 
 // maxWindow bounds the matches this applies to, in bytes.
 const maxWindow = 256
@@ -49,6 +58,138 @@ func (m *matcher) startsAt(tree *syntax.Regexp, pattern string) {
 		return // too common a start to pay
 	}
 	m.starts, m.anchored, m.window = &set, anchored, w
+	m.second = secondBytes(tree, &set)
+}
+
+// byteSet is a set of bytes.
+type byteSet [4]uint64
+
+func (b *byteSet) add(c int)       { b[c>>6] |= 1 << (c & 63) }
+func (b *byteSet) has(c byte) bool { return b[c>>6]&(1<<(c&63)) != 0 }
+func (b *byteSet) addRange(lo, hi int) {
+	for c := lo; c <= hi; c++ {
+		b.add(c)
+	}
+}
+
+// secondBytes returns, for each byte of starts, the bytes that may follow
+// it in a match; nil when the program holds an instruction it does not
+// know (the filter is then left out).
+func secondBytes(tree *syntax.Regexp, starts *[256]bool) *[256]byteSet {
+	prog, err := syntax.Compile(tree)
+	if err != nil {
+		return nil
+	}
+	first, ok := closure(prog, []uint32{uint32(prog.Start)})
+	if !ok {
+		return nil
+	}
+	var out [256]byteSet
+	for b := 0; b < 256; b++ {
+		switch {
+		case !starts[b]:
+			continue
+		case b >= utf8.RuneSelf: // the first rune is not this byte alone
+			out[b].addRange(0, 255)
+			continue
+		}
+		var next []uint32
+		for _, pc := range first {
+			if consumes(&prog.Inst[pc], rune(b)) {
+				next = append(next, prog.Inst[pc].Out)
+			}
+		}
+		after, ok := closure(prog, next)
+		if !ok {
+			return nil
+		}
+		for _, pc := range after {
+			in := &prog.Inst[pc]
+			if in.Op == syntax.InstMatch {
+				out[b].addRange(0, 255) // the match may end after one byte
+				break
+			}
+			for c := 0; c < utf8.RuneSelf; c++ {
+				if consumes(in, rune(c)) {
+					out[b].add(c)
+				}
+			}
+			if mayConsumeNonASCII(in) {
+				out[b].addRange(utf8.RuneSelf, 255)
+			}
+		}
+	}
+	return &out
+}
+
+// closure returns the rune and match instructions reachable from pcs
+// without reading a rune; false on an instruction it does not follow
+// (an assertion, which windowSafe already refuses).
+func closure(prog *syntax.Prog, pcs []uint32) ([]uint32, bool) {
+	seen := make([]bool, len(prog.Inst))
+	var out []uint32
+	for len(pcs) > 0 {
+		pc := pcs[len(pcs)-1]
+		pcs = pcs[:len(pcs)-1]
+		if seen[pc] {
+			continue
+		}
+		seen[pc] = true
+		in := &prog.Inst[pc]
+		switch in.Op {
+		case syntax.InstAlt, syntax.InstAltMatch:
+			pcs = append(pcs, in.Out, in.Arg)
+		case syntax.InstCapture, syntax.InstNop:
+			pcs = append(pcs, in.Out)
+		case syntax.InstRune, syntax.InstRune1, syntax.InstRuneAny, syntax.InstRuneAnyNotNL, syntax.InstMatch:
+			out = append(out, pc)
+		case syntax.InstFail:
+		default:
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+// consumes reports whether a rune instruction reads r.
+func consumes(in *syntax.Inst, r rune) bool {
+	switch in.Op {
+	case syntax.InstRune:
+		return in.MatchRune(r)
+	case syntax.InstRune1:
+		return in.Rune[0] == r
+	case syntax.InstRuneAny:
+		return true
+	case syntax.InstRuneAnyNotNL:
+		return r != '\n'
+	}
+	return false
+}
+
+// mayConsumeNonASCII reports whether a rune instruction may read some
+// rune above U+007F (U+FFFD, an invalid byte, among them); true when in
+// doubt.
+func mayConsumeNonASCII(in *syntax.Inst) bool {
+	switch in.Op {
+	case syntax.InstRune:
+		if syntax.Flags(in.Arg)&syntax.FoldCase != 0 {
+			return true // k folds to U+212A, s to U+017F
+		}
+		if len(in.Rune) == 1 {
+			return in.Rune[0] >= utf8.RuneSelf
+		}
+		for i := 1; i < len(in.Rune); i += 2 {
+			if in.Rune[i] >= utf8.RuneSelf {
+				return true
+			}
+		}
+		return false
+	case syntax.InstRune1:
+		return in.Rune[0] >= utf8.RuneSelf
+	case syntax.InstRuneAny, syntax.InstRuneAnyNotNL:
+		return true
+	}
+	return false
 }
 
 // run is the regexp's answer for s.
@@ -58,6 +199,9 @@ func (m *matcher) run(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		if !m.starts[s[i]] {
+			continue
+		}
+		if m.second != nil && i+1 < len(s) && !m.second[s[i]].has(s[i+1]) {
 			continue
 		}
 		end := min(len(s), i+m.window)
