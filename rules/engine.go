@@ -229,8 +229,7 @@ func (e *Engine) run(machine *vm.VM, st *state, r *rule, stage Stage, f *Facts, 
 	if st.timed {
 		t0 = time.Now()
 	}
-	out, err := runSafe(machine, r.prog, &st.env)
-	matched, _ := out.(bool)
+	matched, err := e.condition(machine, st, r)
 	if st.timed || (err != nil && e.obs != nil) {
 		rs := RuleStat{Rule: r.Name, Stage: stage, Matched: matched && err == nil, DryRun: r.DryRun, Err: err, Timed: st.timed}
 		if st.timed {
@@ -291,6 +290,19 @@ func (e *Engine) run(machine *vm.VM, st *state, r *rule, stage Stage, f *Facts, 
 	}
 	v.Explain = append(v.Explain, hit)
 	return false
+}
+
+// condition answers a rule's condition: compiled when it is, else (or
+// when the closures give up) on the VM.
+func (e *Engine) condition(machine *vm.VM, st *state, r *rule) (bool, error) {
+	if r.native != nil {
+		if matched, ok := runNative(r.native, st); ok {
+			return matched, nil
+		}
+	}
+	out, err := runSafe(machine, r.prog, &st.env)
+	matched, _ := out.(bool)
+	return matched, err
 }
 
 // AppendHits appends to hits the rules and built-in steps that matched in

@@ -3,6 +3,7 @@ package rules
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -209,6 +210,7 @@ type state struct {
 	scans  map[scanKey]*scanned // literal scans of long texts (see match)
 	memos  []*string            // values of the set's memos, by index
 	timed  bool                 // this evaluation's rules are timed (TimeEvery)
+	elems  []reflect.Value      // the elements a compiled predicate reads (#), innermost last
 }
 
 func newState(ctx context.Context, e *Engine, set *Set, f *Facts) *state {

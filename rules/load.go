@@ -144,6 +144,7 @@ type rule struct {
 	When     string
 
 	prog    *vm.Program
+	native  func(*state) bool // the condition as closures (native.go); nil: the VM only
 	needs   int
 	facts   []factPath
 	windows map[string]time.Duration
@@ -300,19 +301,10 @@ func newCompiler(s *Set, opt LoadOptions) (*compiler, error) {
 		expr.Env(env{}),
 		expr.MaxNodes(5000),
 		expr.Function("in_list", func(p ...any) (any, error) {
-			l := s.lists[p[0].(string)]
-			return l != nil && l.match(p[1].(string)), nil
+			return s.inList(p[0].(string), p[1].(string)), nil
 		}, new(func(name, value string) bool)),
 		expr.Function("cidr", func(p ...any) (any, error) {
-			a, err := netip.ParseAddr(p[0].(string))
-			if err != nil {
-				return false, nil
-			}
-			pf, err := netip.ParsePrefix(p[1].(string))
-			if err != nil {
-				return false, err
-			}
-			return pf.Contains(a.Unmap()), nil
+			return cidrContains(p[0].(string), p[1].(string))
 		}, new(func(ip, prefix string) bool)),
 	}
 	s.prefilter = &prefilter{}
@@ -329,6 +321,26 @@ func newCompiler(s *Set, opt LoadOptions) (*compiler, error) {
 		}, new(func(st *state, memo int) (string, error))),
 		expr.Patch(memoPatcher{c}))
 	return c, nil
+}
+
+// inList is the in_list function: value is on the named list.
+func (s *Set) inList(name, value string) bool {
+	l := s.lists[name]
+	return l != nil && l.match(value)
+}
+
+// cidrContains is the cidr function: ip (not an address: false) is in
+// prefix.
+func cidrContains(ip, prefix string) (bool, error) {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false, nil
+	}
+	pf, err := netip.ParsePrefix(prefix)
+	if err != nil {
+		return false, err
+	}
+	return pf.Contains(a.Unmap()), nil
 }
 
 // ruleKeys are the keys a rule may have.
@@ -621,6 +633,7 @@ func (c *compiler) compile(r *rule, src string, node, key *yaml.Node) []error {
 		return []error{ferr(1, 0, "%v", err)}
 	}
 	r.prog = prog
+	r.native = compileNative(c.set, prog.Node())
 	ins := &inspector{set: c.set, stage: r.Stage, src: src, rule: r, paths: map[string]bool{}, roots: map[string]bool{}}
 	root := prog.Node()
 	ast.Walk(&root, ins)

@@ -2,18 +2,40 @@ package main
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"moat/gateway"
+	"moat/rules"
 )
+
+// packScorer is the offline pipeline with the shipped rule files that
+// glob picks from deploy/rules, and their lists.
+func packScorer(tb testing.TB, glob string) *scorer {
+	tb.Helper()
+	pack, _ := filepath.Abs(filepath.Join("..", "..", "deploy", "rules"))
+	dir := tb.TempDir()
+	cfg := filepath.Join(dir, "moat.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\nrules:\n  paths: [\""+pack+"/"+glob+"\"]\n"+
+		"  lists:\n    allow_senders: "+pack+"/allow-senders.txt\n    deny_senders: "+pack+"/deny-senders.txt\n"), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	s, err := newScorer(scoreInput{cfgPath: cfg, ip: "192.0.2.1", helo: "loadgen.client.test"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { s.cc.Close() })
+	return s
+}
 
 // BenchmarkRulePack is what the shipped rules cost one make-bench-like
 // message (2 KB of plain text, ten header fields) through the offline
 // pipeline: the baseline files alone, then the whole pack, side by side,
 // so their ratio is the pack's cost on ordinary mail.
 func BenchmarkRulePack(b *testing.B) {
-	pack, _ := filepath.Abs(filepath.Join("..", "..", "deploy", "rules"))
 	var body strings.Builder
 	line := strings.Repeat("abcdefghijklmnopqrstuvwxyz0123456789", 3)[:76] + "\r\n"
 	for body.Len()+len(line) <= 2048 {
@@ -28,21 +50,11 @@ func BenchmarkRulePack(b *testing.B) {
 		{"pack", "*.yaml"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			dir := b.TempDir()
-			cfg := filepath.Join(dir, "moat.yaml")
-			if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\nrules:\n  paths: [\""+pack+"/"+c.glob+"\"]\n"+
-				"  lists:\n    allow_senders: "+pack+"/allow-senders.txt\n    deny_senders: "+pack+"/deny-senders.txt\n"), 0o600); err != nil {
-				b.Fatal(err)
-			}
-			f := filepath.Join(dir, "bench.eml")
+			s := packScorer(b, c.glob)
+			f := filepath.Join(b.TempDir(), "bench.eml")
 			if err := os.WriteFile(f, []byte(msg), 0o600); err != nil {
 				b.Fatal(err)
 			}
-			s, err := newScorer(scoreInput{cfgPath: cfg, ip: "192.0.2.1", helo: "loadgen.client.test"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.cc.Close()
 			ctx := context.Background()
 			sf := scoreFile{path: f, class: classHam}
 			b.ReportAllocs()
@@ -52,4 +64,65 @@ func BenchmarkRulePack(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestDeployPackCompiled: every rule of the shipped pack but the rate
+// limit runs as compiled closures, and they answer as the expr VM does
+// at every stage over each test message of the repository and of
+// ../shared/testdata/corpus.
+func TestDeployPackCompiled(t *testing.T) {
+	s := packScorer(t, "*.yaml")
+	var files []string
+	for _, root := range []string{filepath.Join("..", "..", "rules", "testdata", "corpus"), filepath.Join("..", "..", "..", "shared", "testdata", "corpus")} {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.Type().IsRegular() && !strings.HasSuffix(p, ".md") && !strings.HasSuffix(p, ".tsv") && !strings.HasPrefix(d.Name(), "LICENSE") {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	if len(files) < 20 {
+		t.Fatalf("only %d test messages", len(files))
+	}
+	ctx := context.Background()
+	compiled := map[string]bool{}
+	for _, f := range files {
+		raw, err := readMessage(f, s.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw = stripFromLine(raw)
+		from, to := envelopeOf(raw)
+		out := gateway.RunOffline(ctx, s.opt, gateway.OfflineSession{
+			Conn: s.conn, Listener: gateway.Listener{Name: "score", Mode: "mx"}, State: s.state,
+			From: from, To: []string{to}, Message: raw, DeclaredSize: int64(len(raw)),
+		})
+		for stage := rules.StageConnect; stage <= rules.StageData; stage++ {
+			rep := s.engine.DiffCompiled(ctx, stage, &out.Txn.Facts)
+			for _, d := range rep.Differ {
+				t.Errorf("%s, stage %s: %s", f, stage, d)
+			}
+			for _, r := range rep.VMOnly {
+				if r != "sender-domain-rate" {
+					t.Errorf("rule %s is not compiled", r)
+				}
+			}
+			for _, r := range rep.Compiled {
+				compiled[r] = true
+			}
+		}
+	}
+	if n := s.engine.Set().Len(); len(compiled) != n-1 {
+		t.Errorf("%d of %d rules compiled", len(compiled), n)
+	}
+	if !compiled["obfuscated-drug-names"] || !compiled["html-invisible-text"] {
+		t.Error("the content rules were not compiled")
+	}
+	t.Logf("%d rules compiled, %d messages", len(compiled), len(files))
 }
