@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/expr-lang/expr/ast"
@@ -58,12 +59,27 @@ type scanned struct {
 	found []uint64
 	// special: the text holds ſ or the Kelvin sign (see matcher.fold)
 	special bool
+	end     litscan.State // where the scan stopped
 }
 
 func scanText(ls *litscan.Set, s string) *scanned {
+	return scanAfter(ls, nil, s)
+}
+
+// scanAfter scans s, whose first bytes are the text of head when head is
+// not nil: what head found is kept and the scan goes on from where it
+// stopped, over the rest alone.
+func scanAfter(ls *litscan.Set, head *scanned, s string) *scanned {
 	sc := &scanned{text: s, found: make([]uint64, ls.Words())}
-	ls.Scan(s, sc.found)
-	sc.special = strings.ContainsRune(s, 'ſ') || strings.ContainsRune(s, '\u212a')
+	from, rest := litscan.Start, s
+	if head != nil {
+		copy(sc.found, head.found)
+		from, rest, sc.special = head.end, s[len(head.text):], head.special
+	}
+	sc.end = ls.Resume(from, rest, sc.found)
+	// from a few bytes before the joint: head may end inside a rune
+	tail := s[max(0, len(s)-len(rest)-utf8.UTFMax+1):]
+	sc.special = sc.special || strings.ContainsRune(tail, 'ſ') || strings.ContainsRune(tail, '\u212a')
 	return sc
 }
 
@@ -395,7 +411,15 @@ func (s *state) match(text string, idx int) bool {
 	key := scanKey{unsafe.StringData(text), len(text)}
 	sc := s.scans[key]
 	if sc == nil {
-		sc = scanText(p.scan, text)
+		// lower(body + " " + subject) after lower(body): only the
+		// subject is scanned again
+		var head *scanned
+		for _, c := range s.scans {
+			if len(c.text) < len(text) && (head == nil || len(c.text) > len(head.text)) && text[:len(c.text)] == c.text {
+				head = c
+			}
+		}
+		sc = scanAfter(p.scan, head, text)
 		if len(s.scans) < maxScanCache {
 			if s.scans == nil {
 				s.scans = map[scanKey]*scanned{}

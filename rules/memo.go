@@ -23,8 +23,9 @@ const memoFunc = "__memo"
 
 // memo is one shared expression of a set.
 type memo struct {
-	src  string // its printed form, the key
-	prog *vm.Program
+	src    string // its printed form, the key
+	prog   *vm.Program
+	native func(*state) string // compiled (native.go); nil: the VM only
 }
 
 // memoPatcher rewrites the memoizable lower(E) calls of one condition.
@@ -71,7 +72,7 @@ func (c *compiler) memoIndex(call ast.Node) (int, bool) {
 		c.memoBySrc = map[string]int{}
 	}
 	c.memoBySrc[src] = len(c.set.memos)
-	c.set.memos = append(c.set.memos, &memo{src: src, prog: prog})
+	c.set.memos = append(c.set.memos, &memo{src: src, prog: prog, native: compileNativeString(c.set, prog.Node())})
 	return len(c.set.memos) - 1, true
 }
 
@@ -135,7 +136,14 @@ func (s *state) memo(i int) (string, error) {
 	if v := s.memos[i]; v != nil {
 		return *v, nil
 	}
-	out, err := vm.Run(s.set.memos[i].prog, &s.env)
+	m := s.set.memos[i]
+	if m.native != nil {
+		if v, ok := runNativeString(m.native, s); ok {
+			s.memos[i] = &v
+			return v, nil
+		}
+	}
+	out, err := vm.Run(m.prog, &s.env)
 	if err != nil {
 		return "", err
 	}

@@ -60,6 +60,17 @@ func runNative(c func(*state) bool, s *state) (matched, ok bool) {
 	return c(s), true
 }
 
+// runNativeString runs a compiled string expression (a memo); ok false
+// when it gave up.
+func runNativeString(c func(*state) string, s *state) (v string, ok bool) {
+	defer func() {
+		if x := recover(); x != nil {
+			v, ok = "", false
+		}
+	}()
+	return c(s), true
+}
+
 // nativeCompiler compiles the nodes of one condition.
 type nativeCompiler struct {
 	set *Set
@@ -72,6 +83,16 @@ func compileNative(set *Set, root ast.Node) func(*state) bool {
 		return nil
 	}
 	return n.b
+}
+
+// compileNativeString returns the closure of a string expression, or
+// nil.
+func compileNativeString(set *Set, root ast.Node) func(*state) string {
+	n, ok := (&nativeCompiler{set: set}).node(root)
+	if !ok || n.kind != reflect.String {
+		return nil
+	}
+	return n.s
 }
 
 var envType = reflect.TypeOf(env{})
@@ -621,6 +642,18 @@ func (e *Engine) DiffCompiled(ctx context.Context, stage Stage, f *Facts) Compil
 			rep.Differ = append(rep.Differ, fmt.Sprintf("%s: compiled %t, VM error %v", r.Name, got, err))
 		case got != want:
 			rep.Differ = append(rep.Differ, fmt.Sprintf("%s: compiled %t, VM %t", r.Name, got, want))
+		}
+	}
+	// the shared lower(E) expressions (memo.go), which both ways read
+	st.fill(needBody | needMalformed | needAddresses)
+	for _, m := range set.memos {
+		if m.native == nil {
+			continue
+		}
+		got, ok := runNativeString(m.native, st)
+		out, err := vm.Run(m.prog, &st.env)
+		if want, _ := out.(string); ok && (err != nil || got != want) {
+			rep.Differ = append(rep.Differ, fmt.Sprintf("%s: compiled %.40q, VM %.40q (%v)", m.src, got, want, err))
 		}
 	}
 	return rep

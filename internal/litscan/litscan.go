@@ -149,10 +149,22 @@ func (s *Set) Words() int { return (s.n + 63) / 64 }
 // Scan sets bit i of found (found[i/64] & 1<<(i%64)) for every literal i
 // that occurs in text; found must have at least Words() words. Bits
 // already set stay set.
-func (s *Set) Scan(text string, found []uint64) {
+func (s *Set) Scan(text string, found []uint64) { s.Resume(Start, text, found) }
+
+// State is where a scan stopped: the automaton's state after the text
+// read so far.
+type State int32
+
+// Start is the state before any text.
+const Start State = 0
+
+// Resume goes on with a scan that stopped at st, as if text followed the
+// text read so far: Scan(a+b) finds what Scan(a) found and then
+// Resume(its state, b) finds. It returns the state at the end of text.
+func (s *Set) Resume(st State, text string, found []uint64) State {
 	found = found[:s.Words()]
 	delta, class, w := s.delta, &s.class, int32(s.width)
-	row := int32(0)
+	row := int32(st)
 	for i := 0; i < len(text); i++ {
 		row = delta[row+int32(class[text[i]])]
 		if row >= 0 {
@@ -165,6 +177,7 @@ func (s *Set) Scan(text string, found []uint64) {
 			}
 		}
 	}
+	return State(row)
 }
 
 // Has reports whether bit i is set in found.

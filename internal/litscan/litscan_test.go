@@ -1,6 +1,7 @@
 package litscan
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -43,6 +44,16 @@ func check(t *testing.T, lits []string, text string) {
 	}
 	if Count(found) != n {
 		t.Errorf("Count = %d, want %d", Count(found), n)
+	}
+	// split anywhere, the scan of the head resumed over the tail finds
+	// the same
+	for cut := 0; cut <= len(text); cut += 1 + len(text)/7 {
+		parts := make([]uint64, s.Words())
+		st := s.Resume(Start, text[:cut], parts)
+		s.Resume(st, text[cut:], parts)
+		if !slices.Equal(parts, found) {
+			t.Errorf("%q resumed at %d: %x, whole scan %x", text, cut, parts, found)
+		}
 	}
 }
 

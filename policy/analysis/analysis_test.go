@@ -400,3 +400,21 @@ func mustRead(t testing.TB, path string) []byte {
 	}
 	return m
 }
+
+// TestHasHighBit: a byte from 0x80 is found at every offset, in the
+// eight-byte steps and in the tail.
+func TestHasHighBit(t *testing.T) {
+	for n := 0; n <= 20; n++ {
+		b := []byte(strings.Repeat("a", n))
+		if hasHighBit(b) {
+			t.Errorf("%d ASCII bytes: high bit found", n)
+		}
+		for i := 0; i < n; i++ {
+			c := append([]byte(nil), b...)
+			c[i] = 0x80 | byte(i)
+			if !hasHighBit(c) {
+				t.Errorf("0x%x at %d of %d: not found", c[i], i, n)
+			}
+		}
+	}
+}

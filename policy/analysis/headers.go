@@ -281,6 +281,9 @@ func (r *Result) received(vals []string) {
 			}
 			newer = t
 		}
+		if !privateBracket(v) {
+			continue // no private address: the from clause cannot claim one
+		}
 		if sm := receivedFrom.FindStringSubmatch(v); sm != nil && privateClaimsPublic(sm[1], sm[2]) {
 			f.ReceivedPrivate++
 		}
@@ -302,6 +305,27 @@ func privateClaimsPublic(helo, comment string) bool {
 	ip := bracketIP(comment)
 	return ip.IsValid() && ip.IsPrivate()
 }
+
+// privateBracket reports whether some [address] in s is private: what
+// privateClaimsPublic needs of the comment, asked of the whole field
+// before its from clause is parsed.
+func privateBracket(s string) bool {
+	for i := 0; i < maxBrackets; i++ {
+		j := strings.IndexByte(s, '[')
+		if j < 0 {
+			return false
+		}
+		s = s[j:]
+		if ip := bracketIP(s); ip.IsValid() && ip.IsPrivate() {
+			return true
+		}
+		s = s[1:]
+	}
+	return true // too many to look at: let the parse decide
+}
+
+// maxBrackets bounds the brackets privateBracket reads in one field.
+const maxBrackets = 16
 
 func bracketIP(s string) netip.Addr {
 	i := strings.IndexByte(s, '[')

@@ -55,7 +55,10 @@ func (r *Result) computeText() {
 		b.Write(v)
 	}
 	f.Truncated = f.Truncated || r.html.Truncated || w.truncated
-	r.visible = strings.ToValidUTF8(b.String(), "")
+	r.visible = b.String()
+	if !utf8.ValidString(r.visible) {
+		r.visible = strings.ToValidUTF8(r.visible, "")
+	}
 	s := r.visible
 	f.Bytes = len(s)
 	f.Words = countWords(s)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"io"
 	"iter"
@@ -406,6 +407,11 @@ func isHex(c byte) bool {
 }
 
 func hasHighBit(b []byte) bool {
+	for ; len(b) >= 8; b = b[8:] { // eight bytes at a time
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true
@@ -452,17 +458,26 @@ func trimPartialRune(b []byte, cut bool) []byte {
 func toUTF8(b []byte, charset string) string {
 	switch charset {
 	case "", "us-ascii", "ascii", "utf-8", "utf8":
-		return strings.ToValidUTF8(string(b), "\uFFFD")
+		return validUTF8(b)
 	}
 	enc, err := htmlindex.Get(charset)
 	if err != nil {
-		return strings.ToValidUTF8(string(b), "\uFFFD")
+		return validUTF8(b)
 	}
 	out, err := enc.NewDecoder().Bytes(b)
 	if err != nil {
-		return strings.ToValidUTF8(string(b), "\uFFFD")
+		return validUTF8(b)
 	}
-	return strings.ToValidUTF8(string(out), "\uFFFD")
+	return validUTF8(out)
+}
+
+// validUTF8 is b as a string, each run of invalid bytes replaced by
+// U+FFFD; copied once when it is valid already (the common case).
+func validUTF8(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: func(label string, r io.Reader) (io.Reader, error) {
