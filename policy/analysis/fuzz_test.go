@@ -60,7 +60,9 @@ func FuzzHTML(f *testing.F) {
 		if u := r.URLs(); len(u.List) > 50 {
 			t.Fatalf("kept %d URLs", len(u.List))
 		}
-		r.Text()
+		if tx := r.Text(); tx.Words != countWords(r.visible) {
+			t.Fatalf("text words %d, countWords %d", tx.Words, countWords(r.visible))
+		}
 		parseColor(s)
 		tinySize(s)
 	})

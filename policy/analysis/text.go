@@ -61,14 +61,14 @@ func (r *Result) computeText() {
 	}
 	s := r.visible
 	f.Bytes = len(s)
-	f.Words = countWords(s)
-
+	// one pass: words (as countWords counts them), letters, case, scripts
 	var counts [16]int
 	nonASCII, upper, cased := 0, 0, 0
+	inWord := false
 	for len(s) > 0 {
-		c, size := utf8.DecodeRuneInString(s)
-		s = s[size:]
-		if c < utf8.RuneSelf {
+		if c := s[0]; c < utf8.RuneSelf {
+			s = s[1:]
+			w := true
 			switch {
 			case 'a' <= c && c <= 'z':
 				f.Letters++
@@ -79,10 +79,25 @@ func (r *Result) computeText() {
 				counts[0]++
 				cased++
 				upper++
+			case '0' <= c && c <= '9':
+			default:
+				w = false
 			}
+			if w && !inWord {
+				f.Words++
+			}
+			inWord = w
 			continue
 		}
-		if !unicode.IsLetter(c) {
+		c, size := utf8.DecodeRuneInString(s)
+		s = s[size:]
+		letter := unicode.IsLetter(c)
+		w := letter || unicode.IsDigit(c)
+		if w && !inWord {
+			f.Words++
+		}
+		inWord = w
+		if !letter {
 			continue
 		}
 		f.Letters++
