@@ -211,6 +211,9 @@ type state struct {
 	memos  []*string            // values of the set's memos, by index
 	timed  bool                 // this evaluation's rules are timed (TimeEvery)
 	elems  []reflect.Value      // the elements a compiled predicate reads (#), innermost last
+	// groupVals are the fact groups' values the compiled conditions read
+	// in this evaluation, by Set.groupIndex (invalid: not read yet)
+	groupVals []reflect.Value
 }
 
 func newState(ctx context.Context, e *Engine, set *Set, f *Facts) *state {

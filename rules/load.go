@@ -111,7 +111,10 @@ type Set struct {
 	lists  map[string]*list
 	count  int
 	groups map[string]*FactGroup
-	memos  []*memo // shared lower(E) expressions (memo.go)
+	// groupIndex numbers the groups, for the values an evaluation keeps
+	// (state.groupVals)
+	groupIndex map[string]int
+	memos      []*memo // shared lower(E) expressions (memo.go)
 	// prefilter holds the compiled `matches` patterns and the one scanner
 	// of their literals
 	prefilter *prefilter
@@ -297,6 +300,10 @@ func newCompiler(s *Set, opt LoadOptions) (*compiler, error) {
 		return nil, err
 	}
 	s.groups = groups
+	s.groupIndex = make(map[string]int, len(groups))
+	for name := range groups {
+		s.groupIndex[name] = len(s.groupIndex)
+	}
 	c.exprs = []expr.Option{
 		expr.Env(env{}),
 		expr.MaxNodes(5000),

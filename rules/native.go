@@ -234,6 +234,10 @@ func (c *nativeCompiler) identifier(n *ast.IdentifierNode) (native, bool) {
 	if !ok || t.Kind() == reflect.Func {
 		return native{}, false
 	}
+	if len(idx) == 1 {
+		i := idx[0]
+		return fromValue(t, func(s *state) reflect.Value { return reflect.ValueOf(&s.env).Elem().Field(i) })
+	}
 	return fromValue(t, func(s *state) reflect.Value { return reflect.ValueOf(&s.env).Elem().FieldByIndex(idx) })
 }
 
@@ -266,6 +270,9 @@ func (c *nativeCompiler) member(n *ast.MemberNode) (native, bool) {
 				panic(giveUp{errNilValue})
 			}
 			v = v.Elem()
+		}
+		if len(idx) == 1 {
+			return v.Field(idx[0])
 		}
 		return v.FieldByIndex(idx)
 	})
@@ -466,7 +473,14 @@ func (c *nativeCompiler) call(n *ast.CallNode) (native, bool) {
 		if len(args) != 0 {
 			return native{}, false
 		}
+		gi, ok := c.set.groupIndex[group]
+		if !ok {
+			return native{}, false
+		}
 		return fromValue(n.Type(), func(s *state) reflect.Value {
+			if gi < len(s.groupVals) && s.groupVals[gi].IsValid() {
+				return s.groupVals[gi]
+			}
 			v, err := s.group(group)
 			if err != nil {
 				panic(giveUp{err})
@@ -475,6 +489,10 @@ func (c *nativeCompiler) call(n *ast.CallNode) (native, bool) {
 			if !rv.IsValid() {
 				panic(giveUp{errNilValue})
 			}
+			if s.groupVals == nil {
+				s.groupVals = make([]reflect.Value, len(s.set.groupIndex))
+			}
+			s.groupVals[gi] = rv
 			return rv
 		})
 	}

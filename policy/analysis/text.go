@@ -34,15 +34,17 @@ func (r *Result) computeText() {
 	r.HTML()
 	w := r.parts()
 	f := &r.text
-	var b strings.Builder
+	// the text parts, then the HTML's visible text, a line apart; one
+	// part alone (most mail) is not copied
+	var pieces []string
 	room := r.opt.MaxTextBytes
 	for p := range w.plainTexts(&f.Truncated) {
 		if len(p.text) > room {
 			f.Truncated = true
 		}
-		b.WriteString(p.text[:min(len(p.text), room)])
-		b.WriteByte('\n')
-		room = r.opt.MaxTextBytes - b.Len()
+		t := p.text[:min(len(p.text), room)]
+		pieces = append(pieces, t)
+		room -= len(t) + 1
 		if room <= 0 {
 			break
 		}
@@ -52,10 +54,10 @@ func (r *Result) computeText() {
 		if len(v) > room {
 			v, f.Truncated = v[:room], true
 		}
-		b.Write(v)
+		pieces = append(pieces, string(v))
 	}
 	f.Truncated = f.Truncated || r.html.Truncated || w.truncated
-	r.visible = b.String()
+	r.visible = strings.Join(pieces, "\n")
 	if !utf8.ValidString(r.visible) {
 		r.visible = strings.ToValidUTF8(r.visible, "")
 	}
