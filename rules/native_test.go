@@ -63,10 +63,10 @@ var nativeConditions = []struct {
 	{when: `sender.domain matches tg.s`, vmOnly: true},
 }
 
-// TestCompiledAgreesWithVM: conditions of every compiled shape give the
-// VM's answer over several messages and fact values, and the ones the
-// closures do not know stay with the VM.
-func TestCompiledAgreesWithVM(t *testing.T) {
+// nativeEngine loads nativeConditions as log rules at the data stage,
+// with the tg fact group and a list named people.
+func nativeEngine(t testing.TB) *Engine {
+	t.Helper()
 	var b strings.Builder
 	b.WriteString("rules:\n")
 	for i, c := range nativeConditions {
@@ -83,7 +83,14 @@ func TestCompiledAgreesWithVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewEngine(set, EngineOptions{})
+	return NewEngine(set, EngineOptions{})
+}
+
+// TestCompiledAgreesWithVM: conditions of every compiled shape give the
+// VM's answer over several messages and fact values, and the ones the
+// closures do not know stay with the VM.
+func TestCompiledAgreesWithVM(t *testing.T) {
+	e := nativeEngine(t)
 	plain, err := content.Parse([]byte("From: Carol <carol@example.net>\r\nTo: bob@example.org\r\nSubject: Testing é\r\n\r\nSome content, a casino.\r\n"), content.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +145,36 @@ func TestCompiledAgreesWithVM(t *testing.T) {
 	if mixed < len(nativeConditions)/2 {
 		t.Errorf("only %d of %d conditions were both true and false over the table", mixed, len(nativeConditions))
 	}
+}
+
+// FuzzCompiledAgreesWithVM: over any fact values and message, every
+// compiled condition of the table answers as the VM does.
+func FuzzCompiledAgreesWithVM(f *testing.F) {
+	f.Add(3, int64(3), 2.0, "abc", true, "abc,q", "a.txt", 20, "Testing é", "Some content, a casino.")
+	f.Add(-1, int64(0), -1.5, "bcé", false, "", "", 0, "", "\xff\xfe v1agra")
+	e := nativeEngine(f)
+	f.Fuzz(func(t *testing.T, n int, i64 int64, fl float64, s string, b bool, list, item string, size int, subject, body string) {
+		if len(subject) > 200 || len(body) > 2000 || strings.ContainsAny(subject, "\r\n") {
+			return
+		}
+		m, err := content.Parse([]byte("From: Carol <carol@example.net>\r\nTo: bob@example.org\r\nSubject: "+subject+"\r\n\r\n"+body+"\r\n"), content.Options{})
+		if err != nil {
+			return
+		}
+		g := &nativeFacts{N: n, I64: i64, F: fl, S: s, B: b, Items: []nativeItem{{item, size}}}
+		if list != "" {
+			g.L = strings.Split(list, ",")
+		}
+		if size%2 == 0 {
+			g.P = &nativeInner{V: size}
+		}
+		facts := baseFacts()
+		facts.Message = m
+		facts.SetGroup("tg", g)
+		for _, d := range e.DiffCompiled(context.Background(), StageData, facts).Differ {
+			t.Error(d)
+		}
+	})
 }
 
 // BenchmarkCompiledRule: one small condition through the closures and
