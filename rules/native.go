@@ -132,21 +132,6 @@ func fromValue(t reflect.Type, get func(*state) reflect.Value) (native, bool) {
 	return native{kind: reflect.Invalid, v: get}, true
 }
 
-// value returns n as a closure yielding a reflect.Value.
-func (n native) value() func(*state) reflect.Value {
-	switch n.kind {
-	case reflect.Bool:
-		return func(s *state) reflect.Value { return reflect.ValueOf(n.b(s)) }
-	case reflect.String:
-		return func(s *state) reflect.Value { return reflect.ValueOf(n.s(s)) }
-	case reflect.Float64:
-		return func(s *state) reflect.Value { return reflect.ValueOf(n.f(s)) }
-	case reflect.Int:
-		return func(s *state) reflect.Value { return reflect.ValueOf(n.i(s)) }
-	}
-	return n.v
-}
-
 // float returns a numeric n as a float closure.
 func (n native) float() (func(*state) float64, bool) {
 	switch n.kind {

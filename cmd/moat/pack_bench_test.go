@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"moat/gateway"
 	"moat/rules"
 )
 
@@ -93,16 +92,10 @@ func TestDeployPackCompiled(t *testing.T) {
 	ctx := context.Background()
 	compiled := map[string]bool{}
 	for _, f := range files {
-		raw, err := readMessage(f, s.maxBytes)
+		out, err := s.offline(ctx, f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		raw = stripFromLine(raw)
-		from, to := envelopeOf(raw)
-		out := gateway.RunOffline(ctx, s.opt, gateway.OfflineSession{
-			Conn: s.conn, Listener: gateway.Listener{Name: "score", Mode: "mx"}, State: s.state,
-			From: from, To: []string{to}, Message: raw, DeclaredSize: int64(len(raw)),
-		})
 		for stage := rules.StageConnect; stage <= rules.StageData; stage++ {
 			rep := s.engine.DiffCompiled(ctx, stage, &out.Txn.Facts)
 			for _, d := range rep.Differ {

@@ -246,22 +246,31 @@ func newScorer(in scoreInput) (*scorer, error) {
 }
 
 // run scores one message.
-func (s *scorer) run(ctx context.Context, f scoreFile) scoreOutcome {
-	o := scoreOutcome{file: f, bayes: -1}
-	raw, err := readMessage(f.path, s.maxBytes)
+// offline runs the message in file path through the offline pipeline,
+// its envelope taken from its header (or --to).
+func (s *scorer) offline(ctx context.Context, path string) (*gateway.OfflineResult, error) {
+	raw, err := readMessage(path, s.maxBytes)
 	if err != nil {
-		o.err = err
-		return o
+		return nil, err
 	}
 	raw = stripFromLine(raw)
 	from, to := envelopeOf(raw)
 	if s.to != "" {
 		to = s.to
 	}
-	out := gateway.RunOffline(ctx, s.opt, gateway.OfflineSession{
+	return gateway.RunOffline(ctx, s.opt, gateway.OfflineSession{
 		Conn: s.conn, Listener: gateway.Listener{Name: "score", Mode: "mx"}, State: s.state,
 		From: from, To: []string{to}, Message: raw, DeclaredSize: int64(len(raw)),
-	})
+	}), nil
+}
+
+func (s *scorer) run(ctx context.Context, f scoreFile) scoreOutcome {
+	o := scoreOutcome{file: f, bayes: -1}
+	out, err := s.offline(ctx, f.path)
+	if err != nil {
+		o.err = err
+		return o
+	}
 	o.score = out.Txn.Score
 	o.verdict = verdictOf(out)
 	o.byRule = caughtVerdict(o.verdict) && o.verdict != "tagged" && !strings.HasPrefix(out.Rule, "score:")
