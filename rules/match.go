@@ -43,12 +43,12 @@ type matcher struct {
 	fold bool
 	// shared: the clauses as literal indexes of the set's scanner.
 	shared [][]int32
-	// starts, anchored, window, second: see starts.go; anchored nil: unused
+	// starts, anchored, window, second: see starts.go; anchored nil:
+	// unused; second nil: no filter on the byte after a start
 	starts   *[256]bool
 	anchored *regexp.Regexp
 	window   int
-	// second: the bytes that may follow each start (nil: unknown)
-	second *[256]byteSet
+	second   *[256]byteSet
 }
 
 // scanned is what a scan found in one text.

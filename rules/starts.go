@@ -18,8 +18,8 @@ import (
 // whose first character cannot be U+FFFD, which Go's regexp also reads for
 // an invalid byte (so a match could start at a byte the set lacks).
 //
-// Letters such as v and c start a word in forty, so the anchored pattern
-// would still run at every one of them. The byte after the start narrows
+// Letters such as v and c come several times a line, so the anchored
+// pattern would still run many times a body. The byte after the start narrows
 // it down: the program the pattern compiles to says, for each first byte,
 // which runes may come second (`v` then a symbol or one of i1!|), and a
 // start whose next byte cannot begin such a rune is skipped without the
