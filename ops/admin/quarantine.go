@@ -16,6 +16,7 @@ import (
 // a *quarantine.Quarantine (moat/relay/quarantine), which owns them.
 type QuarantineAPI interface {
 	List() ([]*spool.Envelope, error)
+	Len() (int, error)
 	Get(id string) (*spool.Envelope, error)
 	Open(id string) (io.ReadCloser, error)
 	// Release moves the message into the delivery queue and returns its

@@ -34,6 +34,7 @@ const (
 // listing and message bytes, and the queue manager's operator commands.
 type QueueAPI interface {
 	List() ([]*spool.Envelope, error)
+	Sample(n int) ([]*spool.Envelope, error)
 	Get(id string) (*spool.Envelope, error)
 	Open(id string) (io.ReadCloser, error)
 	Flush(id string) error

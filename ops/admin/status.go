@@ -168,10 +168,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		p.Recipients = stats.Recipients
 	}
 	if s.opt.Quarantine != nil {
-		// One directory listing per page view (the page reloads every
-		// 30 s); a failure only hides the count.
-		if envs, err := s.opt.Quarantine.List(); err == nil {
-			p.HasQuarantine, p.Quarantined = true, len(envs)
+		// a count, no listing, per page view (the page reloads every
+		// 30 s); a failure only hides it
+		if n, err := s.opt.Quarantine.Len(); err == nil {
+			p.HasQuarantine, p.Quarantined = true, n
 		} else {
 			s.log.Warn("status page: quarantine not listed", zap.Error(err))
 		}
@@ -266,7 +266,7 @@ td.n{text-align:right}
 {{range .Groups}}<tr><td>{{.Destination}}</td><td class="err">{{.Error}}</td><td class="n">{{.Recipients}}</td><td class="n">{{.Messages}}</td></tr>
 {{else}}<tr><td colspan="4">nothing deferred</td></tr>
 {{end}}</table>
-<p>{{.Recipients}} deferred recipient(s) in {{.Scanned}} message(s){{if .Partial}} (only the first {{.Scanned}} messages of the queue read){{end}}.</p>
+<p>{{.Recipients}} deferred recipient(s) in {{.Scanned}} message(s){{if .Partial}} (a sample of {{.Scanned}} messages of a larger queue){{end}}.</p>
 {{else}}<p>The queue is not available.</p>{{end}}
 
 <h2>Quarantine</h2>

@@ -230,7 +230,8 @@ func (s *Server) deferrals() *Deferrals {
 	if s.opt.Queue == nil {
 		return nil
 	}
-	envs, err := s.opt.Queue.List()
+	// one more than groupDeferrals reads, so that it can say partial
+	envs, err := s.opt.Queue.Sample(maxDeferralScan + 1)
 	if err != nil {
 		s.log.Warn("status: queue not listed", zap.Error(err))
 		return nil
@@ -248,8 +249,7 @@ func (s *Server) apiStatus(w http.ResponseWriter, _ *http.Request) {
 			Recipients: q.Recipients, OldestSeconds: int64(q.Oldest / time.Second)}
 	}
 	if s.opt.Quarantine != nil {
-		if envs, err := s.opt.Quarantine.List(); err == nil {
-			n := len(envs)
+		if n, err := s.opt.Quarantine.Len(); err == nil {
 			st.Quarantined = &n
 		}
 	}

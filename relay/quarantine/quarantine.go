@@ -111,6 +111,9 @@ func New(q, main *spool.Spool, notify func(id string)) *Quarantine {
 // List returns the envelopes of the quarantined messages.
 func (q *Quarantine) List() ([]*spool.Envelope, error) { return q.q.List() }
 
+// Len is the number of quarantined messages.
+func (q *Quarantine) Len() (int, error) { return q.q.Len() }
+
 // Get returns one quarantined message's envelope.
 func (q *Quarantine) Get(id string) (*spool.Envelope, error) { return q.q.Get(id) }
 

@@ -709,3 +709,39 @@ func TestPreallocate(t *testing.T) {
 	}
 	f.Close()
 }
+
+// TestLenAndSample: the count without copies, and a bounded sample of
+// copies that the caller may change without changing the spool.
+func TestLenAndSample(t *testing.T) {
+	s := open(t, t.TempDir(), Options{NoSync: true})
+	ids := map[string]bool{}
+	for i := range 5 {
+		ids[put(t, s, fmt.Sprint("message ", i)).ID] = true
+	}
+	if n, err := s.Len(); err != nil || n != 5 {
+		t.Fatalf("Len = %d, %v", n, err)
+	}
+	for _, tc := range []struct{ n, want int }{{0, 0}, {3, 3}, {5, 5}, {10, 5}} {
+		envs, err := s.Sample(tc.n)
+		if err != nil || len(envs) != tc.want {
+			t.Fatalf("Sample(%d): %d envelopes, %v; want %d", tc.n, len(envs), err, tc.want)
+		}
+		seen := map[string]bool{}
+		for _, e := range envs {
+			if !ids[e.ID] || seen[e.ID] {
+				t.Fatalf("Sample(%d): %s unknown or twice", tc.n, e.ID)
+			}
+			seen[e.ID] = true
+			e.Attempts = 99
+		}
+	}
+	list, err := s.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range list {
+		if e.Attempts == 99 {
+			t.Fatalf("a sample's copy changed the spool's envelope %s", e.ID)
+		}
+	}
+}

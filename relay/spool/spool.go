@@ -937,6 +937,40 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
+// Len is the number of messages in the spool: what a count needs,
+// without the copies List makes.
+func (s *Spool) Len() (int, error) {
+	if s.readOnly {
+		if err := s.snapshot(); err != nil {
+			return 0, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.index), nil
+}
+
+// Sample returns copies of at most n envelopes of the spool, which ones
+// unspecified: for figures over a large queue (the status page groups
+// deferrals over a sample) without copying all of it under the lock.
+func (s *Spool) Sample(n int) ([]*Envelope, error) {
+	if s.readOnly {
+		if err := s.snapshot(); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Envelope, 0, min(n, len(s.index)))
+	for _, e := range s.index {
+		if len(out) >= n {
+			break
+		}
+		out = append(out, e.env.Clone())
+	}
+	return out, nil
+}
+
 // DiskBytes is the size of the segment files of the spool in dir (what
 // the spool occupies on disk, removed messages included until their
 // segment is deleted or compacted, and the zeros written ahead of the
