@@ -922,10 +922,8 @@ func (s *Spool) applyTomb(id string, g *segment) *segment {
 // List returns every message in the queue, sorted by id. A read-only
 // spool scans the segments again first.
 func (s *Spool) List() ([]*Envelope, error) {
-	if s.readOnly {
-		if err := s.snapshot(); err != nil {
-			return nil, err
-		}
+	if err := s.fresh(); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	out := make([]*Envelope, 0, len(s.index))
@@ -937,13 +935,21 @@ func (s *Spool) List() ([]*Envelope, error) {
 	return out, nil
 }
 
+// fresh brings a read-only spool (another process's, opened by the
+// offline viewers) up to what its files hold now; nothing for a spool
+// this process writes.
+func (s *Spool) fresh() error {
+	if s.readOnly {
+		return s.snapshot()
+	}
+	return nil
+}
+
 // Len is the number of messages in the spool: what a count needs,
 // without the copies List makes.
 func (s *Spool) Len() (int, error) {
-	if s.readOnly {
-		if err := s.snapshot(); err != nil {
-			return 0, err
-		}
+	if err := s.fresh(); err != nil {
+		return 0, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -954,10 +960,8 @@ func (s *Spool) Len() (int, error) {
 // unspecified: for figures over a large queue (the status page groups
 // deferrals over a sample) without copying all of it under the lock.
 func (s *Spool) Sample(n int) ([]*Envelope, error) {
-	if s.readOnly {
-		if err := s.snapshot(); err != nil {
-			return nil, err
-		}
+	if err := s.fresh(); err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
