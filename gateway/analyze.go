@@ -32,15 +32,7 @@ func (s *session) writeAddedHeaders(w *bytes.Buffer, raw []byte, msg *content.Me
 		return
 	}
 	if s.srv.pipe.inbound(s.t) && c.AuthservID != "" {
-		spfRes, iprevRes := s.t.Facts.SPF, s.t.Facts.IPRev
-		w.WriteString(authres.Header(c.AuthservID, authres.Results{
-			SPF:      &spfRes,
-			DKIM:     &s.t.Facts.DKIM,
-			DMARC:    &s.t.Facts.DMARC,
-			IPRev:    &iprevRes,
-			ARC:      s.t.arc,
-			ClientIP: s.t.Facts.Conn.IP,
-		}))
+		w.WriteString(authres.Header(c.AuthservID, s.authResults()))
 	}
 	for _, h := range s.t.Headers {
 		w.WriteString(h.Name + ": " + h.Value + "\r\n")
@@ -70,19 +62,25 @@ func (s *session) authResultsValue() string {
 	if c == nil || c.AuthservID == "" {
 		return ""
 	}
-	if !s.srv.pipe.inbound(s.t) {
-		return strings.TrimSuffix(authres.Header(c.AuthservID, authres.Results{})[len(authres.FieldName)+2:], "\r\n") // "; none"
+	var res authres.Results // our own users' mail: "; none"
+	if s.srv.pipe.inbound(s.t) {
+		res = s.authResults()
 	}
+	h := authres.Header(c.AuthservID, res)
+	return strings.TrimSuffix(h[len(authres.FieldName)+2:], "\r\n")
+}
+
+// authResults are the results of the inbound checks of this message.
+func (s *session) authResults() authres.Results {
 	spfRes, iprevRes := s.t.Facts.SPF, s.t.Facts.IPRev
-	h := authres.Header(c.AuthservID, authres.Results{
+	return authres.Results{
 		SPF:      &spfRes,
 		DKIM:     &s.t.Facts.DKIM,
 		DMARC:    &s.t.Facts.DMARC,
 		IPRev:    &iprevRes,
 		ARC:      s.t.arc,
 		ClientIP: s.t.Facts.Conn.IP,
-	})
-	return strings.TrimSuffix(h[len(authres.FieldName)+2:], "\r\n")
+	}
 }
 
 // stripOwnAuthResults removes Authentication-Results fields that claim

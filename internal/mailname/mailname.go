@@ -75,3 +75,25 @@ func Domain(d string) string {
 	// The root label, and blanks as around the whole name.
 	return strings.TrimRightFunc(strings.ToLower(d), func(r rune) bool { return r == '.' || unicode.IsSpace(r) })
 }
+
+// ValidDomain reports whether d, already lower-cased and without the
+// root dot, is a domain in the form a mail address and a DNS query carry
+// it: labels of 1 to 63 octets of letters, digits, "-" and "_", at most
+// 253 octets in all (RFC 1035 §2.3.4).
+func ValidDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

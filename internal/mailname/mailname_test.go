@@ -55,3 +55,16 @@ func FuzzFold(f *testing.F) {
 		}
 	})
 }
+
+func TestValidDomain(t *testing.T) {
+	for d, want := range map[string]bool{
+		"example.org": true, "_dmarc.example.org": true, "a-b.c1": true, "x": true,
+		"": false, "Example.org": false, "a..b": false, ".a": false, "a.": false, "a b.org": false, "bücher.de": false,
+		strings.Repeat("a", 63) + ".org": true, strings.Repeat("a", 64) + ".org": false,
+		strings.Repeat("a.", 126) + "a": true, strings.Repeat("a.", 126) + "ab": false,
+	} {
+		if got := ValidDomain(d); got != want {
+			t.Errorf("ValidDomain(%q) = %t, want %t", d, got, want)
+		}
+	}
+}

@@ -43,6 +43,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 
 	"moat/internal/dnsres"
+	"moat/internal/mailname"
 	"moat/policy"
 )
 
@@ -339,7 +340,7 @@ func FromDomain(fields []string) (string, error) {
 			return "", errors.New("From address without domain")
 		}
 		d := normalize(a.Address[i+1:])
-		if d == "" || !validDomain(d) {
+		if d == "" || !mailname.ValidDomain(d) {
 			return "", errors.New("From address with invalid domain")
 		}
 		if domain != "" && d != domain {
@@ -352,26 +353,6 @@ func FromDomain(fields []string) (string, error) {
 
 func normalize(d string) string {
 	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(d), "."))
-}
-
-// validDomain accepts LDH (and "_") labels of 1..63 octets, total ≤ 253,
-// the shape a DNS query can carry (RFC 1035 §2.3.4).
-func validDomain(d string) bool {
-	if len(d) == 0 || len(d) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(d, ".") {
-		if len(l) == 0 || len(l) > 63 {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // OrgDomain returns the organizational domain of d (RFC 7489 §3.2): the

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/net/publicsuffix"
 
 	"moat/internal/dnsres"
+	"moat/internal/mailname"
 )
 
 // Published is the DMARC record that applied (§7.2.1.1 policy_published,
@@ -307,7 +308,7 @@ func ParseURI(s string) (Destination, error) {
 		return Destination{}, fmt.Errorf("rua %q: no address", uri)
 	}
 	local, dom := addr[:at], strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
-	if !validDomain(dom) || !validLocal(local) {
+	if !mailname.ValidDomain(dom) || !validLocal(local) {
 		return Destination{}, fmt.Errorf("rua %q: not an address", uri)
 	}
 	d.Address, d.Domain = local+"@"+dom, dom
@@ -394,25 +395,6 @@ func validLocal(l string) bool {
 		c := l[i]
 		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>[]:;@\\,\"", c) >= 0 {
 			return false
-		}
-	}
-	return true
-}
-
-// validDomain accepts LDH labels of 1..63 octets, total at most 253.
-func validDomain(d string) bool {
-	if d == "" || len(d) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(d, ".") {
-		if l == "" || len(l) > 63 {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
 		}
 	}
 	return true
